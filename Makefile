@@ -1,0 +1,49 @@
+# jikimi — the two sacred commands are `make demo` and `make test`; both work on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test check demo venv system-deps clean bench
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# Mosquitto (the broker), Chromium (console tests) and mbpoll (a third-party Modbus client)
+# come from Debian's packages.
+system-deps:
+	@missing=""; \
+	command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || missing="$$missing mosquitto"; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v mbpoll >/dev/null || missing="$$missing mbpoll"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: $(STAMP) system-deps
+	$(BIN)/pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy --strict
+
+demo: $(STAMP) system-deps
+	$(BIN)/jikimi demo
+
+bench: $(STAMP) system-deps
+	mkdir -p var/bench
+	$(BIN)/jikimi bench edge --json var/bench/edge.json
+	$(BIN)/jikimi bench ingest --json var/bench/ingest.json
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""The one console script, ``jikimi``; each package registers its own subcommands.
+
+A package contributes commands through a module with a ``register(cli: Cli) -> None``
+function (``provisioning.cli``, ``edge.cli``, ``hub.cli``, ...). Groups such as ``bench`` or
+``sim`` can be shared: every package asks for the group by name and adds its own verbs.
+
+Domain errors (:class:`shared.errors.JikimiError`) become one line on stderr and exit code 2;
+a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from shared.errors import JikimiError
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Modules that register commands, in the order their groups appear in --help.
+COMMAND_MODULES = (
+    "provisioning.cli",
+    "edge.cli",
+    "edge.inference.cli",
+    "hub.cli",
+    "shared.demo_cli",
+)
+
+
+class _Registrar(Protocol):
+    def __call__(self, cli: Cli) -> None: ...
+
+
+class Cli:
+    """The argument parser being built, with named groups packages can share."""
+
+    def __init__(self) -> None:
+        self.parser = argparse.ArgumentParser(
+            prog="jikimi",
+            description="jikimi: regional disaster safety, from field devices to situation centres.",
+        )
+        self._top = self.parser.add_subparsers(dest="command", metavar="COMMAND")
+        self._groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+
+    def command(self, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
+        """Add a top-level command ``jikimi NAME``."""
+        p = self._top.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+    def subcommand(
+        self, group: str, name: str, help: str, handler: Handler, group_help: str = ""
+    ) -> argparse.ArgumentParser:
+        """Add ``jikimi GROUP NAME``; the group is created on first use."""
+        if group not in self._groups:
+            gp = self._top.add_parser(group, help=group_help, description=group_help)
+            gp.set_defaults(handler=_group_usage(gp))
+            self._groups[group] = gp.add_subparsers(dest=f"{group}_command", metavar="VERB")
+        p = self._groups[group].add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        return p
+
+
+def _group_usage(parser: argparse.ArgumentParser) -> Handler:
+    def show(_: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
+
+
+def build_cli(modules: Sequence[str] = COMMAND_MODULES) -> Cli:
+    cli = Cli()
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that package registers no commands (yet)
+            raise
+        register: _Registrar = module.register
+        register(cli)
+    return cli
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cli = build_cli()
+    args = cli.parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        cli.parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except JikimiError as exc:
+        print(f"jikimi: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
