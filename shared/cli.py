@@ -26,7 +26,6 @@ COMMAND_MODULES = (
     "edge.cli",
     "edge.inference.cli",
     "hub.cli",
-    "shared.demo_cli",
 )
 
 

@@ -1,0 +1,420 @@
+"""The project's PKI: a root CA, an issuing CA, the hub's command-signing key, leaf certificates.
+
+Layout of a PKI folder (so people and scripts can find things)::
+
+    DIR/ca.pem                   the chain clients trust (issuing CA, then root CA)
+    DIR/crl.pem                  the issuing CA's certificate revocation list
+    DIR/index.json               every certificate issued: serial, CN, role, expiry, revoked
+    DIR/root-ca/cert.pem, key.pem
+    DIR/issuing-ca/cert.pem, key.pem
+    DIR/command-signing/key.pem  the hub's Ed25519 command key (private)
+    DIR/command-signing/pub.pem  what edges install to verify commands
+    DIR/<cn>/cert.pem, key.pem   one folder per issued identity
+
+Certificates are ECDSA P-256. Private keys are written 0600 and never overwritten. Every
+function that writes has a dry-run form that returns the plan instead.
+
+(In production the root key lives offline; ``pki init`` keeps it here for a single-machine
+deployment and the demo.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shared.errors import ProvisioningError
+
+
+class PkiError(ProvisioningError):
+    """The PKI folder is missing, incomplete, or the request does not fit it."""
+
+
+class Role(enum.StrEnum):
+    EDGE = "edge"
+    HUB = "hub"
+    OPERATOR = "operator"
+    BROKER = "broker"
+
+
+_CN_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
+_SITE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_HUB_RE = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
+DEFAULT_DAYS = 90
+ROOT_DAYS = 3650
+ISSUING_DAYS = 1825
+CRL_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a PKI operation writes (or would write, with ``--dry-run``)."""
+
+    writes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self, dry_run: bool = False) -> list[str]:
+        verb = "would write" if dry_run else "write"
+        return [f"{verb} {w}" for w in self.writes] + self.notes
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    serial: int
+    cn: str
+    role: Role
+    not_after: str
+    revoked: bool = False
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _write(path: Path, data: bytes, *, private: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if private:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    else:
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _name(cn: str, unit: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "jikimi"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def _ca_cert(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    days: int,
+    path_length: int | None,
+) -> x509.Certificate:
+    now = _now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    if issuer_key is not key:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+class Pki:
+    """A PKI folder on disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    # --- paths ---------------------------------------------------------------------------
+
+    @property
+    def ca_chain(self) -> Path:
+        return self.dir / "ca.pem"
+
+    @property
+    def crl(self) -> Path:
+        return self.dir / "crl.pem"
+
+    @property
+    def index_file(self) -> Path:
+        return self.dir / "index.json"
+
+    @property
+    def command_key(self) -> Path:
+        return self.dir / "command-signing" / "key.pem"
+
+    @property
+    def command_pub(self) -> Path:
+        return self.dir / "command-signing" / "pub.pem"
+
+    def cert(self, cn: str) -> Path:
+        return self.dir / cn / "cert.pem"
+
+    def key(self, cn: str) -> Path:
+        return self.dir / cn / "key.pem"
+
+    # --- init ------------------------------------------------------------------------------
+
+    def init(self, *, dry_run: bool = False) -> Plan:
+        """Create the root CA, the issuing CA, the command-signing key and an empty CRL."""
+        if self.ca_chain.exists():
+            raise PkiError(f"{self.dir}: already holds a PKI (ca.pem exists); use another --dir")
+        plan = Plan(
+            writes=[
+                str(self.dir / "root-ca" / "cert.pem"),
+                str(self.dir / "root-ca" / "key.pem") + " (0600)",
+                str(self.dir / "issuing-ca" / "cert.pem"),
+                str(self.dir / "issuing-ca" / "key.pem") + " (0600)",
+                str(self.ca_chain),
+                str(self.crl),
+                str(self.command_key) + " (0600)",
+                str(self.command_pub),
+                str(self.index_file),
+            ]
+        )
+        if dry_run:
+            return plan
+        self.dir.mkdir(parents=True, exist_ok=True)
+        root_key = ec.generate_private_key(ec.SECP256R1())
+        root_name = _name("jikimi root CA", "pki")
+        root = _ca_cert(root_name, root_key, root_name, root_key, ROOT_DAYS, path_length=1)
+        issuing_key = ec.generate_private_key(ec.SECP256R1())
+        issuing_name = _name("jikimi issuing CA", "pki")
+        issuing = _ca_cert(issuing_name, issuing_key, root_name, root_key, ISSUING_DAYS, path_length=0)
+        _write(self.dir / "root-ca" / "key.pem", _key_pem(root_key), private=True)
+        _write(self.dir / "root-ca" / "cert.pem", _cert_pem(root), private=False)
+        _write(self.dir / "issuing-ca" / "key.pem", _key_pem(issuing_key), private=True)
+        _write(self.dir / "issuing-ca" / "cert.pem", _cert_pem(issuing), private=False)
+        _write(self.ca_chain, _cert_pem(issuing) + _cert_pem(root), private=False)
+        cmd_key = Ed25519PrivateKey.generate()
+        _write(self.command_key, _key_pem(cmd_key), private=True)
+        _write(
+            self.command_pub,
+            cmd_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            ),
+            private=False,
+        )
+        self._save_index([])
+        self._write_crl([])
+        return plan
+
+    # --- issuing ---------------------------------------------------------------------------
+
+    def _issuing(self) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        cert_path = self.dir / "issuing-ca" / "cert.pem"
+        key_path = self.dir / "issuing-ca" / "key.pem"
+        if not cert_path.exists() or not key_path.exists():
+            raise PkiError(f"{self.dir}: no issuing CA here; run 'jikimi pki init --dir {self.dir}' first")
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{key_path}: not an EC key")
+        return cert, key
+
+    def issue(
+        self,
+        cn: str,
+        role: Role,
+        *,
+        days: int = DEFAULT_DAYS,
+        sans: Sequence[str] = (),
+        dry_run: bool = False,
+    ) -> Plan:
+        """Issue a certificate for ``cn`` with a fresh key (written 0600, never overwritten)."""
+        check_cn(cn, role)
+        if days < 1 or days > 825:
+            raise PkiError(f"--days {days}: must be between 1 and 825")
+        if self.key(cn).exists() or self.cert(cn).exists():
+            raise PkiError(f"{self.dir / cn}: an identity named {cn!r} exists already; revoke it or pick another CN")
+        if not sans and role in (Role.BROKER, Role.HUB):
+            sans = ("localhost", "127.0.0.1")
+        san_entries = [_san(s) for s in sans]
+        plan = Plan(
+            writes=[str(self.key(cn)) + " (0600)", str(self.cert(cn)), str(self.index_file)],
+            notes=[f"{role.value} certificate for CN={cn}, {days} days" + (f", SAN {', '.join(sans)}" if sans else "")],
+        )
+        if dry_run:
+            self._issuing()  # still fail early when there is no CA
+            return plan
+        issuer_cert, issuer_key = self._issuing()
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = _now()
+        usages = {
+            Role.EDGE: [ExtendedKeyUsageOID.CLIENT_AUTH],
+            Role.OPERATOR: [ExtendedKeyUsageOID.CLIENT_AUTH],
+            Role.HUB: [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+            Role.BROKER: [ExtendedKeyUsageOID.SERVER_AUTH],
+        }[role]
+        serial = x509.random_serial_number()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(cn, role.value))
+            .issuer_name(issuer_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
+        )
+        if san_entries:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san_entries), critical=False)
+        cert = builder.sign(issuer_key, hashes.SHA256())
+        _write(self.key(cn), _key_pem(key), private=True)
+        _write(self.cert(cn), _cert_pem(cert), private=False)
+        entries = self.index()
+        entries.append(
+            IndexEntry(serial=serial, cn=cn, role=role, not_after=cert.not_valid_after_utc.isoformat())
+        )
+        self._save_index(entries)
+        return plan
+
+    # --- revocation ------------------------------------------------------------------------
+
+    def revoke(self, cn: str, *, dry_run: bool = False) -> Plan:
+        """Mark every certificate of ``cn`` revoked and regenerate ``crl.pem``."""
+        entries = self.index()
+        hits = [e for e in entries if e.cn == cn and not e.revoked]
+        if not hits:
+            raise PkiError(f"{self.index_file}: no valid certificate with CN {cn!r}")
+        plan = Plan(
+            writes=[str(self.crl), str(self.index_file)],
+            notes=[f"revoke CN={cn} serial {e.serial:x}" for e in hits],
+        )
+        if dry_run:
+            return plan
+        updated = [
+            IndexEntry(e.serial, e.cn, e.role, e.not_after, True) if e in hits else e for e in entries
+        ]
+        self._save_index(updated)
+        self._write_crl([e.serial for e in updated if e.revoked])
+        return plan
+
+    def _write_crl(self, serials: Sequence[int]) -> None:
+        issuer_cert, issuer_key = self._issuing()
+        now = _now()
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer_cert.subject)
+            .last_update(now - dt.timedelta(minutes=5))
+            .next_update(now + dt.timedelta(days=CRL_DAYS))
+        )
+        for serial in serials:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build()
+            )
+        crl = builder.sign(issuer_key, hashes.SHA256())
+        _write(self.crl, crl.public_bytes(serialization.Encoding.PEM), private=False)
+
+    # --- index -----------------------------------------------------------------------------
+
+    def index(self) -> list[IndexEntry]:
+        """Every certificate issued from this PKI, oldest first."""
+        try:
+            raw = json.loads(self.index_file.read_text())
+        except FileNotFoundError:
+            raise PkiError(f"{self.dir}: no PKI here; run 'jikimi pki init --dir {self.dir}' first") from None
+        except json.JSONDecodeError as exc:
+            raise PkiError(f"{self.index_file}: not valid JSON: {exc}") from exc
+        return [
+            IndexEntry(int(e["serial"], 16), e["cn"], Role(e["role"]), e["not_after"], bool(e["revoked"]))
+            for e in raw["certificates"]
+        ]
+
+    def _save_index(self, entries: Sequence[IndexEntry]) -> None:
+        body = {
+            "certificates": [
+                {
+                    "serial": f"{e.serial:x}",
+                    "cn": e.cn,
+                    "role": e.role.value,
+                    "not_after": e.not_after,
+                    "revoked": e.revoked,
+                }
+                for e in entries
+            ]
+        }
+        _write(self.index_file, json.dumps(body, indent=2).encode() + b"\n", private=False)
+
+    def active(self, role: Role) -> list[str]:
+        """CNs of ``role`` with at least one certificate that is not revoked."""
+        seen: dict[str, None] = {}
+        for e in self.index():
+            if e.role is role and not e.revoked:
+                seen[e.cn] = None
+        return list(seen)
+
+
+def check_cn(cn: str, role: Role) -> None:
+    """Refuse names that would not be valid identities (and MQTT topic segments) for ``role``."""
+    if role is Role.EDGE and not _SITE_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: an edge's CN is its site id: 2-63 of a-z, 0-9 and '-'")
+    if role is Role.HUB and not _HUB_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: a hub's CN is 'hub-<name>' with a-z, 0-9 and '-'")
+    if not _CN_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: use 2-63 of a-z, 0-9, '.' and '-'")
+
+
+def _san(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)

@@ -1,0 +1,315 @@
+"""Pure: the wire messages of DESIGN §3, as versioned, frozen msgspec Structs.
+
+Nothing else crosses the wire. Every payload is JSON with a ``v`` field (the message
+version, currently :data:`VERSION`); a decoder refuses other versions, unknown fields,
+missing fields, wrong types and payloads over :data:`MAX_PAYLOAD_BYTES`, always with one
+:class:`shared.errors.WireError` whose message says what and where.
+
+Times are Unix time in seconds (float, UTC) throughout. ``seq`` is a per-site uint64 that is
+never reused (the edge's outbox persists it).
+
+Message                    topic (shared.topics)        direction
+-------------------------  ---------------------------  ---------------
+:class:`Status`            jk/v1/site/{site}/status     edge → hub (retained, Will)
+:class:`Birth`             jk/v1/site/{site}/birth      edge → hub (retained)
+:class:`DataBatch`         jk/v1/site/{site}/data       edge → hub
+:class:`Command`           jk/v1/site/{site}/cmd        hub → edge (signed)
+:class:`Ack`               jk/v1/site/{site}/ack        hub → edge
+:class:`HubStatus`         jk/v1/hub/{hub}/status       hub → edges (retained, Will)
+
+A :class:`DataBatch` carries records of three kinds, told apart by their ``type`` tag:
+:class:`Reading`, :class:`Event` and :class:`Reply`.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Final, TypeAlias, TypeVar
+
+import msgspec
+
+from shared.errors import WireError
+
+VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+"""Largest payload any jikimi message may have; the broker's ``max_packet_size`` is above it."""
+
+MAX_UINT64: Final = 2**64 - 1
+
+SiteId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+"""A site's id, also its certificate CN, e.g. ``gg-suwon-up-0031``. No MQTT wildcards."""
+HubId = Annotated[str, msgspec.Meta(pattern=r"^hub-[a-z0-9][a-z0-9-]{0,58}$")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Text = Annotated[str, msgspec.Meta(max_length=1024)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]
+"""uint64: msgspec decodes ``int`` up to 2**64 - 1; the bound below it is ``ge=0``."""
+Timestamp = Annotated[float, msgspec.Meta(ge=0)]
+Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Scalar: TypeAlias = bool | int | float | str | None
+
+
+class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of every top-level message: carries the version."""
+
+    v: int = VERSION
+
+
+class _Record(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    omit_defaults=True,
+    tag_field="type",
+):
+    """Base of the records in a :class:`DataBatch`."""
+
+    seq: Seq
+    ts: Timestamp
+    """Acquisition (or occurrence) time; never re-stamped when a value is replayed."""
+    prio: Priority
+    historical: bool = False
+    """True when the record is replayed after an outage rather than sent live."""
+
+
+# --- closed sets ---------------------------------------------------------------------------
+
+
+class SiteState(enum.StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class Quality(enum.StrEnum):
+    """Every reading carries its quality (DESIGN §5)."""
+
+    GOOD = "good"
+    STALE = "stale"
+    COMM_FAIL = "comm_fail"
+    OUT_OF_RANGE = "out_of_range"
+    SENSOR_FAULT = "sensor_fault"
+
+
+class Priority(enum.StrEnum):
+    """Outbox priority classes. Alarms, events and replies are never evicted; telemetry is
+    thinned first when the outbox is full."""
+
+    ALARM = "alarm"
+    EVENT = "event"
+    REPLY = "reply"
+    TELEMETRY = "telemetry"
+
+
+class Action(enum.StrEnum):
+    """The closed set of command actions (DESIGN §3)."""
+
+    BARRIER_CLOSE = "barrier.close"
+    BARRIER_OPEN = "barrier.open"
+    GATE_CLOSE = "gate.close"
+    GATE_OPEN = "gate.open"
+    SIREN_ON = "siren.on"
+    SIREN_OFF = "siren.off"
+    SIGN_SHOW = "sign.show"
+    BROADCAST_PLAY = "broadcast.play"
+    DEVICE_SELFTEST = "device.selftest"
+
+    @property
+    def is_opening(self) -> bool:
+        """Opening is deliberate: two approvers, fresh low-water data, the edge's interlock."""
+        return self in (Action.BARRIER_OPEN, Action.GATE_OPEN)
+
+
+class ReplyStatus(enum.StrEnum):
+    """A command's replies: ``received`` first, then exactly one terminal status."""
+
+    RECEIVED = "received"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not ReplyStatus.RECEIVED
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+class Reading(_Record, frozen=True, kw_only=True, tag="reading"):
+    """One point's value at its acquisition time, with its quality."""
+
+    device: Name
+    point: Name
+    value: Scalar
+    quality: Quality
+    unit: Annotated[str, msgspec.Meta(max_length=16)] = ""
+
+
+class Event(_Record, frozen=True, kw_only=True, tag="event"):
+    """Something that happened at the site, e.g. ``barrier.closed_locally``."""
+
+    kind: Name
+    device: Name | None = None
+    detail: Text = ""
+    values: dict[Name, Scalar] = msgspec.field(default_factory=dict)
+
+
+class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
+    """The edge's answer to a command: ``received`` then one terminal status."""
+
+    cmd_id: Name
+    status: ReplyStatus
+    reason: Text = ""
+
+
+Record: TypeAlias = Reading | Event | Reply
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+class Status(_Message, frozen=True, kw_only=True):
+    """The edge's liveness; retained, and also its MQTT Will (``offline``)."""
+
+    site: SiteId
+    state: SiteState
+    boot: Name
+    """Identifies this run of the agent (changes at every start)."""
+    ts: Timestamp
+
+
+class DeviceInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    id: Name
+    kind: Name
+    profile: Name
+    profile_sha256: Sha256Hex
+    points: list[Name]
+
+
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    sha256: Sha256Hex | None
+    health: Name
+    """``ok``, ``model_missing``, ``model_corrupt`` or ``failed``."""
+
+
+class Birth(_Message, frozen=True, kw_only=True):
+    """Sent retained on every (re)connect: who this edge is and what it runs."""
+
+    site: SiteId
+    agent_version: Name
+    boot: Name
+    ts: Timestamp
+    devices: list[DeviceInfo]
+    models: list[ModelInfo] = msgspec.field(default_factory=list)
+
+
+class DataBatch(_Message, frozen=True, kw_only=True):
+    """A batch of records, in seq order."""
+
+    site: SiteId
+    boot: Name
+    records: list[Record]
+
+
+class Command(_Message, frozen=True, kw_only=True):
+    """One command for one device, signed with the hub's Ed25519 command key.
+
+    ``sig`` is base64 of the signature over :func:`shared.signing.canonical_bytes` (every
+    field but ``sig``); ``key_id`` names the key so a rotated key is told apart from a
+    forged signature.
+    """
+
+    cmd_id: Name
+    site: SiteId
+    device: Name
+    action: Action
+    params: dict[Name, Scalar] = msgspec.field(default_factory=dict)
+    issued_by: Name
+    approved_by: list[Name] = msgspec.field(default_factory=list)
+    issued_at: Timestamp
+    not_after: Timestamp
+    reason: Text = ""
+    key_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
+    sig: Annotated[str, msgspec.Meta(max_length=128)] = ""
+
+
+class Ack(_Message, frozen=True, kw_only=True):
+    """The hub's end-to-end acknowledgement: all of ``through_seq`` is committed, and/or
+    the edge should resend from ``resend_from``."""
+
+    site: SiteId
+    through_seq: Seq | None = None
+    resend_from: Seq | None = None
+
+    def __post_init__(self) -> None:
+        if self.through_seq is None and self.resend_from is None:
+            raise ValueError("an ack needs through_seq or resend_from")
+
+
+class HubStatus(_Message, frozen=True, kw_only=True):
+    """The hub's liveness; retained, and also its Will (``offline``)."""
+
+    hub: HubId
+    state: SiteState
+    ts: Timestamp
+
+
+Message: TypeAlias = Status | Birth | DataBatch | Command | Ack | HubStatus
+M = TypeVar("M", Status, Birth, DataBatch, Command, Ack, HubStatus)
+
+
+# --- encode / decode --------------------------------------------------------------------------
+
+
+class _Envelope(msgspec.Struct):
+    v: int
+
+
+_encoder = msgspec.json.Encoder()
+_envelope = msgspec.json.Decoder(_Envelope)
+_decoders: dict[type[msgspec.Struct], msgspec.json.Decoder[msgspec.Struct]] = {}
+
+
+def encode(msg: Message) -> bytes:
+    """Encode a message as compact JSON. Raises :class:`WireError` if it is over the size limit."""
+    out = _encoder.encode(msg)
+    if len(out) > MAX_PAYLOAD_BYTES:
+        raise WireError(
+            f"{type(msg).__name__} is {len(out)} bytes, over the {MAX_PAYLOAD_BYTES} byte limit"
+        )
+    return out
+
+
+def decode(kind: type[M], payload: bytes) -> M:
+    """Decode and validate ``payload`` as ``kind``.
+
+    Every failure, whatever its cause, is one :class:`WireError` naming the message type and
+    the problem (with msgspec's JSON path, e.g. ``at `$.records[3].seq```).
+    """
+    name = kind.__name__
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"{name}: payload of {len(payload)} bytes is over the {MAX_PAYLOAD_BYTES} byte limit")
+    try:
+        version = _envelope.decode(payload).v
+    except msgspec.DecodeError as exc:
+        raise WireError(f"{name}: {exc}") from exc
+    if version != VERSION:
+        raise WireError(f"{name}: unsupported message version {version} (this build speaks {VERSION})")
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        msg = decoder.decode(payload)
+    except (msgspec.DecodeError, ValueError) as exc:
+        raise WireError(f"{name}: {exc}") from exc
+    assert isinstance(msg, kind)
+    return msg
+
+
+def to_builtins(msg: Message) -> dict[str, object]:
+    """The message as plain JSON-compatible Python objects (for canonical encodings, logs)."""
+    out = msgspec.to_builtins(msg)
+    assert isinstance(out, dict)
+    return out

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real PKI, a real Mosquitto with mutual TLS on a free port, site ids.
+
+The broker is started once per test session (starting Mosquitto takes ~50 ms, but the PKI
+behind it is shared too); every test gets its own site ids, so no two tests share a topic.
+Tests that change the broker's ACL or CRL start a broker of their own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from provisioning.broker import RunningBroker
+from provisioning.pki import Pki, Role
+from shared import retry
+from shared.paths import shared_data_dir
+from shared.tls import TlsFiles, client_context
+
+EDGE_POOL = 64
+_RUN = uuid.uuid4().hex[:6]
+
+
+@dataclass
+class PkiFixture:
+    """A PKI with a broker, a hub and a pool of edge identities issued up front."""
+
+    pki: Pki
+    hub: str
+    edges: list[str]
+    _next: Iterator[int]
+
+    @property
+    def dir(self) -> Path:
+        return self.pki.dir
+
+    def take_site(self) -> str:
+        """A site id (edge CN) no other test uses."""
+        return self.edges[next(self._next)]
+
+    def files(self, cn: str) -> TlsFiles:
+        return TlsFiles.from_pki(self.pki.dir, cn)
+
+
+def build_test_pki(directory: Path, n_edges: int = EDGE_POOL) -> PkiFixture:
+    pki = Pki(directory)
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    hub = "hub-test"
+    pki.issue(hub, Role.HUB)
+    edges = [f"gg-t{_RUN}-{i:03d}" for i in range(n_edges)]
+    for cn in edges:
+        pki.issue(cn, Role.EDGE)
+    return PkiFixture(pki=pki, hub=hub, edges=edges, _next=itertools.count())
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> PkiFixture:
+    return build_test_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="session")
+def broker(test_pki: PkiFixture, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """A real Mosquitto 2 with the project's mTLS config, shared by the session."""
+    if shutil.which("mosquitto", path=os.environ.get("PATH", "") + ":/usr/sbin") is None:
+        pytest.fail("mosquitto is not installed; 'make test' installs it with apt-get")
+    with RunningBroker.start(test_pki.dir, tmp_path_factory.mktemp("broker")) as b:
+        yield b
+
+
+@pytest.fixture
+def site_id(test_pki: PkiFixture) -> str:
+    return test_pki.take_site()
+
+
+def mqtt_client(b: RunningBroker, files: TlsFiles, identifier: str, **kwargs: object) -> aiomqtt.Client:
+    """An MQTT 5 client with mutual TLS to ``b``, verifying the broker's certificate."""
+    return aiomqtt.Client(
+        hostname=b.host,
+        port=b.port,
+        identifier=identifier,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        tls_context=client_context(files),
+        timeout=5,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+async def hub_client(broker: RunningBroker, test_pki: PkiFixture) -> AsyncIterator[aiomqtt.Client]:
+    async with mqtt_client(broker, test_pki.files(test_pki.hub), f"hub-test-{uuid.uuid4().hex[:8]}") as c:
+        yield c
+
+
+@pytest.fixture(autouse=True)
+def _zero_retry_waits() -> Iterator[None]:
+    """Retries in tests do not sleep (the retry helper's test switch)."""
+    with retry.zero_waits():
+        yield
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only reference data beside the repo (../shared/data)."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.fail(f"reference data not found at {path}; set JIKIMI_SHARED_DATA")
+    return path

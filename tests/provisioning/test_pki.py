@@ -1,0 +1,104 @@
+"""The PKI writes the documented layout, keys 0600, real chains, and a CRL that lists revocations."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioning.pki import Pki, PkiError, Role
+from shared.cli import main
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_init_and_issue_write_the_documented_layout(tmp_path: Path) -> None:
+    pki = Pki(tmp_path / "pki")
+    pki.init()
+    pki.issue("gg-suwon-up-0031", Role.EDGE)
+    pki.issue("broker", Role.BROKER)
+    for rel in ["ca.pem", "crl.pem", "index.json", "command-signing/key.pem", "command-signing/pub.pem",
+                "gg-suwon-up-0031/cert.pem", "gg-suwon-up-0031/key.pem", "broker/cert.pem", "broker/key.pem"]:
+        assert (pki.dir / rel).is_file(), rel
+    for key in pki.dir.rglob("key.pem"):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+
+
+def test_leaf_is_p256_90_days_with_right_usage_and_chains_to_root(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    pki.issue("gg-a-01", Role.EDGE)
+    pki.issue("broker", Role.BROKER)
+    edge = _cert(pki.cert("gg-a-01"))
+    assert edge.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "gg-a-01"
+    assert edge.public_key().curve.name == "secp256r1"  # type: ignore[union-attr]
+    assert (edge.not_valid_after_utc - edge.not_valid_before_utc).days == 90
+    eku = edge.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    broker = _cert(pki.cert("broker"))
+    sans = broker.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    chain = x509.load_pem_x509_certificates(pki.ca_chain.read_bytes())
+    issuing, root = chain
+    edge.verify_directly_issued_by(issuing)
+    issuing.verify_directly_issued_by(root)
+
+
+def test_revoke_lists_serial_in_crl(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    pki.issue("gg-a-01", Role.EDGE)
+    pki.issue("gg-b-01", Role.EDGE)
+    serial = _cert(pki.cert("gg-a-01")).serial_number
+    pki.revoke("gg-a-01")
+    crl = x509.load_pem_x509_crl(pki.crl.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    assert crl.get_revoked_certificate_by_serial_number(_cert(pki.cert("gg-b-01")).serial_number) is None
+    assert pki.active(Role.EDGE) == ["gg-b-01"]
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "pki"
+    assert main(["pki", "init", "--dir", str(target), "--dry-run"]) == 0
+    assert not target.exists()
+    assert "would write" in capsys.readouterr().out
+    assert main(["pki", "init", "--dir", str(target)]) == 0
+    assert main(["pki", "issue", "--dir", str(target), "--cn", "gg-a-01", "--role", "edge", "--dry-run"]) == 0
+    assert not (target / "gg-a-01").exists()
+
+
+@pytest.mark.parametrize(
+    ("cn", "role"),
+    [("GG-UPPER", Role.EDGE), ("gg/slash", Role.EDGE), ("suwon", Role.HUB), ("x", Role.OPERATOR)],
+)
+def test_bad_names_are_refused(tmp_path: Path, cn: str, role: Role) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    with pytest.raises(PkiError, match="--cn"):
+        pki.issue(cn, role)
+
+
+def test_keys_are_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issuing a second time for the same CN is refused with a one-line error, exit 2."""
+    d = str(tmp_path)
+    assert main(["pki", "init", "--dir", d]) == 0
+    assert main(["pki", "issue", "--dir", d, "--cn", "gg-a-01", "--role", "edge"]) == 0
+    key = (tmp_path / "gg-a-01" / "key.pem").read_bytes()
+    assert main(["pki", "issue", "--dir", d, "--cn", "gg-a-01", "--role", "edge"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jikimi: ")
+    assert "exists already" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "gg-a-01" / "key.pem").read_bytes() == key
+    assert main(["pki", "init", "--dir", d]) == 2
+
+
+def test_issue_without_ca_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pki", "issue", "--dir", str(tmp_path), "--cn", "gg-a-01", "--role", "edge"]) == 2
+    assert "jikimi pki init" in capsys.readouterr().err
