@@ -206,11 +206,18 @@ class Birth(_Message, frozen=True, kw_only=True):
 
 
 class DataBatch(_Message, frozen=True, kw_only=True):
-    """A batch of records, in seq order."""
+    """A batch of records (ascending seq within a batch; live records may overtake replay).
+
+    ``floor_seq`` is the lowest seq the edge still holds unacknowledged (its next seq when it
+    holds none): every seq below it is either acknowledged already or was thinned out of a
+    full outbox (announced by an ``outbox.thinned`` event). The hub never asks to resend
+    below it, so thinning closes gaps instead of leaving the hub waiting forever.
+    """
 
     site: SiteId
     boot: Name
     records: list[Record]
+    floor_seq: Seq | None = None
 
 
 class Command(_Message, frozen=True, kw_only=True):

@@ -54,7 +54,9 @@ births = st.builds(
     ),
     models=st.lists(st.builds(m.ModelInfo, name=names, sha256=st.none() | sha, health=names), max_size=2),
 )
-batches = st.builds(m.DataBatch, site=site_ids, boot=names, records=st.lists(records, max_size=20))
+batches = st.builds(
+    m.DataBatch, site=site_ids, boot=names, records=st.lists(records, max_size=20), floor_seq=st.none() | seqs
+)
 commands = st.builds(
     m.Command, cmd_id=names, site=site_ids, device=names, action=st.sampled_from(m.Action),
     params=st.dictionaries(names, scalars, max_size=3), issued_by=names,

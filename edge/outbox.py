@@ -1,0 +1,304 @@
+"""The edge's durable outbox: every record, in SQLite, until the hub has committed it.
+
+Rules and invariants (DESIGN §3, §5):
+
+1. Every record gets a ``seq`` from a counter stored in the same database and bumped in the
+   same transaction as the insert, so a seq is never reused, across crashes and reboots too
+   (rows are deleted on ack, the counter never goes back).
+2. A record is deleted only when the hub acks a ``through_seq`` at or above it.
+3. Alarms, events and command replies (the *critical* priorities) are committed with
+   ``synchronous=FULL`` (on disk before ``append`` returns) and are never evicted.
+   Telemetry is committed with ``synchronous=NORMAL`` (WAL: durable across a process crash,
+   at most the last moments lost on power loss).
+4. When the outbox holds more than ``max_records``, telemetry is *thinned*: every other
+   telemetry row of the oldest half is deleted (so each series keeps its shape at half the
+   rate), and an ``outbox.thinned`` event records how many and which seq range. Nothing
+   disappears silently. If only critical records are left, they are kept regardless of the
+   limit (the limit is for telemetry).
+5. :meth:`floor_seq` is the lowest seq still held (the next seq when empty); the uplink puts
+   it on every batch so the hub never waits for a thinned seq.
+
+One object owns the connection; the uplink and the acquisition loop call it from the one
+event loop (each call is a short transaction, well under a millisecond for telemetry).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import sqlite_utils
+from sqlite_utils.db import Database
+
+from edge.errors import OutboxError
+from shared.messages import Event, Priority, Reading, Record, Reply
+
+log = logging.getLogger(__name__)
+
+CRITICAL: Final = frozenset({Priority.ALARM, Priority.EVENT, Priority.REPLY})
+_PRIO_CODE: Final = {Priority.ALARM: 0, Priority.REPLY: 1, Priority.EVENT: 2, Priority.TELEMETRY: 3}
+
+migrations = sqlite_utils.Migrations("jikimi.edge.outbox")
+
+
+@migrations()
+def m001_records(db: Database) -> None:
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO meta (key, value) VALUES ('next_seq', 1)")
+    db.execute(
+        "CREATE TABLE records ("
+        " seq INTEGER PRIMARY KEY,"
+        " prio INTEGER NOT NULL,"  # 0 alarm, 1 reply, 2 event, 3 telemetry
+        " ts REAL NOT NULL,"
+        " payload BLOB NOT NULL)"
+    )
+    db.execute("CREATE INDEX records_telemetry ON records (prio, seq)")
+
+
+@migrations()
+def m002_commands(db: Database) -> None:
+    # Stored results of commands, so a repeated cmd_id never acts twice (edge/commands.py).
+    db.execute(
+        "CREATE TABLE commands ("
+        " cmd_id TEXT PRIMARY KEY,"
+        " status TEXT NOT NULL,"
+        " reason TEXT NOT NULL,"
+        " ts REAL NOT NULL)"
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    seq: int
+    prio: int
+    ts: float
+    payload: bytes
+
+    @property
+    def critical(self) -> bool:
+        return self.prio < _PRIO_CODE[Priority.TELEMETRY]
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    held: int
+    critical_held: int
+    next_seq: int
+    thinned_total: int
+    appended_total: int
+
+
+_encoder = msgspec.json.Encoder()
+_record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
+
+
+class Outbox:
+    """The durable, ordered, seq-numbered store of records waiting for the hub's ack."""
+
+    def __init__(self, path: Path, *, max_records: int = 200_000, clock: Callable[[], float]) -> None:
+        if max_records < 100:
+            raise ValueError("max_records must be at least 100")
+        self.path = path
+        self.max_records = max_records
+        self._clock = clock
+        self.thinned_total = 0
+        self.appended_total = 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrations.apply(Database(conn))
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
+        self._db = conn
+        self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+        self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        self._sync_full = False
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def append(self, drafts: Sequence[Record]) -> list[Record]:
+        """Give each draft the next seq, store them all in one transaction, return them.
+
+        The drafts' own ``seq`` is ignored. Returns only after the transaction commits (for
+        critical records, after it is on disk).
+        """
+        if not drafts:
+            return []
+        first = self._next_seq
+        stamped: list[Record] = [
+            msgspec.structs.replace(d, seq=first + i, historical=False) for i, d in enumerate(drafts)
+        ]
+        rows = [(r.seq, _PRIO_CODE[r.prio], r.ts, _encoder.encode(r)) for r in stamped]
+        critical = any(r.prio in CRITICAL for r in stamped)
+        self._write(rows, first + len(rows), critical)
+        self._next_seq = first + len(rows)
+        self._held += len(rows)
+        self.appended_total += len(rows)
+        if self._held > self.max_records:
+            self._thin()
+        return stamped
+
+    def _write(self, rows: list[tuple[int, int, float, bytes]], next_seq: int, critical: bool) -> None:
+        self._set_sync(critical)
+        try:
+            with _transaction(self._db):
+                self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
+        except sqlite3.Error as exc:
+            if _is_full(exc) and self._thin(force=True):
+                log.warning("outbox.disk_full_thinned", extra={"path": str(self.path)})
+                try:
+                    with _transaction(self._db):
+                        self._db.executemany(
+                            "INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows
+                        )
+                        self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
+                    return
+                except sqlite3.Error as again:
+                    exc = again
+            raise OutboxError(f"{self.path}: cannot store {len(rows)} record(s): {exc}") from exc
+
+    def _set_sync(self, full: bool) -> None:
+        if full != self._sync_full:
+            self._db.execute("PRAGMA synchronous=FULL" if full else "PRAGMA synchronous=NORMAL")
+            self._sync_full = full
+
+    def _thin(self, *, force: bool = False) -> bool:
+        """Delete every other telemetry row of the oldest half of telemetry; log it as an event.
+
+        Returns True if anything was removed.
+        """
+        telemetry = self._db.execute(
+            "SELECT count(*) FROM records WHERE prio=?", (_PRIO_CODE[Priority.TELEMETRY],)
+        ).fetchone()[0]
+        if telemetry < 2:
+            if not force:
+                log.warning("outbox.full_of_critical", extra={"held": self._held, "limit": self.max_records})
+            return False
+        oldest = self._db.execute(
+            "SELECT seq FROM records WHERE prio=? ORDER BY seq LIMIT ?",
+            (_PRIO_CODE[Priority.TELEMETRY], max(2, telemetry // 2)),
+        ).fetchall()
+        victims = [s for (s,) in oldest[1::2]]
+        self._set_sync(True)
+        with _transaction(self._db):
+            self._db.executemany("DELETE FROM records WHERE seq=?", [(s,) for s in victims])
+        self._held -= len(victims)
+        self.thinned_total += len(victims)
+        log.warning(
+            "outbox.thinned",
+            extra={"removed": len(victims), "from_seq": victims[0], "to_seq": victims[-1], "held": self._held},
+        )
+        event = Event(
+            seq=0,
+            ts=self._clock(),
+            prio=Priority.EVENT,
+            kind="outbox.thinned",
+            detail=f"outbox over {self.max_records} records: every other telemetry record removed",
+            values={"removed": len(victims), "from_seq": victims[0], "to_seq": victims[-1]},
+        )
+        first = self._next_seq
+        stamped = msgspec.structs.replace(event, seq=first)
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)",
+                (first, _PRIO_CODE[Priority.EVENT], stamped.ts, _encoder.encode(stamped)),
+            )
+            self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + 1,))
+        self._next_seq = first + 1
+        self._held += 1
+        return True
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def read(self, from_seq: int, *, limit: int, below_seq: int | None = None) -> list[Row]:
+        """Up to ``limit`` held records with ``from_seq <= seq (< below_seq)``, in seq order."""
+        if below_seq is None:
+            cur = self._db.execute(
+                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+            )
+        else:
+            cur = self._db.execute(
+                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+                (from_seq, below_seq, limit),
+            )
+        return [Row(*r) for r in cur.fetchall()]
+
+    def floor_seq(self) -> int:
+        """The lowest seq held, or the next seq when nothing is held."""
+        row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        return int(row[0]) if row[0] is not None else self._next_seq
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def ack(self, through_seq: int) -> int:
+        """The hub committed everything up to ``through_seq``: delete it. Returns rows deleted."""
+        if through_seq >= self._next_seq:
+            log.warning("outbox.ack_beyond_next", extra={"through_seq": through_seq, "next_seq": self._next_seq})
+            through_seq = self._next_seq - 1
+        with _transaction(self._db):
+            cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+        self._held -= cur.rowcount
+        return cur.rowcount
+
+    def stats(self) -> OutboxStats:
+        critical = self._db.execute(
+            "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
+        ).fetchone()[0]
+        return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total)
+
+    # --- command results (idempotency) -----------------------------------------------------
+
+    def command_result(self, cmd_id: str) -> tuple[str, str] | None:
+        row = self._db.execute("SELECT status, reason FROM commands WHERE cmd_id=?", (cmd_id,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def store_command_result(self, cmd_id: str, status: str, reason: str) -> None:
+        self._set_sync(True)
+        with _transaction(self._db):
+            self._db.execute(
+                "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)",
+                (cmd_id, status, reason, self._clock()),
+            )
+
+
+def decode_row(row: Row) -> Record:
+    """The stored record of a row (used when a replayed record must be re-flagged)."""
+    rec: Record = _record_decoder.decode(row.payload)
+    return rec
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self._db.execute("COMMIT")
+        elif self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc).lower()

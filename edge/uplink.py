@@ -1,0 +1,280 @@
+"""The edge's MQTT 5 uplink: one owner of the broker connection, reconnecting by itself.
+
+Rules and invariants:
+
+1. On every (re)connect: publish ``online`` status (retained; the Will says ``offline``),
+   then the birth message (retained), then subscribe to this site's ``cmd`` and ``ack``.
+2. Delivery counts only when the hub acks: PUBACK from the broker is not enough (a broker
+   without persistence may drop), so records stay in the outbox until ``Ack.through_seq``.
+3. Live first: records produced while connected are sent as they come. Everything older
+   (produced during an outage, or not acked before a disconnect, or asked for again with
+   ``Ack.resend_from``) is *replayed*, flagged ``historical=true``, at most
+   ``replay_rate`` records per second, and a pause in replay gives way at once to new live
+   records.
+4. Every batch carries ``floor_seq`` (see :meth:`edge.outbox.Outbox.floor_seq`).
+5. Reconnects back off with full jitter between ``reconnect_initial_s`` and
+   ``reconnect_max_s`` (capped low, so the edge is back within seconds of the broker).
+6. A refused certificate or TLS failure is diagnosed with a direct handshake and logged and
+   reported as such (``last_error`` starts with ``tls:``), never as a bare timeout (aiomqtt
+   reports it as one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiomqtt
+
+from edge.outbox import Outbox, Row
+from shared import messages, topics
+from shared.errors import WireError
+from shared.retry import backoff_delays
+from shared.tls import TlsFiles, client_context
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_BYTES = 200 * 1024
+
+
+@dataclass(frozen=True)
+class UplinkConfig:
+    site: str
+    host: str
+    port: int
+    tls: TlsFiles
+    keepalive_s: int = 30
+    batch_max_records: int = 500
+    replay_rate: float = 2000.0
+    reconnect_initial_s: float = 0.25
+    reconnect_max_s: float = 3.0
+
+
+@dataclass
+class UplinkCounters:
+    connects: int = 0
+    disconnects: int = 0
+    batches_sent: int = 0
+    records_sent: int = 0
+    records_replayed: int = 0
+    acks: int = 0
+    resend_requests: int = 0
+    bad_messages: int = 0
+    last_error: str = ""
+    connected_since: float | None = None
+    history: list[str] = field(default_factory=list)
+
+
+class Uplink:
+    """Owns the MQTT connection of one site; run :meth:`run` as a task."""
+
+    def __init__(
+        self,
+        cfg: UplinkConfig,
+        outbox: Outbox,
+        *,
+        boot: str,
+        birth: Callable[[], messages.Birth],
+        on_command: Callable[[messages.Command], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.outbox = outbox
+        self.boot = boot
+        self._birth = birth
+        self._on_command = on_command
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self.connected = asyncio.Event()
+        self.counters = UplinkCounters()
+        self._tls = client_context(cfg.tls)
+        self._prefix = (
+            b'{"v":%d,"site":"%s","boot":"%s","records":['
+            % (messages.VERSION, cfg.site.encode(), boot.encode())
+        )
+        # cursors (valid while connected)
+        self._live = 0
+        self._replay = 0
+        self._replay_end = 0
+
+    def notify(self) -> None:
+        """New records are in the outbox: wake the sender."""
+        self._wakeup.set()
+
+    def _status(self, state: messages.SiteState) -> bytes:
+        return messages.encode(messages.Status(site=self.cfg.site, state=state, boot=self.boot, ts=self._clock()))
+
+    def _client(self) -> aiomqtt.Client:
+        will = aiomqtt.Will(
+            topic=topics.site_topic(self.cfg.site, topics.SiteChannel.STATUS),
+            payload=self._status(messages.SiteState.OFFLINE),
+            qos=1,
+            retain=True,
+        )
+        return aiomqtt.Client(
+            hostname=self.cfg.host,
+            port=self.cfg.port,
+            identifier=self.cfg.site,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=will,
+            tls_context=self._tls,
+            keepalive=self.cfg.keepalive_s,
+            timeout=10,
+        )
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect forever (until cancelled)."""
+        delays = backoff_delays(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+        while True:
+            try:
+                async with self._client() as client:
+                    delays = backoff_delays(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
+                    await self._session(client)
+            except* aiomqtt.MqttError as group:
+                await self._lost(group.exceptions[0])
+            await asyncio.sleep(next(delays))
+
+    async def _lost(self, exc: BaseException) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        self.counters.connected_since = None
+        if was_connected:
+            self.counters.disconnects += 1
+            self.counters.last_error = f"mqtt: {exc}"
+            log.warning("uplink.disconnected", extra={"error": str(exc)})
+        else:
+            self.counters.last_error = await asyncio.to_thread(self._diagnose, str(exc))
+            log.warning("uplink.connect_failed", extra={"error": self.counters.last_error})
+
+    def _diagnose(self, mqtt_error: str) -> str:
+        """Tell a TLS refusal from a broker that is simply not there."""
+        try:
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=3) as raw, \
+                    self._tls.wrap_socket(raw, server_hostname=self.cfg.host) as conn:
+                # TLS 1.3: the server judges our certificate after our side finished; its
+                # verdict arrives with the first read.
+                conn.sendall(_connect_probe(self.cfg.site))
+                answer = conn.recv(4)
+        except ssl.SSLError as exc:
+            return f"tls: {exc.reason or exc}"
+        except OSError as exc:
+            return f"unreachable: {exc}"
+        if not answer:
+            return "tls: the broker closed the connection after the handshake (certificate refused?)"
+        return f"mqtt: {mqtt_error}"
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        cfg = self.cfg
+        await client.publish(
+            topics.site_topic(cfg.site, topics.SiteChannel.STATUS),
+            self._status(messages.SiteState.ONLINE),
+            qos=1,
+            retain=True,
+        )
+        await client.publish(
+            topics.site_topic(cfg.site, topics.SiteChannel.BIRTH), messages.encode(self._birth()), qos=1, retain=True
+        )
+        await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.ACK), qos=1)
+        await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.CMD), qos=1)
+        # Everything held is unacked: replay it; everything from now on is live.
+        self._replay = self.outbox.floor_seq()
+        self._replay_end = self._live = self.outbox.next_seq
+        self.counters.connects += 1
+        self.counters.connected_since = self._clock()
+        self.connected.set()
+        log.info("uplink.connected", extra={"site": cfg.site, "replay": self._replay_end - self._replay})
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._sender(client), name="uplink.sender")
+            tg.create_task(self._receiver(client), name="uplink.receiver")
+
+    async def _sender(self, client: aiomqtt.Client) -> None:
+        data_topic = topics.site_topic(self.cfg.site, topics.SiteChannel.DATA)
+        limit = self.cfg.batch_max_records
+        while True:
+            self._wakeup.clear()
+            rows = self.outbox.read(self._live, limit=limit)
+            if rows:
+                await client.publish(data_topic, self._batch(rows, historical=False), qos=1)
+                self._live = rows[-1].seq + 1
+                self._sent(rows, replayed=False)
+                continue
+            if self._replay < self._replay_end:
+                rows = self.outbox.read(max(self._replay, 0), limit=limit, below_seq=self._replay_end)
+                if not rows:
+                    self._replay = self._replay_end
+                    continue
+                await client.publish(data_topic, self._batch(rows, historical=True), qos=1)
+                self._replay = rows[-1].seq + 1
+                self._sent(rows, replayed=True)
+                # Rate limit replay, but let new live records through at once.
+                pause = len(rows) / self.cfg.replay_rate
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=pause)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+
+    def _sent(self, rows: list[Row], *, replayed: bool) -> None:
+        self.counters.batches_sent += 1
+        self.counters.records_sent += len(rows)
+        if replayed:
+            self.counters.records_replayed += len(rows)
+
+    def _batch(self, rows: list[Row], *, historical: bool) -> bytes:
+        """The DataBatch JSON, assembled from the stored record encodings.
+
+        Stored records never carry ``historical`` (it is false and omitted), so flagging one
+        is appending the field to its object.
+        """
+        parts: list[bytes] = []
+        size = len(self._prefix) + 64
+        for row in rows:
+            payload = row.payload[:-1] + b',"historical":true}' if historical else row.payload
+            size += len(payload) + 1
+            if size > MAX_BATCH_BYTES and parts:
+                del rows[len(parts):]
+                break
+            parts.append(payload)
+        floor = self.outbox.floor_seq()
+        return self._prefix + b",".join(parts) + b'],"floor_seq":%d}' % floor
+
+    async def _receiver(self, client: aiomqtt.Client) -> None:
+        async for msg in client.messages:
+            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+            try:
+                parsed = topics.parse(str(msg.topic))
+                if not isinstance(parsed, topics.SiteTopic) or parsed.site != self.cfg.site:
+                    raise WireError(f"unexpected topic {msg.topic}")
+                if parsed.channel is topics.SiteChannel.ACK:
+                    self._on_ack(messages.decode(messages.Ack, payload))
+                elif parsed.channel is topics.SiteChannel.CMD:
+                    await self._on_command(messages.decode(messages.Command, payload))
+            except WireError as exc:
+                self.counters.bad_messages += 1
+                log.warning("uplink.bad_message", extra={"topic": str(msg.topic), "error": str(exc)})
+
+    def _on_ack(self, ack: messages.Ack) -> None:
+        self.counters.acks += 1
+        if ack.through_seq is not None:
+            self.outbox.ack(ack.through_seq)
+        if ack.resend_from is not None:
+            self.counters.resend_requests += 1
+            start = max(ack.resend_from, self.outbox.floor_seq())
+            if start < self._live:
+                self._replay = min(self._replay, start) if self._replay < self._replay_end else start
+                self._replay_end = max(self._replay_end, self._live)
+                log.info("uplink.resend", extra={"from": start, "to": self._replay_end})
+                self._wakeup.set()
+
+
+def _connect_probe(client_id: str) -> bytes:
+    """A minimal MQTT 5 CONNECT, used only to hear the broker's verdict on our certificate."""
+    cid = client_id.encode()[:100]
+    body = b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + len(cid).to_bytes(2, "big") + cid
+    return bytes([0x10, len(body)]) + body
