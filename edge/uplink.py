@@ -14,7 +14,11 @@ Rules and invariants:
 4. Every batch carries ``floor_seq`` (see :meth:`edge.outbox.Outbox.floor_seq`).
 5. Reconnects back off with full jitter between ``reconnect_initial_s`` and
    ``reconnect_max_s`` (capped low, so the edge is back within seconds of the broker).
-6. A refused certificate or TLS failure is diagnosed with a direct handshake and logged and
+6. Publishes wait for their PUBACK without a timeout of their own (``math.inf``): on Python
+   3.11, ``asyncio.wait_for`` (which aiomqtt uses for a finite timeout) can swallow a
+   cancellation that races the PUBACK, leaving a sender that will not stop. A dead connection
+   is noticed by keepalive and ends the receiver, whose failure cancels the sender.
+7. A refused certificate or TLS failure is diagnosed with a direct handshake and logged and
    reported as such (``last_error`` starts with ``tls:``), never as a bare timeout (aiomqtt
    reports it as one).
 """
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 import time
@@ -200,7 +205,7 @@ class Uplink:
             self._wakeup.clear()
             rows = self.outbox.read(self._live, limit=limit)
             if rows:
-                await client.publish(data_topic, self._batch(rows, historical=False), qos=1)
+                await client.publish(data_topic, self._batch(rows, historical=False), qos=1, timeout=math.inf)
                 self._live = rows[-1].seq + 1
                 self._sent(rows, replayed=False)
                 continue
@@ -209,7 +214,7 @@ class Uplink:
                 if not rows:
                     self._replay = self._replay_end
                     continue
-                await client.publish(data_topic, self._batch(rows, historical=True), qos=1)
+                await client.publish(data_topic, self._batch(rows, historical=True), qos=1, timeout=math.inf)
                 self._replay = rows[-1].seq + 1
                 self._sent(rows, replayed=True)
                 # Rate limit replay, but let new live records through at once.

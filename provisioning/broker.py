@@ -129,6 +129,7 @@ def render_conf(
         "log_type warning",
         "log_type notice",
         "log_type information",
+        *(["log_type all"] if os.environ.get("JIKIMI_BROKER_DEBUG") else []),
         "connection_messages true",
         "log_timestamp true",
         "",
@@ -188,6 +189,28 @@ def write_config(
             tmp.write_text(text)
             os.replace(tmp, path)
     return BrokerConfig(conf=conf_path, acl=acl_path, port=port)
+
+
+def refresh_acl(pki_dir: Path, out_dir: Path, pid: int | None) -> None:
+    """Rewrite the ACL of an existing broker config from the PKI index; SIGHUP ``pid`` if given.
+
+    The listener settings are kept as they were written (port, bind, user): only the ACL changes.
+    """
+    acl_path = out_dir / "acl"
+    if not acl_path.exists():
+        raise BrokerError(f"{out_dir}: no broker config here (run 'jikimi broker config' first)")
+    try:
+        text = render_acl(Pki(pki_dir))
+    except PkiError as exc:
+        raise BrokerError(str(exc)) from exc
+    tmp = acl_path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, acl_path)
+    if pid is not None:
+        try:
+            reload(pid)
+        except ProcessLookupError as exc:
+            raise BrokerError(f"no broker with pid {pid} to reload; the new ACL applies at its next start") from exc
 
 
 def mosquitto_binary() -> str:
@@ -290,8 +313,7 @@ class RunningBroker:
 
     def reload(self) -> None:
         """Regenerate the ACL from the PKI index and SIGHUP the broker (CRL and ACL re-read)."""
-        write_config(self.pki_dir, self.workdir, port=self.port, persistence=self.persistence)
-        reload(self.proc.pid)
+        refresh_acl(self.pki_dir, self.workdir, self.proc.pid)
 
     def restart(self) -> None:
         """Stop and start again on the same port (state is lost unless persistence is on)."""

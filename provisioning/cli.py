@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provisioning import broker
+
+if TYPE_CHECKING:
+    from provisioning.enroll import EnrolmentService
 from provisioning.pki import DEFAULT_DAYS, Pki, Plan, Role
 from shared.cli import Cli
 
@@ -34,8 +40,95 @@ def _pki_issue(args: argparse.Namespace) -> int:
 def _pki_revoke(args: argparse.Namespace) -> int:
     plan = Pki(args.dir).revoke(args.cn, dry_run=args.dry_run)
     _show(plan, args.dry_run)
-    if not args.dry_run:
+    if args.dry_run:
+        return 0
+    if args.broker_out:
+        broker.refresh_acl(args.dir, args.broker_out, args.broker_pid)
+        print(f"broker ACL rewritten in {args.broker_out}"
+              + (f"; broker (pid {args.broker_pid}) reloaded: {args.cn} is cut off now" if args.broker_pid else ""))
+    else:
         print("now regenerate the broker ACL ('jikimi broker config') and reload the broker (SIGHUP)")
+    return 0
+
+
+def _provision_register(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+
+    service = _enrol_service(args)
+    token = service.register(args.site, enroll.hub_url_ok(args.url), actor=args.actor,
+                             needs_approval=args.needs_approval, ttl_s=args.ttl)
+    text = token.encode()
+    print(text)
+    if not args.no_qr:
+        import segno
+
+        segno.make(text, error="m").terminal(compact=True)
+    print(f"valid until {time.strftime('%Y-%m-%d %H:%M:%S %Z', time.localtime(token.expires))}, once, "
+          f"for site {args.site}" + (" (needs 'jikimi provision approve')" if args.needs_approval else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _provision_approve(args: argparse.Namespace) -> int:
+    from provisioning import enroll
+
+    enroll.EnrolmentStore(args.db).approve(args.site, args.actor)
+    print(f"site {args.site} approved by {args.actor}")
+    return 0
+
+
+def _enrol_service(args: argparse.Namespace) -> EnrolmentService:
+    from provisioning.enroll import EnrolmentService, EnrolmentStore
+
+    def on_issued(_cn: str) -> None:
+        if args.broker_out:
+            broker.refresh_acl(args.pki, args.broker_out, args.broker_pid)
+
+    return EnrolmentService(Pki(args.pki), EnrolmentStore(args.db), mqtt_host=args.mqtt_host,
+                            mqtt_port=args.mqtt_port, on_issued=on_issued)
+
+
+def _provision_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from provisioning.enroll import serve_enrolment
+    from shared.tls import TlsFiles
+
+    service = _enrol_service(args)
+
+    async def serve() -> None:
+        host, _, port = args.listen.rpartition(":")
+        async with serve_enrolment(service, TlsFiles.from_pki(args.pki, args.identity), host, int(port)) as url:
+            print(f"enrolment endpoint at {url}", flush=True)
+            await asyncio.Event().wait()
+
+    asyncio.run(serve())
+    return 0
+
+
+def _provision_enroll(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from provisioning.enroll import enroll_device
+
+    plan = asyncio.run(enroll_device(args.token, args.out, wait_s=args.wait, dry_run=args.dry_run))
+    for line in plan.writes:
+        print(("would write " if args.dry_run else "wrote ") + line)
+    if not args.dry_run:
+        print(f"enrolled. Add the devices to {args.out / 'site.toml'}, then 'jikimi edge check --config ...'")
+    return 0
+
+
+def _provision_renew(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from provisioning.enroll import renew_device
+
+    renewed = asyncio.run(renew_device(args.dir, args.url, force=args.force, dry_run=args.dry_run))
+    if not renewed:
+        print("not due yet (renewal happens after two thirds of the certificate's life; --force to renew now)")
+    else:
+        print(("would renew " if args.dry_run else "renewed ") + str(args.dir / "cert.pem"))
     return 0
 
 
@@ -60,7 +153,52 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(Path("var/demo"), args.duration)
 
 
+def _enrol_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pki", type=Path, required=True)
+    p.add_argument("--db", type=Path, required=True, help="the enrolment database")
+    p.add_argument("--mqtt-host", default="localhost", help="broker host written into starter configs")
+    p.add_argument("--mqtt-port", type=int, default=broker.DEFAULT_PORT)
+    p.add_argument("--broker-out", type=Path, help="broker config folder whose ACL is refreshed on issue")
+    p.add_argument("--broker-pid", type=int, help="broker to reload (SIGHUP) on issue")
+
+
 def register(cli: Cli) -> None:
+    g = "field provisioning: enrolment, approval, renewal, commissioning, units, doctor"
+    p = cli.subcommand("provision", "register", "pre-register a site; print its one-time enrolment token",
+                       _provision_register, group_help=g)
+    _enrol_args(p)
+    p.add_argument("--site", required=True)
+    p.add_argument("--url", required=True, help="the hub's enrolment URL, https://HOST:PORT")
+    p.add_argument("--needs-approval", action="store_true", help="the site waits for 'provision approve'")
+    p.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds (default 1 hour)")
+    p.add_argument("--actor", default=os.environ.get("USER", "admin"))
+    p.add_argument("--no-qr", action="store_true")
+
+    p = cli.subcommand("provision", "approve", "approve a site that was registered --needs-approval",
+                       _provision_approve)
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--site", required=True)
+    p.add_argument("--actor", default=os.environ.get("USER", "admin"))
+
+    p = cli.subcommand("provision", "serve", "run the enrolment endpoint (the hub runs it too)", _provision_serve)
+    _enrol_args(p)
+    p.add_argument("--listen", default="127.0.0.1:8443")
+    p.add_argument("--identity", required=True, help="the hub identity (CN) whose certificate serves HTTPS")
+
+    p = cli.subcommand("provision", "enroll", "enrol this device with a token: key here, certificate from the hub",
+                       _provision_enroll)
+    p.add_argument("--token", required=True)
+    p.add_argument("--out", type=Path, default=Path("/etc/jikimi"), help="where to write key, certificate, config")
+    p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an admin's approval")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = cli.subcommand("provision", "renew", "renew this device's certificate (after 2/3 of its life)",
+                       _provision_renew)
+    p.add_argument("--dir", type=Path, default=Path("/etc/jikimi"))
+    p.add_argument("--url", required=True, help="the hub's enrolment URL")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+
     p = cli.command("demo", "run the whole system on one machine (state under ./var/demo)", _demo)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
 
@@ -82,6 +220,8 @@ def register(cli: Cli) -> None:
                        _pki_revoke)
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--cn", required=True)
+    p.add_argument("--broker-out", type=Path, help="the broker config folder whose ACL to rewrite")
+    p.add_argument("--broker-pid", type=int, help="the running broker to reload (SIGHUP)")
     p.add_argument("--dry-run", action="store_true")
 
     g = "the Mosquitto broker with mutual TLS"

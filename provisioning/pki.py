@@ -276,8 +276,39 @@ class Pki:
         if dry_run:
             self._issuing()  # still fail early when there is no CA
             return plan
-        issuer_cert, issuer_key = self._issuing()
         key = ec.generate_private_key(ec.SECP256R1())
+        cert = self._leaf(cn, role, key.public_key(), days, san_entries)
+        _write(self.key(cn), _key_pem(key), private=True)
+        _write(self.cert(cn), _cert_pem(cert), private=False)
+        return plan
+
+    def sign_csr(self, csr_pem: bytes, role: Role, *, expected_cn: str, days: int = DEFAULT_DAYS) -> bytes:
+        """Issue a certificate for a CSR whose key was made elsewhere (enrolment, renewal).
+
+        The CSR must be self-signed correctly, carry exactly ``expected_cn``, and hold an
+        ECDSA P-256 key. The certificate is recorded in the index (not written under DIR/<cn>:
+        the private key never leaves the device).
+        """
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise PkiError(f"not a PEM certificate request: {exc}") from exc
+        if not csr.is_signature_valid:
+            raise PkiError("the certificate request's signature does not verify")
+        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        cn = str(cns[0].value) if len(cns) == 1 else ""
+        if cn != expected_cn:
+            raise PkiError(f"the certificate request is for CN {cn!r}, expected {expected_cn!r}")
+        check_cn(cn, role)
+        public_key = csr.public_key()
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
+            raise PkiError("the certificate request must carry an ECDSA P-256 key")
+        return _cert_pem(self._leaf(cn, role, public_key, days, []))
+
+    def _leaf(
+        self, cn: str, role: Role, public_key: ec.EllipticCurvePublicKey, days: int, sans: Sequence[x509.GeneralName]
+    ) -> x509.Certificate:
+        issuer_cert, issuer_key = self._issuing()
         now = _now()
         usages = {
             Role.EDGE: [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -290,7 +321,7 @@ class Pki:
             x509.CertificateBuilder()
             .subject_name(_name(cn, role.value))
             .issuer_name(issuer_cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(serial)
             .not_valid_before(now - dt.timedelta(minutes=5))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -310,22 +341,22 @@ class Pki:
                 critical=True,
             )
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
             )
         )
-        if san_entries:
-            builder = builder.add_extension(x509.SubjectAlternativeName(san_entries), critical=False)
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         cert = builder.sign(issuer_key, hashes.SHA256())
-        _write(self.key(cn), _key_pem(key), private=True)
-        _write(self.cert(cn), _cert_pem(cert), private=False)
         entries = self.index()
-        entries.append(
-            IndexEntry(serial=serial, cn=cn, role=role, not_after=cert.not_valid_after_utc.isoformat())
-        )
+        entries.append(IndexEntry(serial=serial, cn=cn, role=role, not_after=cert.not_valid_after_utc.isoformat()))
         self._save_index(entries)
-        return plan
+        return cert
+
+    def root_fingerprint(self) -> str:
+        """SHA-256 (hex) of the root CA certificate's DER: what enrolment tokens pin."""
+        return ca_fingerprint(self.ca_chain.read_bytes())
 
     # --- revocation ------------------------------------------------------------------------
 
@@ -401,6 +432,12 @@ class Pki:
             if e.role is role and not e.revoked:
                 seen[e.cn] = None
         return list(seen)
+
+
+def ca_fingerprint(chain_pem: bytes) -> str:
+    """SHA-256 (hex) of the DER of the last (root) certificate in a PEM chain."""
+    certs = x509.load_pem_x509_certificates(chain_pem)
+    return certs[-1].fingerprint(hashes.SHA256()).hex()
 
 
 def check_cn(cn: str, role: Role) -> None:

@@ -24,6 +24,7 @@ Handler = Callable[[argparse.Namespace], int]
 COMMAND_MODULES = (
     "provisioning.cli",
     "edge.cli",
+    "edge.agent_cli",
     "edge.inference.cli",
     "hub.cli",
 )

@@ -190,4 +190,3 @@ async def test_tls_refusal_is_reported_as_tls(broker: RunningBroker, test_pki: P
         await _until(lambda: up.counters.last_error != "", 30, "a connection attempt failed")
     assert up.counters.last_error.startswith("tls:"), up.counters.last_error
     assert not up.connected.is_set()
-

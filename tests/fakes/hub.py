@@ -121,6 +121,17 @@ class FakeHub:
         if st.through > 0:
             await self._ack(client, batch.site, messages.Ack(site=batch.site, through_seq=st.through))
 
+    async def send_command(self, cmd: messages.Command) -> None:
+        """Publish a (signed) command to its site, as the hub would."""
+        assert self.client is not None
+        await self.client.publish(topics.site_topic(cmd.site, topics.SiteChannel.CMD), messages.encode(cmd), qos=1)
+
+    def replies(self, site: str, cmd_id: str) -> list[messages.Reply]:
+        return [r for r in self.records(site) if isinstance(r, messages.Reply) and r.cmd_id == cmd_id]
+
+    def events(self, site: str) -> list[messages.Event]:
+        return [r for r in self.records(site) if isinstance(r, messages.Event)]
+
     async def _ack(self, client: aiomqtt.Client, site: str, ack: messages.Ack) -> None:
         await client.publish(topics.site_topic(site, topics.SiteChannel.ACK), messages.encode(ack), qos=1)
 

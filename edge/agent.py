@@ -1,0 +1,349 @@
+"""The edge agent: one process per site, a systemd ``Type=notify`` service.
+
+``main()`` opens one TaskGroup; every long-lived loop is a named task in it:
+
+    bus:<line>      one bus scheduler per physical line (polls and writes, breakers, counters)
+    recorder        readings → outbox (batched), wakes the uplink, feeds the watchdog
+    local-actions   the policy's actions → device writes → read-back → events
+    uplink          MQTT 5 / mTLS to the broker (edge/uplink.py)
+    commands        signed hub commands → checks → write → read-back → replies
+    health          periodic device/outbox/uplink health as an event
+
+The policy runs synchronously on every reading of a point it watches, so a depth crossing is
+acted on within the poll that saw it; sensing and local action never wait for the uplink.
+systemd is told READY=1 once every device has been read once, WATCHDOG=1 only while readings
+keep coming (fed by acquisition progress, not a timer), and STOPPING=1 on shutdown.
+
+Queues between tasks are bounded: readings wait at most ``RECORD_FLUSH_S`` in memory
+(the recorder flushes every 100 ms; it never drops), the local-action queue holds 32 (the
+policy repeats an action only after the verify timeout, so it cannot flood), and the command
+queue holds 64 (more is refused with a reply, never dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Final
+
+import msgspec
+
+from edge import commands as cmdmod
+from edge.commands import Bus, CommandExecutor
+from edge.config import DeviceConfig, SiteConfig
+from edge.drivers import readings as drv
+from edge.drivers.modbus import ModbusDevice, ModbusLine
+from edge.drivers.scheduler import BusScheduler, DeviceLink
+from edge.drivers.serial_line import SerialLineDevice
+from edge.errors import DeviceError
+from edge.outbox import Outbox
+from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
+from edge.uplink import Uplink, UplinkConfig
+from shared import messages as m
+from shared.signing import load_public_key
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION: Final = "0.1.0"
+RECORD_FLUSH_S: Final = 0.1
+HEALTH_EVERY_S: Final = 60.0
+
+
+# --- systemd notification ----------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> bool:
+    """Send one sd_notify message (``READY=1`` ...) if systemd asked for them; no dependency."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.connect(address)
+        s.sendall(message.encode())
+    return True
+
+
+def watchdog_period_s() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    return int(usec) / 1e6 if usec and usec.isdigit() else None
+
+
+# --- the agent ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AgentStats:
+    readings: int = 0
+    local_actions: int = 0
+    policy_events: int = 0
+    ready: bool = False
+    read_once: set[str] = field(default_factory=set)
+
+
+def _scalar(value: object) -> m.Scalar:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+class Agent:
+    """One site's agent. Build with :meth:`open` inside an ``AsyncExitStack``, run with :meth:`run`."""
+
+    def __init__(self, cfg: SiteConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.boot = uuid.uuid4().hex[:12]
+        self.stats = AgentStats()
+        self.outbox = Outbox(cfg.state_dir / "outbox.db", max_records=cfg.outbox.max_records, clock=clock)
+        self.latest: dict[tuple[str, str], m.Reading] = {}
+        self._pending: list[m.Record] = []
+        self._policy_state = PolicyState()
+        self._policy_devices = tuple(
+            PolicyDevice(d.name, d.profile.kind, d.depth_source or default_depth(d.name, d.profile.kind))
+            for d in cfg.devices
+        )
+        self._watched = {pd.depth for pd in self._policy_devices if pd.depth} | {
+            (d.name, p) for d in cfg.devices for p in ("barrier_state", "gate_state", "displacement_mm", "siren_on")
+        }
+        self.forecast_warns: frozenset[str] = frozenset()
+        self._actions: asyncio.Queue[LocalAction] = asyncio.Queue(maxsize=32)
+        self.schedulers: dict[str, BusScheduler] = {}
+        self._scheduler_of: dict[str, BusScheduler] = {}
+        self._hub_key = load_public_key(cfg.command_key)
+        self.executor = CommandExecutor(
+            store=self.outbox,
+            reply=self._reply,
+            bus=Bus(write=self._write, read=self._read),
+            planner=self._plan,
+            clock=clock,
+        )
+        self.uplink = Uplink(
+            UplinkConfig(site=cfg.site.id, host=cfg.hub.host, port=cfg.hub.port, tls=cfg.tls,
+                         replay_rate=cfg.outbox.replay_rate),
+            self.outbox,
+            boot=self.boot,
+            birth=self._birth,
+            on_command=self.executor.submit,
+            clock=clock,
+        )
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        """Open every line and build one bus scheduler per line."""
+        by_bus: dict[str, list[DeviceConfig]] = {}
+        for d in self.cfg.devices:
+            by_bus.setdefault(d.endpoint.bus, []).append(d)
+        for bus, devs in by_bus.items():
+            links: list[DeviceLink] = []
+            first = devs[0]
+            if first.endpoint.scheme == "serial":
+                for d in devs:
+                    links.append(await stack.enter_async_context(
+                        SerialLineDevice(d.name, d.profile, d.endpoint.path, unit_id=d.unit_id)))
+            else:
+                line = (ModbusLine.tcp(first.endpoint.host, first.endpoint.port, first.profile.transport.timeout_s)
+                        if first.endpoint.scheme == "tcp" else ModbusLine.rtu(first.endpoint.path,
+                                                                              first.profile.transport))
+                await stack.enter_async_context(line)
+                links += [ModbusDevice(d.name, d.profile, line, d.unit_id) for d in devs]
+            sched = BusScheduler(links, sink=self._on_reading, clock=self.clock)
+            self.schedulers[bus] = sched
+            for d in devs:
+                self._scheduler_of[d.name] = sched
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            for bus, sched in self.schedulers.items():
+                tg.create_task(sched.run(), name=f"bus:{bus}")
+            tg.create_task(self._recorder(), name="recorder")
+            tg.create_task(self._local_actions(), name="local-actions")
+            tg.create_task(self.uplink.run(), name="uplink")
+            tg.create_task(self.executor.run(), name="commands")
+            tg.create_task(self._health(), name="health")
+
+    # --- acquisition → policy → outbox ---------------------------------------------------------
+
+    def _on_reading(self, r: drv.Reading) -> None:
+        point = self.cfg.device(r.device).profile.points.get(r.point)
+        rec = m.Reading(
+            seq=0, ts=r.ts, prio=m.Priority.TELEMETRY, device=r.device, point=r.point,
+            value=_scalar(r.value), quality=m.Quality(r.quality.value), unit=point.unit if point else "",
+        )
+        key = (r.device, r.point)
+        self.latest[key] = rec
+        self._pending.append(rec)
+        self.stats.readings += 1
+        self.stats.read_once.add(r.device)
+        if key in self._watched:
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        d: Decision = decide(self._policy_state, self._policy_devices, self.latest, self.cfg.policy, self.clock(),
+                             self.forecast_warns)
+        self._policy_state = d.state
+        for ev in d.events:
+            self._event(ev)
+        for action in d.actions:
+            self.stats.local_actions += 1
+            self._pending.append(m.Event(
+                seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"local.{action.action.value}",
+                device=action.device, detail=action.reason, values=dict(action.values),
+            ))
+            try:
+                self._actions.put_nowait(action)
+            except asyncio.QueueFull:
+                log.error("policy.action_queue_full", extra={"device": action.device, "action": action.action.value})
+        if d.actions or d.events:
+            self.flush()  # alarms and events are on disk before anything else happens
+
+    def _event(self, ev: PolicyEvent) -> None:
+        self.stats.policy_events += 1
+        self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.EVENT, kind=ev.kind, device=ev.device,
+                                     detail=ev.detail, values=dict(ev.values)))
+
+    def flush(self) -> None:
+        """Move pending records into the outbox (one transaction) and wake the uplink."""
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        self.outbox.append(batch)
+        self.uplink.notify()
+
+    async def _recorder(self) -> None:
+        period = watchdog_period_s()
+        last_feed, fed_at_count = time.monotonic(), -1
+        while True:
+            await asyncio.sleep(RECORD_FLUSH_S)
+            self.flush()
+            if not self.stats.ready and self.stats.read_once >= {d.name for d in self.cfg.devices}:
+                self.stats.ready = True
+                sd_notify("READY=1")
+                log.info("agent.ready", extra={"site": self.cfg.site.id, "boot": self.boot})
+            progressed = self.stats.readings != fed_at_count  # acquisition, not a timer, feeds it
+            if period is not None and progressed and time.monotonic() - last_feed >= period / 3:
+                sd_notify("WATCHDOG=1")
+                fed_at_count = self.stats.readings
+                last_feed = time.monotonic()
+
+    # --- local actions ------------------------------------------------------------------------
+
+    async def _local_actions(self) -> None:
+        while True:
+            action = await self._actions.get()
+            decision = cmdmod.ACTION_WRITES[action.action]
+            point, value = decision
+            profile = self.cfg.device(action.device).profile
+            p = profile.points.get(point)
+            kind = f"local.{action.action.value}"
+            if p is None or p.readback is None:
+                self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"{kind}.failed",
+                                             device=action.device, detail=f"profile has no writable {point}"))
+                continue
+            expect = p.expect.get(str(value), value) if isinstance(value, str) else value
+            plan = cmdmod.WritePlan(action.device, point, value, p.readback, expect, self.cfg.policy.verify_timeout_s)
+            status, reason = await self.executor.write_and_verify(plan)
+            self._pending.append(m.Event(
+                seq=0, ts=self.clock(), prio=m.Priority.ALARM,
+                kind=f"{kind}.{'verified' if status is m.ReplyStatus.VERIFIED else 'failed'}",
+                device=action.device, detail=reason,
+            ))
+            self.flush()
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest:
+        depth_of = {pd.name: pd.depth for pd in self._policy_devices if pd.depth}
+        return cmdmod.plan(
+            cmd, site=self.cfg.site.id, key=self._hub_key,
+            devices={d.name: d.profile for d in self.cfg.devices}, depth_of=depth_of,
+            latest=self.latest, policy=self.cfg.policy, now=self.clock(),
+        )
+
+    async def _reply(self, cmd_id: str, status: m.ReplyStatus, reason: str) -> None:
+        self._pending.append(m.Reply(seq=0, ts=self.clock(), prio=m.Priority.REPLY, cmd_id=cmd_id, status=status,
+                                     reason=reason[:1024]))
+        self.flush()
+
+    async def _write(self, device: str, point: str, value: m.Scalar) -> None:
+        if value is None:
+            raise DeviceError(f"{device}.{point}: nothing to write")
+        await self._scheduler_of[device].write(device, point, value)
+
+    async def _read(self, device: str, point: str) -> tuple[m.Scalar, m.Quality]:
+        got = await self._scheduler_of[device].read_now(device, [point])
+        for r in got:
+            if r.point == point:
+                return _scalar(r.value), m.Quality(r.quality.value)
+        raise DeviceError(f"{device}.{point}: no reading")
+
+    # --- birth and health ---------------------------------------------------------------------
+
+    def _birth(self) -> m.Birth:
+        return m.Birth(
+            site=self.cfg.site.id, agent_version=AGENT_VERSION, boot=self.boot, ts=self.clock(),
+            devices=[
+                m.DeviceInfo(id=d.name, kind=d.profile.kind.value, profile=d.profile_path.name,
+                             profile_sha256=d.profile.hash, points=sorted(d.profile.points))
+                for d in self.cfg.devices
+            ],
+        )
+
+    def health(self) -> dict[str, float | int | str]:
+        out: dict[str, float | int | str] = {}
+        st = self.outbox.stats()
+        out |= {"outbox.held": st.held, "outbox.critical_held": st.critical_held, "outbox.thinned": st.thinned_total}
+        c = self.uplink.counters
+        out |= {"uplink.connects": c.connects, "uplink.records_sent": c.records_sent, "uplink.last_error": c.last_error}
+        for sched in self.schedulers.values():
+            for d in self.cfg.devices:
+                if self._scheduler_of.get(d.name) is sched:
+                    for k, v in sched.counters(d.name).snapshot().items():
+                        out[f"device.{d.name}.{k}"] = v
+        return out
+
+    async def _health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_EVERY_S)
+            values = {k: v for k, v in self.health().items()}
+            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.TELEMETRY, kind="agent.health",
+                                         values=msgspec.convert(values, dict[str, m.Scalar])))
+
+    def close(self) -> None:
+        self.flush()
+        self.outbox.close()
+
+
+async def run_agent(cfg: SiteConfig) -> None:
+    """Run until SIGTERM/SIGINT; then flush, say STOPPING=1 and close."""
+    agent = Agent(cfg)
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    try:
+        async with AsyncExitStack() as stack:
+            await agent.open(stack)
+            await agent.run()
+    except asyncio.CancelledError:
+        log.info("agent.stopping", extra={"site": cfg.site.id})
+        sd_notify("STOPPING=1")
+    finally:
+        agent.close()
+        with contextlib.suppress(NotImplementedError):
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

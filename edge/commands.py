@@ -1,0 +1,242 @@
+"""Signed commands at the edge: verification, interlocks, idempotent execution.
+
+Rules and invariants (DESIGN §3, §5):
+
+1. The edge trusts the hub's command key installed at provisioning, never the broker: a
+   command whose signature does not verify is ``rejected``.
+2. Checks, in order: addressed to this site; signature; not expired (``not_after``) —
+   ``expired``; not issued in the future beyond the clock-skew allowance; device known;
+   action allowed for the device by its profile (the point exists, is writable, and the value
+   is allowed); for opening actions: a second approver distinct from the issuer, a fresh good
+   depth reading below the reopening depth, the device in remote mode.
+3. Every command is answered ``received`` first, then exactly one terminal status:
+   ``rejected`` / ``expired`` (with the reason), ``verified`` (written and read back in the
+   expected state) or ``failed`` (written, but the device did not reach the state in time,
+   or the write itself failed).
+4. A ``cmd_id`` seen before never acts twice: its stored terminal reply is sent again (a
+   command still running is just acknowledged ``received``).
+
+:func:`plan` is pure; :class:`CommandExecutor` is the shell that writes and reads back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.config import PolicySection
+from edge.errors import DeviceError
+from edge.policy import Latest
+from shared.errors import SigningError
+from shared.messages import Action, Command, Quality, ReplyStatus, Scalar
+from shared.profiles import Profile
+from shared.signing import verify_command
+
+log = logging.getLogger(__name__)
+
+ACTION_WRITES: Mapping[Action, tuple[str, Scalar]] = {  # a None value comes from params
+    Action.BARRIER_CLOSE: ("barrier_cmd", "close"),
+    Action.BARRIER_OPEN: ("barrier_cmd", "open"),
+    Action.GATE_CLOSE: ("gate_cmd", "close"),
+    Action.GATE_OPEN: ("gate_cmd", "open"),
+    Action.SIREN_ON: ("siren", True),
+    Action.SIREN_OFF: ("siren", False),
+    Action.SIGN_SHOW: ("sign_message", None),
+    Action.BROADCAST_PLAY: ("broadcast", None),
+}
+PARAM_FOR = {Action.SIGN_SHOW: "text", Action.BROADCAST_PLAY: "message"}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: ReplyStatus  # rejected or expired
+    reason: str
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    device: str
+    point: str
+    value: Scalar
+    readback: str
+    expect: Scalar
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    device: str
+
+
+def plan(
+    cmd: Command,
+    *,
+    site: str,
+    key: Ed25519PublicKey,
+    devices: Mapping[str, Profile],
+    depth_of: Mapping[str, tuple[str, str]],
+    latest: Latest,
+    policy: PolicySection,
+    now: float,
+) -> Refusal | WritePlan | SelfTest:
+    """Decide what a command does, or why it is refused (pure)."""
+    if cmd.site != site:
+        return Refusal(ReplyStatus.REJECTED, f"addressed to site {cmd.site}, this is {site}")
+    try:
+        verify_command(cmd, key)
+    except SigningError as exc:
+        return Refusal(ReplyStatus.REJECTED, f"signature: {exc}")
+    if now > cmd.not_after:
+        return Refusal(ReplyStatus.EXPIRED, f"expired {now - cmd.not_after:.1f} s ago")
+    if cmd.issued_at > now + policy.max_clock_skew_s:
+        return Refusal(ReplyStatus.REJECTED, f"issued {cmd.issued_at - now:.0f} s in the future (clock skew?)")
+    profile = devices.get(cmd.device)
+    if profile is None:
+        return Refusal(ReplyStatus.REJECTED, f"unknown device {cmd.device!r}")
+    if cmd.action is Action.DEVICE_SELFTEST:
+        return SelfTest(cmd.device)
+    point_name, value = ACTION_WRITES[cmd.action]
+    point = profile.points.get(point_name)
+    if point is None or not point.writable:
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} is not an action of {cmd.device} ({profile.model})")
+    if value is None:
+        param = PARAM_FOR[cmd.action]
+        value = cmd.params.get(param)
+        if value is None:
+            return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} needs params.{param}")
+    if point.allowed and value not in point.allowed:
+        return Refusal(ReplyStatus.REJECTED, f"{point_name}={value!r} is not allowed by the profile")
+    if point.readback is None:
+        return Refusal(ReplyStatus.REJECTED, f"{point_name} has no read-back point in the profile")
+    expect: Scalar = point.expect.get(str(value), value) if isinstance(value, str) else value
+    if cmd.action.is_opening:
+        refusal = _opening_interlock(cmd, profile, depth_of.get(cmd.device), latest, policy, now)
+        if refusal is not None:
+            return refusal
+    mode = latest.get((cmd.device, "mode"))
+    if mode is not None and mode.value == "local":
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.device} is in local mode")
+    return WritePlan(cmd.device, point_name, value, point.readback, expect, policy.verify_timeout_s)
+
+
+def _opening_interlock(
+    cmd: Command, profile: Profile, depth_key: tuple[str, str] | None, latest: Latest, policy: PolicySection, now: float
+) -> Refusal | None:
+    others = {a for a in cmd.approved_by if a != cmd.issued_by}
+    if not others:
+        return Refusal(ReplyStatus.REJECTED, "opening needs a second approver distinct from the issuer")
+    if depth_key is None:
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.device} has no depth reading to check before opening")
+    r = latest.get(depth_key)
+    if r is None:
+        return Refusal(ReplyStatus.REJECTED, "interlock: no depth reading yet")
+    age = now - r.ts
+    if r.quality is not Quality.GOOD or age > policy.data_age_limit_s:
+        return Refusal(ReplyStatus.REJECTED, f"interlock: depth data is {r.quality.value}, {age:.0f} s old "
+                       f"(limit {policy.data_age_limit_s:g} s)")
+    if not isinstance(r.value, int | float) or r.value >= policy.reopening_depth_cm:
+        return Refusal(ReplyStatus.REJECTED, f"interlock: water {r.value} cm is not below the reopening depth "
+                       f"{policy.reopening_depth_cm:g} cm")
+    return None
+
+
+# --- the shell ----------------------------------------------------------------------------------
+
+Reply = Callable[[str, ReplyStatus, str], Awaitable[None]]
+
+
+class CommandStore(Protocol):
+    """Where command results are kept (the outbox's database implements it)."""
+
+    def command_result(self, cmd_id: str) -> tuple[str, str] | None: ...
+    def store_command_result(self, cmd_id: str, status: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Bus:
+    """What the executor needs from the acquisition side (the bus schedulers)."""
+
+    write: Callable[[str, str, Scalar], Awaitable[None]]
+    read: Callable[[str, str], Awaitable[tuple[Scalar, Quality]]]
+
+
+class CommandExecutor:
+    """Runs commands one at a time: reply received, plan, write, read back, reply terminal."""
+
+    def __init__(
+        self,
+        *,
+        store: CommandStore,
+        reply: Reply,
+        bus: Bus,
+        planner: Callable[[Command], Refusal | WritePlan | SelfTest],
+        clock: Callable[[], float],
+        poll_s: float = 0.25,
+    ) -> None:
+        self._store = store
+        self._reply = reply
+        self._bus = bus
+        self._plan = planner
+        self._clock = clock
+        self._poll_s = poll_s
+        self.queue: asyncio.Queue[Command] = asyncio.Queue(maxsize=64)
+        self._running: set[str] = set()
+
+    async def submit(self, cmd: Command) -> None:
+        """Take a command from the uplink. A full queue refuses at once rather than wait."""
+        try:
+            self.queue.put_nowait(cmd)
+        except asyncio.QueueFull:
+            await self._reply(cmd.cmd_id, ReplyStatus.REJECTED, "edge busy: command queue full")
+
+    async def run(self) -> None:
+        while True:
+            cmd = await self.queue.get()
+            await self.execute(cmd)
+
+    async def execute(self, cmd: Command) -> ReplyStatus:
+        stored = self._store.command_result(cmd.cmd_id)
+        if stored is not None:
+            status = ReplyStatus(stored[0])
+            log.info("command.repeat", extra={"cmd_id": cmd.cmd_id, "status": status.value})
+            await self._reply(cmd.cmd_id, status, stored[1])
+            return status
+        await self._reply(cmd.cmd_id, ReplyStatus.RECEIVED, "")
+        decision = self._plan(cmd)
+        if isinstance(decision, Refusal):
+            status, reason = decision.status, decision.reason
+        elif isinstance(decision, SelfTest):
+            status, reason = ReplyStatus.VERIFIED, "self-test passed"
+        else:
+            status, reason = await self.write_and_verify(decision)
+        self._store.store_command_result(cmd.cmd_id, status.value, reason)
+        log.info("command.done", extra={"cmd_id": cmd.cmd_id, "action": cmd.action.value, "status": status.value,
+                                        "reason": reason})
+        await self._reply(cmd.cmd_id, status, reason)
+        return status
+
+    async def write_and_verify(self, p: WritePlan) -> tuple[ReplyStatus, str]:
+        try:
+            await self._bus.write(p.device, p.point, p.value)
+        except DeviceError as exc:
+            return ReplyStatus.FAILED, f"write {p.point}={p.value!r} failed: {exc}"
+        deadline = self._clock() + p.timeout_s
+        last: Scalar = None
+        while True:
+            try:
+                value, quality = await self._bus.read(p.device, p.readback)
+                last = value
+                if quality is Quality.GOOD and value == p.expect:
+                    return ReplyStatus.VERIFIED, f"{p.readback} = {value!r}"
+            except DeviceError as exc:
+                last = f"read failed: {exc}"
+            if self._clock() >= deadline:
+                return ReplyStatus.FAILED, (f"{p.readback} did not reach {p.expect!r} within {p.timeout_s:g} s "
+                                            f"(last: {last!r})")
+            await asyncio.sleep(self._poll_s)
+

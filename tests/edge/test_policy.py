@@ -1,0 +1,240 @@
+"""Table tests for the pure local policy and the pure command planner."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.commands import Refusal, SelfTest, WritePlan, plan
+from edge.config import PolicySection
+from edge.policy import PolicyDevice, PolicyEvent, PolicyState, decide, velocity_mm_per_day
+from shared import messages as m
+from shared.paths import profiles_dir
+from shared.profiles import Kind, load_profile
+from shared.signing import sign_command
+
+P = PolicySection(debounce_s=2.0)
+UP = (PolicyDevice("up", Kind.UNDERPASS, ("up", "water_depth_cm")),)
+
+
+def r(point: str, value: m.Scalar, ts: float, q: m.Quality = m.Quality.GOOD, device: str = "up") -> m.Reading:
+    return m.Reading(seq=0, ts=ts, prio=m.Priority.TELEMETRY, device=device, point=point, value=value, quality=q)
+
+
+def latest(*readings: m.Reading) -> dict[tuple[str, str], m.Reading]:
+    return {(x.device, x.point): x for x in readings}
+
+
+@pytest.mark.parametrize(
+    ("depths", "state", "closes"),
+    [
+        ([(0, 10.0), (1, 14.9)], "open", False),  # below the closing depth
+        ([(0, 15.0), (1, 15.5)], "open", False),  # above, but not for the debounce period yet
+        ([(0, 15.0), (2, 15.5)], "open", True),  # above for 2 s: close
+        ([(0, 15.0), (1, 14.0), (2, 15.1)], "open", False),  # dipped below: debounce restarts
+        ([(0, 15.0), (2, 16.0)], "closed", False),  # already closed
+        ([(0, 15.0), (2, 16.0)], "closing", False),  # already closing
+    ],
+)
+def test_underpass_closes_after_debounce(depths: list[tuple[float, float]], state: str, closes: bool) -> None:
+    s = PolicyState()
+    actions: list[m.Action] = []
+    for ts, d in depths:
+        dec = decide(s, UP, latest(r("water_depth_cm", d, ts), r("barrier_state", state, ts)), P, ts)
+        s = dec.state
+        actions += [a.action for a in dec.actions]
+    assert actions == ([m.Action.BARRIER_CLOSE] if closes else [])
+
+
+@pytest.mark.parametrize(
+    "quality", [m.Quality.STALE, m.Quality.COMM_FAIL, m.Quality.OUT_OF_RANGE, m.Quality.SENSOR_FAULT]
+)
+def test_untrusted_depth_never_acts_and_is_reported_once(quality: m.Quality) -> None:
+    s = PolicyState()
+    events: list[PolicyEvent] = []
+    for ts in (0.0, 5.0, 10.0):
+        dec = decide(s, UP, latest(r("water_depth_cm", 99.0, ts, quality), r("barrier_state", "open", ts)), P, ts)
+        s = dec.state
+        assert dec.actions == ()
+        events += dec.events
+    assert [e.kind for e in events] == ["policy.depth_untrusted"]
+
+
+def test_old_reading_is_not_fresh() -> None:
+    """A good reading older than the data age limit does not close anything."""
+    dec = decide(
+        PolicyState(),
+        UP,
+        latest(r("water_depth_cm", 30.0, 0.0), r("barrier_state", "open", 0.0)),
+        PolicySection(),
+        now=60.0,
+    )
+    assert dec.actions == ()
+
+
+def test_forecast_closes_before_the_depth_is_reached() -> None:
+    dec = decide(
+        PolicyState(),
+        UP,
+        latest(r("water_depth_cm", 6.0, 0.0), r("barrier_state", "open", 0.0)),
+        P,
+        0.0,
+        forecast_warns=frozenset({"up"}),
+    )
+    assert [a.action for a in dec.actions] == [m.Action.BARRIER_CLOSE]
+    assert "forecast" in dec.actions[0].reason
+
+
+def test_close_is_not_repeated_while_in_progress() -> None:
+    """One request, then another only after the verify timeout if the barrier still is not closed."""
+    s, n = PolicyState(), 0
+    p = PolicySection(verify_timeout_s=10.0)
+    for ts in range(0, 25):
+        dec = decide(s, UP, latest(r("water_depth_cm", 20.0, ts), r("barrier_state", "open", ts)), p, ts)
+        s, n = dec.state, n + len(dec.actions)
+    assert n == 3  # at 0, 10 and 20 s
+
+
+def test_gate_watches_the_depth_source_it_is_given() -> None:
+    gate = (PolicyDevice("gate", Kind.RIVER_GATE, ("gauge", "water_depth_cm")),)
+    dec = decide(
+        PolicyState(),
+        gate,
+        latest(r("water_depth_cm", 40.0, 0.0, device="gauge"), r("gate_state", "open", 0.0, device="gate")),
+        PolicySection(),
+        0.0,
+    )
+    assert [(a.device, a.action) for a in dec.actions] == [("gate", m.Action.GATE_CLOSE)]
+
+
+def test_flood_alarm_sounds_siren_at_its_depth() -> None:
+    fa = (PolicyDevice("fa", Kind.FLOOD_ALARM, ("fa", "water_depth_cm")),)
+    quiet = decide(
+        PolicyState(),
+        fa,
+        latest(r("water_depth_cm", 9.0, 0.0, device="fa"), r("siren_on", False, 0.0, device="fa")),
+        PolicySection(),
+        0.0,
+    )
+    loud = decide(
+        PolicyState(),
+        fa,
+        latest(r("water_depth_cm", 10.5, 0.0, device="fa"), r("siren_on", False, 0.0, device="fa")),
+        PolicySection(),
+        0.0,
+    )
+    assert quiet.actions == ()
+    assert [a.action for a in loud.actions] == [m.Action.SIREN_ON]
+
+
+def test_displacement_grades_change_with_velocity() -> None:
+    """2 mm/day is a warning, 20 mm/day an alarm; each change of grade is one event."""
+    dev = (PolicyDevice("slope", Kind.DISPLACEMENT, None),)
+    s, kinds = PolicyState(), []
+    t, d = 0.0, 0.0
+    for rate in [0.1] * 130 + [2.0] * 130 + [20.0] * 130:  # mm/day, one sample a minute
+        t += 60.0
+        d += rate * 60 / 86400
+        dec = decide(s, dev, latest(r("displacement_mm", d, t, device="slope")), PolicySection(), t)
+        s = dec.state
+        kinds += [e.kind for e in dec.events]
+    assert kinds == ["displacement.warning", "displacement.alarm"]
+
+
+def test_velocity_needs_an_hour() -> None:
+    assert velocity_mm_per_day(((0.0, 0.0), (1800.0, 1.0))) is None
+    assert velocity_mm_per_day(((0.0, 0.0), (3600.0, 1.0))) == pytest.approx(24.0)
+
+
+# --- command planning ----------------------------------------------------------------------------
+
+KEY = Ed25519PrivateKey.generate()
+PROFILE = load_profile(profiles_dir() / "underpass-jk-up300.toml")
+
+
+def cmd(action: m.Action, **kw: object) -> m.Command:
+    now = time.time()
+    base: dict[str, object] = {
+        "cmd_id": "c1",
+        "site": "gg-a-01",
+        "device": "up",
+        "action": action,
+        "issued_by": "kim",
+        "issued_at": now,
+        "not_after": now + 60,
+    }
+    base.update(kw)
+    return sign_command(m.Command(**base), KEY)  # type: ignore[arg-type]
+
+
+def do_plan(c: m.Command, *readings: m.Reading) -> Refusal | WritePlan | SelfTest:
+    return plan(
+        c,
+        site="gg-a-01",
+        key=KEY.public_key(),
+        devices={"up": PROFILE},
+        depth_of={"up": ("up", "water_depth_cm")},
+        latest=latest(*readings),
+        policy=PolicySection(),
+        now=time.time(),
+    )
+
+
+def test_close_plans_a_write_with_read_back() -> None:
+    p = do_plan(cmd(m.Action.BARRIER_CLOSE))
+    assert p == WritePlan("up", "barrier_cmd", "close", "barrier_state", "closed", 30.0)
+
+
+@pytest.mark.parametrize(
+    ("command", "age_depth", "reason"),
+    [
+        (cmd(m.Action.BARRIER_OPEN), (0, 1.0), "second approver"),
+        (cmd(m.Action.BARRIER_OPEN, approved_by=["kim"]), (0, 1.0), "second approver"),
+        (cmd(m.Action.BARRIER_OPEN, approved_by=["lee"]), (0, 7.0), "reopening depth"),
+        (cmd(m.Action.BARRIER_OPEN, approved_by=["lee"]), (600, 1.0), "old"),
+        (
+            cmd(m.Action.BARRIER_OPEN, approved_by=["lee"]),
+            (0, 1.0, m.Quality.SENSOR_FAULT),
+            "sensor_fault",
+        ),
+        (cmd(m.Action.BARRIER_CLOSE, site="gg-b-01"), (0, 1.0), "addressed to"),
+        (
+            cmd(m.Action.BARRIER_CLOSE, issued_at=time.time() + 3600, not_after=time.time() + 7200),
+            (0, 1.0),
+            "future",
+        ),
+        (cmd(m.Action.GATE_CLOSE), (0, 1.0), "not an action"),
+    ],
+    ids=[
+        "no-approver",
+        "self-approval",
+        "water-high",
+        "stale-data",
+        "sensor-fault",
+        "other-site",
+        "future",
+        "wrong-kind",
+    ],
+)
+def test_refusals(command: m.Command, age_depth: tuple[float, float] | tuple[float, float, m.Quality],
+                  reason: str) -> None:
+    """``age_depth``: the depth reading's age in seconds, its value and quality (default good)."""
+    age, depth, *q = age_depth
+    out = do_plan(command, r("water_depth_cm", depth, time.time() - age, *q))
+    assert isinstance(out, Refusal)
+    assert out.status is m.ReplyStatus.REJECTED
+    assert reason in out.reason
+
+
+def test_open_with_two_people_and_low_fresh_water_is_planned() -> None:
+    out = do_plan(cmd(m.Action.BARRIER_OPEN, approved_by=["lee"]), r("water_depth_cm", 1.0, time.time()))
+    assert isinstance(out, WritePlan)
+    assert out.expect == "open"
+
+
+def test_local_mode_refuses() -> None:
+    out = do_plan(cmd(m.Action.BARRIER_CLOSE), r("mode", "local", time.time()))
+    assert isinstance(out, Refusal)
+    assert "local mode" in out.reason
