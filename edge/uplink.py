@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -40,6 +39,7 @@ import aiomqtt
 from edge.outbox import Outbox, Row
 from shared import messages, topics
 from shared.errors import WireError
+from shared.probe import probe
 from shared.retry import backoff_delays
 from shared.tls import TlsFiles, client_context
 
@@ -116,6 +116,8 @@ class Uplink:
         return messages.encode(messages.Status(site=self.cfg.site, state=state, boot=self.boot, ts=self._clock()))
 
     def _client(self) -> aiomqtt.Client:
+        # A fresh TLS context per connection picks up a renewed certificate.
+        self._tls = client_context(self.cfg.tls)
         will = aiomqtt.Will(
             topic=topics.site_topic(self.cfg.site, topics.SiteChannel.STATUS),
             payload=self._status(messages.SiteState.OFFLINE),
@@ -160,12 +162,7 @@ class Uplink:
     def _diagnose(self, mqtt_error: str) -> str:
         """Tell a TLS refusal from a broker that is simply not there."""
         try:
-            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=3) as raw, \
-                    self._tls.wrap_socket(raw, server_hostname=self.cfg.host) as conn:
-                # TLS 1.3: the server judges our certificate after our side finished; its
-                # verdict arrives with the first read.
-                conn.sendall(_connect_probe(self.cfg.site))
-                answer = conn.recv(4)
+            answer = probe(self.cfg.host, self.cfg.port, self._tls, f"{self.cfg.site}-probe", timeout_s=3)
         except ssl.SSLError as exc:
             return f"tls: {exc.reason or exc}"
         except OSError as exc:
@@ -277,9 +274,3 @@ class Uplink:
                 log.info("uplink.resend", extra={"from": start, "to": self._replay_end})
                 self._wakeup.set()
 
-
-def _connect_probe(client_id: str) -> bytes:
-    """A minimal MQTT 5 CONNECT, used only to hear the broker's verdict on our certificate."""
-    cid = client_id.encode()[:100]
-    body = b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + len(cid).to_bytes(2, "big") + cid
-    return bytes([0x10, len(body)]) + body

@@ -153,6 +153,66 @@ def _demo(args: argparse.Namespace) -> int:
     return demo.run(Path("var/demo"), args.duration)
 
 
+def _provision_units(args: argparse.Namespace) -> int:
+    from provisioning.units import all_units, write_units
+
+    for path in write_units(args.out, all_units(args.exec), dry_run=args.dry_run):
+        print(("would write " if args.dry_run else "wrote ") + str(path))
+    if not args.dry_run:
+        print(f"install: cp {args.out}/*.service {args.out}/*.timer /etc/systemd/system/ && systemctl daemon-reload;"
+              " then systemctl enable --now jikimi-edge@SITE jikimi-renew@SITE.timer")
+    return 0
+
+
+def _provision_commission(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    from dataclasses import asdict
+
+    from provisioning import commission as c
+    from shared.profiles import load_profile
+
+    profile = load_profile(args.profile)
+    actuate = None
+    if args.actuate:
+        name, sep, value = args.actuate.partition("=")
+        if not sep:
+            raise c.CommissionError("--actuate takes POINT=VALUE, e.g. --actuate warning_lamp=true")
+        actuate = (name, value)
+
+    def confirm(question: str) -> bool:
+        if not sys.stdin.isatty():
+            print("actuation needs a person at the keyboard to confirm; skipped", file=sys.stderr)
+            return False
+        return input(question).strip().lower() == "yes"
+
+    def progress(i: int, n: int, r: c.PointResult) -> None:
+        print(f"[{i:>3}/{n}] {r.verdict.upper():4} {r.name:<24} {r.value:>14} {r.note}", file=sys.stderr, flush=True)
+
+    rec = asyncio.run(c.commission(profile, args.profile, args.port, technician=args.technician,
+                                   unit_id=args.unit_id, actuate=actuate, confirm=confirm, progress=progress))
+    if args.key:
+        c.sign(rec, args.key)
+    text = c.summary(rec)
+    print(text)
+    if args.out and not args.dry_run:
+        args.out.write_text(json.dumps(asdict(rec), ensure_ascii=False, indent=2) + "\n")
+        args.out.with_suffix(".txt").write_text(text + "\n")
+        signed = "signed" if rec.signature else "unsigned"
+        print(f"record: {args.out} ({signed}), summary: {args.out.with_suffix('.txt')}")
+    return 0 if rec.passed else 1
+
+
+def _provision_doctor(args: argparse.Namespace) -> int:
+    from provisioning.doctor import run_checks
+
+    checks = run_checks(args.config)
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
+    return 1 if any(c.status == "fail" for c in checks) else 0
+
+
 def _enrol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pki", type=Path, required=True)
     p.add_argument("--db", type=Path, required=True, help="the enrolment database")
@@ -190,6 +250,27 @@ def register(cli: Cli) -> None:
     p.add_argument("--token", required=True)
     p.add_argument("--out", type=Path, default=Path("/etc/jikimi"), help="where to write key, certificate, config")
     p.add_argument("--wait", type=float, default=0.0, help="seconds to wait for an admin's approval")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = cli.subcommand("provision", "commission", "read and check every point of a device; sign the record",
+                       _provision_commission)
+    p.add_argument("--profile", type=Path, required=True)
+    p.add_argument("--port", required=True, help="/dev/ttyUSB0 (RTU or serial line) or tcp://HOST:PORT")
+    p.add_argument("--unit-id", type=int)
+    p.add_argument("--actuate", help="POINT=VALUE: a write to test, asked for confirmation first")
+    p.add_argument("--technician", default=os.environ.get("USER", "technician"))
+    p.add_argument("--key", type=Path, help="the device key that signs the record (e.g. /etc/jikimi/SITE/key.pem)")
+    p.add_argument("--out", type=Path, help="where to write the record (JSON; a .txt summary beside it)")
+    p.add_argument("--dry-run", action="store_true", help="read and judge, write no record")
+
+    p = cli.subcommand("provision", "doctor", "check a site: clock, certificate, broker, devices, disk",
+                       _provision_doctor)
+    p.add_argument("--config", type=Path, required=True, help="the site config")
+
+    p = cli.subcommand("provision", "units", "write the systemd units (edge, renewal, hub, broker)",
+                       _provision_units)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--exec", help="path of the jikimi script in the units (default: this installation's)")
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("provision", "renew", "renew this device's certificate (after 2/3 of its life)",
