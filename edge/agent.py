@@ -4,6 +4,7 @@
 
     bus:<line>      one bus scheduler per physical line (polls and writes, breakers, counters)
     recorder        readings → outbox (batched), wakes the uplink, feeds the watchdog
+    inference       depth samples → flood forecaster (LiteRT in its worker thread) → policy
     local-actions   the policy's actions → device writes → read-back → events
     uplink          MQTT 5 / mTLS to the broker (edge/uplink.py)
     commands        signed hub commands → checks → write → read-back → replies
@@ -17,13 +18,23 @@ keep coming (fed by acquisition progress, not a timer), and STOPPING=1 on shutdo
 Queues between tasks are bounded: readings wait at most ``RECORD_FLUSH_S`` in memory
 (the recorder flushes every 100 ms; it never drops), the local-action queue holds 32 (the
 policy repeats an action only after the verify timeout, so it cannot flood), and the command
-queue holds 64 (more is refused with a reply, never dropped).
+queue holds 64 (more is refused with a reply, never dropped). The inference queue holds 256
+depth samples; if the forecaster falls that far behind, the oldest samples are dropped and
+counted (``inference.dropped``): the forecaster resamples its input, and the 15 cm rule acts
+on every reading regardless.
+
+A device whose config names ``model = "flood"`` gets a :class:`FloodForecaster` on its
+``water_depth_cm``; the forecaster's history restarts when the surface goes from dry to wet
+(the FloodNet events the model learnt from start that way). Its warning is the policy's
+"forecast says it will reach the closing depth". A missing or corrupt model is reported in
+the birth message and health, and the rules stay in charge.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 import signal
@@ -33,7 +44,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 
@@ -49,13 +60,32 @@ from edge.outbox import Outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
+from shared.errors import ConfigError
 from shared.signing import load_public_key
 
 log = logging.getLogger(__name__)
 
 AGENT_VERSION: Final = "0.1.0"
 RECORD_FLUSH_S: Final = 0.1
+WET_CM: Final = 0.5  # below this a surface counts as dry (a new flood event starts when it gets wet)
 HEALTH_EVERY_S: Final = 60.0
+
+
+class Forecaster(Protocol):
+    """What the agent needs of a forecaster (edge.inference.flood.FloodForecaster)."""
+
+    @property
+    def model_sha256(self) -> str | None: ...
+    @property
+    def health(self) -> enum.Enum: ...
+    def reset(self) -> None: ...
+    def update(self, t_secs: float, depth_cm: float) -> _Forecast: ...
+    def close(self) -> None: ...
+
+
+class _Forecast(Protocol):
+    @property
+    def warns(self) -> bool: ...
 
 
 # --- systemd notification ----------------------------------------------------------------------
@@ -104,6 +134,18 @@ class Agent:
 
     def __init__(self, cfg: SiteConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
+        self.forecasters: dict[str, Forecaster] = {}
+        for d in cfg.devices:
+            if d.model is not None:
+                if d.model != "flood":
+                    raise ConfigError(str(cfg.source), f"devices.{d.name}.model",
+                                      f"unknown model {d.model!r} (known: flood)")
+                from edge.inference.flood import FloodForecaster  # numpy + LiteRT only when used
+
+                self.forecasters[d.name] = FloodForecaster()
+        self._samples: asyncio.Queue[tuple[str, float, float]] = asyncio.Queue(maxsize=256)
+        self._wet: dict[str, bool] = {}
+        self.inference_dropped = 0
         self.clock = clock
         self.boot = uuid.uuid4().hex[:12]
         self.stats = AgentStats()
@@ -170,6 +212,8 @@ class Agent:
             for bus, sched in self.schedulers.items():
                 tg.create_task(sched.run(), name=f"bus:{bus}")
             tg.create_task(self._recorder(), name="recorder")
+            if self.forecasters:
+                tg.create_task(self._inference(), name="inference")
             tg.create_task(self._local_actions(), name="local-actions")
             tg.create_task(self.uplink.run(), name="uplink")
             tg.create_task(self.executor.run(), name="commands")
@@ -185,6 +229,9 @@ class Agent:
         )
         key = (r.device, r.point)
         self.latest[key] = rec
+        if (r.point == "water_depth_cm" and r.device in self.forecasters and rec.quality is m.Quality.GOOD
+                and isinstance(rec.value, int | float)):
+            self._sample(r.device, rec.ts, float(rec.value))
         self._pending.append(rec)
         self.stats.readings += 1
         self.stats.read_once.add(r.device)
@@ -209,6 +256,36 @@ class Agent:
                 log.error("policy.action_queue_full", extra={"device": action.device, "action": action.action.value})
         if d.actions or d.events:
             self.flush()  # alarms and events are on disk before anything else happens
+
+    def _sample(self, device: str, ts: float, depth: float) -> None:
+        if self._samples.full():
+            self._samples.get_nowait()
+            self.inference_dropped += 1
+        self._samples.put_nowait((device, ts, depth))
+
+    async def _inference(self) -> None:
+        while True:
+            device, ts, depth = await self._samples.get()
+            forecaster = self.forecasters[device]
+            wet = depth >= WET_CM
+            if wet and not self._wet.get(device, False):
+                forecaster.reset()  # a new flood event starts
+            self._wet[device] = wet
+            if not wet:
+                warns = False
+            else:
+                forecast = await asyncio.to_thread(forecaster.update, ts, depth)
+                warns = forecast.warns
+            was = device in self.forecast_warns
+            if warns != was:
+                self.forecast_warns = (self.forecast_warns | {device}) if warns else (self.forecast_warns - {device})
+                if warns:
+                    self._pending.append(m.Event(
+                        seq=0, ts=ts, prio=m.Priority.EVENT, kind="forecast.flood_warning", device=device,
+                        detail=f"forecast: depth reaches {self.cfg.policy.closing_depth_cm:g} cm soon",
+                        values={"water_depth_cm": depth},
+                    ))
+                self._evaluate()
 
     def _event(self, ev: PolicyEvent) -> None:
         self.stats.policy_events += 1
@@ -300,12 +377,19 @@ class Agent:
                              profile_sha256=d.profile.hash, points=sorted(d.profile.points))
                 for d in self.cfg.devices
             ],
+            models=[
+                m.ModelInfo(name=f"{name}.flood", sha256=f.model_sha256, health=f.health.value)
+                for name, f in self.forecasters.items()
+            ],
         )
 
     def health(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {}
         st = self.outbox.stats()
         out |= {"outbox.held": st.held, "outbox.critical_held": st.critical_held, "outbox.thinned": st.thinned_total}
+        for name, f in self.forecasters.items():
+            out[f"model.{name}.health"] = f.health.value
+        out["inference.dropped"] = self.inference_dropped
         c = self.uplink.counters
         out |= {"uplink.connects": c.connects, "uplink.records_sent": c.records_sent, "uplink.last_error": c.last_error}
         for sched in self.schedulers.values():
@@ -325,6 +409,8 @@ class Agent:
     def close(self) -> None:
         self.flush()
         self.outbox.close()
+        for f in self.forecasters.values():
+            f.close()
 
 
 async def run_agent(cfg: SiteConfig) -> None:

@@ -148,8 +148,26 @@ async def rtu_section(seconds: float) -> list[dict[str, float]]:
     return [await rtu_reads_per_s(baud, seconds) for baud in BAUDS]
 
 
+async def _agent_section(seconds: float) -> dict[str, Any]:
+    from edge.bench_agent import agent_section
+
+    return await agent_section(seconds)
+
+
+async def _inference_section(seconds: float) -> dict[str, Any]:
+    from edge.inference.bench import measure_inference
+
+    return await asyncio.to_thread(measure_inference, 3000)
+
+
 # Top-level report keys -> how to produce them; other packages add theirs here.
-SECTIONS: dict[str, Callable[[float], Awaitable[Any]]] = {"rtu": rtu_section}
+SECTIONS: dict[str, Callable[[float], Awaitable[Any]]] = {
+    "rtu": rtu_section,
+    "inference_ms": _inference_section,
+    "agent": _agent_section,
+}
+# Sections whose keys go straight to the top level of the report (the issue names them so).
+FLATTENED = frozenset({"agent"})
 
 
 async def run_edge_bench(seconds: float = 3.0) -> dict[str, Any]:
@@ -158,7 +176,11 @@ async def run_edge_bench(seconds: float = 3.0) -> dict[str, Any]:
         "machine": machine(),
     }
     for key, produce in SECTIONS.items():
-        report[key] = await produce(seconds)
+        value = await produce(seconds)
+        if key in FLATTENED:
+            report.update(value)
+        else:
+            report[key] = value
     return report
 
 

@@ -32,8 +32,6 @@ from pathlib import Path
 from typing import Final
 
 import msgspec
-import sqlite_utils
-from sqlite_utils.db import Database
 
 from edge.errors import OutboxError
 from shared.messages import Event, Priority, Reading, Record, Reply
@@ -43,33 +41,54 @@ log = logging.getLogger(__name__)
 CRITICAL: Final = frozenset({Priority.ALARM, Priority.EVENT, Priority.REPLY})
 _PRIO_CODE: Final = {Priority.ALARM: 0, Priority.REPLY: 1, Priority.EVENT: 2, Priority.TELEMETRY: 3}
 
-migrations = sqlite_utils.Migrations("jikimi.edge.outbox")
+# Named, ordered migrations; the database's user_version counts those applied. (The hub uses
+# sqlite-utils' Migrations; the edge keeps this small runner because importing sqlite-utils
+# pulls in numpy and costs the agent ~28 MB of RSS.)
+MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
+    (
+        "m001_records",
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO meta (key, value) VALUES ('next_seq', 1);
+        CREATE TABLE records (
+            seq INTEGER PRIMARY KEY,
+            prio INTEGER NOT NULL,  -- 0 alarm, 1 reply, 2 event, 3 telemetry
+            ts REAL NOT NULL,
+            payload BLOB NOT NULL);
+        CREATE INDEX records_telemetry ON records (prio, seq);
+        """,
+    ),
+    (
+        "m002_commands",
+        """
+        -- results of commands, so a repeated cmd_id never acts twice (edge/commands.py)
+        CREATE TABLE commands (
+            cmd_id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            ts REAL NOT NULL);
+        """,
+    ),
+)
 
 
-@migrations()
-def m001_records(db: Database) -> None:
-    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
-    db.execute("INSERT INTO meta (key, value) VALUES ('next_seq', 1)")
-    db.execute(
-        "CREATE TABLE records ("
-        " seq INTEGER PRIMARY KEY,"
-        " prio INTEGER NOT NULL,"  # 0 alarm, 1 reply, 2 event, 3 telemetry
-        " ts REAL NOT NULL,"
-        " payload BLOB NOT NULL)"
-    )
-    db.execute("CREATE INDEX records_telemetry ON records (prio, seq)")
-
-
-@migrations()
-def m002_commands(db: Database) -> None:
-    # Stored results of commands, so a repeated cmd_id never acts twice (edge/commands.py).
-    db.execute(
-        "CREATE TABLE commands ("
-        " cmd_id TEXT PRIMARY KEY,"
-        " status TEXT NOT NULL,"
-        " reason TEXT NOT NULL,"
-        " ts REAL NOT NULL)"
-    )
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply the migrations not applied yet, each in its own transaction; return their names."""
+    done = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    applied = []
+    for number, (name, sql) in enumerate(MIGRATIONS[done:], start=done + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        applied.append(name)
+    return applied
 
 
 @dataclass(frozen=True)
@@ -113,7 +132,7 @@ class Outbox:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            migrations.apply(Database(conn))
+            migrate(conn)
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
         self._db = conn

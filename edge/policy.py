@@ -139,7 +139,7 @@ def decide(
                         want = f"water depth {d:.1f} cm >= closing depth {params.closing_depth_cm:g} cm"
                 else:
                     above.pop(dev.name, None)
-            if want is None and dev.name in forecast_warns:
+            if want is None and (dev.name in forecast_warns or (dev.depth and dev.depth[0] in forecast_warns)):
                 want = f"forecast: depth reaches {params.closing_depth_cm:g} cm within {params.forecast_lead_s:g} s"
                 values["forecast"] = "warn"
             if want is not None and not barrier_closed:

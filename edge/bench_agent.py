@@ -1,0 +1,294 @@
+"""``jikimi bench edge``: the agent's own figures, measured on a real agent process.
+
+Everything runs on this machine: a fresh PKI, Mosquitto with mutual TLS, Modbus TCP
+simulators (in this process), and the agent as a separate process (``jikimi edge run``), so
+its RSS and CPU are its own. A plain MQTT subscriber with the hub's identity stands in for the
+hub and timestamps what reaches the broker.
+
+- ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second.
+- ``read_to_broker_ms``: acquisition time of each reading → the subscriber has it.
+- ``max_lossless_samples_per_s``: the highest offered rate (10 devices, shorter poll periods)
+  at which every sample the agent read reached the subscriber and the agent kept its poll
+  period (≥ 90 % of the offered rate); overload shows in ``overload`` as lag, never loss.
+- ``close_latency_ms``: the simulated water crossing the closing depth → the barrier write
+  arriving at the simulated PLC, with the profile's poll period (``poll_period_ms``).
+- ``reconnect_s``: the broker is stopped and restarted; from the broker listening again to the
+  agent's ``online`` status arriving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from edge.sim.servers import Simulator, run_simulator
+from provisioning.broker import RunningBroker
+from provisioning.pki import Pki, Role
+from shared import messages, topics
+from shared.paths import profiles_dir
+from shared.profiles import load_profile
+from shared.tls import TlsFiles, client_context
+
+SITE = "gg-bench-site-01"
+HUB = "hub-bench"
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass
+class Subscriber:
+    """Counts and timestamps what reaches the broker for the site."""
+
+    readings: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    seqs: set[int] = field(default_factory=set)
+    online_at: list[float] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def _subscriber(broker: RunningBroker, pki: Pki, sub: Subscriber) -> AsyncIterator[None]:
+    async def run() -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(broker.host, broker.port, identifier=f"{HUB}-{os.getpid()}",
+                                          protocol=aiomqtt.ProtocolVersion.V5,
+                                          tls_context=client_context(TlsFiles.from_pki(pki.dir, HUB))) as c:
+                    await c.subscribe(topics.site_topic(SITE, topics.SiteChannel.DATA), qos=1)
+                    await c.subscribe(topics.site_topic(SITE, topics.SiteChannel.STATUS), qos=1)
+                    async for msg in c.messages:
+                        now = time.time()
+                        assert isinstance(msg.payload, bytes)
+                        parsed = topics.parse(str(msg.topic))
+                        if isinstance(parsed, topics.SiteTopic) and parsed.channel is topics.SiteChannel.STATUS:
+                            st = messages.decode(messages.Status, msg.payload)
+                            if st.state is messages.SiteState.ONLINE:
+                                sub.online_at.append(time.monotonic())
+                            continue
+                        batch = messages.decode(messages.DataBatch, msg.payload)
+                        for r in batch.records:
+                            sub.seqs.add(r.seq)
+                            if isinstance(r, messages.Reading):
+                                sub.readings += 1
+                                if not r.historical:
+                                    sub.latencies_ms.append((now - r.ts) * 1000)
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.05)
+
+    task = asyncio.create_task(run(), name="bench-subscriber")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _write_profile(directory: Path, poll_s: float) -> Path:
+    src = (profiles_dir() / "underpass-jk-up300.toml").read_text()
+    path = directory / f"underpass-poll-{int(poll_s * 1000)}ms.toml"
+    path.write_text(src.replace("poll_s = 0.5", f"poll_s = {poll_s}"))
+    return path
+
+
+def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: list[tuple[str, Path, str]]) -> Path:
+    lines = [
+        "[site]", f'id = "{SITE}"', f'state_dir = "{directory / "state"}"', "",
+        "[hub]", f'host = "{broker.host}"', f"port = {broker.port}", f'ca = "{pki.ca_chain}"',
+        f'cert = "{pki.cert(SITE)}"', f'key = "{pki.key(SITE)}"', f'command_key = "{pki.command_pub}"', "",
+        "[policy]", "verify_timeout_s = 10.0", "",
+    ]
+    for name, profile, address in devices:
+        lines += [f"[devices.{name}]", f'profile = "{profile}"', f'transport = "{address}"', ""]
+    path = directory / "site.toml"
+    path.write_text("\n".join(lines))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def _agent(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "edge", "run", "--config", str(config),
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def _wait(cond: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not cond():  # state owned by other tasks
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@contextlib.asynccontextmanager
+async def _world(work: Path) -> AsyncIterator[tuple[Pki, RunningBroker]]:
+    pki = Pki(work / "pki")
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    pki.issue(HUB, Role.HUB)
+    pki.issue(SITE, Role.EDGE)
+    (work / "broker").mkdir()
+    with RunningBroker.start(pki.dir, work / "broker") as broker:
+        yield pki, broker
+
+
+async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, seconds: float,
+                    n_devices: int = 10) -> dict[str, Any]:
+    run_dir = work / f"load-{int(poll_s * 1000)}"
+    run_dir.mkdir()
+    profile_path = _write_profile(run_dir, poll_s)
+    profile = load_profile(profile_path)
+    sub = Subscriber()
+    async with contextlib.AsyncExitStack() as stack:
+        sims: list[Simulator] = [await stack.enter_async_context(run_simulator(profile, transport="tcp"))
+                                 for _ in range(n_devices)]
+        config = _write_config(run_dir, pki, broker, [(f"d{i:02d}", profile_path, s.address)
+                                                       for i, s in enumerate(sims)])
+        await stack.enter_async_context(_subscriber(broker, pki, sub))
+        proc = await stack.enter_async_context(_agent(config, run_dir / "agent.log"))
+        assert proc.pid is not None
+        await _wait(lambda: sub.readings > 0, 20)
+        await asyncio.sleep(2.0)  # warm-up: imports done, first polls settled
+        r0, cpu0, t0 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic()
+        lat0 = len(sub.latencies_ms)
+        await asyncio.sleep(seconds)
+        r1, cpu1, t1 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic()
+        rss = _proc_rss_mb(proc.pid)
+        window = sub.latencies_ms[lat0:]
+        # Every seq handed out so far must reach the subscriber while the agent still runs:
+        # lag is allowed to drain (up to 15 s), loss is not.
+        db = sqlite3.connect(run_dir / "state" / "outbox.db")
+        next_seq = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+        db.close()
+        drained = await _wait(lambda: all(s in sub.seqs for s in range(1, next_seq)), 15)
+        proc.terminate()
+        await proc.wait()
+    missing = sum(1 for s in range(1, next_seq) if s not in sub.seqs)
+    points = len(profile.polled)
+    offered = n_devices * points / poll_s
+    achieved = (r1 - r0) / (t1 - t0)
+    return {
+        "poll_s": poll_s, "devices": n_devices, "points_per_device": points,
+        "offered_samples_per_s": round(offered, 1), "delivered_samples_per_s": round(achieved, 1),
+        "missing_seqs": missing, "drained": drained,
+        "cpu_pct": round((cpu1 - cpu0) / (t1 - t0) * 100, 2), "rss_mb": round(rss, 1),
+        "read_to_broker_ms": {"p50": round(_pct(window, 0.5), 1), "p99": round(_pct(window, 0.99), 1)},
+        "lossless": missing == 0 and drained and achieved >= 0.9 * offered,
+    }
+
+
+async def _close_latency(work: Path, pki: Pki, broker: RunningBroker, trials: int) -> dict[str, Any]:
+    run_dir = work / "close"
+    run_dir.mkdir()
+    profile_path = profiles_dir() / "underpass-jk-up300.toml"
+    profile = load_profile(profile_path)
+    poll_s = profile.points["water_depth_cm"].poll_s
+    latencies: list[float] = []
+    async with run_simulator(profile, transport="tcp") as sim:
+        sim.physics.barrier.travel_s = 0.5
+        writes: list[float] = []
+        original = sim.physics.command
+
+        def spy(point: str, value: Any) -> None:  # instrumentation: when the write arrives
+            if point == "barrier_cmd" and value == "close":
+                writes.append(time.monotonic())
+            original(point, value)
+
+        sim.physics.command = spy  # type: ignore[method-assign]
+        config = _write_config(run_dir, pki, broker, [("barrier", profile_path, sim.address)])
+        async with _agent(config, run_dir / "agent.log"):
+            await asyncio.sleep(3.0)
+            rng = random.Random(7)  # noqa: S311 - phases of a benchmark, not secrets
+            for _ in range(trials):
+                sim.physics.water.depth_cm = 10.0
+                sim.physics.barrier.position, sim.physics.barrier.moving = 0.0, 0
+                await asyncio.sleep(1.0 + rng.uniform(0, poll_s))  # random phase against the polls
+                before = len(writes)
+                crossed = time.monotonic()
+                sim.physics.water.depth_cm = 16.0
+                if await _wait(lambda b=before: len(writes) > b, 10):  # type: ignore[misc]
+                    latencies.append((writes[before] - crossed) * 1000)
+                await _wait(lambda: sim.physics.barrier.limit_closed, 10)
+                await asyncio.sleep(0.3)
+    return {"poll_period_ms": round(poll_s * 1000), "trials": trials, "closed": len(latencies),
+            "close_latency_ms": {"p50": round(_pct(latencies, 0.5), 1), "p99": round(_pct(latencies, 0.99), 1),
+                                 "max": round(max(latencies, default=float("nan")), 1)}}
+
+
+async def _reconnect(work: Path, pki: Pki, broker: RunningBroker, outage_s: float) -> dict[str, Any]:
+    run_dir = work / "reconnect"
+    run_dir.mkdir()
+    profile_path = profiles_dir() / "underpass-jk-up300.toml"
+    sub = Subscriber()
+    async with run_simulator(load_profile(profile_path), transport="tcp") as sim:
+        config = _write_config(run_dir, pki, broker, [("barrier", profile_path, sim.address)])
+        async with _subscriber(broker, pki, sub), _agent(config, run_dir / "agent.log"):
+            await _wait(lambda: bool(sub.online_at), 20)
+            broker.stop()
+            await asyncio.sleep(outage_s)
+            before = len(sub.online_at)
+            broker.restart()
+            back = time.monotonic()
+            ok = await _wait(lambda: len(sub.online_at) > before, 60)
+    return {"reconnect_s": round(sub.online_at[-1] - back, 2) if ok else None, "outage_s": outage_s}
+
+
+async def agent_section(seconds: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="jikimi-bench-") as tmp:
+        work = Path(tmp)
+        async with _world(work) as (pki, broker):
+            load = [await _load_run(work, pki, broker, 1.0, max(seconds, 10.0))]
+            for poll_s in (0.2, 0.1, 0.05, 0.025):
+                load.append(await _load_run(work, pki, broker, poll_s, max(seconds / 2, 5.0)))
+                if not load[-1]["lossless"]:
+                    break
+            close = await _close_latency(work, pki, broker, trials=20)
+            reconnect = await _reconnect(work, pki, broker, outage_s=10.0)
+    base = load[0]
+    lossless = [r["offered_samples_per_s"] for r in load if r["lossless"]]
+    return {
+        "rss_mb": base["rss_mb"], "cpu_pct": base["cpu_pct"],
+        "load_devices_x_points": f"{base['devices']}x{base['points_per_device']} at {base['poll_s']} s",
+        "read_to_broker_ms": base["read_to_broker_ms"],
+        "max_lossless_samples_per_s": max(lossless, default=0.0),
+        "load_steps": load,
+        "poll_period_ms": close["poll_period_ms"], "close_latency_ms": close["close_latency_ms"],
+        "close_trials": {"trials": close["trials"], "closed": close["closed"]},
+        "reconnect_s": reconnect["reconnect_s"], "reconnect_outage_s": reconnect["outage_s"],
+    }
