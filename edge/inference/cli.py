@@ -7,12 +7,14 @@ import csv
 import importlib.util
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge.errors import InferenceError
-from edge.inference.decision import should_close
-from edge.inference.events import FloodEvent, floodnet_csv, load_events
-from edge.inference.flood import FloodForecaster, Policy, default_card_path
 from shared.cli import Cli
+
+if TYPE_CHECKING:  # numpy and LiteRT load only when a model command runs (not in `edge run`)
+    from edge.inference.events import FloodEvent
+    from edge.inference.flood import FloodForecaster
 
 _GROUP_HELP = "Local-inference models: train them, replay events through them."
 
@@ -51,7 +53,7 @@ def register(cli: Cli) -> None:
         "--variant", choices=["float", "int8"], default=None, help="model file (default: the card's shipped variant)"
     )
     w.add_argument(
-        "--policy", choices=[p.value for p in Policy], default=None, help="who decides (default: the card's in_charge)"
+        "--policy", choices=["model", "rule"], default=None, help="who decides (default: the card's in_charge)"
     )
 
     sl = cli.subcommand(
@@ -69,6 +71,7 @@ def _train(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("tensorflow") is None:
         raise InferenceError("training needs TensorFlow: pip install -e '.[train]' in a separate venv")
     from edge.inference import train
+    from edge.inference.events import floodnet_csv, load_events
     from shared.paths import models_dir
 
     events = load_events(args.events or floodnet_csv())
@@ -80,6 +83,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def first_close_secs(forecaster: FloodForecaster, event: FloodEvent) -> float | None:
+    from edge.inference.decision import should_close
+
     """Replay one event sample by sample; the time of the edge's first close decision."""
     forecaster.reset()
     for t, d in zip(event.t_secs.tolist(), event.depth_cm.tolist(), strict=True):
@@ -89,6 +94,9 @@ def first_close_secs(forecaster: FloodForecaster, event: FloodEvent) -> float | 
 
 
 def _warnings(args: argparse.Namespace) -> int:
+    from edge.inference.events import load_events
+    from edge.inference.flood import FloodForecaster, Policy, default_card_path
+
     events = load_events(args.events)
     forecaster = FloodForecaster(
         args.card or default_card_path(),
