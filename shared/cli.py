@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "edge.agent_cli",
     "edge.inference.cli",
     "hub.cli",
+    "hub.forward.cli",
 )
 
 

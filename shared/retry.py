@@ -101,8 +101,14 @@ async def retry_async(fn: Callable[[], Awaitable[T]], policy: RetryPolicy) -> T:
         wait=_wait(policy),
         retry=tenacity.retry_if_exception_type(policy.on),
     )
+
+    async def call() -> T:
+        # tenacity awaits only what it recognises as a coroutine function; a lambda or partial
+        # returning a coroutine would otherwise come back un-awaited.
+        return await fn()
+
     try:
-        return await retrying(fn)
+        return await retrying(call)
     except tenacity.RetryError as err:
         raise _exhausted(policy, err) from err.last_attempt.exception()
 

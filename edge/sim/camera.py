@@ -1,0 +1,132 @@
+"""A simulated CCTV camera: real JPEG snapshots showing the time and the camera id, and PTZ presets.
+
+``jikimi sim camera --listen tcp://HOST:PORT --id CAM`` serves
+
+- ``GET /snapshot.jpg``: a 640×360 JPEG (Pillow) with the camera id, the current time (KST and
+  UTC), the current PTZ preset and a frame number burnt in, like a real camera's overlay;
+- ``POST /ptz/preset/{n}``: moves to preset ``n`` (recorded; ``GET /ptz`` shows the history).
+
+:func:`render_snapshot` is the pure part (values in, JPEG bytes out); :func:`serve` runs the
+camera in-process for tests and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Final
+
+from aiohttp import web
+from PIL import Image, ImageDraw, ImageFont
+
+WIDTH: Final = 640
+HEIGHT: Final = 360
+KST: Final = timezone(timedelta(hours=9), "KST")
+
+
+def render_snapshot(camera_id: str, at: float, *, preset: int | None = None, frame: int = 0,
+                    quality: int = 80) -> bytes:
+    """A JPEG of a (synthetic) street scene with the camera's overlay text."""
+    img = Image.new("RGB", (WIDTH, HEIGHT), (40, 48, 56))
+    draw = ImageDraw.Draw(img)
+    # A horizon, a road in perspective and a few lane marks: enough to look like a scene.
+    draw.rectangle((0, 0, WIDTH, HEIGHT // 2), fill=(92, 110, 130))
+    draw.polygon([(WIDTH // 2 - 30, HEIGHT // 2), (WIDTH // 2 + 30, HEIGHT // 2), (WIDTH, HEIGHT), (0, HEIGHT)],
+                 fill=(60, 60, 64))
+    for i in range(6):
+        y = HEIGHT // 2 + 12 + i * i * 6
+        draw.rectangle((WIDTH // 2 - 2 - i, y, WIDTH // 2 + 2 + i, y + 4 + i), fill=(220, 210, 120))
+    # Something that moves with time, so consecutive snapshots differ in the picture too.
+    x = int(at * 40) % (WIDTH + 80) - 40
+    draw.rectangle((x, HEIGHT - 90, x + 70, HEIGHT - 60), fill=(180, 40, 40))
+    big = ImageFont.load_default(size=26)
+    small = ImageFont.load_default(size=18)
+    when = datetime.fromtimestamp(at, tz=UTC)
+    lines = [
+        (camera_id, big),
+        (when.astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST"), small),
+        (when.strftime("%Y-%m-%d %H:%M:%S UTC"), small),
+        (f"preset {preset if preset is not None else '-'}   frame {frame}", small),
+    ]
+    draw.rectangle((0, 0, 380, 118), fill=(0, 0, 0))
+    y = 6
+    for text, font in lines:
+        draw.text((10, y), text, fill=(255, 255, 255), font=font)
+        y += 34 if font is big else 24
+    out = io.BytesIO()
+    img.save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+@dataclass
+class CameraSim:
+    """The camera's state: its id, where its PTZ head points, how many pictures it took."""
+
+    camera_id: str
+    clock: Callable[[], float] = time.time
+    preset: int | None = None
+    presets: list[int] = field(default_factory=list)
+    frames: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/snapshot.jpg", self.snapshot)
+        app.router.add_post("/ptz/preset/{n}", self.move)
+        app.router.add_get("/ptz", self.ptz)
+        return app
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        self.frames += 1
+        data = await asyncio.to_thread(render_snapshot, self.camera_id, self.clock(), preset=self.preset,
+                                       frame=self.frames)
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+    async def move(self, request: web.Request) -> web.Response:
+        text = request.match_info["n"]
+        if not text.isdigit() or int(text) > 65535:
+            return web.json_response({"error": f"no preset {text!r}"}, status=404)
+        self.preset = int(text)
+        self.presets.append(self.preset)
+        return web.json_response({"camera": self.camera_id, "preset": self.preset})
+
+    async def ptz(self, request: web.Request) -> web.Response:
+        return web.json_response({"camera": self.camera_id, "preset": self.preset, "history": self.presets})
+
+
+@dataclass
+class RunningCamera:
+    sim: CameraSim
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def snapshot_url(self) -> str:
+        return f"{self.base_url}/snapshot.jpg"
+
+    @property
+    def ptz_preset_url(self) -> str:
+        return f"{self.base_url}/ptz/preset/{{preset}}"
+
+
+@asynccontextmanager
+async def serve(camera_id: str, *, host: str = "127.0.0.1", port: int = 0,
+                clock: Callable[[], float] = time.time) -> AsyncIterator[RunningCamera]:
+    """Run one simulated camera until the block ends."""
+    sim = CameraSim(camera_id, clock=clock)
+    runner = web.AppRunner(sim.app(), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        yield RunningCamera(sim, host, int(runner.addresses[0][1]))
+    finally:
+        await runner.cleanup()

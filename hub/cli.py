@@ -1,0 +1,142 @@
+"""``jikimi hub run|user``, ``jikimi audit verify`` and ``jikimi bench ingest``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hub.errors import HubError, Refused
+from hub.roles import Role
+from shared.cli import Cli
+
+if TYPE_CHECKING:
+    from hub.config import HubConfig
+
+
+def _config(path: Path) -> HubConfig:
+    from hub.config import load
+
+    return load(path)
+
+
+def _db(args: argparse.Namespace) -> Path:
+    if args.db is not None:
+        return Path(args.db)
+    if args.config is not None:
+        return Path(_config(args.config).db_path)
+    raise Refused("say which database: --config FILE or --db FILE")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from hub.service import main
+    from shared import logs
+
+    cfg = _config(args.config)
+    logs.setup(args.log_level)
+    return main(cfg)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise Refused("the passwords differ")
+    return first
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from hub import auth
+
+    auth.add_user(_db(args), args.username, Role(args.role), _password(args))
+    print(f"user {args.username} added ({args.role})")
+    return 0
+
+
+def _user_passwd(args: argparse.Namespace) -> int:
+    from hub import auth
+
+    auth.set_password(_db(args), args.username, _password(args))
+    print(f"password of {args.username} changed; their sessions ended")
+    return 0
+
+
+def _user_disable(args: argparse.Namespace) -> int:
+    from hub import auth
+
+    auth.disable_user(_db(args), args.username)
+    print(f"user {args.username} disabled; their sessions ended")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from hub import audit
+
+    try:
+        n = audit.verify(Path(args.db))
+    except HubError as exc:
+        print(f"BROKEN: {exc}")
+        return 1
+    print(f"ok: {n} rows, chain intact")
+    return 0
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from hub import bench
+
+    return bench.main(args)
+
+
+def _db_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--config", type=Path, help="the hub's config file (its database)")
+    g.add_argument("--db", type=Path, help="the hub's database file")
+
+
+def register(cli: Cli) -> None:
+    g = "the hub: ingest, alarms, commands, operators"
+    p = cli.subcommand("hub", "run", "run the hub service", _run, group_help=g)
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--log-level", default="INFO")
+
+    p = cli.subcommand("hub", "user", "manage operator accounts (add, passwd, disable)", _user_usage)
+    users = p.add_subparsers(dest="user_command", metavar="ACTION")
+    a = users.add_parser("add", help="add an operator account", description="add an operator account")
+    a.set_defaults(handler=_user_add)
+    _db_args(a)
+    a.add_argument("--username", required=True)
+    a.add_argument("--role", required=True, choices=[r.value for r in Role])
+    a.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    pw = users.add_parser("passwd", help="set a password (ends the user's sessions)",
+                          description="set a password (ends the user's sessions)")
+    pw.set_defaults(handler=_user_passwd)
+    _db_args(pw)
+    pw.add_argument("--username", required=True)
+    pw.add_argument("--password-stdin", action="store_true")
+    d = users.add_parser("disable", help="disable an account (ends its sessions)",
+                         description="disable an account (ends its sessions)")
+    d.set_defaults(handler=_user_disable)
+    _db_args(d)
+    d.add_argument("--username", required=True)
+
+    p = cli.subcommand("audit", "verify", "check the hub's hash-chained audit log", _audit_verify,
+                       group_help="the hub's audit log")
+    p.add_argument("--db", type=Path, required=True)
+
+    p = cli.subcommand("bench", "ingest", "hub ingest throughput and latency against a real mTLS broker",
+                       _bench_ingest, group_help="benchmarks")
+    p.add_argument("--sites", type=int, default=100)
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (after a warm-up)")
+    p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
+    p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--json", type=Path, required=True, help="write the results here")
+
+
+def _user_usage(args: argparse.Namespace) -> int:
+    print("usage: jikimi hub user add|passwd|disable ...", file=sys.stderr)
+    return 2

@@ -1,0 +1,153 @@
+"""Pure: what a command may be, the two-person rule for openings, and area operations.
+
+Command lifecycle (stored in ``commands.state``; the engine moves it, this module decides):
+
+    awaiting_approval --approve (a second, distinct supervisor; fresh low water)--> sending
+    awaiting_approval --reject (supervisor) / cancel (issuer)-------------------> refused / cancelled
+    sending --published--> sent --reply received--> received --terminal reply--> verified |
+        rejected | expired | failed
+    sending --broker unreachable--> send_failed
+    sent | received --no terminal reply by not_after + reply_grace_s--> timed_out
+
+Rules:
+
+1. Actions must fit the device's kind (from its birth); an unknown device is refused.
+2. ``barrier.open`` and ``gate.open`` are never sent on one person's word: the issuer's request
+   waits for a supervisor who is not the issuer. At the request and again at the approval,
+   every water-depth reading of the site must be fresh (age within the limit, quality good,
+   site online) and below the reopening depth; otherwise the hub refuses.
+3. Every command sent is signed (shared.signing) and carries ``not_after = issued_at + ttl``.
+4. *block* closes every barrier and gate of an area; *evacuate* sounds sirens, shows signs and
+   plays broadcasts in the area. Each fans out into one command per device, tracked as one
+   operation.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from hub.errors import Refused
+from hub.roles import Role
+from shared.messages import Action, Quality, ReplyStatus, Scalar
+
+
+class CommandState(enum.StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"
+    SENDING = "sending"
+    SENT = "sent"
+    RECEIVED = "received"
+    VERIFIED = "verified"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    REFUSED = "refused"
+    CANCELLED = "cancelled"
+    SEND_FAILED = "send_failed"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (CommandState.AWAITING_APPROVAL, CommandState.SENDING, CommandState.SENT,
+                            CommandState.RECEIVED)
+
+    @classmethod
+    def of_reply(cls, status: ReplyStatus) -> CommandState:
+        return cls(status.value)
+
+
+class OperationKind(enum.StrEnum):
+    BLOCK = "block"
+    EVACUATE = "evacuate"
+
+
+ALLOWED: Final[dict[str, frozenset[Action]]] = {
+    "underpass": frozenset({Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.SIREN_ON, Action.SIREN_OFF,
+                            Action.DEVICE_SELFTEST}),
+    "river_gate": frozenset({Action.GATE_CLOSE, Action.GATE_OPEN, Action.SIGN_SHOW, Action.BROADCAST_PLAY,
+                             Action.DEVICE_SELFTEST}),
+    "flood_alarm": frozenset({Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST}),
+    "displacement": frozenset({Action.DEVICE_SELFTEST}),
+    "rain_gauge": frozenset({Action.DEVICE_SELFTEST}),
+}
+
+DEPTH_POINT: Final = "water_depth_cm"
+EVACUATE_MESSAGE: Final = "대피하십시오 / Evacuate now"
+
+
+@dataclass(frozen=True)
+class Draft:
+    site: str
+    device: str
+    action: Action
+    params: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeviceRef:
+    site: str
+    device: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class DepthReading:
+    device: str
+    value: float | None
+    quality: Quality
+    ts: float
+
+
+def check_action(kind: str | None, draft: Draft) -> None:
+    if kind is None:
+        raise Refused(f"{draft.site}/{draft.device}: unknown device (no birth message names it)")
+    allowed = ALLOWED.get(kind, frozenset())
+    if draft.action not in allowed:
+        raise Refused(f"{draft.site}/{draft.device}: a {kind} does not take {draft.action.value}")
+
+
+def check_fresh_low_water(depths: Sequence[DepthReading], *, now: float, site_online: bool,
+                          reopening_depth_cm: float, data_age_limit_s: float) -> None:
+    """Rule 2's data condition; raises :class:`Refused` saying which reading fails."""
+    if not site_online:
+        raise Refused("refused: the site is offline, its data cannot be fresh")
+    if not depths:
+        raise Refused(f"refused: no {DEPTH_POINT} reading at the site to show the water is low")
+    for d in depths:
+        age = now - d.ts
+        if d.quality is not Quality.GOOD:
+            raise Refused(f"refused: {d.device} {DEPTH_POINT} has quality {d.quality.value}")
+        if age > data_age_limit_s:
+            raise Refused(f"refused: {d.device} {DEPTH_POINT} is stale ({age:.0f} s old, limit {data_age_limit_s:g} s)")
+        if d.value is None or d.value >= reopening_depth_cm:
+            raise Refused(
+                f"refused: {d.device} {DEPTH_POINT} is {d.value} cm, not below the reopening depth "
+                f"{reopening_depth_cm:g} cm"
+            )
+
+
+def check_second_person(issued_by: str, approver: str, approver_role: Role) -> None:
+    if not approver_role.allows(Role.SUPERVISOR):
+        raise Refused(f"refused: approving an opening needs a supervisor; {approver} is {approver_role.value}")
+    if approver == issued_by:
+        raise Refused(f"refused: two-person rule: {approver} issued this opening and cannot approve it")
+
+
+def plan_operation(kind: OperationKind, devices: Sequence[DeviceRef]) -> list[Draft]:
+    """One command per device of the area that takes part in the operation."""
+    out: list[Draft] = []
+    for d in sorted(devices, key=lambda d: (d.site, d.device)):
+        if kind is OperationKind.BLOCK:
+            if d.kind == "underpass":
+                out.append(Draft(d.site, d.device, Action.BARRIER_CLOSE))
+            elif d.kind == "river_gate":
+                out.append(Draft(d.site, d.device, Action.GATE_CLOSE))
+        else:
+            if d.kind == "flood_alarm" or d.kind == "underpass":
+                out.append(Draft(d.site, d.device, Action.SIREN_ON))
+            elif d.kind == "river_gate":
+                out.append(Draft(d.site, d.device, Action.SIGN_SHOW, {"message": EVACUATE_MESSAGE}))
+                out.append(Draft(d.site, d.device, Action.BROADCAST_PLAY, {"message": EVACUATE_MESSAGE}))
+    return out

@@ -1,0 +1,419 @@
+"""The hub's configuration: one TOML file, parsed once at start-up into frozen types.
+
+Every problem is a :class:`shared.errors.ConfigError` naming the file and the dotted key, and
+the hub refuses to start; unknown keys are refused too (a typo must not silently fall back to
+a default). Relative paths are relative to the config file's folder.
+
+Example (every key but ``hub.id``, the broker's files, the command key and the database has a
+default)::
+
+    [hub]
+    id = "hub-suwon"
+
+    [broker]
+    host = "localhost"
+    port = 8883
+    ca = "pki/ca.pem"
+    cert = "pki/hub-suwon/cert.pem"
+    key = "pki/hub-suwon/key.pem"
+
+    [commands]
+    signing_key = "pki/command-signing/key.pem"
+    ttl_s = 60                  # a command's not_after is issued_at + ttl_s
+    reply_grace_s = 30          # no terminal reply by not_after + grace: timed_out
+
+    [database]
+    path = "var/hub.db"
+
+    [api]
+    listen = "127.0.0.1:8443"   # loopback by default; cert/key default to the broker identity's
+    # cert = "pki/hub-suwon/cert.pem"
+    # key = "pki/hub-suwon/key.pem"
+
+    [sites]
+    accept_any = true           # any site with a valid certificate (the broker's ACL binds CN to topics)
+    [sites.registry.gg-suwon-up-0031]
+    area = "suwon-gwonseon"
+    name = "Gwonseon underpass"
+
+    [rules.kinds.underpass]     # per kind; [rules.sites.<site>] overrides per site
+    closing_depth_cm = 15.0
+    reopening_depth_cm = 5.0
+    data_age_limit_s = 60
+
+    [retention]
+    raw_days = 7
+    downsample_s = 60
+    downsampled_days = 365
+    events_days = 365
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from hub.rules import PARAM_NAMES, RuleParams, default_params
+from shared.errors import ConfigError
+from shared.tls import TlsFiles
+
+_HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
+_SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+_AREA_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+KINDS: Final = ("flood_alarm", "displacement", "underpass", "river_gate", "rain_gauge")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    host: str
+    port: int
+    tls: TlsFiles
+    keepalive_s: int = 30
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    host: str
+    port: int
+    tls: TlsFiles
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class SiteEntry:
+    area: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class SitesConfig:
+    accept_any: bool = True
+    registry: Mapping[str, SiteEntry] = field(default_factory=dict)
+
+    def accepts(self, site: str) -> bool:
+        return self.accept_any or site in self.registry
+
+    def area_of(self, site: str) -> str:
+        """The site's area: from the registry, else its id's first two parts (``gg-suwon``)."""
+        entry = self.registry.get(site)
+        if entry is not None:
+            return entry.area
+        return "-".join(site.split("-")[:2])
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    kinds: Mapping[str, RuleParams]
+    sites: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+    def params(self, site: str, kind: str) -> RuleParams:
+        base = self.kinds.get(kind) or default_params(kind)
+        override = self.sites.get(site)
+        if not override:
+            return base
+        return dataclasses.replace(base, **override)
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    raw_days: float = 7.0
+    downsample_s: int = 60
+    downsampled_days: float = 365.0
+    events_days: float = 365.0
+    every_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    queue_max: int = 2000
+    """Bound of the receiver → writer queue; when full the receiver waits (and the broker holds
+    the rest, since messages are PUBACKed only after commit)."""
+    max_records_per_tx: int = 5000
+    linger_s: float = 0.005
+    receive_maximum: int = 400
+    incoming_max: int = 2000
+    """Bound of the MQTT client's incoming queue; overflow is PUBACKed, dropped, counted and
+    recovered end to end (hub/ingest.py rule 3)."""
+    gap_grace_s: float = 1.0
+    ack_interval_s: float = 0.2
+    resend_interval_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class CommandsConfig:
+    signing_key: Path
+    ttl_s: float = 60.0
+    reply_grace_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class AlarmsConfig:
+    max_shelve_s: float = 8 * 3600.0
+    flood_count: int = 10
+    """More than this many alarms ..."""
+    flood_window_s: float = 600.0
+    """... within this window in one area open an incident (EEMUA 191)."""
+    stale_check_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    session_ttl_s: float = 8 * 3600.0
+    login_max_failures: int = 5
+    login_window_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    file: Path
+    hub_id: str
+    broker: BrokerConfig
+    db_path: Path
+    api: ApiConfig
+    commands: CommandsConfig
+    sites: SitesConfig = field(default_factory=SitesConfig)
+    rules: RulesConfig = field(default_factory=lambda: RulesConfig(kinds={}))
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+
+class _Section:
+    """A TOML table being read: typed getters that name file and key, and a check that every
+    key was used."""
+
+    def __init__(self, file: Path, prefix: str, data: Mapping[str, Any]) -> None:
+        self.file = file
+        self.prefix = prefix
+        self.data = data
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(str(self.file), self.key(name), problem)
+
+    def _get(self, name: str, kinds: tuple[type, ...], what: str, default: object) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                raise self.error(name, "missing")
+            return default
+        value = self.data[name]
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(name, f"must be {what}, not {value!r}")
+        if not isinstance(value, kinds):
+            raise self.error(name, f"must be {what}, not {value!r}")
+        return value
+
+    def text(self, name: str, default: object = None) -> Any:
+        return self._get(name, (str,), "a string", _REQUIRED if default is None else default)
+
+    def number(self, name: str, default: float | None = None, *, positive: bool = True) -> float:
+        value = float(self._get(name, (int, float), "a number", _REQUIRED if default is None else default))
+        if positive and value <= 0:
+            raise self.error(name, f"must be above 0, not {value:g}")
+        return value
+
+    def integer(self, name: str, default: int | None = None, *, lo: int = 1, hi: int = 2**31) -> int:
+        value = self._get(name, (int,), "an integer", _REQUIRED if default is None else default)
+        assert isinstance(value, int)
+        if not lo <= value <= hi:
+            raise self.error(name, f"must be between {lo} and {hi}, not {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._get(name, (bool,), "true or false", default)
+        assert isinstance(value, bool)
+        return value
+
+    def path(self, name: str, default: Path | None = None) -> Path:
+        raw = self._get(name, (str,), "a path", _REQUIRED if default is None else str(default))
+        path = Path(raw)
+        return path if path.is_absolute() else (self.file.parent / path)
+
+    def table(self, name: str) -> _Section:
+        raw = self._get(name, (dict,), "a table", {})
+        return _Section(self.file, self.key(name), raw)
+
+    def done(self) -> None:
+        for name in self.data:
+            if name not in self.used:
+                raise self.error(name, "unknown key")
+
+
+_REQUIRED: Final = object()
+
+
+def load(path: Path) -> HubConfig:
+    """Read and check the hub's config file; raise :class:`ConfigError` naming file and key."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "", f"not UTF-8: {exc}") from exc
+    return parse(raw, path)
+
+
+def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
+    root = _Section(file, "", raw)
+
+    hub = root.table("hub")
+    hub_id = hub.text("id")
+    if not _HUB_RE.match(hub_id):
+        raise hub.error("id", f"{hub_id!r} is not a hub id: 'hub-' then a-z, 0-9 and '-'")
+    hub.done()
+
+    b = root.table("broker")
+    broker_tls = TlsFiles(ca=b.path("ca"), cert=b.path("cert"), key=b.path("key"))
+    for name, p in (("ca", broker_tls.ca), ("cert", broker_tls.cert), ("key", broker_tls.key)):
+        if not p.is_file():
+            raise b.error(name, f"{p}: no such file")
+    broker = BrokerConfig(
+        host=b.text("host", "localhost"),
+        port=b.integer("port", 8883, hi=65535),
+        tls=broker_tls,
+        keepalive_s=b.integer("keepalive_s", 30, lo=5, hi=3600),
+    )
+    b.done()
+
+    d = root.table("database")
+    db_path = d.path("path")
+    d.done()
+
+    a = root.table("api")
+    listen = a.text("listen", "127.0.0.1:8443")
+    host, sep, port_s = listen.rpartition(":")
+    if not sep or not host or not port_s.isdigit() or int(port_s) > 65535:
+        raise a.error("listen", f"{listen!r} is not HOST:PORT")
+    api = ApiConfig(
+        host=host.strip("[]"),
+        port=int(port_s),
+        tls=TlsFiles(ca=broker_tls.ca, cert=a.path("cert", broker_tls.cert), key=a.path("key", broker_tls.key)),
+        enabled=a.flag("enabled", True),
+    )
+    a.done()
+
+    c = root.table("commands")
+    commands = CommandsConfig(
+        signing_key=c.path("signing_key"),
+        ttl_s=c.number("ttl_s", 60.0),
+        reply_grace_s=c.number("reply_grace_s", 30.0),
+    )
+    if not commands.signing_key.is_file():
+        raise c.error("signing_key", f"{commands.signing_key}: no such file")
+    c.done()
+
+    s = root.table("sites")
+    registry: dict[str, SiteEntry] = {}
+    reg = s.table("registry")
+    for site in reg.data:
+        if not _SITE_RE.match(site):
+            raise reg.error(site, "not a site id: 2-63 of a-z, 0-9 and '-'")
+        e = reg.table(site)
+        area = e.text("area")
+        if not _AREA_RE.match(area):
+            raise e.error("area", f"{area!r}: use a-z, 0-9 and '-'")
+        registry[site] = SiteEntry(area=area, name=e.text("name", ""))
+        e.done()
+    reg.done()
+    sites = SitesConfig(accept_any=s.flag("accept_any", True), registry=registry)
+    if not sites.accept_any and not registry:
+        raise s.error("accept_any", "is false but sites.registry lists no site: no site could report")
+    s.done()
+
+    r = root.table("rules")
+    kinds: dict[str, RuleParams] = {}
+    kt = r.table("kinds")
+    for kind in kt.data:
+        if kind not in KINDS:
+            raise kt.error(kind, f"unknown kind; one of {', '.join(KINDS)}")
+        kinds[kind] = dataclasses.replace(default_params(kind), **_params(kt.table(kind)))
+    kt.done()
+    site_overrides: dict[str, Mapping[str, float]] = {}
+    st = r.table("sites")
+    for site in st.data:
+        if not _SITE_RE.match(site):
+            raise st.error(site, "not a site id")
+        site_overrides[site] = _params(st.table(site))
+    st.done()
+    r.done()
+    rules = RulesConfig(kinds=kinds, sites=site_overrides)
+
+    t = root.table("retention")
+    retention = RetentionConfig(
+        raw_days=t.number("raw_days", 7.0),
+        downsample_s=t.integer("downsample_s", 60, lo=1, hi=86400),
+        downsampled_days=t.number("downsampled_days", 365.0),
+        events_days=t.number("events_days", 365.0),
+        every_s=t.number("every_s", 3600.0),
+    )
+    t.done()
+
+    i = root.table("ingest")
+    ingest = IngestConfig(
+        queue_max=i.integer("queue_max", 2000, lo=10),
+        max_records_per_tx=i.integer("max_records_per_tx", 5000, lo=100),
+        linger_s=i.number("linger_s", 0.005, positive=False),
+        receive_maximum=i.integer("receive_maximum", 400, lo=1, hi=65535),
+        incoming_max=i.integer("incoming_max", 2000, lo=10),
+        gap_grace_s=i.number("gap_grace_s", 1.0, positive=False),
+        ack_interval_s=i.number("ack_interval_s", 0.2, positive=False),
+        resend_interval_s=i.number("resend_interval_s", 3.0),
+    )
+    i.done()
+
+    al = root.table("alarms")
+    alarms = AlarmsConfig(
+        max_shelve_s=al.number("max_shelve_s", 8 * 3600.0),
+        flood_count=al.integer("flood_count", 10),
+        flood_window_s=al.number("flood_window_s", 600.0),
+        stale_check_s=al.number("stale_check_s", 5.0),
+    )
+    al.done()
+
+    au = root.table("auth")
+    auth = AuthConfig(
+        session_ttl_s=au.number("session_ttl_s", 8 * 3600.0),
+        login_max_failures=au.integer("login_max_failures", 5),
+        login_window_s=au.number("login_window_s", 300.0),
+    )
+    au.done()
+
+    root.done()
+    return HubConfig(
+        file=file,
+        hub_id=hub_id,
+        broker=broker,
+        db_path=db_path,
+        api=api,
+        commands=commands,
+        sites=sites,
+        rules=rules,
+        retention=retention,
+        ingest=ingest,
+        alarms=alarms,
+        auth=auth,
+    )
+
+
+def _params(section: _Section) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for name in section.data:
+        if name not in PARAM_NAMES:
+            raise section.error(name, f"unknown rule parameter; one of {', '.join(sorted(PARAM_NAMES))}")
+        out[name] = section.number(name, positive=False)
+    section.done()
+    return out

@@ -1,0 +1,113 @@
+"""Commands of forwarding and the CCTV linkage: ``jikimi receiver`` and ``jikimi sim camera``.
+
+    jikimi receiver --listen tcp://127.0.0.1:8480 [--db FILE] [--fail-first N] [--strict]
+                    [--cert FILE --key FILE [--ca FILE [--crl FILE]]] [--schema XSD | --no-schema]
+    jikimi sim camera --listen tcp://127.0.0.1:8554 --id SW-CCTV-0012
+
+Both print one JSON line ``{"event": "...listening", "url": ...}`` once they accept connections
+(port 0 picks a free port), then run until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from shared import logs
+from shared.cli import Cli
+from shared.errors import ConfigError
+from shared.tls import TlsFiles
+
+log = logging.getLogger(__name__)
+
+
+def register(cli: Cli) -> None:
+    p = cli.command("receiver", "a reference city-centre alert receiver (CAP 1.2, platform event, webhook)",
+                    _receiver)
+    p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
+    p.add_argument("--db", type=Path, help="SQLite file for received alerts (default: memory only)")
+    p.add_argument("--fail-first", type=int, default=0, metavar="N", help="answer the first N requests with 503")
+    p.add_argument("--strict", action="store_true", help="refuse (422) CAP that does not validate")
+    p.add_argument("--cert", type=Path, help="serve HTTPS with this certificate (needs --key)")
+    p.add_argument("--key", type=Path)
+    p.add_argument("--ca", type=Path, help="require client certificates issued by this CA")
+    p.add_argument("--crl", type=Path, help="... and not revoked in this CRL")
+    schema = p.add_mutually_exclusive_group()
+    schema.add_argument("--schema", type=Path, help="CAP-v1.2.xsd (default: the reference data's)")
+    schema.add_argument("--no-schema", action="store_true", help="read CAP tolerantly without validating")
+
+    p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets", _camera,
+                       group_help="device simulators")
+    p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
+    p.add_argument("--id", required=True, dest="camera_id", help="the camera id shown in its pictures")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``) → (host, port); ConfigError otherwise."""
+    rest = value.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError("--listen", "", f"{value!r}: expected tcp://HOST:PORT")
+    return host, int(port)
+
+
+async def _until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                loop.remove_signal_handler(sig)
+
+
+def _receiver(args: argparse.Namespace) -> int:
+    host, port = parse_listen(args.listen)
+    tls: TlsFiles | None = None
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            raise ConfigError("--cert/--key", "", "give both, or neither")
+        # server_context always loads a CA; without --ca the server's own chain is the trust file.
+        tls = TlsFiles(ca=args.ca or args.cert, cert=args.cert, key=args.key)
+    elif args.ca:
+        raise ConfigError("--ca", "", "client certificates need HTTPS: give --cert and --key too")
+    from hub import receiver  # only here: `jikimi edge run` must not load the receiver's stack
+    from hub.forward.capread import CapSchema
+
+    schema = None if args.no_schema else CapSchema(args.schema)
+    logs.setup()
+
+    async def main() -> None:
+        async with receiver.serve(host=host, port=port, db=args.db, tls=tls, require_client_cert=bool(args.ca),
+                                  crl=args.crl, fail_first=args.fail_first, strict=args.strict,
+                                  schema=schema) as running:
+            log.info("receiver.listening", extra={"url": running.url, "fail_first": args.fail_first})
+            await _until_stopped()
+
+    asyncio.run(main())
+    return 0
+
+
+def _camera(args: argparse.Namespace) -> int:
+    from edge.sim import camera  # only here: the hub's other commands need no Pillow
+
+    host, port = parse_listen(args.listen)
+    logs.setup()
+
+    async def main() -> None:
+        async with camera.serve(args.camera_id, host=host, port=port) as running:
+            log.info("camera.listening", extra={"url": running.base_url, "camera": args.camera_id,
+                                                "snapshot_url": running.snapshot_url,
+                                                "ptz_preset_url": running.ptz_preset_url})
+            await _until_stopped()
+
+    asyncio.run(main())
+    return 0

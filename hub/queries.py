@@ -1,0 +1,371 @@
+"""The read side of the API: what the console sees, as frozen msgspec Structs (also the OpenAPI
+schemas). Every function takes a read-only connection (hub/store.py ``Reader``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import msgspec
+
+from hub.errors import NotFound
+from shared.messages import Scalar
+
+_dec = msgspec.json.Decoder()
+
+
+class View(msgspec.Struct, frozen=True, kw_only=True):
+    pass
+
+
+class SiteView(View, frozen=True, kw_only=True):
+    site: str
+    area: str
+    name: str
+    state: str
+    """``online``, ``offline`` or ``unknown`` (no status seen yet)."""
+    boot: str
+    state_ts: float | None
+    agent_version: str
+    last_seen: float
+    through_seq: int
+    records: int
+    open_alarms: int
+
+
+class DeviceView(View, frozen=True, kw_only=True):
+    site: str
+    device: str
+    kind: str
+    profile: str
+    profile_sha256: str
+    points: list[str]
+
+
+class SiteDetail(View, frozen=True, kw_only=True):
+    site: SiteView
+    devices: list[DeviceView]
+
+
+class LatestView(View, frozen=True, kw_only=True):
+    device: str
+    point: str
+    value: Scalar
+    unit: str
+    quality: str
+    """The effective quality: ``stale`` when the site is offline or the value is older than the limit."""
+    reported_quality: str
+    ts: float
+    age_s: float
+    seq: int
+
+
+class HistoryPoint(View, frozen=True, kw_only=True):
+    ts: float
+    value: Scalar
+    quality: str
+    historical: bool
+
+
+class AggPoint(View, frozen=True, kw_only=True):
+    bucket: float
+    n: int
+    min: float | None
+    max: float | None
+    avg: float | None
+
+
+class History(View, frozen=True, kw_only=True):
+    site: str
+    device: str
+    point: str
+    raw: list[HistoryPoint]
+    downsampled: list[AggPoint]
+
+
+class AlarmView(View, frozen=True, kw_only=True):
+    id: int
+    site: str
+    device: str
+    point: str
+    rule: str
+    area: str
+    priority: str
+    state: str
+    active: bool
+    message: str
+    raised_at: float | None
+    changed_at: float
+    shelved_until: float | None
+    shelve_reason: str
+    incident_id: int | None
+
+
+class TransitionView(View, frozen=True, kw_only=True):
+    id: int
+    ts: float
+    event: str
+    from_state: str
+    to_state: str
+    actor: str
+    reason: str
+
+
+class AlarmDetail(View, frozen=True, kw_only=True):
+    alarm: AlarmView
+    transitions: list[TransitionView]
+
+
+class IncidentView(View, frozen=True, kw_only=True):
+    id: int
+    area: str
+    opened_at: float
+    closed_at: float | None
+    state: str
+    title: str
+    alarms: int
+
+
+class ReplyView(View, frozen=True, kw_only=True):
+    seq: int
+    status: str
+    reason: str
+    ts: float
+    received_at: float
+
+
+class CommandView(View, frozen=True, kw_only=True):
+    cmd_id: str
+    site: str
+    device: str
+    action: str
+    params: dict[str, Scalar]
+    issued_by: str
+    approved_by: list[str]
+    reason: str
+    state: str
+    detail: str
+    created_at: float
+    issued_at: float | None
+    not_after: float | None
+    updated_at: float
+    operation_id: str | None
+    replies: list[ReplyView] = []
+
+
+class OperationView(View, frozen=True, kw_only=True):
+    id: str
+    kind: str
+    area: str
+    issued_by: str
+    reason: str
+    created_at: float
+    note: str
+    commands: list[CommandView]
+    states: dict[str, int]
+
+
+class AuditRow(View, frozen=True, kw_only=True):
+    id: int
+    ts: float
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class QuarantineRow(View, frozen=True, kw_only=True):
+    id: int
+    received_at: float
+    topic: str
+    error: str
+    size: int
+    payload_preview: str
+
+
+_SITE_COLS = ("s.site, s.area, s.name, s.state, s.boot, s.state_ts, s.agent_version, s.last_seen, s.through_seq,"
+              " s.records, (SELECT count(*) FROM alarms a WHERE a.site = s.site AND a.state NOT IN"
+              " ('normal', 'out_of_service'))")
+
+
+def _site(row: tuple[Any, ...]) -> SiteView:
+    return SiteView(site=row[0], area=row[1], name=row[2], state=row[3], boot=row[4], state_ts=row[5],
+                    agent_version=row[6], last_seen=row[7], through_seq=row[8], records=row[9], open_alarms=row[10])
+
+
+def sites(conn: sqlite3.Connection, area: str | None = None) -> list[SiteView]:
+    sql = f"SELECT {_SITE_COLS} FROM sites s"  # noqa: S608 - constant column lists; values are bound
+    args: tuple[object, ...] = ()
+    if area:
+        sql += " WHERE s.area = ?"
+        args = (area,)
+    return [_site(r) for r in conn.execute(sql + " ORDER BY s.site", args)]
+
+
+def site(conn: sqlite3.Connection, site_id: str) -> SiteDetail:
+    row = conn.execute(f"SELECT {_SITE_COLS} FROM sites s WHERE s.site = ?", (site_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
+    if row is None:
+        raise NotFound(f"no site {site_id}")
+    devices = [
+        DeviceView(site=r[0], device=r[1], kind=r[2], profile=r[3], profile_sha256=r[4], points=_dec.decode(r[5]))
+        for r in conn.execute("SELECT site, device, kind, profile, profile_sha256, points FROM devices"
+                              " WHERE site = ? ORDER BY device", (site_id,))
+    ]
+    return SiteDetail(site=_site(row), devices=devices)
+
+
+def latest(conn: sqlite3.Connection, site_id: str, now: float, age_limit_s: float) -> list[LatestView]:
+    row = conn.execute("SELECT state FROM sites WHERE site = ?", (site_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no site {site_id}")
+    offline = row[0] == "offline"
+    out = []
+    for device, point, value, unit, quality, ts, seq, stale in conn.execute(
+        "SELECT device, point, value, unit, quality, ts, seq, stale FROM latest WHERE site = ? ORDER BY device, point",
+        (site_id,),
+    ):
+        age = max(0.0, now - ts)
+        effective = "stale" if (offline or stale or age > age_limit_s) else quality
+        out.append(LatestView(device=device, point=point, value=_dec.decode(value), unit=unit, quality=effective,
+                              reported_quality=quality, ts=ts, age_s=round(age, 3), seq=seq))
+    return out
+
+
+def history(conn: sqlite3.Connection, site_id: str, device: str, point: str, since: float, until: float,
+            limit: int) -> History:
+    raw = [
+        HistoryPoint(ts=ts, value=_dec.decode(v), quality=q, historical=bool(h))
+        for ts, v, q, h in conn.execute(
+            "SELECT ts, value, quality, historical FROM records WHERE site = ? AND device = ? AND point = ?"
+            " AND type = 'reading' AND ts >= ? AND ts < ? ORDER BY ts LIMIT ?",
+            (site_id, device, point, since, until, limit))
+    ]
+    agg = [
+        AggPoint(bucket=b, n=n, min=mn, max=mx, avg=av)
+        for b, n, mn, mx, av in conn.execute(
+            "SELECT bucket, n, min, max, avg FROM history_agg WHERE site = ? AND device = ? AND point = ?"
+            " AND bucket >= ? AND bucket < ? ORDER BY bucket LIMIT ?", (site_id, device, point, since, until, limit))
+    ]
+    return History(site=site_id, device=device, point=point, raw=raw, downsampled=agg)
+
+
+_ALARM_COLS = ("id, site, device, point, rule, area, priority, state, active, message, raised_at, changed_at,"
+               " shelved_until, shelve_reason, incident_id")
+
+
+def _alarm(r: tuple[Any, ...]) -> AlarmView:
+    return AlarmView(id=r[0], site=r[1], device=r[2], point=r[3], rule=r[4], area=r[5], priority=r[6], state=r[7],
+                     active=bool(r[8]), message=r[9], raised_at=r[10], changed_at=r[11], shelved_until=r[12],
+                     shelve_reason=r[13], incident_id=r[14])
+
+
+def alarms(conn: sqlite3.Connection, *, state: str | None, site_id: str | None, limit: int) -> list[AlarmView]:
+    where, args = [], []
+    if state == "all":
+        pass
+    elif state:
+        where.append("state = ?")
+        args.append(state)
+    else:
+        where.append("state <> 'normal'")
+    if site_id:
+        where.append("site = ?")
+        args.append(site_id)
+    sql = f"SELECT {_ALARM_COLS} FROM alarms" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 - constant column lists; values are bound
+    sql += " ORDER BY CASE priority WHEN 'critical' THEN 0 WHEN 'high' THEN 1 WHEN 'medium' THEN 2 ELSE 3 END," \
+           " changed_at DESC LIMIT ?"
+    return [_alarm(r) for r in conn.execute(sql, (*args, limit))]
+
+
+def alarm(conn: sqlite3.Connection, alarm_id: int) -> AlarmDetail:
+    row = conn.execute(f"SELECT {_ALARM_COLS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
+    if row is None:
+        raise NotFound(f"no alarm {alarm_id}")
+    trs = [TransitionView(id=r[0], ts=r[1], event=r[2], from_state=r[3], to_state=r[4], actor=r[5], reason=r[6])
+           for r in conn.execute("SELECT id, ts, event, from_state, to_state, actor, reason FROM alarm_transitions"
+                                 " WHERE alarm_id = ? ORDER BY id", (alarm_id,))]
+    return AlarmDetail(alarm=_alarm(row), transitions=trs)
+
+
+def incidents(conn: sqlite3.Connection, state: str | None) -> list[IncidentView]:
+    sql = ("SELECT i.id, i.area, i.opened_at, i.closed_at, i.state, i.title,"
+           " (SELECT count(*) FROM alarms a WHERE a.incident_id = i.id) FROM incidents i")
+    args: tuple[object, ...] = ()
+    if state:
+        sql += " WHERE i.state = ?"
+        args = (state,)
+    return [IncidentView(id=r[0], area=r[1], opened_at=r[2], closed_at=r[3], state=r[4], title=r[5], alarms=r[6])
+            for r in conn.execute(sql + " ORDER BY i.id DESC LIMIT 500", args)]
+
+
+_CMD_COLS = ("cmd_id, site, device, action, params, issued_by, approved_by, reason, state, detail, created_at,"
+             " issued_at, not_after, updated_at, operation_id")
+
+
+def _command(r: tuple[Any, ...], replies: list[ReplyView] | None = None) -> CommandView:
+    return CommandView(cmd_id=r[0], site=r[1], device=r[2], action=r[3], params=_dec.decode(r[4]), issued_by=r[5],
+                       approved_by=_dec.decode(r[6]), reason=r[7], state=r[8], detail=r[9], created_at=r[10],
+                       issued_at=r[11], not_after=r[12], updated_at=r[13], operation_id=r[14], replies=replies or [])
+
+
+def commands(conn: sqlite3.Connection, *, state: str | None, site_id: str | None, limit: int) -> list[CommandView]:
+    where, args = [], []
+    if state:
+        where.append("state = ?")
+        args.append(state)
+    if site_id:
+        where.append("site = ?")
+        args.append(site_id)
+    sql = f"SELECT {_CMD_COLS} FROM commands" + (" WHERE " + " AND ".join(where) if where else "")  # noqa: S608 - constant column lists; values are bound
+    return [_command(r) for r in conn.execute(sql + " ORDER BY created_at DESC LIMIT ?", (*args, limit))]
+
+
+def command(conn: sqlite3.Connection, cmd_id: str) -> CommandView:
+    row = conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE cmd_id = ?", (cmd_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
+    if row is None:
+        raise NotFound(f"no command {cmd_id}")
+    replies = [ReplyView(seq=r[0], status=r[1], reason=r[2], ts=r[3], received_at=r[4])
+               for r in conn.execute("SELECT seq, status, reason, ts, received_at FROM command_replies"
+                                     " WHERE cmd_id = ? ORDER BY id", (cmd_id,))]
+    return _command(row, replies)
+
+
+def _operation(conn: sqlite3.Connection, r: tuple[Any, ...]) -> OperationView:
+    cmds = [_command(c) for c in conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE operation_id = ?"  # noqa: S608 - constant column lists; values are bound
+                                              " ORDER BY site, device, action", (r[0],))]
+    states: dict[str, int] = {}
+    for c in cmds:
+        states[c.state] = states.get(c.state, 0) + 1
+    return OperationView(id=r[0], kind=r[1], area=r[2], issued_by=r[3], reason=r[4], created_at=r[5], note=r[6],
+                         commands=cmds, states=states)
+
+
+def operations(conn: sqlite3.Connection, limit: int) -> list[OperationView]:
+    rows = conn.execute("SELECT id, kind, area, issued_by, reason, created_at, note FROM operations"
+                        " ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
+    return [_operation(conn, r) for r in rows]
+
+
+def operation(conn: sqlite3.Connection, op_id: str) -> OperationView:
+    row = conn.execute("SELECT id, kind, area, issued_by, reason, created_at, note FROM operations WHERE id = ?",
+                       (op_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no operation {op_id}")
+    return _operation(conn, row)
+
+
+def audit_rows(conn: sqlite3.Connection, after: int, limit: int) -> list[AuditRow]:
+    return [AuditRow(id=r[0], ts=r[1], actor=r[2], action=r[3], target=r[4], detail=_dec.decode(r[5]),
+                     prev_hash=r[6], hash=r[7])
+            for r in conn.execute("SELECT id, ts, actor, action, target, detail, prev_hash, hash FROM audit"
+                                  " WHERE id > ? ORDER BY id LIMIT ?", (after, limit))]
+
+
+def quarantine(conn: sqlite3.Connection, limit: int) -> list[QuarantineRow]:
+    return [QuarantineRow(id=r[0], received_at=r[1], topic=r[2], error=r[3], size=len(r[4]),
+                          payload_preview=bytes(r[4][:256]).decode("utf-8", "replace"))
+            for r in conn.execute("SELECT id, received_at, topic, error, payload FROM quarantine"
+                                  " ORDER BY id DESC LIMIT ?", (limit,))]

@@ -1,0 +1,177 @@
+"""``jikimi hub run``: the hub process — one TaskGroup with the writer, the MQTT owner, the
+ticker and the API as named tasks.
+
+Usable in-process (tests, the demo, other packages' tests)::
+
+    async with running(config) as hub:
+        ...  # hub.api_port, hub.reader, hub.writer, hub.engine.counters
+
+Start order: the writer opens the database (migrations, then the engine's memory is loaded)
+before anything can produce work for it; then MQTT, the ticker and the API. Stop order: MQTT
+says ``offline`` and disconnects; then the rest is cancelled; the writer finishes the
+transaction it is in and closes the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+from hub.commands import CommandState, Draft, OperationKind
+from hub.config import HubConfig
+from hub.engine import CommandOut, Engine, OperationOut
+from hub.errors import Refused
+from hub.inbound import Inbound
+from hub.ingest import HubMqtt, NotConnected
+from hub.live import Broadcaster, LiveEvent
+from hub.roles import Role
+from hub.store import Reader, Tx, Writer
+from shared.messages import Ack
+from shared.signing import load_private_key
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+TICK_S = 1.0
+
+
+class Hub:
+    """The hub's parts, wired together. :func:`running` starts and stops them."""
+
+    def __init__(self, cfg: HubConfig, *, client_id: str | None = None,
+                 observer: Callable[[Sequence[Inbound], float], None] | None = None) -> None:
+        self.cfg = cfg
+        self.bus = Broadcaster()
+        self.writer: Writer[Inbound] = Writer(cfg.db_path, queue_max=cfg.ingest.queue_max,
+                                              max_records=cfg.ingest.max_records_per_tx,
+                                              linger_s=cfg.ingest.linger_s)
+        self.mqtt = HubMqtt(cfg, self.writer.put, client_id=client_id)
+        self.engine = Engine(cfg, load_private_key(cfg.commands.signing_key), self, observer=observer)
+        self.writer.bind(self.engine.ingest, self.engine.load)
+        self.reader = Reader(cfg.db_path)
+        self.started_at = time.time()
+        self.api_port: int | None = None
+        self._stop = asyncio.Event()
+
+    # --- Outlet (the engine's after-commit effects) ----------------------------------------
+
+    def send_ack(self, ack: Ack) -> None:
+        self.mqtt.offer_ack(ack)
+
+    def puback(self, generation: int, mids: list[int]) -> None:
+        self.mqtt.puback(generation, mids)
+
+    def live(self, event: LiveEvent) -> None:
+        self.bus.publish(event)
+
+    def wants_live(self) -> bool:
+        return self.bus.has_subscribers
+
+    # --- operations the API calls ----------------------------------------------------------
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        return await self.writer.call(fn)
+
+    async def _dispatch(self, out: CommandOut) -> CommandOut:
+        if out.wire is None:
+            return out
+        try:
+            await self.mqtt.publish_command(out.wire)
+        except NotConnected as exc:
+            detail = str(exc)
+            await self.writer.call(lambda tx: self.engine.mark_sent(tx, out.cmd_id, False, detail))
+            return CommandOut(out.cmd_id, CommandState.SEND_FAILED, out.wire)
+        await self.writer.call(lambda tx: self.engine.mark_sent(tx, out.cmd_id, True))
+        return CommandOut(out.cmd_id, CommandState.SENT, out.wire)
+
+    async def issue_command(self, draft: Draft, actor: str, role: Role, reason: str) -> CommandOut:
+        out = await self.writer.call(lambda tx: self.engine.create_command(tx, draft, actor, role, reason))
+        return await self._dispatch(out)
+
+    async def approve_command(self, cmd_id: str, approver: str, role: Role, reason: str) -> CommandOut:
+        out = await self.writer.call(lambda tx: self.engine.approve_command(tx, cmd_id, approver, role, reason))
+        if out.refusal:
+            raise Refused(out.refusal)
+        return await self._dispatch(out)
+
+    async def start_operation(self, kind: OperationKind, area: str, actor: str, role: Role,
+                              reason: str) -> OperationOut:
+        op = await self.writer.call(lambda tx: self.engine.create_operation(tx, kind, area, actor, role, reason))
+        sent = await asyncio.gather(*(self._dispatch(c) for c in op.commands))
+        return OperationOut(op.operation_id, tuple(sent))
+
+    # --- running ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            await self.writer.call(self.engine.tick)
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Run until :meth:`stop`; a crash in any task ends the hub (systemd restarts it)."""
+        async with asyncio.TaskGroup() as tg:
+            writer = tg.create_task(self.writer.run(), name="hub.writer")
+            await self.writer.ready.wait()
+            mqtt = tg.create_task(self.mqtt.run(self._stop), name="hub.mqtt")
+            others = [tg.create_task(self._ticker(), name="hub.ticker"),
+                      tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
+            api_ready = asyncio.Event()
+            if self.cfg.api.enabled:
+                from hub.api import serve  # the API sits on top of everything else
+
+                others.append(tg.create_task(serve(self, api_ready), name="hub.api"))
+            else:
+                api_ready.set()
+            await api_ready.wait()
+            log.info("hub.started", extra={"hub": self.cfg.hub_id, "db": str(self.cfg.db_path),
+                                           "api_port": self.api_port})
+            if ready is not None:
+                ready.set()
+            await self._stop.wait()
+            await mqtt
+            for task in others:
+                task.cancel()
+            await asyncio.wait(others)  # the API and ticker end before the writer does
+            writer.cancel()
+        self.reader.close()
+        log.info("hub.stopped", extra={"hub": self.cfg.hub_id})
+
+
+@asynccontextmanager
+async def running(cfg: HubConfig, *, wait_connected: bool = True, client_id: str | None = None,
+                  observer: Callable[[Sequence[Inbound], float], None] | None = None) -> AsyncIterator[Hub]:
+    """Start a hub in this event loop and stop it cleanly when the block ends."""
+    hub = Hub(cfg, client_id=client_id, observer=observer)
+    ready = asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(hub.run(ready), name="hub")
+        await ready.wait()  # a start-up failure cancels this wait and the TaskGroup raises it
+        if wait_connected:
+            async with asyncio.timeout(15):
+                await hub.mqtt.connected.wait()
+        try:
+            yield hub
+        finally:
+            hub.stop()
+
+
+def main(cfg: HubConfig) -> int:
+    """The entry point of ``jikimi hub run``: run until SIGTERM or Ctrl-C."""
+
+    async def go() -> None:
+        hub = Hub(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, hub.stop)
+        await hub.run()
+
+    asyncio.run(go())
+    return 0

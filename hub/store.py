@@ -1,0 +1,299 @@
+"""The one writer of the hub's SQLite file, and the readers beside it.
+
+Rules and invariants:
+
+1. One :class:`Writer` task owns the write connection; it runs every transaction on its own
+   single thread (SQLite work must not stall the event loop), one at a time.
+2. Jobs wait in a bounded queue (``queue_max``). Overflow policy: *backpressure* — ``put``
+   waits, so the MQTT receiver stops taking messages and, since messages are PUBACKed only
+   after commit, the broker holds the rest. Nothing is dropped.
+3. The writer drains whatever is queued (up to ``max_records`` records) into one short
+   ``BEGIN IMMEDIATE`` transaction: ingest messages are handled together by the ingest
+   handler; every other job runs in its own SAVEPOINT, so a refused operator action
+   (a :class:`HubError`) rolls back only itself.
+4. Effects that must follow the commit (PUBACKs, acks to edges, live events, job results) are
+   collected during the transaction and run in the event loop only after COMMIT returned.
+5. An unexpected error (a SQLite error: disk full, I/O) rolls the transaction back and ends
+   the writer with :class:`StoreError`; the TaskGroup stops the hub and systemd restarts it.
+   Nothing was acknowledged, so the edges resend.
+
+6. WAL checkpoints are taken off the commit path: the writer's connection never checkpoints
+   (``wal_autocheckpoint=0``); :meth:`Writer.checkpointer` runs PASSIVE checkpoints from a
+   connection of its own on its own thread. A PASSIVE checkpoint copies committed pages into
+   the database file and never blocks or waits for the writer, so a commit (and the ack behind
+   it) never waits for a checkpoint's fsync.
+
+Readers use their own read-only connections (WAL lets them read while the writer writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+from hub import audit
+from hub.errors import HubError, StoreError
+from hub.migrations import connect
+from shared.messages import Scalar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Effect = Callable[[], None]
+
+
+class Tx:
+    """What a write job sees: the connection inside an open transaction, and the time."""
+
+    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+        self.conn = conn
+        self.now = now
+        self.effects: list[Effect] = []
+
+    def after_commit(self, effect: Effect) -> None:
+        """Run ``effect`` in the event loop once the transaction has committed."""
+        self.effects.append(effect)
+
+    def audit(self, actor: str, action: str, target: str,
+              detail: dict[str, Scalar | list[str]] | None = None) -> None:
+        audit.append(self.conn, self.now, actor, action, target, detail)
+
+
+@dataclass
+class Call(Generic[T]):
+    fn: Callable[[Tx], T]
+    future: asyncio.Future[T]
+    weight: int = 1
+
+
+class Ingestible(Protocol):
+    @property
+    def weight(self) -> int: ...
+
+
+In = TypeVar("In", bound=Ingestible)
+
+
+In_contra = TypeVar("In_contra", bound=Ingestible, contravariant=True)
+
+
+class IngestHandler(Protocol[In_contra]):
+    def __call__(self, tx: Tx, items: Sequence[In_contra]) -> None: ...
+
+
+@dataclass
+class WriterStats:
+    transactions: int = 0
+    jobs: int = 0
+    last_tx_ms: float = 0.0
+    max_tx_ms: float = 0.0
+    queue_high_water: int = 0
+    checkpoints: int = 0
+    commit_s: float = 0.0
+    busy_s: float = 0.0
+
+
+@dataclass
+class _Done:
+    effects: list[Effect] = field(default_factory=list)
+    results: list[tuple[asyncio.Future[object], object, BaseException | None]] = field(default_factory=list)
+
+
+class Writer(Generic[In]):
+    """The single writer: ``put`` ingest items, ``call`` anything else."""
+
+    def __init__(self, path: Path, *, queue_max: int, max_records: int, linger_s: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.max_records = max_records
+        self.linger_s = linger_s
+        self.clock = clock
+        self.stats = WriterStats()
+        self._queue: asyncio.Queue[In | Call[object]] = asyncio.Queue(maxsize=queue_max)
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-writer")
+        self._conn: sqlite3.Connection | None = None
+        self._handler: IngestHandler[In] | None = None
+        self._on_open: Callable[[sqlite3.Connection], None] | None = None
+        self.ready = asyncio.Event()
+
+    def bind(self, handler: IngestHandler[In], on_open: Callable[[sqlite3.Connection], None]) -> None:
+        self._handler = handler
+        self._on_open = on_open
+
+    # --- the event-loop side ---------------------------------------------------------------
+
+    async def put(self, item: In) -> None:
+        """Queue an ingest item; waits while the queue is full (backpressure)."""
+        await self._queue.put(item)
+        size = self._queue.qsize()
+        if size > self.stats.queue_high_water:
+            self.stats.queue_high_water = size
+
+    async def call(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a write transaction (its own savepoint); return its result after commit."""
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        await self._queue.put(Call(fn, fut))  # type: ignore[arg-type]
+        return await fut
+
+    def qsize(self) -> int:
+        return self._queue.qsize()
+
+    async def run(self) -> None:
+        """The writer task: open (migrate, load), then batch jobs into transactions forever."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open)
+        self.ready.set()
+        try:
+            while True:
+                first = await self._queue.get()
+                if self.linger_s > 0 and self._queue.qsize() < 8:
+                    await asyncio.sleep(self.linger_s)
+                jobs: list[In | Call[object]] = [first]
+                weight = first.weight
+                while weight < self.max_records and not self._queue.empty():
+                    job = self._queue.get_nowait()
+                    jobs.append(job)
+                    weight += job.weight
+                done = await loop.run_in_executor(self._executor, self._apply, jobs)
+                for effect in done.effects:
+                    effect()
+                for fut, result, exc in done.results:
+                    if fut.done():
+                        continue
+                    if exc is not None:
+                        fut.set_exception(exc)
+                    else:
+                        fut.set_result(result)
+        finally:
+            await asyncio.shield(loop.run_in_executor(self._executor, self._close))
+            self._executor.shutdown(wait=False)
+
+    async def checkpointer(self, every_s: float = 5.0) -> None:
+        """Rule 6: PASSIVE checkpoints beside the writer, until cancelled."""
+        await self.ready.wait()
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-checkpoint")
+        loop = asyncio.get_running_loop()
+        conn = await loop.run_in_executor(executor, lambda: connect(self.path, migrate=False))
+        try:
+            while True:
+                await asyncio.sleep(every_s)
+                await loop.run_in_executor(executor, self._checkpoint, conn)
+        finally:
+            await asyncio.shield(loop.run_in_executor(executor, conn.close))
+            executor.shutdown(wait=False)
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            busy, log_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: checkpoint failed: {exc}") from exc
+        self.stats.checkpoints += 1
+        if log_pages > 100_000 and done < log_pages // 2:
+            log.warning("store.wal_growing", extra={"wal_pages": log_pages, "checkpointed": done, "busy": busy})
+
+    # --- the writer thread -----------------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = connect(self.path)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn = conn
+        if self._on_open is not None:
+            try:
+                self._on_open(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot load the hub's state: {exc}") from exc
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _apply(self, jobs: Sequence[In | Call[object]]) -> _Done:
+        conn = self._conn
+        assert conn is not None
+        assert self._handler is not None
+        started = time.perf_counter()
+        tx = Tx(conn, self.clock())
+        done = _Done()
+        ingest = [j for j in jobs if not isinstance(j, Call)]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if ingest:
+                self._handler(tx, ingest)
+            for job in jobs:
+                if not isinstance(job, Call):
+                    continue
+                before = len(tx.effects)
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = job.fn(tx)
+                except HubError as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    del tx.effects[before:]
+                    done.results.append((job.future, None, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    done.results.append((job.future, result, None))
+            before_commit = time.perf_counter()
+            conn.execute("COMMIT")
+            self.stats.commit_s += time.perf_counter() - before_commit
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        ms = (time.perf_counter() - started) * 1000
+        st = self.stats
+        st.transactions += 1
+        st.jobs += len(jobs)
+        st.last_tx_ms = ms
+        st.busy_s += ms / 1000
+        st.max_tx_ms = max(st.max_tx_ms, ms)
+        done.effects = tx.effects
+        return done
+
+
+class Reader:
+    """Read-only connections for the API, one per worker thread (WAL: reads never block writes)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def work() -> T:
+            try:
+                return fn(self._conn())
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: read failed: {exc}") from exc
+
+        return await asyncio.to_thread(work)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()

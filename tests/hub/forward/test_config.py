@@ -1,0 +1,67 @@
+"""The [forward] config: recipients parsed into frozen types; every error names file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub.forward.config import Format, RecipientKind, parse_config
+from hub.rules import AlarmPriority
+from shared.errors import ConfigError
+from tests.conftest import PkiFixture
+
+
+def raw(**recipient: Any) -> dict[str, Any]:
+    base = {"kind": "city_centre", "format": "cap", "url": "http://127.0.0.1:8480/alerts"}
+    return {"sender": "hub-suwon@jikimi.example", "recipients": {"centre": {**base, **recipient}}}
+
+
+def test_a_full_recipient_is_read(test_pki: PkiFixture, tmp_path: Path) -> None:
+    files = test_pki.files(test_pki.hub)
+    tls = {"ca": str(files.ca), "cert": str(files.cert), "key": str(files.key)}
+    centre_raw = raw(url="https://centre.suwon.example/cap", areas=["suwon-*"], priorities=["critical", "high"],
+                     escalate_after_s=120, escalate_to="fire", embed_evidence=True, **tls)["recipients"]["centre"]
+    fire_raw = {"kind": "fire_119", "format": "keti", "url": "https://119.example/events", "ca": str(files.ca)}
+    cfg = parse_config({"sender": "hub-suwon@jikimi.example", "sender_name_ko": "수원 지킴이",
+                        "recipients": {"centre": centre_raw, "fire": fire_raw}},
+                       tmp_path / "hub.toml", hub_id="hub-suwon")
+    centre, fire = cfg.recipients
+    assert (centre.kind, centre.format, centre.escalate_to, centre.escalate_after_s) == (
+        RecipientKind.CITY_CENTRE, Format.CAP, "fire", 120.0)
+    assert centre.priorities == frozenset({AlarmPriority.CRITICAL, AlarmPriority.HIGH})
+    assert centre.tls is not None
+    assert centre.tls.cert == files.cert
+    assert fire.tls is not None
+    assert fire.tls.cert is None
+    assert centre.covers("suwon-gwonseon")
+    assert not centre.covers("yongin-giheung")
+    assert cfg.utc_offset_min == 540
+    assert cfg.sender_name is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "problem"),
+    [
+        ({"url": "http://centre.example/cap"}, "url", "loopback"),
+        ({"url": "https://centre.example/cap"}, "ca", "CA"),
+        ({"kind": "police"}, "kind", "one of"),
+        ({"format": "xml"}, "format", "one of"),
+        ({"priorities": ["urgent"]}, "priorities", "one of"),
+        ({"escalate_to": "nobody"}, "escalate_to", "not a recipient"),
+        ({"areas": []}, "areas", "nothing"),
+        ({"retries": 3}, "retries", "unknown key"),
+        ({"max_attempts": 0}, "max_attempts", "between"),
+    ],
+)
+def test_errors_name_the_file_and_the_key(tmp_path: Path, change: dict[str, Any], key: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as err:
+        parse_config(raw(**change), tmp_path / "hub.toml", hub_id="hub-suwon")
+    assert err.value.key == f"forward.recipients.centre.{key}"
+    assert err.value.file == str(tmp_path / "hub.toml")
+
+
+def test_a_sender_with_a_comma_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"forward\.sender"):
+        parse_config({"sender": "a,b"}, tmp_path / "hub.toml", hub_id="hub-suwon")
