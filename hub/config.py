@@ -56,10 +56,14 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from hub.rules import PARAM_NAMES, RuleParams, default_params
 from shared.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hub.cctv import CctvConfig
+    from hub.forward.config import ForwardConfig
 from shared.tls import TlsFiles
 
 _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
@@ -90,6 +94,9 @@ class ApiConfig:
 class SiteEntry:
     area: str
     name: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    """WGS84 position: alerts carry it as their area, and CCTV picks cameras by it."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,10 @@ class HubConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    forward: ForwardConfig | None = None
+    """Recipients of alerts (``[forward]``); None: alerts stay in the hub."""
+    cctv: CctvConfig | None = None
+    """Cameras and evidence (``[cctv]``); None: no camera linkage."""
 
 
 class _Section:
@@ -326,7 +337,12 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         area = e.text("area")
         if not _AREA_RE.match(area):
             raise e.error("area", f"{area!r}: use a-z, 0-9 and '-'")
-        registry[site] = SiteEntry(area=area, name=e.text("name", ""))
+        lat = e.number("lat", float("nan"), positive=False)
+        lon = e.number("lon", float("nan"), positive=False)
+        if (lat == lat) != (lon == lon) or (lat == lat and not (-90 <= lat <= 90 and -180 <= lon <= 180)):
+            raise e.error("lat", "give both lat and lon, in WGS84 degrees")
+        registry[site] = SiteEntry(area=area, name=e.text("name", ""), lat=lat if lat == lat else None,
+                                   lon=lon if lon == lon else None)
         e.done()
     reg.done()
     sites = SitesConfig(accept_any=s.flag("accept_any", True), registry=registry)
@@ -392,6 +408,18 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     au.done()
 
+    forward = cctv = None
+    if "forward" in raw:
+        from hub.forward.config import parse_config as parse_forward
+
+        root.used.add("forward")
+        forward = parse_forward(raw["forward"], file, hub_id=hub_id)
+    if "cctv" in raw:
+        from hub.cctv import parse_config as parse_cctv
+
+        root.used.add("cctv")
+        cctv = parse_cctv(raw["cctv"], file)
+
     root.done()
     return HubConfig(
         file=file,
@@ -406,6 +434,8 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         ingest=ingest,
         alarms=alarms,
         auth=auth,
+        forward=forward,
+        cctv=cctv,
     )
 
 

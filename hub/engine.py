@@ -32,6 +32,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hub import alarms as isa
+from hub.alerting import AlarmAlerts, AlarmFacts
 from hub.commands import (
     DEPTH_POINT,
     CommandState,
@@ -186,6 +187,8 @@ class Engine:
         self._last_stale = 0.0
         self._last_retention = 0.0
         self._retention_todo: list[Key] = []
+        self.alerts: AlarmAlerts | None = None
+        """Set by the hub when ``[forward]`` is configured: alarm raises and clears become alerts."""
 
     # --- start-up --------------------------------------------------------------------------
 
@@ -448,6 +451,13 @@ class Engine:
             self.shelved.discard(am.id)
         if raised:
             self._group(tx, am)
+        if self.alerts is not None and (raised or tr.event is isa.AlarmEvent.CLEAR):
+            entry = self.cfg.sites.registry.get(am.site)
+            self.alerts.on_transition(tx, AlarmFacts(
+                alarm_id=am.id, site=am.site, site_name=entry.name if entry else "", device=am.device,
+                point=am.point, rule=am.rule, area=am.area, priority=am.priority,
+                kind=self.kinds.get((am.site, am.device)), message=message or tr.reason, ts=tr.ts,
+                event=tr.event.value), tr, raised=raised)
         if new.state is isa.AlarmState.NORMAL and am.incident_id is not None:
             self._maybe_close_incident(tx, am.incident_id, am.area)
         tx.after_commit(_live(self.outlet, "alarm", {

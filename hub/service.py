@@ -15,17 +15,30 @@ transaction it is in and closes the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import aiohttp
+
+from hub import cctv
+from hub.alerting import AlarmAlerts, EvidenceQueue, notice_for
+from hub.cctv import CctvLinker
 from hub.commands import CommandState, Draft, OperationKind
 from hub.config import HubConfig
 from hub.engine import CommandOut, Engine, OperationOut
 from hub.errors import Refused
+from hub.forward import outbox as fwd_outbox
+from hub.forward.capread import CapSchema, default_schema_path
+from hub.forward.deliver import Forwarder, HttpTransport
+from hub.forward.outbox import Escalation
+from hub.forward.plan import Change
+from hub.forward.tx import WriteTx, apply_migrations
 from hub.inbound import Inbound
 from hub.ingest import HubMqtt, NotConnected
 from hub.live import Broadcaster, LiveEvent
@@ -52,11 +65,50 @@ class Hub:
                                               linger_s=cfg.ingest.linger_s)
         self.mqtt = HubMqtt(cfg, self.writer.put, client_id=client_id)
         self.engine = Engine(cfg, load_private_key(cfg.commands.signing_key), self, observer=observer)
-        self.writer.bind(self.engine.ingest, self.engine.load)
+        self.writer.bind(self.engine.ingest, self._on_open)
+        self.forwarder: Forwarder | None = None
+        self.linker: CctvLinker | None = None
+        self.evidence = EvidenceQueue()
+        if cfg.forward is not None:
+            self.engine.alerts = AlarmAlerts(cfg, wake=self._wake_forwarder,
+                                             capture=self.evidence.put if cfg.cctv is not None else None)
         self.reader = Reader(cfg.db_path)
         self.started_at = time.time()
         self.api_port: int | None = None
         self._stop = asyncio.Event()
+
+    def _on_open(self, conn: sqlite3.Connection) -> None:
+        apply_migrations(conn, [fwd_outbox.migrations, cctv.migrations])
+        self.engine.load(conn)
+
+    def _wake_forwarder(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.wake()
+
+    def _escalated(self, tx: WriteTx, esc: Escalation, /) -> None:
+        """An alert was not acknowledged in time: the console shows it at once (and the log)."""
+        log.error("forward.escalated", extra={"identifier": esc.identifier, "recipient": esc.recipient,
+                                              "escalated_to": esc.escalated_to, "last_error": esc.last_error})
+        body = {"delivery_id": esc.delivery_id, "identifier": esc.identifier, "thread": esc.thread,
+                "recipient": esc.recipient, "headline": esc.headline, "state": esc.state,
+                "attempts": esc.attempts, "last_error": esc.last_error, "escalated_to": esc.escalated_to}
+        self.bus.publish(LiveEvent.of("escalation", body))
+
+    async def _cctv(self) -> None:
+        """Captures evidence for raised alarms and sends it as an update of the alert's thread."""
+        assert self.linker is not None
+        while True:
+            facts, position = await self.evidence.queue.get()
+            capture = await self.linker.capture(position, f"alarm:{facts.alarm_id}")
+            if capture.evidence and self.forwarder is not None:
+                notice = notice_for(facts, Change.UPDATE, position, evidence=capture.evidence)
+                await self.forwarder.enqueue(notice, pictures=capture.pictures)
+
+    async def _purge_evidence(self) -> None:
+        assert self.linker is not None
+        while True:
+            await self.linker.purge()
+            await asyncio.sleep(3600)
 
     # --- Outlet (the engine's after-commit effects) ----------------------------------------
 
@@ -123,6 +175,20 @@ class Hub:
             mqtt = tg.create_task(self.mqtt.run(self._stop), name="hub.mqtt")
             others = [tg.create_task(self._ticker(), name="hub.ticker"),
                       tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
+            stack = contextlib.AsyncExitStack()
+            if self.cfg.forward is not None:
+                transport = await stack.enter_async_context(HttpTransport.open())
+                schema = CapSchema() if default_schema_path().is_file() else None
+                if schema is None:
+                    log.warning("forward.no_cap_schema", extra={"path": str(default_schema_path())})
+                self.forwarder = Forwarder(self.cfg.forward, self.writer, transport, escalation=self._escalated,
+                                           schema=schema)
+                others.append(tg.create_task(self.forwarder.run(), name="hub.forwarder"))
+            if self.cfg.cctv is not None:
+                session = await stack.enter_async_context(aiohttp.ClientSession())
+                self.linker = CctvLinker(self.cfg.cctv, self.writer, session)
+                others += [tg.create_task(self._cctv(), name="hub.cctv"),
+                           tg.create_task(self._purge_evidence(), name="hub.evidence_purge")]
             api_ready = asyncio.Event()
             if self.cfg.api.enabled:
                 from hub.api import serve  # the API sits on top of everything else
@@ -140,6 +206,7 @@ class Hub:
             for task in others:
                 task.cancel()
             await asyncio.wait(others)  # the API and ticker end before the writer does
+            await stack.aclose()
             writer.cancel()
         self.reader.close()
         log.info("hub.stopped", extra={"hub": self.cfg.hub_id})
