@@ -25,7 +25,7 @@ from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.signing import load_private_key, sign_command
 from tests.conftest import PkiFixture
-from tests.fakes.hub import FakeHub, running_fake_hub
+from tests.edge.real_hub import RealHub, running_real_hub
 
 pytestmark = pytest.mark.broker
 
@@ -109,7 +109,7 @@ async def test_barrier_closes_locally_with_broker_down_and_event_reaches_hub(
                 assert sim.physics.values()["limit_closed"] is True
                 assert not agent.uplink.connected.is_set()
                 broker.restart()
-                async with running_fake_hub(broker, test_pki.files(test_pki.hub), tmp_path / "hub.db") as hub:
+                async with running_real_hub(broker, test_pki, tmp_path) as hub:
                     await until(
                         lambda: (
                             {"local.barrier.close", "local.barrier.close.verified"}
@@ -143,11 +143,11 @@ def _command(site: str, action: m.Action, **kw: object) -> m.Command:
 @pytest.fixture
 async def commanded_site(
     broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
-) -> AsyncIterator[tuple[str, Simulator, FakeHub]]:
+) -> AsyncIterator[tuple[str, Simulator, RealHub]]:
     site = test_pki.take_site()
     async with (
         underpass_sim() as sim,
-        running_fake_hub(broker, test_pki.files(test_pki.hub), tmp_path / "hub.db") as hub,
+        running_real_hub(broker, test_pki, tmp_path) as hub,
     ):
         cfg = write_config(tmp_path / "site.toml", test_pki, site, broker, sim)
         async with running_agent(cfg) as agent:
@@ -156,7 +156,7 @@ async def commanded_site(
             yield site, sim, hub
 
 
-async def _terminal(hub: FakeHub, site: str, cmd_id: str, n: int = 1) -> list[m.Reply]:
+async def _terminal(hub: RealHub, site: str, cmd_id: str, n: int = 1) -> list[m.Reply]:
     def done() -> bool:
         return sum(r.status.is_terminal for r in hub.replies(site, cmd_id)) >= n
 
@@ -191,7 +191,7 @@ async def _terminal(hub: FakeHub, site: str, cmd_id: str, n: int = 1) -> list[m.
     ids=["forged", "expired", "unknown-device", "unknown-action"],
 )
 async def test_bad_commands_are_refused_with_the_reason(
-    commanded_site: tuple[str, Simulator, FakeHub],
+    commanded_site: tuple[str, Simulator, RealHub],
     test_pki: PkiFixture,
     make: Callable[[str, object], m.Command],
     status: m.ReplyStatus,
@@ -207,7 +207,7 @@ async def test_bad_commands_are_refused_with_the_reason(
 
 
 async def test_open_while_water_is_high_is_rejected(
-    commanded_site: tuple[str, Simulator, FakeHub], test_pki: PkiFixture
+    commanded_site: tuple[str, Simulator, RealHub], test_pki: PkiFixture
 ) -> None:
     site, sim, hub = commanded_site
     sim.physics.water.depth_cm = 12.0  # above reopening (5 cm), below closing (15 cm)
@@ -223,7 +223,7 @@ async def test_open_while_water_is_high_is_rejected(
 
 
 async def test_same_cmd_id_twice_moves_the_barrier_once(
-    commanded_site: tuple[str, Simulator, FakeHub], test_pki: PkiFixture
+    commanded_site: tuple[str, Simulator, RealHub], test_pki: PkiFixture
 ) -> None:
     """The repeat gets the stored result and does not act: the barrier, reopened by hand in
     between, stays open."""
@@ -242,7 +242,7 @@ async def test_same_cmd_id_twice_moves_the_barrier_once(
 
 
 async def test_jammed_barrier_gives_failed(
-    commanded_site: tuple[str, Simulator, FakeHub], test_pki: PkiFixture
+    commanded_site: tuple[str, Simulator, RealHub], test_pki: PkiFixture
 ) -> None:
     site, sim, hub = commanded_site
     sim.physics.barrier.jammed = True
@@ -261,7 +261,7 @@ async def test_sigkill_mid_work_loses_and_duplicates_nothing(
     site = test_pki.take_site()
     async with (
         underpass_sim() as sim,
-        running_fake_hub(broker, test_pki.files(test_pki.hub), tmp_path / "hub.db") as hub,
+        running_real_hub(broker, test_pki, tmp_path) as hub,
     ):
         cfg = write_config(tmp_path / "site.toml", test_pki, site, broker, sim)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -17,6 +17,7 @@ from provisioning.pki import Pki, Role
 from shared import messages
 from shared.tls import TlsFiles
 from tests.conftest import PkiFixture
+from tests.edge.real_hub import running_real_hub
 from tests.fakes.hub import running_fake_hub
 
 pytestmark = pytest.mark.broker
@@ -91,7 +92,7 @@ async def test_every_record_survives_a_60s_broker_outage(test_pki: PkiFixture, t
     outbox = Outbox(tmp_path / "outbox.db", clock=time.time)
     with RunningBroker.start(test_pki.dir, tmp_path / "broker") as broker:
         async with (
-            running_fake_hub(broker, test_pki.files(test_pki.hub), tmp_path / "hub.db") as hub,
+            running_real_hub(broker, test_pki, tmp_path) as hub,
             running_uplink(broker, test_pki.files(site), site, outbox) as up,
         ):
             await asyncio.wait_for(up.connected.wait(), 10)
@@ -109,7 +110,7 @@ async def test_every_record_survives_a_60s_broker_outage(test_pki: PkiFixture, t
                 lambda: hub.seqs(site) == everything and outbox.held == 0, 30, "all records committed and acked"
             )
     assert everything == list(range(1, len(everything) + 1))
-    flags = {r.seq: r.historical for r in hub.records(site)}
+    flags = hub.historical(site)
     assert not any(flags[s] for s in before)
     assert all(flags[s] for s in during)
     assert up.counters.connects >= 2
@@ -118,7 +119,10 @@ async def test_every_record_survives_a_60s_broker_outage(test_pki: PkiFixture, t
 async def test_dropped_message_is_recovered_by_resend_from(
     broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
 ) -> None:
-    """The hub loses one batch; it asks resend_from and gets the missing records, flagged historical."""
+    """The hub loses one batch; it asks resend_from and gets the missing records, flagged historical.
+
+    (The stand-in hub is used here because it can lose a message on purpose; the real hub's
+    own recovery is tested in tests/hub/test_ingest.py.)"""
     site = test_pki.take_site()
     outbox = Outbox(tmp_path / "outbox.db", clock=time.time)
     async with (

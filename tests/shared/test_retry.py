@@ -66,3 +66,18 @@ def test_zero_waits_switch() -> None:
     assert retry.waits_are_zero()
     gen = retry.backoff_delays(1.0, 60.0)
     assert [next(gen) for _ in range(5)] == [0.0] * 5
+
+
+async def test_a_lambda_returning_a_coroutine_is_awaited_and_retried() -> None:
+    """retry_async(lambda: coro()) runs the coroutine (and retries it), not returns it."""
+    calls = 0
+
+    async def flaky(x: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 2:
+            raise ConnectionError("down")
+        return x * 2
+
+    assert await retry.retry_async(lambda: flaky(21), retry.RetryPolicy(on=(ConnectionError,))) == 42
+    assert calls == 2
