@@ -163,7 +163,7 @@ def cmd(action: m.Action, **kw: object) -> m.Command:
         "action": action,
         "issued_by": "kim",
         "issued_at": now,
-        "not_after": now + 60,
+        "not_after": now + 7 * 86400,  # the parametrized commands are built at import time
     }
     base.update(kw)
     return sign_command(m.Command(**base), KEY)  # type: ignore[arg-type]
