@@ -83,6 +83,22 @@ class BrokerConfig:
 
 
 @dataclass(frozen=True)
+class EnrolmentConfig:
+    """``[enrolment]``: the field-enrolment endpoint the hub runs (provisioning/enroll.py)."""
+
+    host: str
+    port: int
+    pki_dir: Path
+    db_path: Path
+    mqtt_host: str
+    mqtt_port: int
+    broker_dir: Path | None = None
+    """The broker's config folder: its ACL is rewritten when a site is enrolled."""
+    broker_pid_file: Path | None = None
+    """A file holding the broker's pid, to reload it (SIGHUP) after the ACL changed."""
+
+
+@dataclass(frozen=True)
 class ApiConfig:
     host: str
     port: int
@@ -191,6 +207,8 @@ class HubConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    enrolment: EnrolmentConfig | None = None
+    """The field-enrolment endpoint (``[enrolment]``); None: enrolment runs elsewhere."""
     forward: ForwardConfig | None = None
     """Recipients of alerts (``[forward]``); None: alerts stay in the hub."""
     cctv: CctvConfig | None = None
@@ -408,6 +426,23 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     au.done()
 
+    enrolment = None
+    if "enrolment" in raw:
+        en = root.table("enrolment")
+        host, _, port = en.text("listen", "127.0.0.1:8443").rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise en.error("listen", "expected HOST:PORT")
+        pki_dir = en.path("pki")
+        if not (pki_dir / "issuing-ca" / "key.pem").is_file():
+            raise en.error("pki", f"{pki_dir}: no issuing CA here ('jikimi pki init')")
+        enrolment = EnrolmentConfig(
+            host=host, port=int(port), pki_dir=pki_dir, db_path=en.path("db"),
+            mqtt_host=en.text("mqtt_host", broker.host), mqtt_port=en.integer("mqtt_port", broker.port, hi=65535),
+            broker_dir=en.path("broker_dir") if "broker_dir" in en.data else None,
+            broker_pid_file=en.path("broker_pid_file") if "broker_pid_file" in en.data else None,
+        )
+        en.done()
+
     forward = cctv = None
     if "forward" in raw:
         from hub.forward.config import parse_config as parse_forward
@@ -434,6 +469,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         ingest=ingest,
         alarms=alarms,
         auth=auth,
+        enrolment=enrolment,
         forward=forward,
         cctv=cctv,
     )

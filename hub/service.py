@@ -75,6 +75,7 @@ class Hub:
         self.reader = Reader(cfg.db_path)
         self.started_at = time.time()
         self.api_port: int | None = None
+        self.enrolment_url: str | None = None
         self._stop = asyncio.Event()
 
     def _on_open(self, conn: sqlite3.Connection) -> None:
@@ -103,6 +104,37 @@ class Hub:
             if capture.evidence and self.forwarder is not None:
                 notice = notice_for(facts, Change.UPDATE, position, evidence=capture.evidence)
                 await self.forwarder.enqueue(notice, pictures=capture.pictures)
+
+    async def _enrolment(self) -> None:
+        """The field-enrolment endpoint (HTTPS with the hub's certificate) until cancelled."""
+        from provisioning.broker import BrokerError, refresh_acl
+        from provisioning.enroll import EnrolmentService, EnrolmentStore, serve_enrolment
+        from provisioning.pki import Pki
+
+        en = self.cfg.enrolment
+        assert en is not None
+
+        def on_issued(cn: str) -> None:
+            if en.broker_dir is None:
+                return
+            pid = None
+            if en.broker_pid_file is not None:
+                try:
+                    pid = int(en.broker_pid_file.read_text().strip())
+                except (OSError, ValueError) as exc:
+                    log.error("enrol.broker_pid_unreadable", extra={"file": str(en.broker_pid_file),
+                                                                    "error": str(exc)})
+            try:
+                refresh_acl(en.pki_dir, en.broker_dir, pid)
+            except BrokerError as exc:
+                log.error("enrol.acl_refresh_failed", extra={"site": cn, "error": str(exc)})
+
+        service = EnrolmentService(Pki(en.pki_dir), EnrolmentStore(en.db_path), mqtt_host=en.mqtt_host,
+                                   mqtt_port=en.mqtt_port, on_issued=on_issued)
+        async with serve_enrolment(service, self.cfg.broker.tls, en.host, en.port) as url:
+            self.enrolment_url = url
+            log.info("enrol.listening", extra={"url": url})
+            await asyncio.Event().wait()
 
     async def _purge_evidence(self) -> None:
         assert self.linker is not None
@@ -184,6 +216,8 @@ class Hub:
                 self.forwarder = Forwarder(self.cfg.forward, self.writer, transport, escalation=self._escalated,
                                            schema=schema)
                 others.append(tg.create_task(self.forwarder.run(), name="hub.forwarder"))
+            if self.cfg.enrolment is not None:
+                others.append(tg.create_task(self._enrolment(), name="hub.enrolment"))
             if self.cfg.cctv is not None:
                 session = await stack.enter_async_context(aiohttp.ClientSession())
                 self.linker = CctvLinker(self.cfg.cctv, self.writer, session)

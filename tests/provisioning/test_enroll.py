@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import stat
 import time
@@ -164,3 +165,58 @@ async def test_renewal_with_the_current_certificate(hub: Hub, tmp_path: Path) ->
     assert new.subject == old.subject
     assert new.not_valid_after_utc > old.not_valid_after_utc - dt.timedelta(seconds=1)
     assert stat.S_IMODE((out / "key.pem").stat().st_mode) == 0o600
+
+
+async def test_enrolment_through_the_hub_service(tmp_path: Path) -> None:
+    """The hub runs the enrolment endpoint: a token from 'provision register' → a key and
+    certificate on the device → the new edge's data is committed by that same hub."""
+    from hub.config import parse
+    from hub.service import running
+    from provisioning.broker import free_port
+    from shared import messages
+    from tests.conftest import PkiFixture
+    from tests.hub.conftest import raw_config
+
+    pki = Pki(tmp_path / "pki")
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    pki.issue("hub-test", Role.HUB)
+    with RunningBroker.start(pki.dir, tmp_path / "broker") as broker:
+        (tmp_path / "broker.pid").write_text(str(broker.proc.pid))
+        port = free_port()
+        fixture = PkiFixture(pki=pki, hub="hub-test", edges=[], _next=itertools.count())
+        raw = raw_config(fixture, broker.port, tmp_path / "hub.db",
+                         enrolment={"listen": f"127.0.0.1:{port}", "pki": str(pki.dir),
+                                    "db": str(tmp_path / "enrol.db"), "broker_dir": str(broker.workdir),
+                                    "broker_pid_file": str(tmp_path / "broker.pid")})
+        cfg = parse(raw, tmp_path / "hub.toml")
+        async with running(cfg) as hub:
+            for _ in range(100):  # the endpoint starts with the hub's other tasks
+                if hub.enrolment_url:
+                    break
+                await asyncio.sleep(0.05)
+            assert hub.enrolment_url == f"https://localhost:{port}"
+            admin = EnrolmentService(pki, EnrolmentStore(tmp_path / "enrol.db"), mqtt_host="localhost",
+                                     mqtt_port=broker.port, on_issued=lambda _cn: None)
+            token = admin.register("gg-hub-enrol-01", hub.enrolment_url, actor="admin").encode()
+            out = tmp_path / "device"
+            await enroll_device(token, out)
+            files = TlsFiles(ca=out / "ca.pem", cert=out / "cert.pem", key=out / "key.pem")
+            batch = messages.DataBatch(site="gg-hub-enrol-01", boot="b", records=[
+                messages.Reading(seq=1, ts=time.time(), prio=messages.Priority.TELEMETRY, device="d",
+                                 point="water_depth_cm", value=1.0, quality=messages.Quality.GOOD)])
+            async with aiomqtt.Client("localhost", broker.port, identifier="gg-hub-enrol-01",
+                                      tls_context=client_context(files), protocol=aiomqtt.ProtocolVersion.V5) as e:
+                await e.subscribe(topics.site_topic("gg-hub-enrol-01", topics.SiteChannel.ACK), qos=1)
+                async with asyncio.timeout(15):
+                    while True:  # until the ACL reload lets the batch through and the hub acks it
+                        await e.publish(topics.site_topic("gg-hub-enrol-01", topics.SiteChannel.DATA),
+                                        messages.encode(batch), qos=1)
+                        try:
+                            async with asyncio.timeout(0.5):
+                                msg = await anext(aiter(e.messages))
+                        except TimeoutError:
+                            continue
+                        assert isinstance(msg.payload, bytes)
+                        assert messages.decode(messages.Ack, msg.payload).through_seq == 1
+                        break
