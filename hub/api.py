@@ -25,6 +25,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -43,6 +44,7 @@ from hub.apitypes import (
     OperationAccepted,
     OperationBody,
     SessionView,
+    SitePlace,
 )
 from hub.commands import Draft
 from hub.errors import (
@@ -68,6 +70,10 @@ HUB_KEY: Final = web.AppKey("hub", Hub)
 LIMITER_KEY: Final = web.AppKey("limiter", auth.LoginLimiter)
 UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY: Final = 64 * 1024
+WEB_DIR: Final = Path(__file__).parent / "web"
+CONSOLE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                      "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                      "frame-ancestors 'none'")
 _enc = msgspec.json.Encoder()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -135,6 +141,7 @@ async def errors_and_headers(request: web.Request, handler: Handler) -> web.Stre
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Referrer-Policy"] = "no-referrer"
     resp.headers["Strict-Transport-Security"] = "max-age=31536000"
+    resp.headers.setdefault("Content-Security-Policy", CONSOLE_CSP)
     return resp
 
 
@@ -279,6 +286,12 @@ async def logout(request: web.Request, sess: auth.Session) -> web.Response:
 async def list_sites(request: web.Request, sess: auth.Session) -> web.Response:
     area = request.query.get("area")
     return _json(await request.app[HUB_KEY].reader.run(lambda c: queries.sites(c, area)))
+
+
+async def list_places(request: web.Request, sess: auth.Session) -> web.Response:
+    registry = request.app[HUB_KEY].cfg.sites.registry
+    return _json([SitePlace(site=site, area=e.area, name=e.name, lat=e.lat, lon=e.lon)
+                  for site, e in sorted(registry.items())])
 
 
 async def get_site(request: web.Request, sess: auth.Session) -> web.Response:
@@ -457,6 +470,13 @@ async def events(request: web.Request, sess: auth.Session) -> web.StreamResponse
     return resp
 
 
+# --- the console (static files, public: they hold no data; the API behind them checks) ----------
+
+
+async def console(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
 # --- the app ---------------------------------------------------------------------------------
 
 def _routes() -> list[tuple[str, str, Role | None, Handler]]:
@@ -468,6 +488,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/session", v, whoami),
         ("DELETE", "/api/session", v, logout),
         ("GET", "/api/sites", v, list_sites),
+        ("GET", "/api/places", v, list_places),
         ("GET", "/api/sites/{site}", v, get_site),
         ("GET", "/api/sites/{site}/latest", v, get_latest),
         ("GET", "/api/sites/{site}/history", v, get_history),
@@ -498,6 +519,8 @@ def make_app(hub: Hub) -> web.Application:
     app[LIMITER_KEY] = auth.LoginLimiter(hub.cfg.auth.login_max_failures, hub.cfg.auth.login_window_s)
     for method, path, _role, handler in _routes():
         app.router.add_route(method, path, handler)
+    app.router.add_get("/", console)
+    app.router.add_static("/web/", WEB_DIR, follow_symlinks=False)
     return app
 
 

@@ -67,3 +67,13 @@ class OperationAccepted(msgspec.Struct, frozen=True, kw_only=True):
     commands: list[CommandAccepted]
 
 
+
+
+class SitePlace(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a registered site is (``[sites.registry]`` in the hub config), for the console's map."""
+
+    site: str
+    area: str
+    name: str
+    lat: float | None
+    lon: float | None

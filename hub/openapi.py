@@ -23,6 +23,7 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/session"): ("Who is logged in, and the CSRF token", None, t.SessionView, False),
     ("DELETE", "/api/session"): ("Log out", None, None, False),
     ("GET", "/api/sites"): ("Sites, optionally of one ?area", None, q.SiteView, True),
+    ("GET", "/api/places"): ("Registered sites with their WGS84 position (for the map)", None, t.SitePlace, True),
     ("GET", "/api/sites/{site}"): ("One site with its devices", None, q.SiteDetail, False),
     ("GET", "/api/sites/{site}/latest"): ("Latest value of every point, with quality and age", None,
                                           q.LatestView, True),

@@ -1,0 +1,856 @@
+// The operator console: login, map, alarm list (ISA-18.2), site view, select-before-operate
+// commands, area operations, incidents, forwarding and audit — live over Server-Sent Events.
+//
+// Rules the page keeps:
+// - Worst first: alarms sort by priority, then age (oldest first); the map colours a site by its
+//   worst active alarm, and shows offline and stale sites as such.
+// - Every value shows its quality and its age; ages tick every second on the hub's clock.
+// - Nothing is sent on one click: a command opens a confirm dialog (target, live values and
+//   their age, the rule that fired, the camera snapshot, a countdown), and only "Execute" sends.
+// - The hub decides who may do what; the page only hides what a role cannot do.
+import { api, ApiError, serverNow, setCsrf } from "./api.js";
+import { h, replace, s } from "./dom.js";
+import { t, toggleLang, currentLang } from "./i18n.js";
+import { Projection, boundaries, citiesOf, fit } from "./map.js";
+import { lineChart } from "./charts.js";
+
+const RANK = { critical: 0, high: 1, medium: 2, low: 3 };
+const ROLE = { viewer: 0, operator: 1, supervisor: 2, admin: 3 };
+const ACTIVE_STATES = new Set(["unacknowledged", "acknowledged", "rtn_unacknowledged"]);
+const STALE_AFTER_S = 120; // the hub's default data-age limit (rules.data_age_limit_s)
+const SELECT_TIMEOUT_S = 30; // select-before-operate: a selection not executed within this lapses
+const ALLOWED = {
+  underpass: ["barrier.close", "barrier.open", "siren.on", "siren.off", "device.selftest"],
+  river_gate: ["gate.close", "gate.open", "sign.show", "broadcast.play", "device.selftest"],
+  flood_alarm: ["siren.on", "siren.off", "device.selftest"],
+  displacement: ["device.selftest"],
+  rain_gauge: ["device.selftest"],
+};
+const OPENING = new Set(["barrier.open", "gate.open"]);
+const EVACUATE_MESSAGE = "대피하십시오 / Evacuate now";
+const CHART_POINTS = [["water_depth_cm", "cm"], ["displacement_mm", "mm"], ["rain_mm_10min", "mm"]];
+const STATE_POINTS = ["barrier_state", "gate_state", "mode", "motor_fault", "barrier_cmd", "gate_cmd", "sign_message",
+  "siren", "alarm_active"];
+const SHELVE_TIMES = [["min15", 900], ["h1", 3600], ["h4", 14400], ["h8", 28800]];
+
+const S = {
+  me: null, hub: "", view: "map", sites: [], places: [], alarms: [], incidents: [], commands: [],
+  siteId: null, siteDetail: null, latest: [], history: {}, selectedAlarm: null, geo: null, proj: null,
+  connected: false, lastEventAt: null, slowView: null, slowAt: 0, fitKey: null, cities: new Set(), viewBox: null,
+};
+const $ = (id) => document.getElementById(id);
+const can = (role) => S.me && ROLE[S.me.role] >= ROLE[role];
+
+// --- ages --------------------------------------------------------------------------------------
+
+function fmtAge(sec) {
+  if (sec < 0) sec = 0;
+  if (sec < 90) return `${Math.round(sec)} ${t("seconds")}`;
+  if (sec < 5400) return `${Math.round(sec / 60)} ${t("minutes")}`;
+  return `${Math.floor(sec / 3600)} ${t("hours")} ${Math.round((sec % 3600) / 60)} ${t("minutes")}`;
+}
+
+/** An age that ticks: ``ts`` in hub epoch seconds; turns "old" past ``limit``. */
+function age(ts, limit = STALE_AFTER_S) {
+  if (ts === null || ts === undefined) return h("span", { class: "age" }, "—");
+  return h("span", { class: "age", dataset: { ts: String(ts), limit: String(limit) } }, fmtAge(serverNow() - ts));
+}
+
+function countdown(until, labelKey, onZero) {
+  const el = h("span", { class: "countdown", dataset: { until: String(until), label: labelKey } });
+  el._onZero = onZero;
+  tickOne(el);
+  return el;
+}
+
+function tickOne(el) {
+  if (el.dataset.ts) {
+    const a = serverNow() - Number(el.dataset.ts);
+    el.textContent = fmtAge(a);
+    el.classList.toggle("old", a > Number(el.dataset.limit));
+  } else if (el.dataset.until) {
+    const left = Math.max(0, Number(el.dataset.until) - serverNow());
+    el.textContent = `${t(el.dataset.label)} ${Math.ceil(left)} ${t("seconds")}`;
+    el.classList.toggle("urgent", left < 10);
+    if (left <= 0 && el._onZero) { const f = el._onZero; el._onZero = null; f(); }
+  }
+}
+
+setInterval(() => {
+  document.querySelectorAll("[data-ts], [data-until]").forEach(tickOne);
+  renderConn();
+}, 1000);
+
+// --- refresh scheduling -------------------------------------------------------------------------
+
+const dirty = new Set();
+let timer = null;
+
+function schedule(...parts) {
+  parts.forEach((p) => dirty.add(p));
+  if (!timer) timer = setTimeout(flush, 120);
+}
+
+async function flush() {
+  timer = null;
+  const parts = new Set(dirty);
+  dirty.clear();
+  const jobs = [];
+  if (parts.has("sites")) jobs.push(api("GET", "/api/sites").then((x) => { S.sites = x; }));
+  if (parts.has("alarms")) jobs.push(api("GET", "/api/alarms?limit=2000").then((x) => { S.alarms = x; }));
+  if (parts.has("incidents")) jobs.push(api("GET", "/api/incidents").then((x) => { S.incidents = x; }));
+  if (parts.has("commands")) jobs.push(api("GET", "/api/commands?limit=200").then((x) => { S.commands = x; }));
+  if (parts.has("site") && S.siteId) jobs.push(loadSite());
+  try {
+    await Promise.all(jobs);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) { showLogin(); return; }
+    throw err;
+  }
+  render();
+  if (parts.has("commands")) openDialogs.forEach((d) => d.refresh());
+}
+
+async function loadSite() {
+  const id = S.siteId;
+  const [detail, latest] = await Promise.all([
+    api("GET", `/api/sites/${encodeURIComponent(id)}`),
+    api("GET", `/api/sites/${encodeURIComponent(id)}/latest`),
+  ]);
+  if (id !== S.siteId) return;
+  S.siteDetail = detail;
+  S.latest = latest;
+  const since = serverNow() - 3600;
+  const hist = {};
+  await Promise.all(CHART_POINTS.flatMap(([point]) => latest.filter((v) => v.point === point).map(async (v) => {
+    const q = new URLSearchParams({ device: v.device, point, since: String(since), limit: "4000" });
+    const res = await api("GET", `/api/sites/${encodeURIComponent(id)}/history?${q}`);
+    const raw = res.raw.filter((p) => typeof p.value === "number").map((p) => [p.ts, p.value]);
+    hist[`${v.device}/${point}`] = raw.length ? raw : res.downsampled.filter((p) => p.avg !== null).map((p) => [p.bucket, p.avg]);
+  })));
+  S.history = hist;
+}
+
+// --- live ---------------------------------------------------------------------------------------
+
+let source = null;
+
+function connectLive() {
+  if (source) source.close();
+  source = new EventSource("/api/events");
+  source.onopen = () => {
+    const wasDown = !S.connected;
+    S.connected = true;
+    S.lastEventAt = serverNow();
+    if (wasDown) schedule("sites", "alarms", "incidents", "commands", "site");
+    renderConn();
+  };
+  source.onerror = () => { S.connected = false; renderConn(); };
+  const on = (kind, fn) => source.addEventListener(kind, (e) => {
+    S.lastEventAt = serverNow();
+    fn(JSON.parse(e.data));
+  });
+  on("alarm", (d) => schedule("alarms", "sites", ...(d.site === S.siteId ? ["site"] : [])));
+  on("latest", (d) => { if (d.site === S.siteId) schedule("site"); });
+  on("site", () => schedule("sites", "site"));
+  on("command", () => schedule("commands", "site"));
+  on("operation", () => schedule("commands"));
+  on("incident", () => schedule("incidents", "alarms"));
+  on("event", (d) => { if (d.site === S.siteId) schedule("site"); });
+  on("resync", () => schedule("sites", "alarms", "incidents", "commands", "site"));
+}
+
+function renderConn() {
+  const el = $("conn");
+  if (!el || !S.me) return;
+  if (S.connected) {
+    el.className = "conn ok";
+    el.replaceChildren(`● ${t("live")} · ${t("last_event")} ${fmtAge(serverNow() - (S.lastEventAt || serverNow()))}`);
+  } else {
+    el.className = "conn down";
+    el.replaceChildren(`■ ${t("disconnected")}`);
+  }
+}
+
+// --- login --------------------------------------------------------------------------------------
+
+function showLogin(message) {
+  if (source) { source.close(); source = null; }
+  S.me = null;
+  const err = h("p", { class: "error", role: "alert", id: "login-error" }, message || "");
+  const user = h("input", { id: "login-user", name: "username", autocomplete: "username", required: true, autofocus: true });
+  const pass = h("input", { id: "login-pass", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const form = h("form", { class: "login", id: "login-form" },
+    h("h1", {}, t("app")),
+    h("label", {}, t("username"), user),
+    h("label", {}, t("password"), pass),
+    h("button", { type: "submit", class: "primary" }, t("login")),
+    h("button", { type: "button", class: "link", onclick: () => { toggleLang(); showLogin(); } }, t("lang")),
+    err);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const me = await api("POST", "/api/session", { username: user.value, password: pass.value });
+      await start(me);
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = `${t("login_failed")}: ${ex.message}`;
+    }
+  });
+  replace(document.body, form);
+  user.focus();
+}
+
+async function start(me) {
+  S.me = me;
+  setCsrf(me.csrf);
+  const [places, health, geo] = await Promise.all([
+    api("GET", "/api/places"), api("GET", "/api/health"),
+    fetch("/web/data/gyeonggi-municipalities-2018.geojson").then((r) => r.json()),
+  ]);
+  S.places = places;
+  S.hub = health.hub;
+  S.geo = geo;
+  S.proj = new Projection(geo);
+  shell();
+  connectLive();
+  schedule("sites", "alarms", "incidents", "commands");
+}
+
+// --- the shell ----------------------------------------------------------------------------------
+
+const VIEWS = [["map", "1"], ["site", "2"], ["incidents", "3"], ["commands", "4"], ["forwarding", "5"], ["audit", "6"]];
+
+function shell() {
+  const tabs = h("nav", { class: "tabs", "aria-label": "views" }, VIEWS
+    .filter(([v]) => v !== "audit" || can("supervisor"))
+    .map(([v, key]) => h("button", {
+      id: `tab-${v}`, class: "tab", "aria-keyshortcuts": `Alt+${key}`, dataset: { key: `tab-${v}` },
+      onclick: () => show(v),
+    }, `${t(v)}`, h("kbd", {}, key))));
+  const header = h("header", { class: "top" },
+    h("strong", { class: "brand" }, t("app")), h("span", { class: "hub" }, S.hub), tabs,
+    h("span", { id: "approvals", class: "approvals" }),
+    h("span", { id: "conn", class: "conn" }),
+    h("span", { class: "me", id: "me" }, `${S.me.username} · ${S.me.role}`),
+    h("button", { id: "lang", onclick: () => { toggleLang(); shell(); render(); } }, t("lang")),
+    h("button", { id: "logout", onclick: logout }, t("logout")));
+  const main = h("main", { class: "grid" },
+    h("section", { id: "view", class: "view", "aria-live": "off" }),
+    h("aside", { id: "alarms", class: "alarms", "aria-label": t("alarms") }));
+  replace(document.body, header, main, h("div", { id: "flood", class: "flood", hidden: true }));
+  renderConn();
+}
+
+document.addEventListener("keydown", (e) => {
+  if (!S.me || !e.altKey) return;
+  const v = VIEWS.find(([, k]) => k === e.key);
+  if (v && $(`tab-${v[0]}`)) { e.preventDefault(); show(v[0]); $(`tab-${v[0]}`).focus(); }
+  if (e.key === "a") { e.preventDefault(); const first = document.querySelector(".alarm-row button.ack"); if (first) first.focus(); }
+});
+
+async function logout() {
+  await api("DELETE", "/api/session");
+  showLogin();
+}
+
+function show(view) {
+  S.view = view;
+  render();
+}
+
+function openSite(site, alarmId) {
+  S.siteId = site;
+  S.selectedAlarm = alarmId || null;
+  S.siteDetail = null;
+  S.latest = [];
+  S.history = {};
+  S.view = "site";
+  render();
+  schedule("site");
+}
+
+function render() {
+  if (!S.me || !$("view")) return;
+  document.querySelectorAll(".tab").forEach((b) => b.setAttribute("aria-current", b.id === `tab-${S.view}` ? "page" : "false"));
+  renderAlarms();
+  renderApprovals();
+  const v = $("view");
+  if (S.view === "map") replace(v, mapView());
+  else if (S.view === "site") replace(v, siteView());
+  else if (S.view === "incidents") replace(v, incidentsView());
+  else if (S.view === "commands") replace(v, commandsView());
+  else if (S.view === "forwarding" || S.view === "audit") {
+    // these two are fetched on entering the view and then at most every 10 s, not on every live event
+    const now = Date.now();
+    if (S.slowView !== S.view || now - S.slowAt > 10000) {
+      S.slowView = S.view;
+      S.slowAt = now;
+      if (S.view === "forwarding") forwardingView(v); else auditView(v);
+    }
+  }
+  if (S.view !== "forwarding" && S.view !== "audit") S.slowView = null;
+}
+
+// --- site status ----------------------------------------------------------------------------------
+
+function siteName(id) {
+  const p = S.places.find((x) => x.site === id);
+  const st = S.sites.find((x) => x.site === id);
+  return (p && p.name) || (st && st.name) || id;
+}
+
+/** The site's worst state: an alarm priority, else offline / stale / unknown / normal. */
+function siteStatus(id) {
+  const st = S.sites.find((x) => x.site === id);
+  const active = S.alarms.filter((a) => a.site === id && a.active && ACTIVE_STATES.has(a.state));
+  const worst = active.reduce((w, a) => (w === null || RANK[a.priority] < RANK[w] ? a.priority : w), null);
+  let link = "normal";
+  if (!st || st.state === "unknown") link = "unknown";
+  else if (st.state === "offline") link = "offline";
+  else if (serverNow() - st.last_seen > STALE_AFTER_S) link = "stale";
+  return { worst: worst || (link === "normal" ? "normal" : link), link, site: st, active };
+}
+
+// --- map view -----------------------------------------------------------------------------------
+
+function mapView() {
+  const proj = S.proj;
+  const placed = S.places.filter((p) => p.lat !== null);
+  const key = placed.map((p) => `${p.lon},${p.lat}`).join(";");
+  if (S.fitKey !== key) {
+    // the jurisdiction: the cities holding the registered sites (the whole province if none)
+    S.fitKey = key;
+    S.cities = citiesOf(S.geo, placed.map((p) => [p.lon, p.lat]));
+    S.viewBox = fit(S.geo, proj, S.cities);
+  }
+  const vb = S.viewBox;
+  const u = Math.max(vb[2] / 860, vb[3] / 610); // viewBox units per screen pixel (map box ~860x610 at 1366x768)
+  const svg = s("svg", { id: "map", viewBox: vb.map((n) => n.toFixed(1)).join(" "), role: "group", "aria-label": t("map") },
+    ...boundaries(S.geo, proj, currentLang(), S.cities, u));
+  const ids = new Set([...S.places.map((p) => p.site), ...S.sites.map((x) => x.site)]);
+  const unplaced = [];
+  // the worst are drawn last, so they sit on top where markers overlap
+  const order = [...ids].sort((a, b) => statusRank(siteStatus(a)) - statusRank(siteStatus(b)));
+  for (const id of order) {
+    const p = S.places.find((x) => x.site === id);
+    const st = siteStatus(id);
+    if (!p || p.lat === null) { unplaced.push(id); continue; }
+    const [x, y] = proj.xy(p.lon, p.lat);
+    const label = `${siteName(id)} — ${t(st.worst)}${st.link !== "normal" && st.link !== st.worst ? ` (${t(st.link)})` : ""}`;
+    svg.append(s("g", {
+      class: `site-marker ${st.worst} link-${st.link}`, transform: `translate(${x.toFixed(1)},${y.toFixed(1)})`,
+      tabindex: "0", role: "button", "aria-label": label, dataset: { site: id, key: `m-${id}` },
+      onclick: () => openSite(id), onkeydown: (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); openSite(id); } },
+    },
+    s("title", {}, label),
+    s("circle", { r: (9 * u).toFixed(1), class: "dot", "stroke-width": (2.5 * u).toFixed(1) }),
+    st.link === "offline" ? s("path", { d: `M${-5 * u},${-5 * u}L${5 * u},${5 * u}M${5 * u},${-5 * u}L${-5 * u},${5 * u}`, class: "cross", "stroke-width": (3 * u).toFixed(1) }) : null,
+    st.link === "stale" ? s("circle", { r: (14 * u).toFixed(1), class: "stale-ring", "stroke-width": (3 * u).toFixed(1), "stroke-dasharray": `${5 * u} ${4 * u}` }) : null,
+    s("text", { x: (14 * u).toFixed(1), y: (5 * u).toFixed(1), class: "site-label", "font-size": (14 * u).toFixed(1), "stroke-width": (4 * u).toFixed(1) }, [siteName(id), st.worst !== "normal" ? t(st.worst) : null,
+      st.link !== "normal" && st.link !== st.worst ? t(st.link) : null].filter(Boolean).join(" · "))));
+  }
+  const areas = [...new Set([...S.places.map((p) => p.area), ...S.sites.map((x) => x.area)])].sort();
+  const areaSel = h("select", { id: "area-select", "aria-label": t("area") }, areas.map((a) => h("option", { value: a }, a)));
+  const legend = h("div", { class: "legend", "aria-label": t("legend") },
+    ["critical", "high", "medium", "low", "normal", "offline", "stale", "unknown"].map((k) =>
+      h("span", { class: `chip ${k}` }, t(k))));
+  return [
+    h("div", { class: "map-bar" },
+      h("label", {}, `${t("area")} `, areaSel),
+      can("operator") ? h("button", { id: "block-area", class: "danger", onclick: () => operationDialog("block", areaSel.value) }, t("block_area")) : null,
+      can("operator") ? h("button", { id: "evacuate-area", class: "danger", onclick: () => operationDialog("evacuate", areaSel.value) }, t("evacuate_area")) : null,
+      legend),
+    h("div", { class: "map-wrap" }, svg, h("p", { class: "attribution", id: "attribution" }, t("attribution"))),
+    unplaced.length ? h("div", { class: "unplaced" }, h("h3", {}, t("unplaced")), unplaced.map((id) => {
+      const st = siteStatus(id);
+      return h("button", { class: `chip ${st.worst}`, dataset: { site: id, key: `u-${id}` }, onclick: () => openSite(id) },
+        `${siteName(id)} · ${t(st.worst)}`);
+    })) : null,
+  ];
+}
+
+function statusRank(st) {
+  if (st.worst in RANK) return 10 - RANK[st.worst];
+  return { offline: 3, stale: 2, unknown: 1, normal: 0 }[st.worst];
+}
+
+// --- alarm list (ISA-18.2) ------------------------------------------------------------------------
+
+function sortAlarms(list) {
+  return [...list].sort((a, b) => (RANK[a.priority] - RANK[b.priority]) ||
+    ((a.raised_at || a.changed_at) - (b.raised_at || b.changed_at)));
+}
+
+function renderAlarms() {
+  const box = $("alarms");
+  const active = sortAlarms(S.alarms.filter((a) => ACTIVE_STATES.has(a.state)));
+  const shelved = sortAlarms(S.alarms.filter((a) => a.state === "shelved"));
+  const oos = sortAlarms(S.alarms.filter((a) => a.state === "out_of_service"));
+  const openInc = new Map(S.incidents.filter((i) => i.state === "open").map((i) => [i.id, i]));
+  const rows = [];
+  const grouped = new Map();
+  for (const a of active) {
+    if (a.incident_id !== null && openInc.has(a.incident_id)) {
+      if (!grouped.has(a.incident_id)) { grouped.set(a.incident_id, []); rows.push(a.incident_id); }
+      grouped.get(a.incident_id).push(a);
+    } else rows.push(a);
+  }
+  const unack = active.filter((a) => a.state !== "acknowledged").length;
+  replace(box,
+    h("h2", {}, `${t("alarms")} `, h("span", { class: "count", id: "alarm-count" }, `${active.length}`),
+      unack ? h("span", { class: "chip critical" }, `${t("unacknowledged")} ${unack}`) : null),
+    grouped.size ? h("p", { class: "flood-note", id: "flood-note" }, t("incident_flood")) : null,
+    active.length ? h("ol", { class: "alarm-list", id: "alarm-list" }, rows.map((r) => typeof r === "number"
+      ? incidentGroup(openInc.get(r), grouped.get(r)) : alarmRow(r))) : h("p", { class: "empty" }, t("no_alarms")),
+    shelved.length ? h("details", { class: "more", id: "shelved-list" }, h("summary", {}, `${t("shelved")} (${shelved.length})`),
+      h("ol", { class: "alarm-list" }, shelved.map(alarmRow))) : null,
+    oos.length ? h("details", { class: "more", id: "oos-list" }, h("summary", {}, `${t("out_of_service")} (${oos.length})`),
+      h("ol", { class: "alarm-list" }, oos.map(alarmRow))) : null);
+}
+
+function incidentGroup(inc, alarms) {
+  const worst = alarms[0].priority;
+  return h("li", { class: `incident-row ${worst}` }, h("details", { open: alarms.length <= 3 },
+    h("summary", { dataset: { key: `inc-${inc.id}` } }, h("span", { class: `prio ${worst}` }, t(worst)),
+      ` #${inc.id} ${inc.area} — ${alarms.length} ${t("alarms_n")} `, age(inc.opened_at, 1e9)),
+    h("ol", { class: "alarm-list" }, alarms.map(alarmRow))));
+}
+
+function alarmRow(a) {
+  const acts = [];
+  if (can("operator")) {
+    if (a.state === "unacknowledged" || a.state === "rtn_unacknowledged") {
+      acts.push(h("button", { class: "ack primary", dataset: { key: `ack-${a.id}` }, onclick: () => alarmAction(a, "ack", {}) }, t("ack")));
+    }
+    if (ACTIVE_STATES.has(a.state)) acts.push(h("button", { class: "shelve", dataset: { key: `sh-${a.id}` }, onclick: () => shelveDialog(a) }, t("shelve")));
+    if (a.state === "shelved") acts.push(h("button", { class: "unshelve", dataset: { key: `us-${a.id}` }, onclick: () => alarmAction(a, "unshelve", { reason: "unshelved" }) }, t("unshelve")));
+  }
+  if (can("supervisor")) {
+    if (a.state === "out_of_service") acts.push(h("button", { class: "restore", dataset: { key: `rs-${a.id}` }, onclick: () => reasonDialog(a, "restore") }, t("restore")));
+    else acts.push(h("button", { class: "remove", dataset: { key: `rm-${a.id}` }, onclick: () => reasonDialog(a, "remove") }, t("remove")));
+  }
+  return h("li", { class: `alarm-row ${a.priority} st-${a.state}${a.active ? "" : " inactive"}`, id: `alarm-${a.id}`, dataset: { alarm: String(a.id), state: a.state } },
+    h("span", { class: `prio ${a.priority}` }, t(a.priority)),
+    h("button", { class: "alarm-open link", dataset: { key: `open-${a.id}` }, onclick: () => openSite(a.site, a.id) },
+      h("b", {}, siteName(a.site)), " ", h("span", { class: "msg" }, a.message || a.rule)),
+    h("span", { class: "alarm-meta" }, h("span", { class: "state" }, t(a.state)),
+      a.state === "shelved" && a.shelved_until ? [" · ", a.shelve_reason, " · ", countdown(a.shelved_until, "shelved")] : null,
+      " · ", age(a.raised_at || a.changed_at, 1e9), " · ", `${a.device}/${a.rule}`),
+    acts.length ? h("span", { class: "acts" }, acts) : null);
+}
+
+async function alarmAction(a, verb, body) {
+  try {
+    await api("POST", `/api/alarms/${a.id}/${verb}`, body);
+  } catch (ex) {
+    if (!(ex instanceof ApiError)) throw ex;
+    toast(ex.message);
+  }
+  schedule("alarms", "sites");
+}
+
+// --- dialogs ------------------------------------------------------------------------------------
+
+const openDialogs = new Set();
+
+function dialog(cls, title, body, buttons, onClose) {
+  const dlg = h("dialog", { class: `dlg ${cls}`, "aria-labelledby": `${cls}-title` },
+    h("h2", { id: `${cls}-title` }, title), h("div", { class: "dlg-body" }, body),
+    h("div", { class: "dlg-buttons" }, buttons));
+  dlg.addEventListener("close", () => { openDialogs.delete(dlg); if (onClose) onClose(); dlg.remove(); });
+  document.body.append(dlg);
+  dlg.showModal();
+  return dlg;
+}
+
+function toast(message) {
+  const el = h("div", { class: "toast", role: "alert" }, message);
+  document.body.append(el);
+  setTimeout(() => el.remove(), 8000);
+}
+
+function shelveDialog(a) {
+  const reason = h("input", { id: "shelve-reason", required: true, maxlength: 200 });
+  const dur = h("select", { id: "shelve-duration" }, SHELVE_TIMES.map(([k, v]) => h("option", { value: String(v) }, t(k))));
+  const err = h("p", { class: "error", role: "alert" });
+  const dlg = dialog("shelve-dlg", `${t("shelve")}: ${siteName(a.site)} — ${a.message || a.rule}`,
+    [h("label", {}, t("reason"), reason), h("label", {}, t("duration"), dur), err],
+    [h("button", { class: "primary", id: "shelve-ok", onclick: async () => {
+      if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+      try {
+        await api("POST", `/api/alarms/${a.id}/shelve`, { reason: reason.value, duration_s: Number(dur.value) });
+        dlg.close();
+      } catch (ex) { if (!(ex instanceof ApiError)) throw ex; err.textContent = ex.message; }
+      schedule("alarms", "sites");
+    } }, t("shelve")), h("button", { onclick: () => dlg.close() }, t("cancel"))]);
+  reason.focus();
+}
+
+function reasonDialog(a, verb) {
+  const reason = h("input", { id: `${verb}-reason`, required: true, maxlength: 200 });
+  const err = h("p", { class: "error", role: "alert" });
+  const dlg = dialog(`${verb}-dlg`, `${t(verb)}: ${siteName(a.site)} — ${a.message || a.rule}`,
+    [h("label", {}, t("reason"), reason), err],
+    [h("button", { class: "primary", id: `${verb}-ok`, onclick: async () => {
+      if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+      try { await api("POST", `/api/alarms/${a.id}/${verb}`, { reason: reason.value }); dlg.close(); }
+      catch (ex) { if (!(ex instanceof ApiError)) throw ex; err.textContent = ex.message; }
+      schedule("alarms", "sites");
+    } }, t(verb)), h("button", { onclick: () => dlg.close() }, t("cancel"))]);
+  reason.focus();
+}
+
+/** The camera snapshot linked to an alarm (GET /api/alarms/{id} ``evidence``), or an empty slot. */
+function snapshotSlot(alarmId) {
+  const slot = h("figure", { class: "snapshot", id: `snapshot-${alarmId || "none"}` },
+    h("div", { class: "snap-empty" }, t("no_snapshot")), h("figcaption", {}, t("snapshot")));
+  if (!alarmId) return slot;
+  api("GET", `/api/alarms/${alarmId}`).then((d) => {
+    const ev = (d.evidence || [])[0];
+    if (!ev) return;
+    slot.replaceChildren(h("img", { src: `/api/evidence/${encodeURIComponent(ev.id)}`, alt: t("snapshot") }),
+      h("figcaption", {}, `${t("snapshot")} · ${ev.camera || ""} · `, age(ev.ts || ev.captured_at, 1e9)));
+  }, (ex) => { if (!(ex instanceof ApiError)) throw ex; });
+  return slot;
+}
+
+const KEY_POINTS = new Set(["water_depth_cm", "barrier_state", "gate_state", "mode", "motor_fault", "limit_closed",
+  "limit_open", "displacement_mm", "rain_mm_10min", "alarm_active", "siren", "sign_message", "broadcast", "battery_v"]);
+
+/** Values with quality and age; with ``device``, only the points an operator decides on. */
+function valuesTable(latest, device) {
+  const rows = latest.filter((v) => !device || (v.device === device && KEY_POINTS.has(v.point)));
+  if (!rows.length) return h("p", { class: "empty" }, t("no_values"));
+  return h("table", { class: "values" },
+    h("thead", {}, h("tr", {}, [device ? null : "device", "point", "value", "quality", "age"].filter(Boolean).map((k) => h("th", {}, t(k))))),
+    h("tbody", {}, rows.map((v) => h("tr", { class: `q-${v.quality}`, dataset: { point: `${v.device}/${v.point}` } },
+      device ? null : h("td", {}, v.device), h("td", {}, v.point),
+      h("td", { class: "num" }, `${typeof v.value === "number" ? Math.round(v.value * 100) / 100 : v.value} ${v.unit || ""}`),
+      h("td", {}, h("span", { class: `q q-${v.quality}` }, t(v.quality))),
+      h("td", {}, age(v.ts))))));
+}
+
+function ruleBlock(site) {
+  const active = sortAlarms(S.alarms.filter((a) => a.site === site && a.active));
+  if (!active.length) return [h("p", { class: "empty" }, t("no_rule")), null];
+  const a = active[0];
+  return [h("div", { class: "rule", id: "rule-fired" },
+    h("span", { class: `prio ${a.priority}` }, t(a.priority)), " ", h("b", {}, a.rule), ` ${a.device}/${a.point} — ${a.message} · `,
+    age(a.raised_at, 1e9)), a.id];
+}
+
+/** Select-before-operate for one device command; reopening waits for a second approver. */
+function commandDialog(site, device, action) {
+  const opening = OPENING.has(action);
+  const reason = h("input", { id: "cmd-reason", required: true, maxlength: 200 });
+  const message = ["sign.show", "broadcast.play"].includes(action) ? h("input", { id: "cmd-message", value: EVACUATE_MESSAGE }) : null;
+  const err = h("p", { class: "error", role: "alert", id: "cmd-error" });
+  const progress = h("div", { class: "progress", id: "cmd-progress", "aria-live": "polite" });
+  const values = h("div", { class: "dlg-values" }, valuesTable(S.latest, device));
+  const [rule, alarmId] = ruleBlock(site);
+  const exec = h("button", { class: "danger", id: "cmd-execute" }, `${t("execute")}: ${t(action)}`);
+  const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
+    if (dlg.dataset.cmd) return;
+    exec.disabled = true;
+    err.textContent = t("select_expired");
+  });
+  const body = [
+    h("p", { class: "note" }, t("selection_note")),
+    h("dl", { class: "target" }, h("dt", {}, t("target")), h("dd", { id: "cmd-target" }, `${siteName(site)} (${site}) / ${device} / ${t(action)}`)),
+    opening ? h("p", { class: "note warn" }, t("reopen_note")) : null,
+    h("h3", {}, t("live_values")), values,
+    h("h3", {}, t("rule_fired")), rule,
+    snapshotSlot(alarmId),
+    h("label", {}, t("reason"), reason), message ? h("label", {}, t("message"), message) : null,
+    h("p", { class: "select-cd" }, cd), err, progress,
+  ];
+  const dlg = dialog("cmd-dlg", `${t(action)} — ${siteName(site)}`, body,
+    [exec, h("button", { id: "cmd-close", onclick: () => dlg.close() }, t("close"))]);
+  const refreshValues = () => replace(values, valuesTable(S.latest, device));
+  dlg.refresh = async () => {
+    refreshValues();
+    if (!dlg.dataset.cmd) return;
+    const c = await api("GET", `/api/commands/${dlg.dataset.cmd}`);
+    renderProgress(progress, c);
+  };
+  openDialogs.add(dlg);
+  exec.addEventListener("click", async () => {
+    if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+    exec.disabled = true;
+    err.textContent = "";
+    try {
+      const out = await api("POST", "/api/commands", {
+        site, device, action, reason: reason.value, params: message ? { message: message.value } : {},
+      });
+      dlg.dataset.cmd = out.cmd_id;
+      cd.remove();
+      await dlg.refresh();
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = ex.message;
+      exec.disabled = false;
+    }
+  });
+  reason.focus();
+}
+
+function renderProgress(box, c) {
+  const lines = [h("p", { class: `cmd-state st-${c.state}`, id: "cmd-state", dataset: { state: c.state } },
+    `${t("state")}: `, h("b", {}, c.state === "verified" ? `✔ ${t("verified")}` : t(c.state)), c.detail ? ` — ${c.detail}` : "")];
+  if (c.state === "awaiting_approval") lines.push(h("p", { class: "waiting", id: "cmd-waiting" }, `⏳ ${t("waiting_second")}`));
+  if (c.not_after && !["verified", "rejected", "expired", "failed", "timed_out", "refused", "cancelled", "send_failed"].includes(c.state)) {
+    lines.push(h("p", {}, countdown(c.not_after, "cmd_expires")));
+  }
+  lines.push(h("p", { class: "small" }, `${t("issued_by")}: ${c.issued_by}`, c.approved_by.length ? ` · ${t("approved_by")}: ${c.approved_by.join(", ")}` : ""));
+  if (c.replies.length) lines.push(h("ol", { class: "replies" }, c.replies.map((r) => h("li", {}, `${r.status}${r.reason ? ` — ${r.reason}` : ""} · `, age(r.ts, 1e9)))));
+  replace(box, lines);
+}
+
+/** A supervisor's approval of an opening: the same select-before-operate view, then approve/reject. */
+async function approvalDialog(c) {
+  if (S.siteId !== c.site) { S.siteId = c.site; await loadSite(); }
+  const reason = h("input", { id: "approve-reason", required: true, maxlength: 200, value: "" });
+  const err = h("p", { class: "error", role: "alert", id: "approve-error" });
+  const progress = h("div", { class: "progress", id: "approve-progress" });
+  const [rule, alarmId] = ruleBlock(c.site);
+  const ok = h("button", { class: "danger", id: "approve-ok" }, `${t("approve")}: ${t(c.action)}`);
+  const no = h("button", { id: "approve-reject" }, t("reject"));
+  const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
+    if (dlg.dataset.done) return;
+    ok.disabled = true;
+    err.textContent = t("select_expired");
+  });
+  const values = h("div", { class: "dlg-values" }, valuesTable(S.latest, c.device));
+  const dlg = dialog("approve-dlg", `${t("approve")}: ${t(c.action)} — ${siteName(c.site)}`, [
+    h("p", { class: "note" }, t("selection_note")),
+    h("dl", { class: "target" }, h("dt", {}, t("target")), h("dd", {}, `${siteName(c.site)} (${c.site}) / ${c.device} / ${t(c.action)}`),
+      h("dt", {}, t("issued_by")), h("dd", {}, `${c.issued_by} — ${c.reason}`)),
+    h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId),
+    h("label", {}, t("reason"), reason), h("p", { class: "select-cd" }, cd), err, progress,
+  ], [ok, no, h("button", { onclick: () => dlg.close() }, t("close"))]);
+  dlg.refresh = async () => {
+    replace(values, valuesTable(S.latest, c.device));
+    if (dlg.dataset.done) renderProgress(progress, await api("GET", `/api/commands/${c.cmd_id}`));
+  };
+  openDialogs.add(dlg);
+  const decide = async (verb) => {
+    ok.disabled = no.disabled = true;
+    try {
+      await api("POST", `/api/commands/${c.cmd_id}/${verb}`, { reason: reason.value || (verb === "approve" ? "approved" : "") });
+      dlg.dataset.done = "1";
+      cd.remove();
+      await dlg.refresh();
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = ex.message;
+      ok.disabled = no.disabled = false;
+    }
+    schedule("commands");
+  };
+  ok.addEventListener("click", () => decide("approve"));
+  no.addEventListener("click", () => decide("reject"));
+  reason.focus();
+}
+
+/** Block / evacuate an area: list what the hub will act on (hub/commands.py plan_operation). */
+async function operationDialog(kind, area) {
+  const ids = [...new Set([...S.places.filter((p) => p.area === area).map((p) => p.site),
+    ...S.sites.filter((x) => x.area === area).map((x) => x.site)])].sort();
+  const details = await Promise.all(ids.map((id) => api("GET", `/api/sites/${encodeURIComponent(id)}`).then((d) => d, (ex) => {
+    if (ex instanceof ApiError && ex.status === 404) return null;
+    throw ex;
+  })));
+  const plan = [];
+  for (const d of details.filter(Boolean)) for (const dev of d.devices) {
+    if (kind === "block") {
+      if (dev.kind === "underpass") plan.push([d.site.site, dev.device, "barrier.close"]);
+      else if (dev.kind === "river_gate") plan.push([d.site.site, dev.device, "gate.close"]);
+    } else if (dev.kind === "flood_alarm" || dev.kind === "underpass") plan.push([d.site.site, dev.device, "siren.on"]);
+    else if (dev.kind === "river_gate") { plan.push([d.site.site, dev.device, "sign.show"]); plan.push([d.site.site, dev.device, "broadcast.play"]); }
+  }
+  const reason = h("input", { id: "op-reason", required: true, maxlength: 200 });
+  const err = h("p", { class: "error", role: "alert", id: "op-error" });
+  const progress = h("div", { class: "progress", id: "op-progress" });
+  const exec = h("button", { class: "danger", id: "op-execute", disabled: !plan.length }, `${t("execute")}: ${t(kind === "block" ? "block_area" : "evacuate_area")}`);
+  const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
+    if (dlg.dataset.op) return;
+    exec.disabled = true;
+    err.textContent = t("select_expired");
+  });
+  const dlg = dialog("op-dlg", `${t(kind === "block" ? "block_area" : "evacuate_area")}: ${area}`, [
+    h("p", { class: "note" }, t("selection_note")),
+    h("h3", {}, `${t("devices_acted")} (${plan.length})`),
+    plan.length ? h("ul", { class: "op-plan", id: "op-plan" }, plan.map(([site, dev, act]) => {
+      const st = siteStatus(site);
+      return h("li", {}, h("span", { class: `chip ${st.worst}` }, t(st.worst)), ` ${siteName(site)} (${site}) / ${dev} → ${t(act)}`);
+    })) : h("p", { class: "empty" }, t("no_devices")),
+    h("label", {}, t("reason"), reason), h("p", { class: "select-cd" }, cd), err, progress,
+  ], [exec, h("button", { onclick: () => dlg.close() }, t("close"))]);
+  dlg.refresh = async () => {
+    if (!dlg.dataset.op) return;
+    const op = await api("GET", `/api/operations/${dlg.dataset.op}`);
+    replace(progress, h("ul", { class: "op-states" }, op.commands.map((c) =>
+      h("li", { class: `st-${c.state}` }, `${siteName(c.site)} / ${c.device} → ${t(c.action)}: `, h("b", {}, t(c.state))))));
+  };
+  openDialogs.add(dlg);
+  exec.addEventListener("click", async () => {
+    if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+    exec.disabled = true;
+    try {
+      const out = await api("POST", "/api/operations", { kind, area, reason: reason.value });
+      dlg.dataset.op = out.operation_id;
+      cd.remove();
+      await dlg.refresh();
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = ex.message;
+      exec.disabled = false;
+    }
+  });
+  reason.focus();
+}
+
+// --- site view ----------------------------------------------------------------------------------
+
+function siteView() {
+  if (!S.siteId) return h("p", { class: "empty" }, t("open_site"));
+  const d = S.siteDetail;
+  const st = siteStatus(S.siteId);
+  const head = h("div", { class: `site-head ${st.worst}` },
+    h("h2", { id: "site-title" }, `${siteName(S.siteId)} `, h("small", {}, S.siteId)),
+    h("span", { class: `chip ${st.worst}`, id: "site-worst" }, t(st.worst)),
+    h("span", { class: `chip link-${st.link}` }, t(st.link === "normal" ? "online" : st.link)),
+    st.site ? h("span", {}, `${t("last_seen")} `, age(st.site.last_seen)) : null,
+    st.site ? h("span", { class: "small" }, `${st.site.area} · ${st.site.agent_version}`) : null);
+  if (!d) return head;
+  const devices = d.devices.map((dev) => deviceCard(dev));
+  const charts = CHART_POINTS.flatMap(([point, unit]) => S.latest.filter((v) => v.point === point).map((v) =>
+    chartOf(v.device, point, unit)));
+  const alarms = sortAlarms(S.alarms.filter((a) => a.site === S.siteId));
+  const sel = S.selectedAlarm || (alarms[0] && alarms[0].id);
+  const recent = S.commands.filter((c) => c.site === S.siteId).slice(0, 5);
+  return [
+    head,
+    h("div", { class: "site-grid" },
+      h("section", { class: "card", id: "site-controls" }, h("h3", {}, t("controls")), devices),
+      h("section", { class: "card" }, h("h3", {}, t("history")), h("div", { class: "charts", id: "charts" }, charts)),
+      h("section", { class: "card", id: "site-values" }, h("h3", {}, t("live_values")), valuesTable(S.latest)),
+      h("section", { class: "card" }, h("h3", {}, t("alarms")),
+        alarms.length ? h("ol", { class: "alarm-list" }, alarms.map(alarmRow)) : h("p", { class: "empty" }, t("no_alarms")),
+        snapshotSlot(sel),
+        recent.length ? [h("h3", {}, t("commands")), h("ul", { class: "cmd-mini" }, recent.map((c) =>
+          h("li", { class: `st-${c.state}` }, `${t(c.action)} · ${c.device} · `, h("b", {}, t(c.state)), " · ", age(c.created_at, 1e9))))] : null)),
+  ];
+}
+
+/** Up to the last hour; a shorter history is drawn over its own span (at least 10 minutes). */
+function chartOf(device, point, unit) {
+  const pts = S.history[`${device}/${point}`] || [];
+  const now = serverNow();
+  const since = Math.min(now - 600, Math.max(now - 3600, pts.length ? pts[0][0] : now - 3600));
+  return lineChart(`${device} · ${point}`, unit, pts, since, now);
+}
+
+function deviceCard(dev) {
+  const vals = S.latest.filter((v) => v.device === dev.device);
+  const worstQ = vals.reduce((w, v) => (v.quality !== "good" ? v.quality : w), "good");
+  const states = vals.filter((v) => STATE_POINTS.includes(v.point));
+  const buttons = can("operator") ? (ALLOWED[dev.kind] || []).map((act) =>
+    h("button", { class: act.endsWith(".close") || act === "siren.on" ? "danger" : "", dataset: { action: act, device: dev.device, key: `c-${dev.device}-${act}` },
+      onclick: () => commandDialog(S.siteId, dev.device, act) }, t(act))) : [];
+  return h("div", { class: "device", dataset: { device: dev.device } },
+    h("div", { class: "dev-head" }, h("b", {}, dev.device), ` ${dev.kind} · ${dev.profile} `,
+      h("span", { class: `q q-${worstQ}`, title: t("health") }, `${t("health")}: ${t(worstQ)}`)),
+    states.length ? h("div", { class: "states" }, states.map((v) => h("div", {
+      class: `state-tile q-${v.quality} v-${String(v.value)}`, id: `state-${dev.device}-${v.point}`, dataset: { value: String(v.value) },
+    }, h("span", { class: "small" }, v.point), h("b", {}, String(v.value)), age(v.ts)))) : null,
+    buttons.length ? h("div", { class: "cmd-buttons" }, buttons) : (can("operator") ? null : h("p", { class: "small view-only" }, t("view_only"))));
+}
+
+// --- incidents, commands, forwarding, audit -----------------------------------------------------
+
+function incidentsView() {
+  const list = S.incidents;
+  if (!list.length) return h("p", { class: "empty" }, t("no_incidents"));
+  return h("table", { class: "grid-table", id: "incidents" },
+    h("thead", {}, h("tr", {}, ["#", t("area"), t("state"), t("alarms"), t("age"), ""].map((x) => h("th", {}, x)))),
+    h("tbody", {}, list.map((i) => h("tr", { class: `st-${i.state}` }, h("td", {}, String(i.id)), h("td", {}, `${i.area} — ${i.title}`),
+      h("td", {}, t(i.state)), h("td", { class: "num" }, String(i.alarms)), h("td", {}, age(i.opened_at, 1e9)),
+      h("td", {}, i.state === "open" && can("supervisor") ? h("button", { dataset: { key: `ci-${i.id}` }, onclick: async () => {
+        await api("POST", `/api/incidents/${i.id}/close`, { reason: "closed from console" });
+        schedule("incidents", "alarms");
+      } }, t("close_incident")) : null)))));
+}
+
+function commandsView() {
+  return h("table", { class: "grid-table", id: "commands" },
+    h("thead", {}, h("tr", {}, [t("time"), t("target"), t("action"), t("state"), t("issued_by"), t("approved_by"), ""].map((x) => h("th", {}, x)))),
+    h("tbody", {}, S.commands.map((c) => h("tr", { class: `st-${c.state}`, dataset: { cmd: c.cmd_id } },
+      h("td", {}, age(c.created_at, 1e9)), h("td", {}, `${siteName(c.site)} / ${c.device}`), h("td", {}, t(c.action)),
+      h("td", {}, h("b", {}, t(c.state)), c.detail ? ` — ${c.detail}` : ""), h("td", {}, c.issued_by), h("td", {}, c.approved_by.join(", ")),
+      h("td", {}, approvable(c) ? h("button", { class: "primary approve", dataset: { key: `ap-${c.cmd_id}` }, onclick: () => approvalDialog(c) }, t("approve")) : null)))));
+}
+
+function approvable(c) {
+  return c.state === "awaiting_approval" && can("supervisor") && c.issued_by !== S.me.username;
+}
+
+function renderApprovals() {
+  const box = $("approvals");
+  const pending = S.commands.filter(approvable);
+  if (!pending.length) { box.replaceChildren(); return; }
+  replace(box, h("button", { class: "warnbtn", id: "approvals-btn", dataset: { key: "approvals" }, onclick: () => show("commands") },
+    `${t("pending_approvals")}: ${pending.length}`));
+}
+
+async function forwardingView(v) {
+  let data;
+  try {
+    data = await api("GET", "/api/forwarding");
+  } catch (ex) {
+    if (!(ex instanceof ApiError)) throw ex;
+    if (S.view === "forwarding") replace(v, h("p", { class: "empty", id: "forwarding-none" }, t("forwarding_none"), ` (${ex.status})`));
+    return;
+  }
+  if (S.view !== "forwarding") return;
+  const rows = data.deliveries || [];
+  const order = { escalated: 0, retrying: 1, delivered: 2, acknowledged: 3 };
+  rows.sort((a, b) => (order[a.state] ?? 1) - (order[b.state] ?? 1));
+  replace(v, rows.length ? h("table", { class: "grid-table", id: "forwarding" },
+    h("thead", {}, h("tr", {}, [t("alert"), t("recipient"), t("state"), t("attempts"), t("age")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, rows.map((d) => h("tr", { class: `st-${d.state}` }, h("td", {}, d.alert || d.alert_id || ""),
+      h("td", {}, d.recipient), h("td", {}, h("b", {}, t(d.state))), h("td", { class: "num" }, String(d.attempts ?? "")),
+      h("td", {}, age(d.updated_at, 1e9)))))) : h("p", { class: "empty", id: "forwarding-empty" }, t("no_deliveries")));
+}
+
+async function auditView(v) {
+  const rows = [];
+  let after = 0;
+  for (;;) {
+    const page = await api("GET", `/api/audit?after=${after}&limit=5000`);
+    rows.push(...page);
+    if (page.length < 5000) break;
+    after = page[page.length - 1].id;
+  }
+  if (S.view !== "audit") return;
+  const last = rows.slice(-300).reverse();
+  replace(v, h("table", { class: "grid-table audit", id: "audit" },
+    h("thead", {}, h("tr", {}, ["#", t("time"), t("actor"), t("action"), t("target"), t("detail")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, last.map((r) => h("tr", {}, h("td", { class: "num" }, String(r.id)),
+      h("td", {}, new Date(r.ts * 1000).toLocaleString(currentLang() === "ko" ? "ko-KR" : "en-GB")),
+      h("td", {}, r.actor), h("td", {}, r.action), h("td", {}, r.target),
+      h("td", { class: "small" }, JSON.stringify(r.detail)))))));
+}
+
+// --- boot ---------------------------------------------------------------------------------------
+
+setInterval(() => { if (S.me) { schedule("sites", "alarms", "incidents", "commands"); } }, 30000);
+setInterval(() => { if (S.me && S.view === "map") renderMapOnly(); }, 5000);
+
+function renderMapOnly() { replace($("view"), mapView()); }
+
+api("GET", "/api/session").then(start, (ex) => {
+  if (!(ex instanceof ApiError)) throw ex;
+  showLogin();
+});

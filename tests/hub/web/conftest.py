@@ -1,0 +1,162 @@
+"""Console fixtures: a running hub with its API and test users, a real edge agent with an
+underpass simulator, and real headless Chromium (Debian's, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
+
+from edge.agent import Agent
+from edge.config import load_site_config
+from edge.sim.servers import Simulator, run_simulator
+from hub.config import parse
+from hub.service import Hub, running
+from provisioning.broker import RunningBroker
+from shared.paths import profiles_dir
+from shared.profiles import load_profile
+from tests.conftest import PkiFixture
+from tests.hub.conftest import PASSWORD, add_users, raw_config
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+UNDERPASS = profiles_dir() / "underpass-jk-up300.toml"
+# Seryu underpass, Suwon (WGS84): inside the Suwon boundary on the map.
+SURWON_UNDERPASS = {"area": "gg-suwon", "name": "세류 지하차도", "lat": 37.2527, "lon": 127.0166}
+
+
+@dataclass
+class Console:
+    hub: Hub
+    url: str
+    site: str
+    """The site the real edge agent reports as."""
+    sim: Simulator
+    agent: Agent
+
+
+def _edge_config(path: Path, pki: PkiFixture, site: str, broker: RunningBroker, sim: Simulator) -> Path:
+    d = pki.dir
+    # The edge's own closing depth is set high so that at 20 cm the barrier stays open until the
+    # operator closes it (the hub's rule still fires at the national 15 cm).
+    path.write_text(f"""
+[site]
+id = "{site}"
+state_dir = "{path.parent / "state"}"
+
+[hub]
+host = "{broker.host}"
+port = {broker.port}
+ca = "{d / "ca.pem"}"
+cert = "{d / site / "cert.pem"}"
+key = "{d / site / "key.pem"}"
+command_key = "{d / "command-signing" / "pub.pem"}"
+
+[policy]
+verify_timeout_s = 5.0
+closing_depth_cm = 40.0
+
+[devices.barrier]
+profile = "{UNDERPASS}"
+transport = "{sim.address}"
+""")
+    return path
+
+
+@asynccontextmanager
+async def _agent(config: Path) -> AsyncIterator[Agent]:
+    agent = Agent(load_site_config(config))
+    async with AsyncExitStack() as stack:
+        await agent.open(stack)
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(agent.run(), name="agent")
+            try:
+                yield agent
+            finally:
+                task.cancel()
+    agent.close()
+
+
+async def until(pred: Callable[[], bool | Awaitable[bool]], within_s: float = 15.0, what: str = "") -> None:
+    """Wait for state owned by another task (the simulator, the hub)."""
+    try:
+        async with asyncio.timeout(within_s):
+            while True:
+                got = pred()
+                if not isinstance(got, bool):
+                    got = await got
+                if got:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for: {what}")
+
+
+@pytest.fixture
+def extra_sites() -> dict[str, dict[str, Any]]:
+    """More ``[sites.registry]`` entries (a test module overrides this)."""
+    return {}
+
+
+@pytest.fixture
+async def console(test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path,
+                  extra_sites: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
+    """A hub with its API and the test users, and one real edge agent (underpass simulator) whose
+    site is registered at Seryu underpass, Suwon. Only registered sites are accepted, so retained
+    messages of other tests' edges on the shared broker stay out of the picture."""
+    site = test_pki.take_site()
+    extra = extra_sites
+    raw = raw_config(test_pki, broker.port, tmp_path / "hub.db", api={"enabled": True},
+                     sites={"accept_any": False, "registry": {site: SURWON_UNDERPASS, **extra}})
+    cfg = parse(raw, tmp_path / "hub.toml")
+    add_users(cfg)
+    async with run_simulator(load_profile(UNDERPASS), transport="tcp") as sim:
+        sim.physics.barrier.travel_s = 1.0
+        sim.physics.water.depth_cm = 3.0
+        async with running(cfg) as hub:
+            (tmp_path / "edge").mkdir()
+            edge_cfg = _edge_config(tmp_path / "edge" / "site.toml", test_pki, site, broker, sim)
+            async with _agent(edge_cfg) as agent:
+                await asyncio.wait_for(agent.uplink.connected.wait(), 10)
+                yield Console(hub=hub, url=f"https://127.0.0.1:{hub.api_port}", site=site, sim=sim, agent=agent)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
+        pytest.fail("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@asynccontextmanager
+async def logged_in(browser: Browser, console: Console, username: str) -> AsyncIterator[Page]:
+    """A fresh browser context (its own cookies) with ``username`` logged in through the login form."""
+    ctx: BrowserContext = await browser.new_context(viewport=VIEWPORT, ignore_https_errors=True, locale="ko-KR")
+    errors: list[str] = []
+    try:
+        page = await ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(console.url + "/")
+        await page.fill("#login-user", username)
+        await page.fill("#login-pass", PASSWORD)
+        await page.click("#login-form button[type=submit]")
+        await page.wait_for_selector("#alarms h2")
+        yield page
+        assert errors == [], f"JavaScript errors in the console: {errors}"
+    finally:
+        await ctx.close()
