@@ -336,6 +336,20 @@ async def get_alarm(request: web.Request, sess: auth.Session) -> web.Response:
     return _json(await request.app[HUB_KEY].reader.run(lambda c: queries.alarm(c, alarm_id)))
 
 
+async def get_evidence(request: web.Request, sess: auth.Session) -> web.Response:
+    """One camera snapshot; every view is audited (who looked at which picture, when)."""
+    hub = request.app[HUB_KEY]
+    if hub.linker is None:
+        raise NotFound("this hub has no cameras configured")
+    _ev, data = await hub.linker.view(_id(request), sess.username)
+    return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+
+
+async def list_forwarding(request: web.Request, sess: auth.Session) -> web.Response:
+    rows = await request.app[HUB_KEY].reader.run(queries.deliveries)
+    return _json(queries.ForwardingView(deliveries=rows))
+
+
 ALARM_ACTIONS: Final = {
     "ack": (AlarmEvent.ACK, Role.OPERATOR),
     "shelve": (AlarmEvent.SHELVE, Role.OPERATOR),
@@ -496,6 +510,8 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/alarms/{id}", v, get_alarm),
         *[("POST", f"/api/alarms/{{id}}/{verb}", role, alarm_action(verb))
           for verb, (_e, role) in ALARM_ACTIONS.items()],
+        ("GET", "/api/evidence/{id}", v, get_evidence),
+        ("GET", "/api/forwarding", v, list_forwarding),
         ("GET", "/api/incidents", v, list_incidents),
         ("POST", "/api/incidents/{id}/close", s, close_incident),
         ("GET", "/api/commands", v, list_commands),

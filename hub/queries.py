@@ -112,9 +112,37 @@ class TransitionView(View, frozen=True, kw_only=True):
     reason: str
 
 
+class EvidenceRef(View, frozen=True, kw_only=True):
+    """A stored camera snapshot of an alarm; the picture is GET /api/evidence/{id} (audited)."""
+
+    id: int
+    camera: str
+    ts: float
+    sha256: str
+
+
 class AlarmDetail(View, frozen=True, kw_only=True):
     alarm: AlarmView
     transitions: list[TransitionView]
+    evidence: list[EvidenceRef] = []
+
+
+class DeliveryView(View, frozen=True, kw_only=True):
+    """One alert to one recipient. ``state``: queued (not tried yet), retrying, acknowledged,
+    escalated (not acknowledged in time; still retried), failed (attempts used up)."""
+
+    id: int
+    alert_id: str
+    thread: str
+    msg_type: str
+    headline: str
+    recipient: str
+    state: str
+    attempts: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    escalated: bool
 
 
 class IncidentView(View, frozen=True, kw_only=True):
@@ -287,7 +315,42 @@ def alarm(conn: sqlite3.Connection, alarm_id: int) -> AlarmDetail:
     trs = [TransitionView(id=r[0], ts=r[1], event=r[2], from_state=r[3], to_state=r[4], actor=r[5], reason=r[6])
            for r in conn.execute("SELECT id, ts, event, from_state, to_state, actor, reason FROM alarm_transitions"
                                  " WHERE alarm_id = ? ORDER BY id", (alarm_id,))]
-    return AlarmDetail(alarm=_alarm(row), transitions=trs)
+    evidence: list[EvidenceRef] = []
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'cctv_evidence'").fetchone():
+        evidence = [EvidenceRef(id=r[0], camera=r[1], ts=r[2], sha256=r[3]) for r in conn.execute(
+            "SELECT id, camera_id, captured_at, sha256 FROM cctv_evidence WHERE ref = ? ORDER BY id",
+            (f"alarm:{alarm_id}",))]
+    return AlarmDetail(alarm=_alarm(row), transitions=trs, evidence=evidence)
+
+
+def deliveries(conn: sqlite3.Connection, limit: int = 500) -> list[DeliveryView]:
+    """The newest deliveries, escalated and unacknowledged first."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fwd_deliveries'").fetchone():
+        return []
+    rows = conn.execute(
+        "SELECT d.id, d.identifier, d.thread, m.msg_type, m.headline, d.recipient, d.state, d.attempts,"
+        " d.last_error, d.created_at, max(d.created_at, coalesce(d.acked_at, 0), coalesce(d.failed_at, 0),"
+        " coalesce(d.escalated_at, 0)), d.escalated_at IS NOT NULL"
+        " FROM fwd_deliveries d JOIN fwd_messages m ON m.identifier = d.identifier"
+        " ORDER BY (d.escalated_at IS NOT NULL AND d.state <> 'acked') DESC, d.state = 'acked', d.id DESC LIMIT ?",
+        (limit,))
+    return [DeliveryView(id=r[0], alert_id=r[1], thread=r[2], msg_type=r[3], headline=r[4], recipient=r[5],
+                         state=_delivery_state(r[6], r[7], bool(r[11])), attempts=r[7], last_error=r[8],
+                         created_at=r[9], updated_at=r[10], escalated=bool(r[11])) for r in rows]
+
+
+class ForwardingView(View, frozen=True, kw_only=True):
+    deliveries: list[DeliveryView]
+
+
+def _delivery_state(state: str, attempts: int, escalated: bool) -> str:
+    if state == "acked":
+        return "acknowledged"
+    if state == "failed":
+        return "failed"
+    if escalated:
+        return "escalated"
+    return "retrying" if attempts else "queued"
 
 
 def incidents(conn: sqlite3.Connection, state: str | None) -> list[IncidentView]:

@@ -18,7 +18,7 @@ from provisioning.broker import RunningBroker
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import fake_edge
-from tests.hub.conftest import ConfigFactory
+from tests.hub.conftest import ConfigFactory, add_users, api_client
 from tests.hub.forward.helpers import SITE, offset
 
 pytestmark = pytest.mark.broker
@@ -31,6 +31,7 @@ async def test_alarm_is_forwarded_with_camera_evidence_and_cancelled(
     cam_at = offset(SITE, 80, 90)  # 80 m east of the site, looking west at it
     async with camsim.serve("SW-CCTV-0012") as cam, receiver.serve(schema=schema, strict=True) as centre:
         cfg = hub_config(
+            api={"enabled": True},
             sites={"registry": {site_id: {"area": "gg-suwon", "name": "Gwonseon underpass",
                                           "lat": SITE.lat, "lon": SITE.lon}}},
             forward={"recipients": {"suwon-centre": {"kind": "city_centre", "url": centre.url,
@@ -49,6 +50,17 @@ async def test_alarm_is_forwarded_with_camera_evidence_and_cancelled(
             evidence_files = list((tmp_path / "evidence").rglob("*.jpg"))
             assert hub.engine.alerts is not None
             assert hub.engine.alerts.unplaced == 0
+            add_users(cfg)
+            async with api_client(hub, test_pki.dir / "ca.pem") as c, \
+                    api_client(hub, test_pki.dir / "ca.pem") as sup:
+                await c.login("vera")  # a viewer may look, and the look is audited
+                (alarm,) = await (await c.get(f"/api/alarms?site={site_id}")).json()
+                detail = await (await c.get(f"/api/alarms/{alarm['id']}")).json()
+                (ev,) = detail["evidence"]
+                picture = await (await c.get(f"/api/evidence/{ev['id']}")).read()
+                forwarding = await (await c.get("/api/forwarding")).json()
+                await sup.login("sam")
+                audit = await (await sup.get("/api/audit")).json()
         alerts = centre.alerts()
         frames = cam.sim.frames
     by_type = {a.msg_type: a for a in alerts}
@@ -59,3 +71,8 @@ async def test_alarm_is_forwarded_with_camera_evidence_and_cancelled(
     digests = {r.digest for info in update.infos for r in info.resources}
     assert digests == {hashlib.sha1(stored.read_bytes(), usedforsecurity=False).hexdigest()}
     assert frames == 1
+    assert hashlib.sha256(picture).hexdigest() == ev["sha256"] == hashlib.sha256(stored.read_bytes()).hexdigest()
+    assert {d["state"] for d in forwarding["deliveries"]} == {"acknowledged"}
+    assert len(forwarding["deliveries"]) == 3  # Alert, Update, Cancel to the one city centre
+    views = [r for r in audit if r["action"] == "cctv.evidence.view"]
+    assert [(r["actor"], r["target"]) for r in views] == [("vera", f"evidence:{ev['id']}")]
