@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -155,3 +156,39 @@ class EvidenceQueue:
         except asyncio.QueueFull:
             self.dropped += 1
             log.error("cctv.capture_queue_full", extra={"alarm": f.alarm_id, "site": f.site})
+
+
+def operation_notice(cfg: HubConfig, operation_id: str, kind: str, area: str, actor: str, reason: str,
+                     at: float) -> Notice | None:
+    """The notice of an area operation (block or evacuate), placed as a circle around the
+    registered sites of the area; None when none of them has a position (pure)."""
+    points = [GeoPoint(e.lat, e.lon) for site, e in cfg.sites.registry.items()
+              if e.area == area and e.lat is not None and e.lon is not None and site]
+    if not points:
+        return None
+    centre = GeoPoint(sum(p.lat for p in points) / len(points), sum(p.lon for p in points) / len(points))
+    radius_km = max(0.5, max(_km(centre, p) for p in points) + 0.5)
+    evacuate = kind == "evacuate"
+    return Notice(
+        key=f"operation:{operation_id}:start",
+        thread=f"operation:{operation_id}",
+        change=Change.RAISE,
+        at=at,
+        source=Source.OPERATION,
+        area=area,
+        priority=AlarmPriority.CRITICAL,
+        hazard=Hazard.EVACUATION if evacuate else Hazard.BLOCK,
+        headline=Text(f"{area} {'대피 명령' if evacuate else '통행 차단'}",
+                      f"{'Evacuation order' if evacuate else 'Closure'} in {area}"),
+        description=Text(f"{actor}: {reason}", f"{actor}: {reason}"),
+        place=Text(area, area),
+        position=centre,
+        radius_km=radius_km,
+    )
+
+
+def _km(a: GeoPoint, b: GeoPoint) -> float:
+    la1, la2 = math.radians(a.lat), math.radians(b.lat)
+    dla, dlo = la2 - la1, math.radians(b.lon - a.lon)
+    h = math.sin(dla / 2) ** 2 + math.cos(la1) * math.cos(la2) * math.sin(dlo / 2) ** 2
+    return 2 * 6371.0 * math.asin(math.sqrt(h))

@@ -27,7 +27,7 @@ from typing import TypeVar
 import aiohttp
 
 from hub import cctv
-from hub.alerting import AlarmAlerts, EvidenceQueue, notice_for
+from hub.alerting import AlarmAlerts, EvidenceQueue, notice_for, operation_notice
 from hub.cctv import CctvLinker
 from hub.commands import CommandState, Draft, OperationKind
 from hub.config import HubConfig
@@ -186,6 +186,12 @@ class Hub:
     async def start_operation(self, kind: OperationKind, area: str, actor: str, role: Role,
                               reason: str) -> OperationOut:
         op = await self.writer.call(lambda tx: self.engine.create_operation(tx, kind, area, actor, role, reason))
+        if self.forwarder is not None:  # evacuate (responseType Evacuate) and block go out as CAP alerts too
+            notice = operation_notice(self.cfg, op.operation_id, kind.value, area, actor, reason, time.time())
+            if notice is None:
+                log.error("forward.area_unplaced", extra={"area": area, "operation": op.operation_id})
+            else:
+                await self.forwarder.enqueue(notice)
         sent = await asyncio.gather(*(self._dispatch(c) for c in op.commands))
         return OperationOut(op.operation_id, tuple(sent))
 

@@ -76,3 +76,35 @@ async def test_alarm_is_forwarded_with_camera_evidence_and_cancelled(
     assert len(forwarding["deliveries"]) == 3  # Alert, Update, Cancel to the one city centre
     views = [r for r in audit if r["action"] == "cctv.evidence.view"]
     assert [(r["actor"], r["target"]) for r in views] == [("vera", f"evidence:{ev['id']}")]
+
+
+async def test_evacuate_goes_out_as_a_cap_alert_with_response_evacuate(
+    hub_config: ConfigFactory, broker: RunningBroker, test_pki: PkiFixture, site_id: str
+) -> None:
+    """An operator's evacuate of an area becomes one CAP Alert (responseType Evacuate) whose area
+    covers the area's registered sites."""
+    schema = CapSchema()
+    async with receiver.serve(schema=schema, strict=True) as centre:
+        cfg = hub_config(
+            api={"enabled": True},
+            sites={"registry": {site_id: {"area": "gg-suwon", "name": "Gwonseon", "lat": SITE.lat, "lon": SITE.lon}}},
+            forward={"recipients": {"suwon-centre": {"kind": "city_centre", "url": centre.url,
+                                                     "initial_backoff_s": 0.0, "max_backoff_s": 0.0}}},
+        )
+        async with running(cfg) as hub, fake_edge(broker, test_pki.files(site_id), site_id) as edge:
+            await edge.status(SiteState.ONLINE)
+            await edge.birth([("alarm-1", "flood_alarm", ("water_depth_cm", "alarm_active", "siren", "battery_v"))])
+            await edge.send([edge.reading("alarm-1", "water_depth_cm", 1.0)])
+            await edge.wait_acked(edge.next_seq - 1)
+            add_users(cfg)
+            async with api_client(hub, test_pki.dir / "ca.pem") as c:
+                await c.login("olive")
+                r = await c.post("/api/operations", {"kind": "evacuate", "area": "gg-suwon",
+                                                     "reason": "river over the warning level"})
+                assert r.status == 202, await r.text()
+            await centre.wait_for(lambda: bool(centre.alerts()), 30)
+        (alert,) = centre.alerts()
+    assert alert.valid, alert.problems
+    assert alert.msg_type == "Alert"
+    doc = capread.read(alert.body)
+    assert {rt for info in doc.infos for rt in info.response_types} == {"Evacuate"}
