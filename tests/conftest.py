@@ -24,7 +24,7 @@ from shared import retry
 from shared.paths import shared_data_dir
 from shared.tls import TlsFiles, client_context
 
-EDGE_POOL = 64
+EDGE_POOL = 256  # issued up front: the session broker's ACL lists them from the start
 _RUN = uuid.uuid4().hex[:6]
 
 
@@ -43,7 +43,10 @@ class PkiFixture:
 
     def take_site(self) -> str:
         """A site id (edge CN) no other test uses."""
-        return self.edges[next(self._next)]
+        i = next(self._next)
+        if i >= len(self.edges):
+            raise RuntimeError(f"all {len(self.edges)} test edge identities are taken: raise EDGE_POOL")
+        return self.edges[i]
 
     def files(self, cn: str) -> TlsFiles:
         return TlsFiles.from_pki(self.pki.dir, cn)
