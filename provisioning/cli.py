@@ -150,7 +150,12 @@ def _broker_run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from provisioning import demo
 
-    return demo.run(Path("var/demo"), args.duration)
+    if args.headless and args.duration is None:
+        from shared.errors import JikimiError
+
+        raise JikimiError("--headless needs --duration SECONDS")
+    return demo.run(Path("var/demo"), args.duration, headless=args.headless, json_out=args.json,
+                    forward_to=args.forward_to, speed=args.speed)
 
 
 def _provision_units(args: argparse.Namespace) -> int:
@@ -282,6 +287,10 @@ def register(cli: Cli) -> None:
 
     p = cli.command("demo", "run the whole system on one machine (state under ./var/demo)", _demo)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--headless", action="store_true", help="no console banner; run for --duration and stop")
+    p.add_argument("--json", type=Path, help="write the timeline and its figures here")
+    p.add_argument("--forward-to", help="also send every alert as CAP 1.2 over HTTP POST to this URL")
+    p.add_argument("--speed", type=float, help="storm replay speed (default: the storm fits the duration)")
 
     g = "the project's PKI: CAs, certificates, revocation"
     p = cli.subcommand("pki", "init", "create a root CA, an issuing CA and the hub's command key",

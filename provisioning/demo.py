@@ -1,22 +1,90 @@
 """``jikimi demo``: the whole system on one machine, state under ``./var/demo``.
 
-What runs so far: a fresh development PKI and Mosquitto with mutual TLS. The hub, edge
-agents, simulators and receivers join as they land (see the README).
+What runs, all real parts on loopback: a fresh development PKI; Mosquitto with mutual TLS; the
+hub (ingest, alarms, commands, API and console, forwarding, CCTV); a reference receiver
+standing for the city centre and another for 119; camera simulators facing the underpasses;
+and twelve sites in three cities (Suwon, Bucheon, Goyang), each an edge agent with its
+simulated device: underpass barriers (Modbus TCP), semi-basement alarms and rain gauges
+(Modbus RTU on pseudo-terminals), river gates (serial line) and a slope meter.
+
+The real Walnut Creek storm of 2024-08-08/09 (USGS; Tropical Storm Debby) is replayed through
+the simulators, compressed so the two days play in the chosen time: the creek's stage rise,
+scaled per site, is the water at each site, and its rain feeds the rain gauges. Water rises,
+the underpasses flood, their edges close the barriers on their own, alarms and CAP alerts flow
+with camera snapshots, and the water recedes.
+
+The figures of ``--json``: records sent and committed, alarms, commands, alerts and their
+acknowledgements, and per underpass the latency from the water crossing 15 cm to the barrier
+closed and to the city centre's acknowledgement of the CAP alert.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import secrets
 import shutil
 import signal
+import sqlite3
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
 from provisioning.broker import RunningBroker
 from provisioning.pki import Pki, Role
 
 HUB = "hub-demo"
+STORM_S = 2 * 86400.0
+CLOSING_CM = 15.0
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    site: str
+    area: str
+    name: str
+    profile: str
+    lat: float
+    lon: float
+    scale: float
+    """Site water = the creek's stage rise × scale (cm)."""
+
+
+SITES: tuple[SiteSpec, ...] = tuple(SiteSpec(*row) for row in (
+    ("gg-suwon-up-0001", "gg-suwon", "세류 지하차도", "underpass-jk-up300.toml", 37.2585, 127.0155, 0.26),
+    ("gg-suwon-up-0002", "gg-suwon", "권선 지하차도", "underpass-jk-up300.toml", 37.2570, 127.0290, 0.20),
+    ("gg-suwon-fa-0001", "gg-suwon", "수원 반지하 주택 1", "flood-alarm-jk-fa100.toml", 37.2800, 127.0100, 0.12),
+    ("gg-suwon-rg-0001", "gg-suwon", "수원 강우계", "rain-gauge-jk-rn05.toml", 37.2700, 127.0200, 0.0),
+    ("gg-bucheon-up-0001", "gg-bucheon", "부천 지하차도", "underpass-jk-up300.toml", 37.5035, 126.7660, 0.23),
+    ("gg-bucheon-fa-0001", "gg-bucheon", "부천 반지하 주택 3", "flood-alarm-jk-fa100.toml", 37.4990, 126.7830, 0.10),
+    ("gg-bucheon-gt-0001", "gg-bucheon", "굴포천 산책로 입구", "river-gate-jk-rg10.toml", 37.5150, 126.7720, 1.0),
+    ("gg-bucheon-sl-0001", "gg-bucheon", "부천 급경사지", "displacement-jk-dx200.toml", 37.4920, 126.8000, 0.0),
+    ("gg-goyang-up-0001", "gg-goyang", "고양 지하차도", "underpass-jk-up300.toml", 37.6580, 126.8320, 0.22),
+    ("gg-goyang-gt-0001", "gg-goyang", "한강 산책로 입구", "river-gate-jk-rg10.toml", 37.6350, 126.8100, 1.0),
+    ("gg-goyang-fa-0001", "gg-goyang", "고양 반지하 주택 2", "flood-alarm-jk-fa100.toml", 37.6450, 126.8350, 0.11),
+    ("gg-goyang-rg-0001", "gg-goyang", "고양 강우계", "rain-gauge-jk-rn05.toml", 37.6500, 126.8000, 0.0),
+))
+
+
+def storm_series() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Two days of the creek's stage rise (cm above 2024-08-08 00:00) and rain (mm/h)."""
+    from edge.sim.replay import FOOT_CM, _day_series
+    from shared.paths import shared_data_dir
+
+    folder = shared_data_dir() / "usgs-walnut-creek"
+    stage_file = folder / "Walnut_Creek_at_South_State_Street_0208735460.csv"
+    rain_file = folder / "Rain_Gage_at_Lake_Johnson_354546078422045.csv"
+    d8, d9 = _day_series(stage_file, "2024-08-08"), _day_series(stage_file, "2024-08-09")
+    base = d8[0][1]
+    stage = [(t, max(0.0, v - base) * FOOT_CM) for t, v in d8] + [(t + 86400, max(0.0, v - base) * FOOT_CM)
+                                                                   for t, v in d9]
+    r8, r9 = _day_series(rain_file, "2024-08-08"), _day_series(rain_file, "2024-08-09")
+    rain = [(t, v * 25.4 * 12) for t, v in r8] + [(t + 86400, v * 25.4 * 12) for t, v in r9]
+    return stage, rain
 
 
 def fresh_pki(root: Path, edges: list[str]) -> Pki:
@@ -33,30 +101,291 @@ def fresh_pki(root: Path, edges: list[str]) -> Pki:
     return pki
 
 
-def run(root: Path, duration_s: float | None) -> int:
-    root.mkdir(parents=True, exist_ok=True)
-    pki = fresh_pki(root, [])
-    (root / "broker").mkdir(exist_ok=True)
-    stop = False
+@dataclass
+class Timeline:
+    started: float = field(default_factory=time.monotonic)
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    quiet: bool = False
 
-    def on_signal(_sig: int, _frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
+    def say(self, what: str, **data: Any) -> None:
+        t = round(time.monotonic() - self.started, 1)
+        self.lines.append({"t_s": t, "what": what, **data})
+        if not self.quiet:
+            print(f"[{t:7.1f}s] {what}", flush=True)
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+
+@dataclass
+class Underpass:
+    site: str
+    crossed_wall: float | None = None
+    closed_wall: float | None = None
+
+
+async def _watch_underpasses(sims: dict[str, Any], ups: dict[str, Underpass], tl: Timeline) -> None:
+    while True:
+        for site, up in ups.items():
+            phys = sims[site].physics
+            if up.crossed_wall is None and phys.water.depth_cm >= CLOSING_CM:
+                up.crossed_wall = time.time()
+                tl.say(f"{site}: water crossed {CLOSING_CM:g} cm ({phys.water.depth_cm:.1f} cm)")
+            if up.crossed_wall is not None and up.closed_wall is None and phys.barrier.limit_closed:
+                up.closed_wall = time.time()
+                tl.say(f"{site}: barrier closed (limit switch), "
+                       f"{(up.closed_wall - up.crossed_wall) * 1000:.0f} ms after the crossing")
+        await asyncio.sleep(0.02)
+
+
+async def _timeline(hub: Any, tl: Timeline) -> None:
+    async for ev in hub.bus.subscribe():
+        body = json.loads(ev.data) if ev.data else {}
+        if ev.kind == "alarm" and body.get("event") in ("activate", "clear"):
+            tl.say(f"alarm {body['event']}: {body['site']} {body['point']} ({body['rule']}, {body['priority']})")
+        elif ev.kind == "event" and str(body.get("kind", "")).startswith(("local.", "forecast.")):
+            tl.say(f"edge event {body['site']}: {body['kind']} — {body.get('detail', '')}")
+        elif ev.kind == "command":
+            tl.say(f"command {body.get('cmd_id', '')[:8]}: {body.get('state', '')}")
+        elif ev.kind == "escalation":
+            tl.say(f"ESCALATED: {body.get('recipient')} did not acknowledge {body.get('identifier')}")
+
+
+def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_url: str,
+             cameras: dict[str, dict[str, Any]], forward_to: str | None) -> dict[str, Any]:
+    recipients: dict[str, Any] = {
+        "city-centre": {"kind": "city_centre", "url": centre_url, "escalate_after_s": 60.0},
+        "fire-119": {"kind": "fire_119", "url": fire_url, "priorities": ["critical"], "escalate_after_s": 60.0},
+    }
+    if forward_to:
+        recipients["forward-to"] = {"kind": "agency", "url": forward_to}
+    return {
+        "hub": {"id": HUB},
+        "broker": {"host": "localhost", "port": broker.port, "ca": str(pki.ca_chain), "cert": str(pki.cert(HUB)),
+                   "key": str(pki.key(HUB))},
+        "database": {"path": str(root / "hub" / "hub.db")},
+        "commands": {"signing_key": str(pki.command_key)},
+        "api": {"listen": "127.0.0.1:0", "enabled": True},
+        "sites": {"accept_any": False, "registry": {
+            s.site: {"area": s.area, "name": s.name, "lat": s.lat, "lon": s.lon} for s in SITES}},
+        "forward": {"recipients": recipients},
+        "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
+    }
+
+
+def _site_config(root: Path, pki: Pki, broker: RunningBroker, spec: SiteSpec, transport: str) -> Path:
+    from shared.paths import profiles_dir
+
+    d = root / "edges" / spec.site
+    d.mkdir(parents=True, exist_ok=True)
+    policy = "closing_depth_cm = 100.0\nreopening_depth_cm = 50.0\n" if "gt" in spec.site else ""
+    depth_source = 'depth_source = "device.water_level_cm"\n' if "gt" in spec.site else ""
+    model = 'model = "flood"\n' if "-up-" in spec.site else ""
+    text = f"""[site]
+id = "{spec.site}"
+name = "{spec.name}"
+state_dir = "{d / 'state'}"
+
+[hub]
+host = "localhost"
+port = {broker.port}
+ca = "{pki.ca_chain}"
+cert = "{pki.cert(spec.site)}"
+key = "{pki.key(spec.site)}"
+command_key = "{pki.command_pub}"
+
+[policy]
+verify_timeout_s = 20.0
+{policy}
+[devices.device]
+profile = "{profiles_dir() / spec.profile}"
+transport = "{transport}"
+{depth_source}{model}"""
+    path = d / "site.toml"
+    path.write_text(text)
+    return path
+
+
+@contextlib.asynccontextmanager
+async def _receivers(root: Path) -> AsyncIterator[tuple[Any, Any]]:
+    from hub import receiver
+    from hub.forward.capread import CapSchema, default_schema_path
+
+    schema = CapSchema() if default_schema_path().is_file() else None
+    (root / "receivers").mkdir(parents=True, exist_ok=True)
+    async with receiver.serve(db=root / "receivers" / "city-centre.db", schema=schema) as centre, \
+            receiver.serve(db=root / "receivers" / "fire-119.db", schema=schema) as fire:
+        yield centre, fire
+
+
+async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json_out: Path | None,
+                   forward_to: str | None, speed: float | None) -> int:
+    from edge.agent import Agent
+    from edge.config import load_site_config
+    from edge.sim import camera as camsim
+    from edge.sim.servers import run_simulator
+    from hub import auth
+    from hub.config import parse
+    from hub.roles import Role as HubRole
+    from hub.service import running
+    from shared.paths import profiles_dir
+    from shared.profiles import load_profile
+
+    root = root.resolve()
+    play_s = duration_s * 0.85 if duration_s else 600.0
+    speed = speed or STORM_S / play_s
+    tl = Timeline(quiet=headless)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    pki = fresh_pki(root, [s.site for s in SITES])
+    stage, rain = storm_series()
+    ups: dict[str, Underpass] = {s.site: Underpass(s.site) for s in SITES if "-up-" in s.site}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    (root / "broker").mkdir()
     with RunningBroker.start(pki.dir, root / "broker", persistence=True) as broker:
-        print(f"jikimi demo: state in {root.resolve()}")
-        print(f"  PKI          {pki.dir.resolve()} (fresh; CA chain {pki.ca_chain.resolve()})")
-        print(f"  broker       mqtts://localhost:{broker.port} (Mosquitto, TLS 1.3, client certificates)")
-        print(f"  broker log   {broker.log.resolve()}")
-        print("  still to come: hub, edge agents, simulators, receivers (see README)")
-        print("Ctrl-C stops everything.", flush=True)
-        deadline = None if duration_s is None else time.monotonic() + duration_s
-        while not stop and (deadline is None or time.monotonic() < deadline):
-            if broker.proc.poll() is not None:
-                print(f"broker exited: {broker.log_tail()}", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-    print("jikimi demo: stopped cleanly")
+        async with contextlib.AsyncExitStack() as stack:
+            centre, fire = await stack.enter_async_context(_receivers(root))
+            sims: dict[str, Any] = {}
+            cameras: dict[str, dict[str, Any]] = {}
+            for spec in SITES:
+                profile = load_profile(profiles_dir() / spec.profile)
+                sim = await stack.enter_async_context(run_simulator(profile))
+                sims[spec.site] = sim
+                phys = sim.physics
+                if spec.scale:
+                    phys.water.series = tuple((t / speed, v * spec.scale) for t, v in stage)
+                    phys.water.t_s = 0.0
+                phys.rain_series = tuple((t / speed, v * speed) for t, v in rain)
+                phys.barrier.travel_s = 3.0
+                if "-sl-" in spec.site:
+                    phys.slope.rate_mm_per_h = 0.2 * speed
+                if spec.site in ups:
+                    cam = await stack.enter_async_context(camsim.serve(f"CCTV-{spec.site[3:]}"))
+                    cameras[f"CCTV-{spec.site[3:]}"] = {
+                        "lat": spec.lat, "lon": spec.lon + 0.0009, "heading_deg": 270, "fov_deg": 60, "range_m": 150,
+                        "snapshot_url": cam.snapshot_url}
+            raw = _hub_raw(root, pki, broker, centre.url, fire.url, cameras, forward_to)
+            (root / "hub").mkdir(exist_ok=True)
+            cfg = parse(raw, root / "hub" / "hub.toml")
+            hub = await stack.enter_async_context(running(cfg))
+            passwords = {name: secrets.token_urlsafe(12) for name in ("operator", "supervisor1", "supervisor2")}
+            for name, role in (("operator", HubRole.OPERATOR), ("supervisor1", HubRole.SUPERVISOR),
+                               ("supervisor2", HubRole.SUPERVISOR)):
+                await asyncio.to_thread(auth.add_user, cfg.db_path, name, role, passwords[name], actor="demo")
+            agents: list[Agent] = []
+            for spec in SITES:
+                sim = sims[spec.site]
+                scheme = {"modbus_tcp": "", "modbus_rtu": "rtu://", "serial_line": "serial://"}[
+                    load_profile(profiles_dir() / spec.profile).transport.type.value]
+                transport = sim.address if not scheme else scheme + sim.path
+                agent = Agent(load_site_config(_site_config(root, pki, broker, spec, transport)))
+                await agent.open(stack)
+                agents.append(agent)
+            console = f"https://localhost:{hub.api_port}/"
+            banner = [f"jikimi demo — state in {root.resolve()}",
+                      f"  console   {console}  (trust {pki.ca_chain.resolve()})",
+                      *[f"  login     {n} / {p}" for n, p in passwords.items()],
+                      f"  receivers {centre.url} (city centre), {fire.url} (119)",
+                      f"  storm     Walnut Creek 2024-08-08/09 at {speed:.0f}× ({STORM_S / speed:.0f} s)",
+                      "Ctrl-C stops everything."]
+            print("\n".join(banner), flush=True)
+            (root / "credentials.txt").write_text("\n".join(f"{n} {p}" for n, p in passwords.items()) + "\n")
+            tl.say("twelve sites in three cities are up; the storm begins")
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(a.run(), name=f"edge:{a.cfg.site.id}") for a in agents]
+                tasks += [tg.create_task(_watch_underpasses(sims, ups, tl), name="demo.watch"),
+                          tg.create_task(_timeline(hub, tl), name="demo.timeline")]
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=duration_s)
+                tl.say("stopping: draining the edges' outboxes")
+                await _drain(agents, 15.0)
+                await asyncio.sleep(1.0)
+                figures = await _figures(hub, cfg.db_path, agents, ups, centre)
+                for t in tasks:
+                    t.cancel()
+            for a in agents:
+                a.close()
+    tl.say("stopped cleanly")
+    figures["timeline"] = tl.lines
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
+    if not headless:
+        print(json.dumps({k: v for k, v in figures.items() if k != "timeline"}, indent=2, ensure_ascii=False))
     return 0
+
+
+async def _drain(agents: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for a in agents:
+        a.flush()
+    while any(a.outbox.held for a in agents) and time.monotonic() < deadline:  # noqa: ASYNC110 - agents' state
+        await asyncio.sleep(0.1)
+
+
+async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpass], centre: Any) -> dict[str, Any]:
+    def q(conn: sqlite3.Connection) -> dict[str, Any]:
+        def one(sql: str) -> Any:
+            return conn.execute(sql).fetchone()[0]
+
+        # the city centre's first acknowledgement of an alert about the site after the crossing
+        acked_at = {site: conn.execute(
+            "SELECT min(d.acked_at) FROM fwd_deliveries d JOIN fwd_messages m ON m.identifier = d.identifier"
+            " WHERE m.site = ? AND d.recipient = 'city-centre' AND d.acked_at >= ?",
+            (site, up.crossed_wall or 0.0)).fetchone()[0] for site, up in ups.items()}
+        return {
+            "records_committed": one("SELECT count(*) FROM records"),
+            "alarms": one("SELECT count(*) FROM alarms WHERE raised_at IS NOT NULL"),
+            "commands": one("SELECT count(*) FROM commands"),
+            "alerts": one("SELECT count(*) FROM fwd_messages"),
+            "deliveries": one("SELECT count(*) FROM fwd_deliveries"),
+            "deliveries_acknowledged": one("SELECT count(*) FROM fwd_deliveries WHERE state = 'acked'"),
+            "closed_events": [r[0] for r in conn.execute(
+                "SELECT DISTINCT site FROM records WHERE type = 'event'"
+                " AND body LIKE '%local.barrier.close.verified%' ORDER BY site")],
+            "acked_at": acked_at,
+        }
+
+    got = await hub.reader.run(q)
+    sent = sum(a.outbox.next_seq - 1 for a in agents)
+    per_site = {}
+    for site, up in ups.items():
+        ack = got["acked_at"].get(site)
+        per_site[site] = {
+            "crossing_to_closed_ms": None if up.crossed_wall is None or up.closed_wall is None
+            else round((up.closed_wall - up.crossed_wall) * 1000),
+            "crossing_to_cap_ack_ms": None if up.crossed_wall is None or ack is None
+            else round((ack - up.crossed_wall) * 1000),
+        }
+    closed = [v["crossing_to_closed_ms"] for v in per_site.values() if v["crossing_to_closed_ms"] is not None]
+    acked = [v["crossing_to_cap_ack_ms"] for v in per_site.values() if v["crossing_to_cap_ack_ms"] is not None]
+    received = centre.alerts()
+    return {
+        "barrier_closed_locally": bool(got["closed_events"]),
+        "barriers_closed_locally": got["closed_events"],
+        "records_sent": sent,
+        "records_committed": got["records_committed"],
+        "alarms": got["alarms"],
+        "commands": got["commands"],
+        "alerts": got["alerts"],
+        "alerts_acknowledged": got["deliveries_acknowledged"] == got["deliveries"] and got["deliveries"] > 0,
+        "deliveries": got["deliveries"],
+        "deliveries_acknowledged": got["deliveries_acknowledged"],
+        "city_centre_received": len(received),
+        "latency_ms": {
+            "crossing_to_closed": max(closed) if closed else None,
+            "crossing_to_cap_ack": max(acked) if acked else None,
+        },
+        "underpasses": per_site,
+    }
+
+
+def run(root: Path, duration_s: float | None, *, headless: bool = False, json_out: Path | None = None,
+        forward_to: str | None = None, speed: float | None = None) -> int:
+    try:
+        return asyncio.run(run_demo(root, duration_s=duration_s, headless=headless, json_out=json_out,
+                                    forward_to=forward_to, speed=speed))
+    except KeyboardInterrupt:
+        print("jikimi demo: stopped", file=sys.stderr)
+        return 130

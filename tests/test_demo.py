@@ -1,0 +1,33 @@
+"""`jikimi demo --headless --duration 120 --json FILE` runs the whole system and says it worked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_acknowledged(tmp_path: Path) -> None:
+    out = tmp_path / "demo.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "demo", "--headless", "--duration", "120", "--json", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=400,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["barrier_closed_locally"] is True
+    assert len(figures["barriers_closed_locally"]) == 4  # every underpass of the demo
+    assert figures["records_sent"] > 1000
+    assert figures["records_committed"] == figures["records_sent"]
+    assert figures["alerts"] > 0
+    assert figures["alerts_acknowledged"] is True
+    assert figures["city_centre_received"] == figures["alerts"]
+    assert figures["latency_ms"]["crossing_to_closed"] is not None
+    assert figures["latency_ms"]["crossing_to_cap_ack"] is not None
+    assert any("barrier closed" in line["what"] for line in figures["timeline"])
+    assert (tmp_path / "var" / "demo" / "credentials.txt").is_file()  # fresh passwords, no defaults
