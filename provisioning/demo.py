@@ -70,21 +70,28 @@ SITES: tuple[SiteSpec, ...] = tuple(SiteSpec(*row) for row in (
 ))
 
 
-def storm_series() -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Two days of the creek's stage rise (cm above 2024-08-08 00:00) and rain (mm/h)."""
-    from edge.sim.replay import FOOT_CM, _day_series
-    from shared.paths import shared_data_dir
+STORM_FILE = Path(__file__).with_name("data") / "walnut-creek-2024-08-08_09.csv"
+FOOT_CM = 30.48
 
-    folder = shared_data_dir() / "usgs-walnut-creek"
-    stage_file = folder / "Walnut_Creek_at_South_State_Street_0208735460.csv"
-    rain_file = folder / "Rain_Gage_at_Lake_Johnson_354546078422045.csv"
-    d8, d9 = _day_series(stage_file, "2024-08-08"), _day_series(stage_file, "2024-08-09")
-    base = d8[0][1]
-    stage = [(t, max(0.0, v - base) * FOOT_CM) for t, v in d8] + [(t + 86400, max(0.0, v - base) * FOOT_CM)
-                                                                   for t, v in d9]
-    r8, r9 = _day_series(rain_file, "2024-08-08"), _day_series(rain_file, "2024-08-09")
-    rain = [(t, v * 25.4 * 12) for t, v in r8] + [(t + 86400, v * 25.4 * 12) for t, v in r9]
-    return stage, rain
+
+def storm_series(path: Path = STORM_FILE) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """Two days of the creek's stage rise (cm above 2024-08-08 00:00) and rain (mm/h), from the
+    copy shipped with the package (see data/SOURCE.md)."""
+    import csv
+    import datetime as dt
+
+    midnight = dt.datetime(2024, 8, 8)
+    stage_ft: list[tuple[float, float]] = []
+    rain: list[tuple[float, float]] = []
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            t = (dt.datetime.fromisoformat(row["datetime_utc"]) - midnight).total_seconds()
+            if row["stage_ft"]:
+                stage_ft.append((t, float(row["stage_ft"])))
+            if row["rain_in_5min"]:
+                rain.append((t, float(row["rain_in_5min"]) * 25.4 * 12))  # in / 5 min -> mm/h
+    base = stage_ft[0][1]
+    return [(t, max(0.0, v - base) * FOOT_CM) for t, v in stage_ft], rain
 
 
 def fresh_pki(root: Path, edges: list[str]) -> Pki:
