@@ -225,7 +225,7 @@ class Agent:
         point = self.cfg.device(r.device).profile.points.get(r.point)
         rec = m.Reading(
             seq=0, ts=r.ts, prio=m.Priority.TELEMETRY, device=r.device, point=r.point,
-            value=_scalar(r.value), quality=m.Quality(r.quality.value), unit=point.unit if point else "",
+            value=_scalar(r.value), quality=r.quality, unit=point.unit if point else "",
         )
         key = (r.device, r.point)
         self.latest[key] = rec
@@ -364,7 +364,7 @@ class Agent:
         got = await self._scheduler_of[device].read_now(device, [point])
         for r in got:
             if r.point == point:
-                return _scalar(r.value), m.Quality(r.quality.value)
+                return _scalar(r.value), r.quality
         raise DeviceError(f"{device}.{point}: no reading")
 
     # --- birth and health ---------------------------------------------------------------------

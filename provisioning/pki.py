@@ -117,6 +117,40 @@ def _name(cn: str, unit: str) -> x509.Name:
     )
 
 
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, serial: int, days: int, *,
+    ca: bool, path_length: int | None = None,
+) -> x509.CertificateBuilder:
+    """What every certificate here has: validity (5 min back-dated for clock skew), basic
+    constraints, key usage for a CA or a leaf, and the subject key identifier."""
+    now = _now()
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(serial)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=path_length if ca else None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=not ca,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+
+
 def _ca_cert(
     subject: x509.Name,
     key: ec.EllipticCurvePrivateKey,
@@ -125,32 +159,8 @@ def _ca_cert(
     days: int,
     path_length: int | None,
 ) -> x509.Certificate:
-    now = _now()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-    )
+    builder = _builder(subject, issuer, key.public_key(), x509.random_serial_number(), days, ca=True,
+                       path_length=path_length)
     if issuer_key is not key:
         builder = builder.add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
@@ -309,7 +319,6 @@ class Pki:
         self, cn: str, role: Role, public_key: ec.EllipticCurvePublicKey, days: int, sans: Sequence[x509.GeneralName]
     ) -> x509.Certificate:
         issuer_cert, issuer_key = self._issuing()
-        now = _now()
         usages = {
             Role.EDGE: [ExtendedKeyUsageOID.CLIENT_AUTH],
             Role.OPERATOR: [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -318,30 +327,8 @@ class Pki:
         }[role]
         serial = x509.random_serial_number()
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn, role.value))
-            .issuer_name(issuer_cert.subject)
-            .public_key(public_key)
-            .serial_number(serial)
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            _builder(_name(cn, role.value), issuer_cert.subject, public_key, serial, days, ca=False)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
             )

@@ -13,18 +13,10 @@ Rules (DESIGN §5):
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from enum import Enum
 
 from edge.drivers.codec import Raw, Value
+from shared.messages import Quality as Quality  # re-exported: one closed set for the edge, wire and hub
 from shared.profiles import Point
-
-
-class Quality(Enum):
-    GOOD = "good"
-    STALE = "stale"
-    COMM_FAIL = "comm_fail"
-    OUT_OF_RANGE = "out_of_range"
-    SENSOR_FAULT = "sensor_fault"
 
 
 @dataclass(frozen=True)

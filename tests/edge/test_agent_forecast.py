@@ -26,7 +26,7 @@ from edge.sim.servers import run_simulator
 from provisioning.broker import RunningBroker
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
-from tests.edge.test_agent import UNDERPASS, until, write_config
+from tests.edge.harness import UNDERPASS, until, write_config
 
 pytestmark = pytest.mark.broker
 SPEED = 30.0

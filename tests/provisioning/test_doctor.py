@@ -11,7 +11,7 @@ from provisioning.doctor import check_site
 from provisioning.pki import Pki, Role
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
-from tests.edge.test_agent import UNDERPASS, write_config
+from tests.edge.harness import UNDERPASS, write_config
 
 
 def _yes(_argv: list[str]) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +15,13 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
 from edge.agent import Agent
-from edge.config import load_site_config
 from edge.sim.servers import Simulator, run_simulator
 from hub.config import parse
 from hub.service import Hub, running
 from provisioning.broker import RunningBroker
-from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
+from tests.edge.harness import UNDERPASS, running_agent, write_config
 from tests.hub.conftest import PASSWORD, add_users, raw_config
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -30,7 +29,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT: ViewportSize = {"width": 1366, "height": 768}
 ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-UNDERPASS = profiles_dir() / "underpass-jk-up300.toml"
+
 # Seryu underpass, Suwon (WGS84): inside the Suwon boundary on the map.
 SURWON_UNDERPASS = {"area": "gg-suwon", "name": "세류 지하차도", "lat": 37.2527, "lon": 127.0166}
 
@@ -43,48 +42,6 @@ class Console:
     """The site the real edge agent reports as."""
     sim: Simulator
     agent: Agent
-
-
-def _edge_config(path: Path, pki: PkiFixture, site: str, broker: RunningBroker, sim: Simulator) -> Path:
-    d = pki.dir
-    # The edge's own closing depth is set high so that at 20 cm the barrier stays open until the
-    # operator closes it (the hub's rule still fires at the national 15 cm).
-    path.write_text(f"""
-[site]
-id = "{site}"
-state_dir = "{path.parent / "state"}"
-
-[hub]
-host = "{broker.host}"
-port = {broker.port}
-ca = "{d / "ca.pem"}"
-cert = "{d / site / "cert.pem"}"
-key = "{d / site / "key.pem"}"
-command_key = "{d / "command-signing" / "pub.pem"}"
-
-[policy]
-verify_timeout_s = 5.0
-closing_depth_cm = 40.0
-
-[devices.barrier]
-profile = "{UNDERPASS}"
-transport = "{sim.address}"
-""")
-    return path
-
-
-@asynccontextmanager
-async def _agent(config: Path) -> AsyncIterator[Agent]:
-    agent = Agent(load_site_config(config))
-    async with AsyncExitStack() as stack:
-        await agent.open(stack)
-        async with asyncio.TaskGroup() as tg:
-            task = tg.create_task(agent.run(), name="agent")
-            try:
-                yield agent
-            finally:
-                task.cancel()
-    agent.close()
 
 
 async def until(pred: Callable[[], bool | Awaitable[bool]], within_s: float = 15.0, what: str = "") -> None:
@@ -125,8 +82,11 @@ async def console(test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path,
         sim.physics.water.depth_cm = 3.0
         async with running(cfg) as hub:
             (tmp_path / "edge").mkdir()
-            edge_cfg = _edge_config(tmp_path / "edge" / "site.toml", test_pki, site, broker, sim)
-            async with _agent(edge_cfg) as agent:
+            # The edge's own closing depth is set high so that at 20 cm the barrier stays open until
+            # the operator closes it (the hub's rule still fires at the national 15 cm).
+            edge_cfg = write_config(tmp_path / "edge" / "site.toml", test_pki, site, broker, sim,
+                                    extra_policy="closing_depth_cm = 40.0")
+            async with running_agent(edge_cfg) as agent:
                 await asyncio.wait_for(agent.uplink.connected.wait(), 10)
                 yield Console(hub=hub, url=f"https://127.0.0.1:{hub.api_port}", site=site, sim=sim, agent=agent)
 
