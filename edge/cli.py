@@ -1,18 +1,21 @@
-"""The edge package's commands: ``profile show|check``, ``sim run`` and ``bench edge``."""
+"""The edge package's commands: ``profile show|check``, ``sim run`` and ``sim camera``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from edge.sim.servers import Faults, Simulator, run_simulator
-from shared.cli import Cli
+from shared.cli import Cli, parse_listen, until_stopped
 from shared.errors import ConfigError
 from shared.profiles import Point, Profile, load_profile
+
+log = logging.getLogger(__name__)
 
 
 def register(cli: Cli) -> None:
@@ -52,9 +55,9 @@ def register(cli: Cli) -> None:
     )
     p.add_argument("--speed", type=float, default=60.0, help="replay speed-up (default 60)")
 
-    p = cli.subcommand("bench", "edge", "measure the edge's device I/O", _bench_edge, group_help="benchmarks")
-    p.add_argument("--json", type=Path, required=True, metavar="FILE")
-    p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets", _camera)
+    p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
+    p.add_argument("--id", required=True, dest="camera_id", help="the camera id shown in its pictures")
 
 
 def point_row(p: Point) -> dict[str, Any]:
@@ -218,10 +221,19 @@ def _sim_run(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args, profile))
 
 
-def _bench_edge(args: argparse.Namespace) -> int:
-    from edge.bench import run_edge_bench, write_report
+def _camera(args: argparse.Namespace) -> int:
+    from edge.sim import camera  # only here: the other commands need no Pillow
+    from shared import logs
 
-    report = asyncio.run(run_edge_bench(seconds=args.seconds))
-    write_report(args.json, report)
-    print(json.dumps(report, indent=2))
+    host, port = parse_listen(args.listen)
+    logs.setup()
+
+    async def main() -> None:
+        async with camera.serve(args.camera_id, host=host, port=port) as running:
+            log.info("camera.listening", extra={"url": running.base_url, "camera": args.camera_id,
+                                                "snapshot_url": running.snapshot_url,
+                                                "ptz_preset_url": running.ptz_preset_url})
+            await until_stopped()
+
+    asyncio.run(main())
     return 0

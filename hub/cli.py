@@ -85,12 +85,6 @@ def _audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench_ingest(args: argparse.Namespace) -> int:
-    from hub import bench
-
-    return bench.main(args)
-
-
 def _db_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--config", type=Path, help="the hub's config file (its database)")
@@ -127,14 +121,6 @@ def register(cli: Cli) -> None:
                        group_help="the hub's audit log")
     p.add_argument("--db", type=Path, required=True)
 
-    p = cli.subcommand("bench", "ingest", "hub ingest throughput and latency against a real mTLS broker",
-                       _bench_ingest, group_help="benchmarks")
-    p.add_argument("--sites", type=int, default=100)
-    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (after a warm-up)")
-    p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
-    p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
-    p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--json", type=Path, required=True, help="write the results here")
 
 
 def _user_usage(args: argparse.Namespace) -> int:

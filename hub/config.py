@@ -84,7 +84,7 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class EnrolmentConfig:
-    """``[enrolment]``: the field-enrolment endpoint the hub runs (provisioning/enroll.py)."""
+    """``[enrolment]``: the field-enrolment endpoint the hub runs (trust/enrolment.py)."""
 
     host: str
     port: int

@@ -107,9 +107,9 @@ class Hub:
 
     async def _enrolment(self) -> None:
         """The field-enrolment endpoint (HTTPS with the hub's certificate) until cancelled."""
-        from provisioning.broker import BrokerError, refresh_acl
-        from provisioning.enroll import EnrolmentService, EnrolmentStore, serve_enrolment
-        from provisioning.pki import Pki
+        from trust.broker import BrokerError, refresh_acl
+        from trust.enrolment import EnrolmentService, EnrolmentStore, serve_enrolment
+        from trust.pki import Pki
 
         en = self.cfg.enrolment
         assert en is not None

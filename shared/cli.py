@@ -11,23 +11,28 @@ a traceback means a bug.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from shared.errors import JikimiError
+from shared.errors import ConfigError, JikimiError
 
 Handler = Callable[[argparse.Namespace], int]
 
 # Modules that register commands, in the order their groups appear in --help.
 COMMAND_MODULES = (
+    "trust.cli",
     "provisioning.cli",
     "edge.cli",
     "edge.agent_cli",
     "edge.inference.cli",
     "hub.cli",
     "hub.forward.cli",
+    "lab.cli",
 )
 
 
@@ -105,3 +110,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``) → (host, port); ConfigError otherwise."""
+    rest = value.removeprefix("tcp://")
+    host, sep, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError("--listen", "", f"{value!r}: expected tcp://HOST:PORT")
+    return host, int(port)
+
+
+async def until_stopped() -> None:
+    """Wait for SIGINT or SIGTERM (a foreground server's life)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):
+                loop.remove_signal_handler(sig)

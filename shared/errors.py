@@ -9,6 +9,7 @@
     ├── RetryExhausted                the retry helper gave up (attempts or total time)
     ├── EdgeError (edge/errors.py)    the edge agent's tree
     ├── HubError (hub/errors.py)      the hub's tree
+    ├── TrustError                    identity: PKI, broker config, the enrolment endpoint (trust/)
     └── ProvisioningError             the technician's tools' tree
 
 Library exceptions are translated at the seam with ``raise ... from exc`` so a caller only
@@ -55,6 +56,10 @@ class TlsSetupError(JikimiError):
 
 class RetryExhausted(JikimiError):
     """The retry helper gave up after its attempts or total time ran out."""
+
+
+class TrustError(JikimiError):
+    """Identity went wrong: the PKI, the broker's config or ACL, the enrolment endpoint."""
 
 
 class ProvisioningError(JikimiError):

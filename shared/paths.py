@@ -1,20 +1,27 @@
-"""Where jikimi's files are: the profiles and models that ship with it, and the reference data.
+"""Where jikimi's shipped files are: device profiles, models, and the read-only reference data.
 
-The project runs from its checkout (``pip install -e``), so the data folders beside the
-packages are found from this file, whatever the current directory is.
+Profiles and models live in ``firmware-configs/`` beside the packages; it is installed as the
+data package ``firmware_configs`` (see pyproject.toml), so a wheel install finds them as well as
+a checkout does. A bare profile name (``underpass-jk-up300.toml``) resolves to the shipped
+profile of that name (:func:`resolve_profile`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+_DATA_PACKAGE = "firmware_configs"
 
 
 def firmware_configs() -> Path:
     """``firmware-configs/``: device profiles and TFLite models with their cards."""
-    return REPO_ROOT / "firmware-configs"
+    spec = importlib.util.find_spec(_DATA_PACKAGE)
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return REPO_ROOT / "firmware-configs"  # a bare checkout on PYTHONPATH, not installed
 
 
 def profiles_dir() -> Path:
@@ -23,6 +30,14 @@ def profiles_dir() -> Path:
 
 def models_dir() -> Path:
     return firmware_configs() / "models"
+
+
+def resolve_profile(path: Path) -> Path:
+    """A profile path as given; a bare file name that is not there resolves to the shipped one."""
+    if path.exists() or path.parent != Path():
+        return path
+    shipped = profiles_dir() / path.name
+    return shipped if shipped.is_file() else path
 
 
 def shared_data_dir() -> Path:

@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 from shared.errors import ProfileError
+from shared.paths import resolve_profile
 
 
 class Transport(Enum):
@@ -256,7 +257,7 @@ def profile_hash(path: Path) -> str:
 
 def load_profile(path: Path | str) -> Profile:
     """Read and validate one profile; raise :class:`ProfileInvalid` naming file and key."""
-    path = Path(path)
+    path = resolve_profile(Path(path))
     try:
         data = path.read_bytes()
     except OSError as exc:

@@ -18,11 +18,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from provisioning.broker import RunningBroker
-from provisioning.pki import Pki, Role
 from shared import retry
 from shared.paths import shared_data_dir
 from shared.tls import TlsFiles, client_context
+from trust.broker import RunningBroker
+from trust.pki import Pki, Role
 
 EDGE_POOL = 256  # issued up front: the session broker's ACL lists them from the start
 _RUN = uuid.uuid4().hex[:6]

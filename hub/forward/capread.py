@@ -25,7 +25,6 @@ import xmlschema
 
 from hub.forward.cap import CAP_NS, Reference
 from hub.forward.errors import CapError
-from shared.paths import shared_data_dir
 
 CAP_NAMESPACES: Final = (
     CAP_NS,
@@ -66,7 +65,7 @@ def parse_untrusted(data: bytes) -> ET.Element:
 
 
 def default_schema_path() -> Path:
-    return shared_data_dir() / "cap" / "CAP-v1.2.xsd"
+    return Path(__file__).with_name("schema") / "CAP-v1.2.xsd"
 
 
 class CapSchema:

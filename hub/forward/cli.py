@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
 
 from shared import logs
-from shared.cli import Cli
+from shared.cli import Cli, parse_listen, until_stopped
 from shared.errors import ConfigError
 from shared.tls import TlsFiles
 
@@ -39,34 +37,6 @@ def register(cli: Cli) -> None:
     schema = p.add_mutually_exclusive_group()
     schema.add_argument("--schema", type=Path, help="CAP-v1.2.xsd (default: the reference data's)")
     schema.add_argument("--no-schema", action="store_true", help="read CAP tolerantly without validating")
-
-    p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets", _camera,
-                       group_help="device simulators")
-    p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
-    p.add_argument("--id", required=True, dest="camera_id", help="the camera id shown in its pictures")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` (or ``HOST:PORT``) → (host, port); ConfigError otherwise."""
-    rest = value.removeprefix("tcp://")
-    host, sep, port = rest.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise ConfigError("--listen", "", f"{value!r}: expected tcp://HOST:PORT")
-    return host, int(port)
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):
-                loop.remove_signal_handler(sig)
 
 
 def _receiver(args: argparse.Namespace) -> int:
@@ -90,24 +60,7 @@ def _receiver(args: argparse.Namespace) -> int:
                                   crl=args.crl, fail_first=args.fail_first, strict=args.strict,
                                   schema=schema) as running:
             log.info("receiver.listening", extra={"url": running.url, "fail_first": args.fail_first})
-            await _until_stopped()
-
-    asyncio.run(main())
-    return 0
-
-
-def _camera(args: argparse.Namespace) -> int:
-    from edge.sim import camera  # only here: the hub's other commands need no Pillow
-
-    host, port = parse_listen(args.listen)
-    logs.setup()
-
-    async def main() -> None:
-        async with camera.serve(args.camera_id, host=host, port=port) as running:
-            log.info("camera.listening", extra={"url": running.base_url, "camera": args.camera_id,
-                                                "snapshot_url": running.snapshot_url,
-                                                "ptz_preset_url": running.ptz_preset_url})
-            await _until_stopped()
+            await until_stopped()
 
     asyncio.run(main())
     return 0

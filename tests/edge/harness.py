@@ -12,10 +12,10 @@ import pytest
 from edge.agent import Agent
 from edge.config import load_site_config
 from edge.sim.servers import Simulator, run_simulator
-from provisioning.broker import RunningBroker
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
+from trust.broker import RunningBroker
 
 UNDERPASS = profiles_dir() / "underpass-jk-up300.toml"
 

@@ -19,11 +19,11 @@ import msgspec
 
 from hub.config import parse
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker
 from shared import messages, topics
 from shared.tls import client_context
 from tests.conftest import PkiFixture
 from tests.hub.conftest import raw_config
+from trust.broker import RunningBroker
 
 _record = msgspec.json.Decoder(messages.Event | messages.Reply)
 

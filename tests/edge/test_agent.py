@@ -16,12 +16,12 @@ import msgspec
 import pytest
 
 from edge.sim.servers import Simulator
-from provisioning.broker import RunningBroker
 from shared import messages as m
 from shared.signing import load_private_key, sign_command
 from tests.conftest import PkiFixture
 from tests.edge.harness import running_agent, underpass_sim, until, write_config
 from tests.edge.real_hub import RealHub, running_real_hub
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

@@ -23,10 +23,10 @@ from edge.inference import evaluate as ev
 from edge.inference.events import FloodEvent, Split, floodnet_csv, load_events, select
 from edge.inference.flood import FloodForecaster
 from edge.sim.servers import run_simulator
-from provisioning.broker import RunningBroker
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
 from tests.edge.harness import UNDERPASS, until, write_config
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 SPEED = 30.0

@@ -12,13 +12,13 @@ import pytest
 
 from edge.outbox import Outbox
 from edge.uplink import Uplink, UplinkConfig
-from provisioning.broker import RunningBroker
-from provisioning.pki import Pki, Role
 from shared import messages
 from shared.tls import TlsFiles
 from tests.conftest import PkiFixture
 from tests.edge.real_hub import running_real_hub
 from tests.fakes.hub import running_fake_hub
+from trust.broker import RunningBroker
+from trust.pki import Pki, Role
 
 pytestmark = pytest.mark.broker
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import aiomqtt
 import msgspec
 
-from provisioning.broker import RunningBroker
 from shared import messages, topics
 from shared.tls import TlsFiles, client_context
+from trust.broker import RunningBroker
 
 
 @dataclass

@@ -17,10 +17,10 @@ from contextlib import asynccontextmanager
 import aiomqtt
 import msgspec
 
-from provisioning.broker import RunningBroker
 from shared import messages, topics
 from shared.messages import Ack, Birth, Command, DataBatch, DeviceInfo, Priority, Quality, Reading, Record, Reply
 from shared.tls import TlsFiles, client_context
+from trust.broker import RunningBroker
 
 
 class FakeEdge:

@@ -17,8 +17,8 @@ from hub import auth
 from hub.config import HubConfig, parse
 from hub.roles import Role
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker
 from tests.conftest import PkiFixture
+from trust.broker import RunningBroker
 
 ConfigFactory = Callable[..., HubConfig]
 

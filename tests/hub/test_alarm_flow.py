@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import FakeEdge, fake_edge
 from tests.hub.conftest import ConfigFactory, api_client, until
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

@@ -14,12 +14,12 @@ from hub import receiver
 from hub.forward import capread
 from hub.forward.capread import CapSchema
 from hub.service import running
-from provisioning.broker import RunningBroker
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import fake_edge
 from tests.hub.conftest import ConfigFactory, add_users, api_client
 from tests.hub.forward.helpers import SITE, offset
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

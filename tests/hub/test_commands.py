@@ -11,12 +11,12 @@ import pytest
 from hub.commands import CommandState, Draft, OperationKind
 from hub.roles import Role
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker
 from shared.messages import Action, Quality, ReplyStatus, SiteState
 from shared.signing import load_public_key, verify_command
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import FakeEdge, fake_edge
 from tests.hub.conftest import ConfigFactory, add_users, api_client, until
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

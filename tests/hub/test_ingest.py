@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from hub.service import running
-from provisioning.broker import RunningBroker
 from shared import topics
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import fake_edge
 from tests.hub.conftest import ConfigFactory, eventually
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

@@ -17,12 +17,12 @@ import aiohttp
 import pytest
 
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker, free_port
 from shared import messages, topics
 from shared.messages import HubStatus, SiteState
 from tests.conftest import PkiFixture, mqtt_client
 from tests.fakes.hub_edge import fake_edge
 from tests.hub.conftest import ConfigFactory, api_client
+from trust.broker import RunningBroker, free_port
 
 pytestmark = pytest.mark.broker
 

@@ -6,12 +6,12 @@ import datetime as dt
 from pathlib import Path
 
 from edge.sim.servers import run_simulator
-from provisioning.broker import RunningBroker, free_port
 from provisioning.doctor import check_site
-from provisioning.pki import Pki, Role
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
 from tests.edge.harness import UNDERPASS, write_config
+from trust.broker import RunningBroker, free_port
+from trust.pki import Pki, Role
 
 
 def _yes(_argv: list[str]) -> str | None:

@@ -18,21 +18,12 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from provisioning.broker import RunningBroker
-from provisioning.enroll import (
-    EnrolmentError,
-    EnrolmentService,
-    EnrolmentStore,
-    Token,
-    _csr,
-    _pinned_context,
-    enroll_device,
-    renew_device,
-    serve_enrolment,
-)
-from provisioning.pki import Pki, Role
+from provisioning.enroll import _csr, _pinned_context, enroll_device, renew_device
 from shared import topics
 from shared.tls import TlsFiles, client_context
+from trust.broker import RunningBroker
+from trust.enrolment import EnrolmentError, EnrolmentService, EnrolmentStore, Token, serve_enrolment
+from trust.pki import Pki, Role
 
 pytestmark = pytest.mark.broker
 
@@ -172,10 +163,10 @@ async def test_enrolment_through_the_hub_service(tmp_path: Path) -> None:
     certificate on the device → the new edge's data is committed by that same hub."""
     from hub.config import parse
     from hub.service import running
-    from provisioning.broker import free_port
     from shared import messages
     from tests.conftest import PkiFixture
     from tests.hub.conftest import raw_config
+    from trust.broker import free_port
 
     pki = Pki(tmp_path / "pki")
     pki.init()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.pki import Pki, Role
 from shared.errors import TlsSetupError
 from shared.tls import TlsFiles, client_context, server_context
+from trust.pki import Pki, Role
 
 
 @pytest.fixture(scope="module")

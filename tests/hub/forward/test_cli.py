@@ -15,8 +15,7 @@ import aiohttp
 import pytest
 
 from hub.forward import cap
-from hub.forward.cli import parse_listen
-from shared.cli import build_cli
+from shared.cli import build_cli, parse_listen
 from shared.errors import ConfigError
 from tests.hub.forward.test_cap import facts
 

@@ -22,11 +22,11 @@ from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
 from hub.forward.plan import Change
 from hub.forward.tx import LocalWriter, WriteTx
-from provisioning.pki import Role
 from shared.tls import TlsFiles
 from tests.conftest import PkiFixture
 from tests.fakes.recipients import CentreFaults
 from tests.hub.forward.helpers import T0, Clock, FakeAudit, config, notice, recipient
+from trust.pki import Role
 
 MAX_STEPS = 200
 

@@ -18,11 +18,11 @@ from edge.agent import Agent
 from edge.sim.servers import Simulator, run_simulator
 from hub.config import parse
 from hub.service import Hub, running
-from provisioning.broker import RunningBroker
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
 from tests.edge.harness import UNDERPASS, running_agent, write_config
 from tests.hub.conftest import PASSWORD, add_users, raw_config
+from trust.broker import RunningBroker
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

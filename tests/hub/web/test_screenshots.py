@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from provisioning.broker import RunningBroker
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import FakeEdge, fake_edge
 from tests.hub.web.conftest import ARTIFACTS, Console, logged_in, until
+from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 

@@ -149,13 +149,13 @@ async def rtu_section(seconds: float) -> list[dict[str, float]]:
 
 
 async def _agent_section(seconds: float) -> dict[str, Any]:
-    from edge.bench_agent import agent_section
+    from lab.bench_agent import agent_section
 
     return await agent_section(seconds)
 
 
 async def _inference_section(seconds: float) -> dict[str, Any]:
-    from edge.inference.bench import measure_inference
+    from lab.bench_inference import measure_inference
 
     return await asyncio.to_thread(measure_inference, 3000)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.broker import BrokerError, write_config
-from provisioning.pki import Pki, Role
+from trust.broker import BrokerError, write_config
+from trust.pki import Pki, Role
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from provisioning.broker import RunningBroker, refresh_acl
-from provisioning.pki import Pki, Role
 from shared import topics
 from shared.cli import main
 from shared.tls import TlsFiles, client_context
-from tests.provisioning.test_broker import _refused
+from tests.trust.test_broker import _refused
+from trust.broker import RunningBroker, refresh_acl
+from trust.pki import Pki, Role
 
 pytestmark = pytest.mark.broker
 
@@ -111,7 +111,7 @@ def test_revoked_edge_is_cut_off_and_others_stay(tmp_path: Path) -> None:
 
 
 def test_refresh_acl_without_a_broker_config_says_so(tmp_path: Path) -> None:
-    from provisioning.broker import BrokerError
+    from trust.broker import BrokerError
 
     pki = Pki(tmp_path / "pki")
     pki.init()

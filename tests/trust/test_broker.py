@@ -16,11 +16,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from provisioning.broker import RunningBroker
-from provisioning.pki import Pki, Role
 from shared import messages, topics
 from shared.tls import TlsFiles, client_context
 from tests.conftest import PkiFixture, mqtt_client
+from trust.broker import RunningBroker
+from trust.pki import Pki, Role
 
 pytestmark = pytest.mark.broker
 

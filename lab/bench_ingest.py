@@ -189,7 +189,7 @@ def _counter_main(pki: str, host: str, port: int, count: Synchronized[int], read
 
 
 def _pki(root: Path, sites: list[str]) -> Path:
-    from provisioning.pki import Pki, Role
+    from trust.pki import Pki, Role
 
     pki = Pki(root / "pki")
     pki.init()
@@ -202,7 +202,7 @@ def _pki(root: Path, sites: list[str]) -> Path:
 
 async def run_bench(n_sites: int, duration: float, batch: int, rate: float, warmup: float,
                     workdir: Path) -> dict[str, Any]:
-    from provisioning.broker import RunningBroker
+    from trust.broker import RunningBroker
 
     if n_sites < 1 or duration <= 0 or batch < 1 or rate <= 0:
         raise BenchError("--sites, --duration, --batch and --rate must be positive")

@@ -32,16 +32,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from provisioning.pki import Pki, PkiError, Role
-from shared.errors import ProvisioningError
+from shared.errors import TrustError
 from shared.topics import ROOT, SiteChannel
+from trust.pki import Pki, PkiError, Role
 
 DEFAULT_PORT = 8883
 MAX_QUEUED_MESSAGES = 1_000_000
 MAX_PACKET_SIZE = 512 * 1024
 
 
-class BrokerError(ProvisioningError):
+class BrokerError(TrustError):
     """The broker cannot be configured or started."""
 
 

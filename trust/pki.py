@@ -36,10 +36,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.errors import ProvisioningError
+from shared.errors import TrustError
 
 
-class PkiError(ProvisioningError):
+class PkiError(TrustError):
     """The PKI folder is missing, incomplete, or the request does not fit it."""
 
 

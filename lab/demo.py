@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from provisioning.broker import RunningBroker
-from provisioning.pki import Pki, Role
+from trust.broker import RunningBroker
+from trust.pki import Pki, Role
 
 HUB = "hub-demo"
 STORM_S = 2 * 86400.0

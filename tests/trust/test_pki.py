@@ -9,8 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from provisioning.pki import Pki, PkiError, Role
 from shared.cli import main
+from trust.pki import Pki, PkiError, Role
 
 
 def _cert(path: Path) -> x509.Certificate:

@@ -34,12 +34,12 @@ from typing import Any
 import aiomqtt
 
 from edge.sim.servers import Simulator, run_simulator
-from provisioning.broker import RunningBroker
-from provisioning.pki import Pki, Role
 from shared import messages, topics
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.tls import TlsFiles, client_context
+from trust.broker import RunningBroker
+from trust.pki import Pki, Role
 
 SITE = "gg-bench-site-01"
 HUB = "hub-bench"

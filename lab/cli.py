@@ -1,0 +1,58 @@
+"""``jikimi demo`` and ``jikimi bench …``: the commands that wire whole systems together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from shared.cli import Cli
+from shared.errors import JikimiError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from lab import demo
+
+    if args.headless and args.duration is None:
+        raise JikimiError("--headless needs --duration SECONDS")
+    return demo.run(Path("var/demo"), args.duration, headless=args.headless, json_out=args.json,
+                    forward_to=args.forward_to, speed=args.speed)
+
+
+def _bench_edge(args: argparse.Namespace) -> int:
+    from lab.bench_edge import run_edge_bench, write_report
+
+    report = asyncio.run(run_edge_bench(seconds=args.seconds))
+    write_report(args.json, report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_ingest(args: argparse.Namespace) -> int:
+    from lab import bench_ingest
+
+    return bench_ingest.main(args)
+
+
+def register(cli: Cli) -> None:
+    p = cli.command("demo", "run the whole system on one machine (state under ./var/demo)", _demo)
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--headless", action="store_true", help="no console banner; run for --duration and stop")
+    p.add_argument("--json", type=Path, help="write the timeline and its figures here")
+    p.add_argument("--forward-to", help="also send every alert as CAP 1.2 over HTTP POST to this URL")
+    p.add_argument("--speed", type=float, help="storm replay speed (default: the storm fits the duration)")
+
+    g = "benchmarks, each with the machine and a reference measured in the same run"
+    p = cli.subcommand("bench", "edge", "measure the edge's device I/O", _bench_edge, group_help=g)
+    p.add_argument("--json", type=Path, required=True, metavar="FILE")
+    p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+
+    p = cli.subcommand("bench", "ingest", "hub ingest throughput and latency against a real mTLS broker",
+                       _bench_ingest)
+    p.add_argument("--sites", type=int, default=100)
+    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (after a warm-up)")
+    p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
+    p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--json", type=Path, required=True, help="write the results here")
