@@ -11,11 +11,11 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import secrets
 import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from cryptography import x509
@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from trust.enrolment import EnrolmentError, Token
-from trust.pki import ca_fingerprint
+from trust.pki import PkiError, issued_by_chain, pinned_chain
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,12 @@ def _pinned_context(ca_pem: bytes, cert: Path | None = None, key: Path | None = 
 
 
 async def _fetch_pinned_ca(session: aiohttp.ClientSession, token: Token) -> bytes:
-    # Bootstrap: this one request cannot verify the server yet; what it returns is trusted
-    # only if its root matches the fingerprint the token carries.
+    """The hub's CA chain, trusted only as far as it leads to the root the token pins.
+
+    Bootstrap: this one request cannot verify the server yet; what it returns is trusted only if
+    every certificate in it leads to the pinned root (an attacker's CA put in front of the real
+    root refuses the whole chain), and only those certificates are trusted from then on.
+    """
     bootstrap = ssl.create_default_context()
     bootstrap.check_hostname = False
     bootstrap.verify_mode = ssl.CERT_NONE  # the answer is checked against the pin below
@@ -54,14 +58,40 @@ async def _fetch_pinned_ca(session: aiohttp.ClientSession, token: Token) -> byte
             ca_pem = await resp.read()
     except aiohttp.ClientError as exc:
         raise EnrolmentError(f"cannot reach the hub at {token.url}: {exc}") from exc
+    return _pinned_pem(ca_pem, token, "presented a CA")
+
+
+def _pinned_pem(chain_pem: bytes, token: Token, what: str) -> bytes:
     try:
-        pin = ca_fingerprint(ca_pem)
-    except ValueError as exc:
-        raise EnrolmentError(f"{token.url} did not return a CA certificate") from exc
-    if not secrets.compare_digest(pin, token.ca_sha256):
-        raise EnrolmentError(f"{token.url} presented a CA that does not match the token's fingerprint: "
-                             "refusing to talk to it (wrong hub, or someone in between)")
-    return ca_pem
+        chain = pinned_chain(chain_pem, token.ca_sha256)
+    except PkiError as exc:
+        raise EnrolmentError(f"{token.url} {what} that does not match the token's fingerprint ({exc}): "
+                             "refusing to talk to it (wrong hub, or someone in between); the token is unspent") from exc
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in reversed(chain))
+
+
+def _check_issued(body: dict[str, Any], token: Token, key: ec.EllipticCurvePrivateKey) -> tuple[bytes, bytes, bytes]:
+    """What the hub sent, checked against the pinned root: (certificate, CA chain, command key)."""
+    try:
+        ca_pem = _pinned_pem(str(body["ca"]).encode(), token, "sent a CA chain")
+        chain = x509.load_pem_x509_certificates(ca_pem)
+        cert = x509.load_pem_x509_certificate(str(body["cert"]).encode())
+        command_cert = x509.load_pem_x509_certificate(str(body["command_cert"]).encode())
+        command_key = str(body["command_key"]).encode()
+        command_pub = serialization.load_pem_public_key(command_key)
+    except (KeyError, ValueError) as exc:
+        raise EnrolmentError(f"the hub's answer is incomplete or damaged: {exc}") from exc
+    if not issued_by_chain(cert, chain) or cert.public_key() != key.public_key():
+        raise EnrolmentError("the certificate the hub sent is not for this device's key or not from its CA")
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not cns or cns[0].value != token.site:
+        raise EnrolmentError(f"the certificate the hub sent is not for site {token.site}")
+    pem = serialization.Encoding.PEM
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if (not issued_by_chain(command_cert, chain)
+            or command_cert.public_key().public_bytes(pem, spki) != command_pub.public_bytes(pem, spki)):
+        raise EnrolmentError("the command key the hub sent is not certified by its CA: refusing to install it")
+    return cert.public_bytes(pem), ca_pem, command_key
 
 
 async def enroll_device(token_text: str, out: Path, *, wait_s: float = 0.0, dry_run: bool = False,
@@ -102,9 +132,10 @@ async def enroll_device(token_text: str, out: Path, *, wait_s: float = 0.0, dry_
             if status != 200:
                 raise EnrolmentError(f"the hub refused: {body.get('error', status)}")
             break
-    _write_file(paths["cert.pem"], body["cert"].encode())
-    _write_file(paths["ca.pem"], body["ca"].encode())
-    _write_file(paths["hub-command.pub.pem"], body["command_key"].encode())
+    cert_pem, chain_pem, command_key = _check_issued(body, token, key)
+    _write_file(paths["cert.pem"], cert_pem)
+    _write_file(paths["ca.pem"], chain_pem)
+    _write_file(paths["hub-command.pub.pem"], command_key)
     if not paths["site.toml"].exists():
         _write_file(paths["site.toml"], body["config"].encode())
     return plan
@@ -138,7 +169,14 @@ async def renew_device(directory: Path, url: str, *, force: bool = False, dry_ru
                     raise EnrolmentError(f"the hub refused the renewal: {body.get('error', resp.status)}")
         except aiohttp.ClientError as exc:
             raise EnrolmentError(f"renewal request to {url} failed: {exc}") from exc
-    _write_file(directory / "cert.next.pem", body["cert"].encode())
+    try:
+        renewed = x509.load_pem_x509_certificate(str(body["cert"]).encode())
+    except (KeyError, ValueError) as exc:
+        raise EnrolmentError(f"the hub's renewal answer is damaged: {exc}") from exc
+    if (not issued_by_chain(renewed, x509.load_pem_x509_certificates(ca_path.read_bytes()))
+            or renewed.public_key() != new_key.public_key() or renewed.subject != cert.subject):
+        raise EnrolmentError("the renewed certificate is not for this device's new key or not from its CA")
+    _write_file(directory / "cert.next.pem", renewed.public_bytes(serialization.Encoding.PEM))
     os.replace(new_key_path, key_path)
     os.replace(directory / "cert.next.pem", cert_path)
     return True

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 TOKEN_PREFIX: Final = "jk1."  # noqa: S105 - a format marker, not a secret
 TOKEN_TTL_S: Final = 3600.0
+RENEWALS_PER_DAY: Final = 3
+"""A device renews once two thirds of its certificate's life have passed: a few a day is plenty."""
 
 
 class EnrolmentError(TrustError):
@@ -108,6 +110,7 @@ class EnrolmentStore:
             " expires REAL NOT NULL, needs_approval INTEGER NOT NULL, approved_by TEXT, used_at REAL,"
             " registered_by TEXT NOT NULL, registered_at REAL NOT NULL)"
         )
+        self._db.execute("CREATE TABLE IF NOT EXISTS renewals (cn TEXT NOT NULL, ts REAL NOT NULL)")
 
     def register(
         self, site: str, secret_hash: str, expires: float, needs_approval: bool, actor: str, now: float
@@ -137,6 +140,17 @@ class EnrolmentStore:
             cur = self._db.execute("UPDATE enrolments SET used_at=? WHERE site=? AND used_at IS NULL", (now, site))
             return cur.rowcount == 1
 
+    def take_renewal(self, cn: str, now: float, per_day: int) -> bool:
+        """Count one renewal of ``cn`` unless ``per_day`` happened in the last 24 hours."""
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM renewals WHERE ts < ?", (now - 86400,))
+            (n,) = self._db.execute("SELECT count(*) FROM renewals WHERE cn = ?", (cn,)).fetchone()
+            if n >= per_day:
+                return False
+            self._db.execute("INSERT INTO renewals (cn, ts) VALUES (?, ?)", (cn, now))
+            return True
+
     def close(self) -> None:
         self._db.close()
 
@@ -146,6 +160,7 @@ class Issued:
     cert_pem: bytes
     ca_pem: bytes
     command_key_pem: bytes
+    command_cert_pem: bytes
     config_toml: str
 
 
@@ -195,11 +210,26 @@ class EnrolmentService:
         self.on_issued(token.site)
         log.info("enrol.issued", extra={"site": token.site})
         return Issued(cert, self.pki.ca_chain.read_bytes(), self.pki.command_pub.read_bytes(),
-                      starter_config(token.site, self.mqtt_host, self.mqtt_port))
+                      self.pki.command_cert(), starter_config(token.site, self.mqtt_host, self.mqtt_port))
 
-    def renew(self, peer_cn: str, csr_pem: bytes) -> bytes:
-        if peer_cn not in self.pki.active(Role.EDGE):
-            raise EnrolmentRefused(f"{peer_cn} has no valid certificate here")
+    def renew(self, peer_cn: str, peer_serial: int, csr_pem: bytes) -> bytes:
+        """A new certificate for the identity that presented certificate ``peer_serial``.
+
+        Authorised by that very certificate: it must be in the index (read now, so a revocation
+        made a second ago counts), not revoked, an edge's, and of ``peer_cn``; revoking a CN
+        revokes every certificate of it, so none of them renews. At most
+        ``RENEWALS_PER_DAY`` renewals per CN in any 24 hours.
+        """
+        entry = self.pki.entry(peer_serial)
+        if entry is None or entry.cn != peer_cn or entry.role is not Role.EDGE:
+            raise EnrolmentRefused(f"{peer_cn}: the presented certificate was not issued here for this site")
+        if entry.revoked:
+            log.warning("enrol.renewal_revoked", extra={"site": peer_cn, "serial": f"{peer_serial:x}"})
+            raise EnrolmentRefused(f"{peer_cn}: the presented certificate is revoked")
+        now = self.clock()
+        if not self.store.take_renewal(peer_cn, now, RENEWALS_PER_DAY):
+            raise EnrolmentRefused(f"{peer_cn}: {RENEWALS_PER_DAY} renewals in 24 hours already; try tomorrow",
+                                   status=429)
         try:
             return self.pki.sign_csr(csr_pem, Role.EDGE, expected_cn=peer_cn)
         except PkiError as exc:
@@ -255,17 +285,18 @@ def enrolment_app(service: EnrolmentService) -> web.Application:
         if issued is None:
             return web.json_response({"status": "pending", "detail": "waiting for an admin's approval"}, status=202)
         return web.json_response({"cert": issued.cert_pem.decode(), "ca": issued.ca_pem.decode(),
-                                  "command_key": issued.command_key_pem.decode(), "config": issued.config_toml})
+                                  "command_key": issued.command_key_pem.decode(),
+                                  "command_cert": issued.command_cert_pem.decode(), "config": issued.config_toml})
 
     @routes.post("/enroll/renew")
     async def renew(request: web.Request) -> web.Response:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
         cn = _peer_cn(peer)
-        if cn is None:
+        if cn is None or peer is None:
             return web.json_response({"error": "renewal needs the current client certificate"}, status=401)
         try:
             body = await request.json()
-            cert = service.renew(cn, str(body["csr"]).encode())
+            cert = service.renew(cn, int(str(peer["serialNumber"]), 16), str(body["csr"]).encode())
         except (ValueError, KeyError, TypeError):
             return web.json_response({"error": "expected JSON with 'csr'"}, status=400)
         except EnrolmentRefused as exc:

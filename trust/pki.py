@@ -9,10 +9,17 @@ Layout of a PKI folder (so people and scripts can find things)::
     DIR/issuing-ca/cert.pem, key.pem
     DIR/command-signing/key.pem  the hub's Ed25519 command key (private)
     DIR/command-signing/pub.pem  what edges install to verify commands
+    DIR/command-signing/cert.pem the command key certified by the issuing CA, so a device that
+                                 pins the root can check the key it is given at enrolment
+    DIR/.index.lock              held while the index is read, changed and written
     DIR/<cn>/cert.pem, key.pem   one folder per issued identity
 
 Certificates are ECDSA P-256. Private keys are written 0600 and never overwritten. Every
 function that writes has a dry-run form that returns the plan instead.
+
+Names are namespaced by role: a hub is ``hub-<name>``, an edge's CN is its site id and may not
+look like a hub's or be ``broker``, and a CN belongs to one role only (the index refuses a
+certificate for a CN that another role already holds), so no identity can pass for another's.
 
 (In production the root key lives offline; ``pki init`` keeps it here for a single-machine
 deployment and the demo.)
@@ -20,20 +27,23 @@ deployment and the demo.)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import enum
+import fcntl
 import ipaddress
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shared.errors import TrustError
@@ -118,7 +128,8 @@ def _name(cn: str, unit: str) -> x509.Name:
 
 
 def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, serial: int, days: int, *,
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey | Ed25519PublicKey, serial: int,
+    days: int, *,
     ca: bool, path_length: int | None = None,
 ) -> x509.CertificateBuilder:
     """What every certificate here has: validity (5 min back-dated for clock skew), basic
@@ -196,6 +207,27 @@ class Pki:
     def command_pub(self) -> Path:
         return self.dir / "command-signing" / "pub.pem"
 
+    @property
+    def command_cert_file(self) -> Path:
+        return self.dir / "command-signing" / "cert.pem"
+
+    def command_cert(self) -> bytes:
+        """The command key's certificate (made on first use for a PKI that predates it)."""
+        if not self.command_cert_file.exists():
+            pub = serialization.load_pem_public_key(self.command_pub.read_bytes())
+            if not isinstance(pub, Ed25519PublicKey):
+                raise PkiError(f"{self.command_pub}: not an Ed25519 public key")
+            issuer_cert, issuer_key = self._issuing()
+            cert = (
+                _builder(_name("command-signing", "command-signing"), issuer_cert.subject, pub,
+                         x509.random_serial_number(), ISSUING_DAYS, ca=False)
+                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+                               critical=False)
+                .sign(issuer_key, hashes.SHA256())
+            )
+            _write(self.command_cert_file, _cert_pem(cert), private=False)
+        return self.command_cert_file.read_bytes()
+
     def cert(self, cn: str) -> Path:
         return self.dir / cn / "cert.pem"
 
@@ -218,6 +250,7 @@ class Pki:
                 str(self.crl),
                 str(self.command_key) + " (0600)",
                 str(self.command_pub),
+                str(self.command_cert_file),
                 str(self.index_file),
             ]
         )
@@ -246,6 +279,7 @@ class Pki:
         )
         self._save_index([])
         self._write_crl([])
+        self.command_cert()
         return plan
 
     # --- issuing ---------------------------------------------------------------------------
@@ -272,6 +306,7 @@ class Pki:
     ) -> Plan:
         """Issue a certificate for ``cn`` with a fresh key (written 0600, never overwritten)."""
         check_cn(cn, role)
+        self._check_role_of(cn, role)
         if days < 1 or days > 825:
             raise PkiError(f"--days {days}: must be between 1 and 825")
         if self.key(cn).exists() or self.cert(cn).exists():
@@ -310,6 +345,7 @@ class Pki:
         if cn != expected_cn:
             raise PkiError(f"the certificate request is for CN {cn!r}, expected {expected_cn!r}")
         check_cn(cn, role)
+        self._check_role_of(cn, role)
         public_key = csr.public_key()
         if not isinstance(public_key, ec.EllipticCurvePublicKey) or public_key.curve.name != "secp256r1":
             raise PkiError("the certificate request must carry an ECDSA P-256 key")
@@ -336,10 +372,18 @@ class Pki:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         cert = builder.sign(issuer_key, hashes.SHA256())
-        entries = self.index()
-        entries.append(IndexEntry(serial=serial, cn=cn, role=role, not_after=cert.not_valid_after_utc.isoformat()))
-        self._save_index(entries)
+        with self._locked():
+            entries = self.index()
+            entries.append(IndexEntry(serial=serial, cn=cn, role=role,
+                                      not_after=cert.not_valid_after_utc.isoformat()))
+            self._save_index(entries)
         return cert
+
+    def _check_role_of(self, cn: str, role: Role) -> None:
+        other = {e.role for e in self.index() if e.cn == cn} - {role}
+        if other:
+            raise PkiError(f"--cn {cn!r}: the name belongs to a {other.pop().value} identity already; "
+                           f"a {role.value} needs a name of its own")
 
     def root_fingerprint(self) -> str:
         """SHA-256 (hex) of the root CA certificate's DER: what enrolment tokens pin."""
@@ -349,6 +393,10 @@ class Pki:
 
     def revoke(self, cn: str, *, dry_run: bool = False) -> Plan:
         """Mark every certificate of ``cn`` revoked and regenerate ``crl.pem``."""
+        with self._locked():
+            return self._revoke(cn, dry_run)
+
+    def _revoke(self, cn: str, dry_run: bool) -> Plan:
         entries = self.index()
         hits = [e for e in entries if e.cn == cn and not e.revoked]
         if not hits:
@@ -412,6 +460,22 @@ class Pki:
         }
         _write(self.index_file, json.dumps(body, indent=2).encode() + b"\n", private=False)
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the index lock (an exclusive flock): one read-change-write of the index at a time,
+        across processes (``pki issue`` by hand while the hub enrols a site)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / ".index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def entry(self, serial: int) -> IndexEntry | None:
+        """The index entry of one certificate, by serial."""
+        return next((e for e in self.index() if e.serial == serial), None)
+
     def active(self, role: Role) -> list[str]:
         """CNs of ``role`` with at least one certificate that is not revoked."""
         seen: dict[str, None] = {}
@@ -427,10 +491,67 @@ def ca_fingerprint(chain_pem: bytes) -> str:
     return certs[-1].fingerprint(hashes.SHA256()).hex()
 
 
+def pinned_chain(chain_pem: bytes, root_sha256: str) -> list[x509.Certificate]:
+    """The certificates of ``chain_pem``, all of which must lead to the root pinned by its SHA-256.
+
+    The pinned root must be there and self-signed; every other certificate must be a CA issued
+    by the root or by a certificate already accepted. One certificate that does not (an attacker's
+    CA put in front of the real root) refuses the whole chain: nothing from it is trusted.
+    Returns the chain, root first.
+    """
+    try:
+        certs = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as exc:
+        raise PkiError(f"not a PEM certificate chain: {exc}") from exc
+    roots = [c for c in certs if c.fingerprint(hashes.SHA256()).hex() == root_sha256.lower()]
+    if not roots:
+        raise PkiError("the chain does not hold the pinned root CA")
+    root = roots[0]
+    try:
+        root.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise PkiError("the pinned certificate is not a self-signed root CA") from exc
+    accepted = [root]
+    pending = [c for c in certs if c is not root and c != root]
+    while pending:
+        progress = False
+        for cert in list(pending):
+            if _is_ca(cert) and any(_issued_by(cert, a) for a in accepted):
+                accepted.append(cert)
+                pending.remove(cert)
+                progress = True
+        if not progress:
+            names = ", ".join(c.subject.rfc4514_string() for c in pending)
+            raise PkiError(f"the chain holds a certificate the pinned root did not issue: {names}")
+    return accepted
+
+
+def issued_by_chain(cert: x509.Certificate, chain: Sequence[x509.Certificate]) -> bool:
+    """True if ``cert`` was signed by one of ``chain`` (which :func:`pinned_chain` accepted)."""
+    return any(_issued_by(cert, a) for a in chain)
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def check_cn(cn: str, role: Role) -> None:
     """Refuse names that would not be valid identities (and MQTT topic segments) for ``role``."""
     if role is Role.EDGE and not _SITE_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: an edge's CN is its site id: 2-63 of a-z, 0-9 and '-'")
+    if role is Role.EDGE and (cn.startswith("hub-") or cn == "broker"):
+        raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...) or the broker's name")
     if role is Role.HUB and not _HUB_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: a hub's CN is 'hub-<name>' with a-z, 0-9 and '-'")
     if not _CN_RE.match(cn):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
+import ssl
 import stat
 import time
 from collections.abc import AsyncIterator
@@ -211,3 +213,120 @@ async def test_enrolment_through_the_hub_service(tmp_path: Path) -> None:
                         assert isinstance(msg.payload, bytes)
                         assert messages.decode(messages.Ack, msg.payload).through_seq == 1
                         break
+
+
+# --- a hostile network, a stolen device ---------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _impostor(tmp_path: Path, chain_pem: bytes) -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTPS server with its own CA that serves ``chain_pem`` as the CA and records every POST."""
+    from aiohttp import web
+
+    evil = Pki(tmp_path / "evil-pki")
+    evil.init()
+    evil.issue("hub-evil", Role.HUB)
+    posts: list[str] = []
+
+    async def ca(_: web.Request) -> web.Response:
+        return web.Response(body=chain_pem, content_type="application/x-pem-file")
+
+    async def post(request: web.Request) -> web.Response:
+        posts.append(await request.text())
+        return web.json_response({"error": "captured"}, status=500)
+
+    app = web.Application()
+    app.router.add_get("/enroll/ca", ca)
+    app.router.add_post("/enroll", post)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(evil.cert("hub-evil"), evil.key("hub-evil"))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"https://localhost:{port}", posts
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_man_in_the_middle_with_his_ca_before_the_real_root_gets_nothing(hub: Hub, tmp_path: Path) -> None:
+    """The chain [attacker CA, real root] passes no pin check: the device refuses it with a clear
+    message, sends no token, installs nothing, and the token then works with the real hub."""
+    evil_chain = Pki(tmp_path / "evil-pki-2")
+    evil_chain.init()
+    real_root = (hub.pki.dir / "root-ca" / "cert.pem").read_bytes()
+    async with _impostor(tmp_path, evil_chain.ca_chain.read_bytes() + real_root) as (url, posts):
+        real = Token.decode(hub.service.register("gg-mitm-site-01", hub.url, actor="admin").encode())
+        via_attacker = Token(real.site, url, real.ca_sha256, real.secret, real.expires).encode()
+        with pytest.raises(EnrolmentError, match="did not issue") as caught:
+            await enroll_device(via_attacker, tmp_path / "dev")
+        assert "the token is unspent" in str(caught.value)
+        assert posts == []
+        assert not (tmp_path / "dev" / "hub-command.pub.pem").exists()
+    await enroll_device(Token(real.site, hub.url, real.ca_sha256, real.secret, real.expires).encode(),
+                        tmp_path / "dev2")
+    assert (tmp_path / "dev2" / "hub-command.pub.pem").read_bytes() == hub.pki.command_pub.read_bytes()
+
+
+async def test_an_impostor_serving_only_the_real_root_cannot_complete_tls(hub: Hub, tmp_path: Path) -> None:
+    """Serving the real root passes the pin, but the impostor's own certificate then fails TLS
+    verification: the token is never sent to it."""
+    real_root = (hub.pki.dir / "root-ca" / "cert.pem").read_bytes()
+    async with _impostor(tmp_path, real_root) as (url, posts):
+        real = Token.decode(hub.service.register("gg-mitm-site-02", hub.url, actor="admin").encode())
+        with pytest.raises(EnrolmentError, match="failed"):
+            await enroll_device(Token(real.site, url, real.ca_sha256, real.secret, real.expires).encode(),
+                                tmp_path / "dev")
+        assert posts == []
+    assert hub.service.store.get("gg-mitm-site-02")["used_at"] is None  # type: ignore[index]
+
+
+def test_a_command_key_not_certified_by_the_pinned_ca_is_not_installed(hub: Hub) -> None:
+    """An answer whose command key is not the one the hub's CA certified is refused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provisioning.enroll import _check_issued
+
+    token = Token.decode(hub.service.register("gg-keycheck-01", hub.url, actor="admin").encode())
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = hub.service.enroll(token.encode(), _csr(key, token.site))
+    assert issued is not None
+    body = {"cert": issued.cert_pem.decode(), "ca": issued.ca_pem.decode(), "command_key":
+            issued.command_key_pem.decode(), "command_cert": issued.command_cert_pem.decode()}
+    _check_issued(body, token, key)  # the real answer passes
+    forged = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(EnrolmentError, match="not certified"):
+        _check_issued({**body, "command_key": forged.decode()}, token, key)
+    with pytest.raises(EnrolmentError, match="not for this device's key"):
+        _check_issued(body, token, ec.generate_private_key(ec.SECP256R1()))
+
+
+async def test_a_revoked_site_cannot_renew_itself_back(hub: Hub, tmp_path: Path) -> None:
+    """After 'pki revoke', the stolen device's still-valid-looking certificate renews nothing,
+    even though the enrolment endpoint loaded its CRL before the revocation."""
+    token = hub.service.register("gg-stolen-01", hub.url, actor="admin").encode()
+    out = tmp_path / "dev"
+    await enroll_device(token, out)
+    hub.pki.revoke("gg-stolen-01")
+    with pytest.raises(EnrolmentError, match="revoked"):
+        await renew_device(out, hub.url, force=True)
+    assert "gg-stolen-01" not in hub.pki.active(Role.EDGE)
+
+
+async def test_renewals_are_rate_limited(hub: Hub, tmp_path: Path) -> None:
+    """Three renewals a day, then 429 until a day has passed."""
+    from trust.enrolment import RENEWALS_PER_DAY
+
+    out = tmp_path / "dev"
+    await enroll_device(hub.service.register("gg-renew-rate-01", hub.url, actor="admin").encode(), out)
+    for _ in range(RENEWALS_PER_DAY):
+        assert await renew_device(out, hub.url, force=True)
+    with pytest.raises(EnrolmentError, match="renewals in 24 hours"):
+        await renew_device(out, hub.url, force=True)
+    hub.clock[0] += 86400 + 1
+    assert await renew_device(out, hub.url, force=True)

@@ -102,3 +102,69 @@ def test_keys_are_never_overwritten(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_issue_without_ca_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pki", "issue", "--dir", str(tmp_path), "--cn", "gg-a-01", "--role", "edge"]) == 2
     assert "jikimi pki init" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cn", ["hub-suwon", "hub-x1", "broker"])
+def test_an_edge_cannot_take_a_name_that_looks_like_a_hub_or_the_broker(tmp_path: Path, cn: str) -> None:
+    """Names are namespaced by role: a site id never looks like a hub's identity."""
+    pki = Pki(tmp_path)
+    pki.init()
+    with pytest.raises(PkiError, match="may not look like a hub"):
+        pki.issue(cn, Role.EDGE)
+
+
+def test_a_name_belongs_to_one_role(tmp_path: Path) -> None:
+    """An operator certificate cannot carry a site's name, nor a site an operator's (CSR too)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pki = Pki(tmp_path)
+    pki.init()
+    pki.issue("gg-suwon-up-0031", Role.EDGE)
+    with pytest.raises(PkiError, match="belongs to a edge identity"):
+        pki.issue("gg-suwon-up-0031", Role.OPERATOR)
+    pki.issue("kim-jiwoo", Role.OPERATOR)
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder()
+           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kim-jiwoo")]))
+           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(PkiError, match="belongs to a operator identity"):
+        pki.sign_csr(csr, Role.EDGE, expected_cn="kim-jiwoo")
+
+
+def test_parallel_issuance_loses_no_index_entry(tmp_path: Path) -> None:
+    """The index is read, changed and written under a lock: 24 CSRs signed from 8 threads at
+    once leave 24 entries (without the lock, writers overwrite each other's additions)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    pki = Pki(tmp_path)
+    pki.init()
+
+    def sign(i: int) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"gg-par-{i:02d}")]))
+               .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        pki.sign_csr(csr, Role.EDGE, expected_cn=f"gg-par-{i:02d}")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(sign, range(24)))
+    assert sorted(e.cn for e in pki.index()) == [f"gg-par-{i:02d}" for i in range(24)]
+
+
+def test_the_command_key_is_certified_by_the_issuing_ca(tmp_path: Path) -> None:
+    """A device that pins the root can check the command key it is given at enrolment."""
+    from cryptography.hazmat.primitives import serialization
+
+    from trust.pki import issued_by_chain, pinned_chain
+
+    pki = Pki(tmp_path)
+    pki.init()
+    cert = x509.load_pem_x509_certificate(pki.command_cert())
+    chain = pinned_chain(pki.ca_chain.read_bytes(), pki.root_fingerprint())
+    assert issued_by_chain(cert, chain)
+    spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert cert.public_key().public_bytes(*spki) == pki.command_pub.read_bytes()
