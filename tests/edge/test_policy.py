@@ -252,7 +252,8 @@ def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WriteP
 @pytest.mark.parametrize(
     ("action", "params", "write"),
     [
-        (m.Action.SIGN_SHOW, {"text": "산책로 통제 중"}, ("sign_message", "산책로 통제 중", "sign_message", "산책로 통제 중")),
+        (m.Action.SIGN_SHOW, {"text": "산책로 통제 중"},
+         ("sign_message", "산책로 통제 중", "sign_message", "산책로 통제 중")),
         (m.Action.BROADCAST_PLAY, {"message": "evacuate"}, ("broadcast", "evacuate", "broadcast", "evacuate")),
         (m.Action.GATE_CLOSE, {}, ("gate_cmd", "close", "gate_state", "closed")),
     ],
