@@ -60,6 +60,7 @@ from edge.outbox import Outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
+from shared import vocabulary
 from shared.errors import ConfigError
 from shared.signing import load_public_key
 
@@ -321,12 +322,12 @@ class Agent:
     async def _local_actions(self) -> None:
         while True:
             action = await self._actions.get()
-            decision = cmdmod.ACTION_WRITES[action.action]
-            point, value = decision
+            write = vocabulary.write_of(action.action, {})  # local actions write fixed values
+            point, value = write if write is not None else ("", None)
             profile = self.cfg.device(action.device).profile
             p = profile.points.get(point)
             kind = f"local.{action.action.value}"
-            if p is None or p.readback is None:
+            if p is None or p.readback is None or not isinstance(value, bool | int | float | str):
                 self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"{kind}.failed",
                                              device=action.device, detail=f"profile has no writable {point}"))
                 continue

@@ -6,9 +6,11 @@ Rules and invariants (DESIGN §3, §5):
    command whose signature does not verify is ``rejected``.
 2. Checks, in order: addressed to this site; signature; not expired (``not_after``) —
    ``expired``; not issued in the future beyond the clock-skew allowance; device known;
-   action allowed for the device by its profile (the point exists, is writable, and the value
-   is allowed); for opening actions: a second approver distinct from the issuer, a fresh good
-   depth reading below the reopening depth, the device in remote mode.
+   action offered by the device's kind with fitting params (the action vocabulary,
+   shared/vocabulary.py), then allowed by the device's own profile (the point it writes exists,
+   is writable, and the value is allowed; it names a read-back point); for opening actions: a
+   second approver distinct from the issuer, a fresh good depth reading below the reopening
+   depth, the device in remote mode.
 3. Every command is answered ``received`` first, then exactly one terminal status:
    ``rejected`` / ``expired`` (with the reason), ``verified`` (written and read back in the
    expected state) or ``failed`` (written, but the device did not reach the state in time,
@@ -32,25 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge.config import PolicySection
 from edge.errors import DeviceError
 from edge.policy import Latest
+from shared import vocabulary
 from shared.errors import SigningError
-from shared.messages import Action, Command, Quality, ReplyStatus, Scalar
+from shared.messages import Command, Quality, ReplyStatus, Scalar
 from shared.profiles import Profile
 from shared.signing import verify_command
 
 log = logging.getLogger(__name__)
-
-ACTION_WRITES: Mapping[Action, tuple[str, Scalar]] = {  # a None value comes from params
-    Action.BARRIER_CLOSE: ("barrier_cmd", "close"),
-    Action.BARRIER_OPEN: ("barrier_cmd", "open"),
-    Action.GATE_CLOSE: ("gate_cmd", "close"),
-    Action.GATE_OPEN: ("gate_cmd", "open"),
-    Action.SIREN_ON: ("siren", True),
-    Action.SIREN_OFF: ("siren", False),
-    Action.SIGN_SHOW: ("sign_message", None),
-    Action.BROADCAST_PLAY: ("broadcast", None),
-}
-PARAM_FOR = {Action.SIGN_SHOW: "text", Action.BROADCAST_PLAY: "message"}
-
 
 @dataclass(frozen=True)
 class Refusal:
@@ -98,23 +88,29 @@ def plan(
     profile = devices.get(cmd.device)
     if profile is None:
         return Refusal(ReplyStatus.REJECTED, f"unknown device {cmd.device!r}")
-    if cmd.action is Action.DEVICE_SELFTEST:
+    if cmd.action not in vocabulary.offers(profile.kind):
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} is not an action of {cmd.device} ({profile.model}, "
+                       f"a {profile.kind.value})")
+    problem = vocabulary.check_params(cmd.action, cmd.params)
+    if problem is not None:
+        return Refusal(ReplyStatus.REJECTED, problem)
+    write = vocabulary.write_of(cmd.action, cmd.params)
+    if write is None:
         return SelfTest(cmd.device)
-    point_name, value = ACTION_WRITES[cmd.action]
+    point_name, raw = write
+    if not isinstance(raw, bool | int | float | str):
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value}: no value to write to {point_name}")
+    value: Scalar = raw
     point = profile.points.get(point_name)
     if point is None or not point.writable:
-        return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} is not an action of {cmd.device} ({profile.model})")
-    if value is None:
-        param = PARAM_FOR[cmd.action]
-        value = cmd.params.get(param)
-        if value is None:
-            return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} needs params.{param}")
+        return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value} is not an action of {cmd.device} ({profile.model}: "
+                       f"no writable {point_name})")
     if point.allowed and value not in point.allowed:
         return Refusal(ReplyStatus.REJECTED, f"{point_name}={value!r} is not allowed by the profile")
     if point.readback is None:
         return Refusal(ReplyStatus.REJECTED, f"{point_name} has no read-back point in the profile")
     expect: Scalar = point.expect.get(str(value), value) if isinstance(value, str) else value
-    if cmd.action.is_opening:
+    if vocabulary.is_opening(cmd.action):
         refusal = _opening_interlock(cmd, profile, depth_of.get(cmd.device), latest, policy, now)
         if refusal is not None:
             return refusal

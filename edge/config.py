@@ -27,79 +27,119 @@ relative to the config file. Example::
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Final
 
-import msgspec
-
+from shared import tomlread
 from shared.errors import ConfigError, ProfileError
 from shared.paths import profiles_dir
 from shared.profiles import Profile, Transport, load_profile
 from shared.tls import TlsFiles
+from shared.tomlread import Table
 
-_Positive = Annotated[float, msgspec.Meta(gt=0)]
-_NonNeg = Annotated[float, msgspec.Meta(ge=0)]
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
+_SITE_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 
 
-class SiteSection(_Strict, frozen=True, kw_only=True):
-    id: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+@dataclass(frozen=True, kw_only=True)
+class SiteSection:
+    id: str
     state_dir: str
     name: str = ""
     lat: float | None = None
     lon: float | None = None
 
 
-class HubSection(_Strict, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class HubSection:
     host: str
-    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8883
+    port: int = 8883
     ca: str
     cert: str
     key: str
     command_key: str
 
 
-class PolicySection(_Strict, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class PolicySection:
     """Local safety policy (DESIGN §5). Depths in cm, times in seconds."""
 
-    closing_depth_cm: _Positive = 15.0
-    debounce_s: _NonNeg = 0.0
-    reopening_depth_cm: _NonNeg = 5.0
-    data_age_limit_s: _Positive = 10.0
-    forecast_lead_s: _NonNeg = 600.0
-    siren_depth_cm: _Positive = 10.0
-    displacement_warn_mm_per_day: _Positive = 1.0
-    displacement_alarm_mm_per_day: _Positive = 10.0
-    verify_timeout_s: _Positive = 30.0
-    max_clock_skew_s: _Positive = 30.0
+    closing_depth_cm: float = 15.0
+    debounce_s: float = 0.0
+    reopening_depth_cm: float = 5.0
+    data_age_limit_s: float = 10.0
+    forecast_lead_s: float = 600.0
+    siren_depth_cm: float = 10.0
+    displacement_warn_mm_per_day: float = 1.0
+    displacement_alarm_mm_per_day: float = 10.0
+    verify_timeout_s: float = 30.0
+    max_clock_skew_s: float = 30.0
 
 
-class OutboxSection(_Strict, frozen=True, kw_only=True):
-    max_records: Annotated[int, msgspec.Meta(ge=100)] = 200_000
-    replay_rate: _Positive = 2000.0
+@dataclass(frozen=True, kw_only=True)
+class OutboxSection:
+    max_records: int = 200_000
+    replay_rate: float = 2000.0
 
 
-class DeviceSection(_Strict, frozen=True, kw_only=True):
+@dataclass(frozen=True, kw_only=True)
+class DeviceSection:
     profile: str
     transport: str
-    unit_id: Annotated[int, msgspec.Meta(ge=0, le=247)] | None = None
+    unit_id: int | None = None
     depth_source: str | None = None
     """For a river gate: ``device.point`` that gives the water depth its policy watches."""
     model: str | None = None
     """A model from firmware-configs/models (e.g. ``flood``) to run on this device's depth."""
 
 
-class _ConfigFile(_Strict, frozen=True, kw_only=True):
-    site: SiteSection
-    hub: HubSection
-    devices: dict[str, DeviceSection]
-    policy: PolicySection = msgspec.field(default_factory=PolicySection)
-    outbox: OutboxSection = msgspec.field(default_factory=OutboxSection)
+def _site(t: Table) -> SiteSection:
+    s = SiteSection(id=t.text("id", pattern=_SITE_ID), state_dir=t.text("state_dir"), name=t.text("name", ""),
+                    lat=t.optional_number("lat"), lon=t.optional_number("lon"))
+    t.done()
+    return s
+
+
+def _hub(t: Table) -> HubSection:
+    h = HubSection(host=t.text("host"), port=t.integer("port", 8883, lo=1, hi=65535), ca=t.text("ca"),
+                   cert=t.text("cert"), key=t.text("key"), command_key=t.text("command_key"))
+    t.done()
+    return h
+
+
+def _policy(t: Table) -> PolicySection:
+    d = PolicySection()
+    p = PolicySection(
+        closing_depth_cm=t.number("closing_depth_cm", d.closing_depth_cm, positive=True),
+        debounce_s=t.number("debounce_s", d.debounce_s, lo=0.0),
+        reopening_depth_cm=t.number("reopening_depth_cm", d.reopening_depth_cm, lo=0.0),
+        data_age_limit_s=t.number("data_age_limit_s", d.data_age_limit_s, positive=True),
+        forecast_lead_s=t.number("forecast_lead_s", d.forecast_lead_s, lo=0.0),
+        siren_depth_cm=t.number("siren_depth_cm", d.siren_depth_cm, positive=True),
+        displacement_warn_mm_per_day=t.number("displacement_warn_mm_per_day", d.displacement_warn_mm_per_day,
+                                              positive=True),
+        displacement_alarm_mm_per_day=t.number("displacement_alarm_mm_per_day", d.displacement_alarm_mm_per_day,
+                                               positive=True),
+        verify_timeout_s=t.number("verify_timeout_s", d.verify_timeout_s, positive=True),
+        max_clock_skew_s=t.number("max_clock_skew_s", d.max_clock_skew_s, positive=True),
+    )
+    t.done()
+    return p
+
+
+def _outbox(t: Table) -> OutboxSection:
+    o = OutboxSection(max_records=t.integer("max_records", 200_000, lo=100, hi=2**62),
+                      replay_rate=t.number("replay_rate", 2000.0, positive=True))
+    t.done()
+    return o
+
+
+def _device(t: Table) -> DeviceSection:
+    d = DeviceSection(profile=t.text("profile"), transport=t.text("transport"),
+                      unit_id=t.optional_integer("unit_id", lo=0, hi=247),
+                      depth_source=t.optional_text("depth_source"), model=t.optional_text("model"))
+    t.done()
+    return d
 
 
 @dataclass(frozen=True)
@@ -165,36 +205,17 @@ def _endpoint(file: str, key: str, value: str) -> Endpoint:
     return Endpoint(scheme, path=rest)
 
 
-def _key_of(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec says ``problem - at `$.a.b```: turn that into (``a.b``, problem)."""
-    text = str(exc)
-    problem, _, where = text.partition(" - at `$")
-    key = where.rstrip("`").lstrip(".").replace("][", ".").replace("[", ".").replace("]", "")
-    m = re.search(r"unknown field `([^`]+)`", problem)
-    if m:
-        key = f"{key}.{m[1]}" if key else m[1]
-        problem = "unknown key"
-    m = re.search(r"missing required field `([^`]+)`", problem)
-    if m:
-        key = f"{key}.{m[1]}" if key else m[1]
-        problem = "missing"
-    return key, problem
-
-
 def load_site_config(path: Path) -> SiteConfig:
     """Read, validate and resolve a site config; raise :class:`ConfigError` naming file and key."""
     file = str(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(file, "", f"cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"not valid TOML: {exc}") from exc
-    try:
-        cfg = msgspec.convert(raw, _ConfigFile)
-    except msgspec.ValidationError as exc:
-        key, problem = _key_of(exc)
-        raise ConfigError(file, key, problem) from exc
+    root = tomlread.load(path)
+    site = _site(root.table("site", required=True))
+    hub = _hub(root.table("hub", required=True))
+    policy = _policy(root.table("policy"))
+    outbox = _outbox(root.table("outbox"))
+    dt = root.table("devices", required=True)
+    raw_devices = {name: _device(dt.table(name, required=True)) for name in dt.names()}
+    root.done()
     base = path.parent
 
     def rel(key: str, value: str, *, must_exist: bool = True) -> Path:
@@ -204,12 +225,12 @@ def load_site_config(path: Path) -> SiteConfig:
             raise ConfigError(file, key, f"{p}: no such file")
         return p
 
-    tls = TlsFiles(ca=rel("hub.ca", cfg.hub.ca), cert=rel("hub.cert", cfg.hub.cert), key=rel("hub.key", cfg.hub.key))
-    command_key = rel("hub.command_key", cfg.hub.command_key)
-    if not cfg.devices:
+    tls = TlsFiles(ca=rel("hub.ca", hub.ca), cert=rel("hub.cert", hub.cert), key=rel("hub.key", hub.key))
+    command_key = rel("hub.command_key", hub.command_key)
+    if not raw_devices:
         raise ConfigError(file, "devices", "a site needs at least one device")
     devices: list[DeviceConfig] = []
-    for name, d in cfg.devices.items():
+    for name, d in raw_devices.items():
         key = f"devices.{name}"
         if not re.match(r"^[a-z0-9][a-z0-9_-]{0,31}$", name):
             raise ConfigError(file, key, "device names use a-z, 0-9, '_' and '-' (up to 32)")
@@ -231,7 +252,7 @@ def load_site_config(path: Path) -> SiteConfig:
         depth: tuple[str, str] | None = None
         if d.depth_source is not None:
             dev, _, point = d.depth_source.partition(".")
-            if dev not in cfg.devices or not point:
+            if dev not in raw_devices or not point:
                 raise ConfigError(file, f"{key}.depth_source", f"{d.depth_source!r}: expected DEVICE.POINT of a "
                                   "device in this file")
             depth = (dev, point)
@@ -243,16 +264,16 @@ def load_site_config(path: Path) -> SiteConfig:
             if src_point not in src.profile.points:
                 raise ConfigError(file, f"devices.{dc.name}.depth_source",
                                   f"device {src_dev} ({src.profile.model}) has no point {src_point!r}")
-    if cfg.policy.reopening_depth_cm >= cfg.policy.closing_depth_cm:
+    if policy.reopening_depth_cm >= policy.closing_depth_cm:
         raise ConfigError(file, "policy.reopening_depth_cm", "must be below policy.closing_depth_cm")
     return SiteConfig(
         source=path,
-        site=cfg.site,
-        hub=cfg.hub,
+        site=site,
+        hub=hub,
         tls=tls,
         command_key=command_key,
-        state_dir=rel("site.state_dir", cfg.site.state_dir, must_exist=False),
-        policy=cfg.policy,
-        outbox=cfg.outbox,
+        state_dir=rel("site.state_dir", site.state_dir, must_exist=False),
+        policy=policy,
+        outbox=outbox,
         devices=tuple(devices),
     )

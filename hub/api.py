@@ -61,6 +61,7 @@ from hub.errors import (
 from hub.openapi import document
 from hub.roles import Role
 from hub.service import Hub
+from shared import vocabulary
 from shared.errors import WireError
 from shared.tls import server_context
 
@@ -294,6 +295,11 @@ async def list_places(request: web.Request, sess: auth.Session) -> web.Response:
                   for site, e in sorted(registry.items())])
 
 
+async def get_vocabulary(request: web.Request, sess: auth.Session) -> web.Response:
+    """The action vocabulary (shared/vocabulary.py): what the console offers per device kind."""
+    return _json(vocabulary.VOCABULARY)
+
+
 async def get_site(request: web.Request, sess: auth.Session) -> web.Response:
     site = request.match_info["site"]
     return _json(await request.app[HUB_KEY].reader.run(lambda c: queries.site(c, site)))
@@ -503,6 +509,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("DELETE", "/api/session", v, logout),
         ("GET", "/api/sites", v, list_sites),
         ("GET", "/api/places", v, list_places),
+        ("GET", "/api/vocabulary", v, get_vocabulary),
         ("GET", "/api/sites/{site}", v, get_site),
         ("GET", "/api/sites/{site}/latest", v, get_latest),
         ("GET", "/api/sites/{site}/history", v, get_history),

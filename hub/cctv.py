@@ -45,11 +45,11 @@ import sqlite_utils
 from sqlite_utils.db import Database
 
 from hub.errors import NotFound
-from hub.forward.confread import Table
 from hub.forward.errors import CameraError, EvidenceError
 from hub.forward.tx import WriteGateway, WriteTx
 from shared.errors import RetryExhausted
 from shared.retry import RetryPolicy, retry_async
+from shared.tomlread import Table
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
         presets = [{preset = 1, heading_deg = 200, fov_deg = 50},
                    {preset = 2, heading_deg = 310, fov_deg = 50}]
     """
-    root = Table(file, "cctv", raw)
+    root = Table(file, raw, "cctv")
     cams = root.table("cameras")
     cameras: list[Camera] = []
     for cam_id in cams.data:

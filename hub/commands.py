@@ -11,15 +11,16 @@ Command lifecycle (stored in ``commands.state``; the engine moves it, this modul
 
 Rules:
 
-1. Actions must fit the device's kind (from its birth); an unknown device is refused.
+1. Actions and their params must fit the device's kind (from its birth) by the action vocabulary
+   (shared/vocabulary.py); an unknown device is refused. All of this before anything is signed.
 2. ``barrier.open`` and ``gate.open`` are never sent on one person's word: the issuer's request
    waits for a supervisor who is not the issuer. At the request and again at the approval,
    every water-depth reading of the site must be fresh (age within the limit, quality good,
    site online) and below the reopening depth; otherwise the hub refuses.
 3. Every command sent is signed (shared.signing) and carries ``not_after = issued_at + ttl``.
 4. *block* closes every barrier and gate of an area; *evacuate* sounds sirens, shows signs and
-   plays broadcasts in the area. Each fans out into one command per device, tracked as one
-   operation.
+   plays broadcasts in the area. Each fans out into the commands the vocabulary gives each
+   device's kind (shared/vocabulary.py), tracked as one operation.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ from typing import Final
 
 from hub.errors import Refused
 from hub.roles import Role
+from shared import vocabulary
 from shared.messages import Action, Quality, ReplyStatus, Scalar
+from shared.vocabulary import Operation
 
 
 class CommandState(enum.StrEnum):
@@ -58,23 +61,11 @@ class CommandState(enum.StrEnum):
         return cls(status.value)
 
 
-class OperationKind(enum.StrEnum):
-    BLOCK = "block"
-    EVACUATE = "evacuate"
+OperationKind = Operation
+"""Area operations; the vocabulary's :class:`shared.vocabulary.Operation` under the hub's name."""
 
-
-ALLOWED: Final[dict[str, frozenset[Action]]] = {
-    "underpass": frozenset({Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.SIREN_ON, Action.SIREN_OFF,
-                            Action.DEVICE_SELFTEST}),
-    "river_gate": frozenset({Action.GATE_CLOSE, Action.GATE_OPEN, Action.SIGN_SHOW, Action.BROADCAST_PLAY,
-                             Action.DEVICE_SELFTEST}),
-    "flood_alarm": frozenset({Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST}),
-    "displacement": frozenset({Action.DEVICE_SELFTEST}),
-    "rain_gauge": frozenset({Action.DEVICE_SELFTEST}),
-}
 
 DEPTH_POINT: Final = "water_depth_cm"
-EVACUATE_MESSAGE: Final = "대피하십시오 / Evacuate now"
 
 
 @dataclass(frozen=True)
@@ -101,11 +92,12 @@ class DepthReading:
 
 
 def check_action(kind: str | None, draft: Draft) -> None:
+    """Rule 1, from the vocabulary: the device's kind offers the action and its params fit."""
     if kind is None:
         raise Refused(f"{draft.site}/{draft.device}: unknown device (no birth message names it)")
-    allowed = ALLOWED.get(kind, frozenset())
-    if draft.action not in allowed:
-        raise Refused(f"{draft.site}/{draft.device}: a {kind} does not take {draft.action.value}")
+    problem = vocabulary.check(kind, draft.action, draft.params)
+    if problem is not None:
+        raise Refused(f"{draft.site}/{draft.device}: {problem}")
 
 
 def check_fresh_low_water(depths: Sequence[DepthReading], *, now: float, site_online: bool,
@@ -136,18 +128,9 @@ def check_second_person(issued_by: str, approver: str, approver_role: Role) -> N
 
 
 def plan_operation(kind: OperationKind, devices: Sequence[DeviceRef]) -> list[Draft]:
-    """One command per device of the area that takes part in the operation."""
-    out: list[Draft] = []
-    for d in sorted(devices, key=lambda d: (d.site, d.device)):
-        if kind is OperationKind.BLOCK:
-            if d.kind == "underpass":
-                out.append(Draft(d.site, d.device, Action.BARRIER_CLOSE))
-            elif d.kind == "river_gate":
-                out.append(Draft(d.site, d.device, Action.GATE_CLOSE))
-        else:
-            if d.kind == "flood_alarm" or d.kind == "underpass":
-                out.append(Draft(d.site, d.device, Action.SIREN_ON))
-            elif d.kind == "river_gate":
-                out.append(Draft(d.site, d.device, Action.SIGN_SHOW, {"message": EVACUATE_MESSAGE}))
-                out.append(Draft(d.site, d.device, Action.BROADCAST_PLAY, {"message": EVACUATE_MESSAGE}))
-    return out
+    """One command per step the vocabulary gives the operation for each device's kind."""
+    return [
+        Draft(d.site, d.device, step.action, dict[str, Scalar](step.params))
+        for d in sorted(devices, key=lambda d: (d.site, d.device))
+        for step in vocabulary.steps(d.kind, kind)
+    ]

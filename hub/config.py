@@ -52,14 +52,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from hub.rules import PARAM_NAMES, RuleParams, default_params
-from shared.errors import ConfigError
+from shared import tomlread
+from shared.tomlread import Table
 
 if TYPE_CHECKING:
     from hub.cctv import CctvConfig
@@ -70,9 +70,6 @@ _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
 _SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _AREA_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KINDS: Final = ("flood_alarm", "displacement", "underpass", "river_gate", "rain_gauge")
-
-T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -215,89 +212,13 @@ class HubConfig:
     """Cameras and evidence (``[cctv]``); None: no camera linkage."""
 
 
-class _Section:
-    """A TOML table being read: typed getters that name file and key, and a check that every
-    key was used."""
-
-    def __init__(self, file: Path, prefix: str, data: Mapping[str, Any]) -> None:
-        self.file = file
-        self.prefix = prefix
-        self.data = data
-        self.used: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.prefix}.{name}" if self.prefix else name
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(str(self.file), self.key(name), problem)
-
-    def _get(self, name: str, kinds: tuple[type, ...], what: str, default: object) -> Any:
-        self.used.add(name)
-        if name not in self.data:
-            if default is _REQUIRED:
-                raise self.error(name, "missing")
-            return default
-        value = self.data[name]
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.error(name, f"must be {what}, not {value!r}")
-        if not isinstance(value, kinds):
-            raise self.error(name, f"must be {what}, not {value!r}")
-        return value
-
-    def text(self, name: str, default: object = None) -> Any:
-        return self._get(name, (str,), "a string", _REQUIRED if default is None else default)
-
-    def number(self, name: str, default: float | None = None, *, positive: bool = True) -> float:
-        value = float(self._get(name, (int, float), "a number", _REQUIRED if default is None else default))
-        if positive and value <= 0:
-            raise self.error(name, f"must be above 0, not {value:g}")
-        return value
-
-    def integer(self, name: str, default: int | None = None, *, lo: int = 1, hi: int = 2**31) -> int:
-        value = self._get(name, (int,), "an integer", _REQUIRED if default is None else default)
-        assert isinstance(value, int)
-        if not lo <= value <= hi:
-            raise self.error(name, f"must be between {lo} and {hi}, not {value}")
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self._get(name, (bool,), "true or false", default)
-        assert isinstance(value, bool)
-        return value
-
-    def path(self, name: str, default: Path | None = None) -> Path:
-        raw = self._get(name, (str,), "a path", _REQUIRED if default is None else str(default))
-        path = Path(raw)
-        return path if path.is_absolute() else (self.file.parent / path)
-
-    def table(self, name: str) -> _Section:
-        raw = self._get(name, (dict,), "a table", {})
-        return _Section(self.file, self.key(name), raw)
-
-    def done(self) -> None:
-        for name in self.data:
-            if name not in self.used:
-                raise self.error(name, "unknown key")
-
-
-_REQUIRED: Final = object()
-
-
 def load(path: Path) -> HubConfig:
     """Read and check the hub's config file; raise :class:`ConfigError` naming file and key."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(str(path), "", f"not UTF-8: {exc}") from exc
-    return parse(raw, path)
+    return parse(tomlread.load(path).data, path)
 
 
 def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
-    root = _Section(file, "", raw)
+    root = Table(file, raw)
 
     hub = root.table("hub")
     hub_id = hub.text("id")
@@ -312,7 +233,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
             raise b.error(name, f"{p}: no such file")
     broker = BrokerConfig(
         host=b.text("host", "localhost"),
-        port=b.integer("port", 8883, hi=65535),
+        port=b.integer("port", 8883, lo=1, hi=65535),
         tls=broker_tls,
         keepalive_s=b.integer("keepalive_s", 30, lo=5, hi=3600),
     )
@@ -338,8 +259,8 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     c = root.table("commands")
     commands = CommandsConfig(
         signing_key=c.path("signing_key"),
-        ttl_s=c.number("ttl_s", 60.0),
-        reply_grace_s=c.number("reply_grace_s", 30.0),
+        ttl_s=c.number("ttl_s", 60.0, positive=True),
+        reply_grace_s=c.number("reply_grace_s", 30.0, positive=True),
     )
     if not commands.signing_key.is_file():
         raise c.error("signing_key", f"{commands.signing_key}: no such file")
@@ -355,12 +276,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         area = e.text("area")
         if not _AREA_RE.match(area):
             raise e.error("area", f"{area!r}: use a-z, 0-9 and '-'")
-        lat = e.number("lat", float("nan"), positive=False)
-        lon = e.number("lon", float("nan"), positive=False)
-        if (lat == lat) != (lon == lon) or (lat == lat and not (-90 <= lat <= 90 and -180 <= lon <= 180)):
+        lat, lon = e.optional_number("lat"), e.optional_number("lon")
+        if (lat is None) != (lon is None) or (lat is not None and lon is not None
+                                               and not (-90 <= lat <= 90 and -180 <= lon <= 180)):
             raise e.error("lat", "give both lat and lon, in WGS84 degrees")
-        registry[site] = SiteEntry(area=area, name=e.text("name", ""), lat=lat if lat == lat else None,
-                                   lon=lon if lon == lon else None)
+        registry[site] = SiteEntry(area=area, name=e.text("name", ""), lat=lat, lon=lon)
         e.done()
     reg.done()
     sites = SitesConfig(accept_any=s.flag("accept_any", True), registry=registry)
@@ -388,11 +308,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
 
     t = root.table("retention")
     retention = RetentionConfig(
-        raw_days=t.number("raw_days", 7.0),
+        raw_days=t.number("raw_days", 7.0, positive=True),
         downsample_s=t.integer("downsample_s", 60, lo=1, hi=86400),
-        downsampled_days=t.number("downsampled_days", 365.0),
-        events_days=t.number("events_days", 365.0),
-        every_s=t.number("every_s", 3600.0),
+        downsampled_days=t.number("downsampled_days", 365.0, positive=True),
+        events_days=t.number("events_days", 365.0, positive=True),
+        every_s=t.number("every_s", 3600.0, positive=True),
     )
     t.done()
 
@@ -400,29 +320,29 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     ingest = IngestConfig(
         queue_max=i.integer("queue_max", 2000, lo=10),
         max_records_per_tx=i.integer("max_records_per_tx", 5000, lo=100),
-        linger_s=i.number("linger_s", 0.005, positive=False),
+        linger_s=i.number("linger_s", 0.005),
         receive_maximum=i.integer("receive_maximum", 400, lo=1, hi=65535),
         incoming_max=i.integer("incoming_max", 2000, lo=10),
-        gap_grace_s=i.number("gap_grace_s", 1.0, positive=False),
-        ack_interval_s=i.number("ack_interval_s", 0.2, positive=False),
-        resend_interval_s=i.number("resend_interval_s", 3.0),
+        gap_grace_s=i.number("gap_grace_s", 1.0),
+        ack_interval_s=i.number("ack_interval_s", 0.2),
+        resend_interval_s=i.number("resend_interval_s", 3.0, positive=True),
     )
     i.done()
 
     al = root.table("alarms")
     alarms = AlarmsConfig(
-        max_shelve_s=al.number("max_shelve_s", 8 * 3600.0),
-        flood_count=al.integer("flood_count", 10),
-        flood_window_s=al.number("flood_window_s", 600.0),
-        stale_check_s=al.number("stale_check_s", 5.0),
+        max_shelve_s=al.number("max_shelve_s", 8 * 3600.0, positive=True),
+        flood_count=al.integer("flood_count", 10, lo=1),
+        flood_window_s=al.number("flood_window_s", 600.0, positive=True),
+        stale_check_s=al.number("stale_check_s", 5.0, positive=True),
     )
     al.done()
 
     au = root.table("auth")
     auth = AuthConfig(
-        session_ttl_s=au.number("session_ttl_s", 8 * 3600.0),
-        login_max_failures=au.integer("login_max_failures", 5),
-        login_window_s=au.number("login_window_s", 300.0),
+        session_ttl_s=au.number("session_ttl_s", 8 * 3600.0, positive=True),
+        login_max_failures=au.integer("login_max_failures", 5, lo=1),
+        login_window_s=au.number("login_window_s", 300.0, positive=True),
     )
     au.done()
 
@@ -437,9 +357,9 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
             raise en.error("pki", f"{pki_dir}: no issuing CA here ('jikimi pki init')")
         enrolment = EnrolmentConfig(
             host=host, port=int(port), pki_dir=pki_dir, db_path=en.path("db"),
-            mqtt_host=en.text("mqtt_host", broker.host), mqtt_port=en.integer("mqtt_port", broker.port, hi=65535),
-            broker_dir=en.path("broker_dir") if "broker_dir" in en.data else None,
-            broker_pid_file=en.path("broker_pid_file") if "broker_pid_file" in en.data else None,
+            mqtt_host=en.text("mqtt_host", broker.host), mqtt_port=en.integer("mqtt_port", broker.port, lo=1, hi=65535),
+            broker_dir=en.optional_path("broker_dir"),
+            broker_pid_file=en.optional_path("broker_pid_file"),
         )
         en.done()
 
@@ -447,13 +367,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     if "forward" in raw:
         from hub.forward.config import parse_config as parse_forward
 
-        root.used.add("forward")
-        forward = parse_forward(raw["forward"], file, hub_id=hub_id)
+        forward = parse_forward(root.table("forward").data, file, hub_id=hub_id)
     if "cctv" in raw:
         from hub.cctv import parse_config as parse_cctv
 
-        root.used.add("cctv")
-        cctv = parse_cctv(raw["cctv"], file)
+        cctv = parse_cctv(root.table("cctv").data, file)
 
     root.done()
     return HubConfig(
@@ -475,11 +393,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
 
 
-def _params(section: _Section) -> dict[str, float]:
+def _params(section: Table) -> dict[str, float]:
     out: dict[str, float] = {}
     for name in section.data:
         if name not in PARAM_NAMES:
             raise section.error(name, f"unknown rule parameter; one of {', '.join(sorted(PARAM_NAMES))}")
-        out[name] = section.number(name, positive=False)
+        out[name] = section.number(name)
     section.done()
     return out

@@ -54,7 +54,7 @@ from hub.roles import Role
 from hub.rules import Rule, RuleKind, Sample, Verdict, as_number, evaluate, rules_for, stale_verdict
 from hub.seqs import SiteSeqs
 from hub.store import Tx
-from shared import messages
+from shared import messages, vocabulary
 from shared.messages import Ack, Birth, Command, DataBatch, Event, Quality, Reading, Reply, SiteState, Status
 from shared.signing import sign_command
 
@@ -714,7 +714,7 @@ class Engine:
         check_action(self.kinds.get((draft.site, draft.device)), draft)
         cmd_id = uuid.uuid4().hex
         wire: Command | None = None
-        if draft.action.is_opening:
+        if vocabulary.is_opening(draft.action):
             self._check_water(tx, draft.site, draft.device)
             state = CommandState.AWAITING_APPROVAL
         else:

@@ -13,6 +13,7 @@ import msgspec
 from hub import apitypes as t
 from hub import queries as q
 from hub.roles import Role
+from shared.vocabulary import Vocabulary
 
 # (method, path) -> (summary, request body type, response type, response is a list)
 SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] = {
@@ -24,6 +25,9 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("DELETE", "/api/session"): ("Log out", None, None, False),
     ("GET", "/api/sites"): ("Sites, optionally of one ?area", None, q.SiteView, True),
     ("GET", "/api/places"): ("Registered sites with their WGS84 position (for the map)", None, t.SitePlace, True),
+    ("GET", "/api/vocabulary"): ("The action vocabulary: per device kind the actions it offers, their parameters, "
+                                 "the point each writes and reads back, openings, and what block/evacuate send",
+                                 None, Vocabulary, False),
     ("GET", "/api/sites/{site}"): ("One site with its devices", None, q.SiteDetail, False),
     ("GET", "/api/sites/{site}/latest"): ("Latest value of every point, with quality and age", None,
                                           q.LatestView, True),

@@ -101,7 +101,7 @@ class Priority(enum.StrEnum):
 
 
 class Action(enum.StrEnum):
-    """The closed set of command actions (DESIGN §3)."""
+    """The closed set of command actions (DESIGN §3); what each means is in shared/vocabulary.py."""
 
     BARRIER_CLOSE = "barrier.close"
     BARRIER_OPEN = "barrier.open"
@@ -112,11 +112,6 @@ class Action(enum.StrEnum):
     SIGN_SHOW = "sign.show"
     BROADCAST_PLAY = "broadcast.play"
     DEVICE_SELFTEST = "device.selftest"
-
-    @property
-    def is_opening(self) -> bool:
-        """Opening is deliberate: two approvers, fresh low-water data, the edge's interlock."""
-        return self in (Action.BARRIER_OPEN, Action.GATE_OPEN)
 
 
 class ReplyStatus(enum.StrEnum):

@@ -28,19 +28,21 @@ points.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
-import math
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TypeVar
 
+from shared import tomlread
 from shared.errors import ProfileError
 from shared.paths import resolve_profile
+from shared.tomlread import Problems
+from shared.tomlread import Table as TomlTable
 
 
 class Transport(Enum):
@@ -267,12 +269,7 @@ def load_profile(path: Path | str) -> Profile:
 
 def parse_profile(data: bytes, source: str) -> Profile:
     """Validate profile bytes (``source`` names the file in errors)."""
-    try:
-        doc = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ProfileError(source, "", "not UTF-8") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(source, "", f"not valid TOML: {exc}") from exc
+    doc = tomlread.loads(data, source, error=ProfileError)
     parser = _Parser(source)
     profile = parser.profile(doc, hashlib.sha256(data).hexdigest())
     if parser.errors or profile is None:
@@ -317,135 +314,71 @@ _POINT_KEYS = {
 }
 _DERIVED_KEYS = {"source", "method", "window_s"}
 _BAUDS = {1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200}
-_MISSING = object()
+
+
+T = TypeVar("T")
+F = TypeVar("F")
 
 
 class _Parser:
+    """Reads a profile through :class:`shared.tomlread.Table`, keeping *every* problem."""
+
     def __init__(self, source: str) -> None:
         self.source = source
-        self.errors: list[ProfileError] = []
+        self.problems = Problems()
+
+    @property
+    def errors(self) -> list[ProfileError]:
+        return [e if isinstance(e, ProfileError) else ProfileError(e.file, e.key, e.problem)
+                for e in self.problems.errors]
 
     def err(self, key: str, problem: str) -> None:
-        self.errors.append(ProfileError(self.source, key, problem))
+        self.problems.add(ProfileError(self.source, key, problem))
 
-    # typed getters: record an error and return the default on a bad value
+    def n_errors(self) -> int:
+        return len(self.problems.errors)
 
-    def unknown(self, table: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
-        for k in sorted(set(table) - allowed):
-            self.err(f"{prefix}{k}", "unknown key")
+    def get(self, read: Callable[[], T], fallback: F) -> T | F:
+        """One typed read; a problem is kept and ``fallback`` returned."""
+        return self.problems.attempt(read, fallback)
 
-    def table(self, parent: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-        value = parent.get(key, {})
-        if not isinstance(value, dict):
-            self.err(where, "must be a table")
-            return {}
-        return value
+    def unknown(self, t: TomlTable, allowed: set[str]) -> None:
+        self.problems.add(*t.unknown(allowed))
 
-    def str_(self, t: Mapping[str, Any], key: str, where: str, default: Any = _MISSING) -> Any:
-        v = t.get(key, default)
-        if v is _MISSING:
-            self.err(where, "missing")
-            return None
-        if v is not None and not isinstance(v, str):
-            self.err(where, f"must be a string, not {_tname(v)}")
-            return None if default is _MISSING else default
-        return v
-
-    def int_(
-        self,
-        t: Mapping[str, Any],
-        key: str,
-        where: str,
-        default: Any = _MISSING,
-        lo: int | None = None,
-        hi: int | None = None,
-    ) -> Any:
-        v = t.get(key, default)
-        if v is _MISSING:
-            self.err(where, "missing")
-            return None
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int):
-            self.err(where, f"must be an integer, not {_tname(v)}")
-            return None if default is _MISSING else default
-        if (lo is not None and v < lo) or (hi is not None and v > hi):
-            self.err(where, f"{v} is outside {lo}..{hi}")
-            return None if default is _MISSING else default
-        return v
-
-    def num(
-        self, t: Mapping[str, Any], key: str, where: str, default: Any, positive: bool = False
-    ) -> Any:
-        v = t.get(key, default)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            self.err(where, f"must be a finite number, not {_tname(v)}")
-            return default
-        if positive and v <= 0:
-            self.err(where, "must be > 0")
-            return default
-        return float(v)
-
-    def bool_(self, t: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
-        v = t.get(key, default)
-        if not isinstance(v, bool):
-            self.err(where, f"must be true or false, not {_tname(v)}")
-            return default
-        return v
-
-    def enum(
-        self, cls: type[Any], t: Mapping[str, Any], key: str, where: str, default: Any = _MISSING
-    ) -> Any:
-        v = t.get(key, default)
-        if v is _MISSING:
-            self.err(where, "missing")
-            return None
-        if isinstance(v, cls):
-            return v
-        try:
-            return cls(v)
-        except ValueError:
-            choices = "|".join(str(m.value) for m in cls)
-            what = cls.__name__.lower()
-            if cls is PointType:
-                what = "type"
-            self.err(where, f"unknown {what} {v!r} (one of {choices})")
-            return None if default is _MISSING else default
+    def table(self, t: TomlTable, key: str) -> TomlTable:
+        return self.get(lambda: t.table(key), TomlTable(self.source, {}, t.key(key), error=ProfileError))
 
     # sections
 
-    def profile(self, doc: Mapping[str, Any], digest: str) -> Profile | None:
-        self.unknown(doc, _TOP_KEYS, "")
-        device = self.table(doc, "device", "device")
-        self.unknown(device, _DEVICE_KEYS, "device.")
-        model = self.str_(device, "model", "device.model")
-        kind = self.enum(Kind, device, "kind", "device.kind")
-        vendor = self.str_(device, "vendor", "device.vendor", "")
-        description = self.str_(device, "description", "device.description", "")
-        if "transport" not in doc:
+    def profile(self, doc: TomlTable, digest: str) -> Profile | None:
+        self.unknown(doc, _TOP_KEYS)
+        device = self.table(doc, "device")
+        self.unknown(device, _DEVICE_KEYS)
+        model = self.get(lambda: device.text("model"), None)
+        kind = self.get(lambda: device.enum("kind", Kind), None)
+        vendor = self.get(lambda: device.text("vendor", ""), "")
+        description = self.get(lambda: device.text("description", ""), "")
+        if not doc.has("transport"):
             self.err("transport", "missing")
-        transport = self.transport(self.table(doc, "transport", "transport"))
-        defaults = self.table(doc, "defaults", "defaults")
-        self.unknown(defaults, _DEFAULT_KEYS, "defaults.")
-        d_byte = self.enum(Order, defaults, "byte_order", "defaults.byte_order", Order.BIG)
-        d_word = self.enum(Order, defaults, "word_order", "defaults.word_order", Order.BIG)
-        d_poll = self.num(defaults, "poll_s", "defaults.poll_s", 1.0, positive=True)
-        raw_points = self.table(doc, "points", "points")
-        if not raw_points:
+        transport = self.transport(self.table(doc, "transport"))
+        defaults = self.table(doc, "defaults")
+        self.unknown(defaults, _DEFAULT_KEYS)
+        d_byte = self.get(lambda: defaults.enum("byte_order", Order, Order.BIG), Order.BIG)
+        d_word = self.get(lambda: defaults.enum("word_order", Order, Order.BIG), Order.BIG)
+        d_poll = self.get(lambda: defaults.number("poll_s", 1.0, positive=True), 1.0)
+        raw_points = self.table(doc, "points")
+        if not raw_points.names():
             self.err("points", "a profile needs at least one point")
         points: dict[str, Point] = {}
-        for name, raw in raw_points.items():
-            where = f"points.{name}"
-            if not isinstance(raw, dict):
-                self.err(where, "must be a table")
+        for name in raw_points.names():
+            pt = self.get(functools.partial(raw_points.table, name), None)
+            if pt is None:
                 continue
-            p = self.point(name, raw, where, transport, d_byte, d_word, d_poll)
+            p = self.point(name, pt, transport, d_byte, d_word, d_poll)
             if p is not None:
                 points[name] = p
         self.cross_checks(points, transport, kind)
-        if self.errors or transport is None or kind is None:
+        if self.errors or transport is None or kind is None or model is None:
             return None
         return Profile(
             source=self.source,
@@ -458,25 +391,29 @@ class _Parser:
             points=MappingProxyType(points),
         )
 
-    def transport(self, t: Mapping[str, Any]) -> TransportSpec | None:
-        kind = self.enum(Transport, t, "type", "transport.type")
+    def transport(self, t: TomlTable) -> TransportSpec | None:
+        kind = self.get(lambda: t.enum("type", Transport), None)
         if kind is None:
             return None
-        self.unknown(t, _TRANSPORT_KEYS[kind], "transport.")
+        self.unknown(t, _TRANSPORT_KEYS[kind])
         max_unit = 99 if kind is Transport.SERIAL_LINE else 247
+
+        def integer(key: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
+            return self.get(lambda: t.integer(key, default, lo=lo, hi=hi), default)
+
         spec = TransportSpec(
             type=kind,
-            unit_id=self.int_(t, "unit_id", "transport.unit_id", 1, 0, max_unit),
-            timeout_s=self.num(t, "timeout_s", "transport.timeout_s", 0.5, positive=True),
-            baudrate=self.int_(t, "baudrate", "transport.baudrate", 9600),
-            bytesize=self.int_(t, "bytesize", "transport.bytesize", 8, 7, 8),
-            parity=self.enum(Parity, t, "parity", "transport.parity", Parity.NONE),
-            stopbits=self.int_(t, "stopbits", "transport.stopbits", 1, 1, 2),
-            port=self.int_(t, "port", "transport.port", 502, 1, 65535),
-            max_registers=self.int_(t, "max_registers", "transport.max_registers", 125, 1, 125),
-            max_bits=self.int_(t, "max_bits", "transport.max_bits", 2000, 1, 2000),
-            max_gap=self.int_(t, "max_gap", "transport.max_gap", 0, 0, 124),
-            checksum=self.enum(Checksum, t, "checksum", "transport.checksum", Checksum.XOR8),
+            unit_id=integer("unit_id", 1, 0, max_unit),
+            timeout_s=self.get(lambda: t.number("timeout_s", 0.5, positive=True), 0.5),
+            baudrate=integer("baudrate", 9600),
+            bytesize=integer("bytesize", 8, 7, 8),
+            parity=self.get(lambda: t.enum("parity", Parity, Parity.NONE), Parity.NONE),
+            stopbits=integer("stopbits", 1, 1, 2),
+            port=integer("port", 502, 1, 65535),
+            max_registers=integer("max_registers", 125, 1, 125),
+            max_bits=integer("max_bits", 2000, 1, 2000),
+            max_gap=integer("max_gap", 0, 0, 124),
+            checksum=self.get(lambda: t.enum("checksum", Checksum, Checksum.XOR8), Checksum.XOR8),
         )
         if spec.baudrate not in _BAUDS:
             self.err("transport.baudrate", f"{spec.baudrate} is not a standard baud rate")
@@ -485,34 +422,34 @@ class _Parser:
     def point(
         self,
         name: str,
-        t: Mapping[str, Any],
-        where: str,
+        t: TomlTable,
         transport: TransportSpec | None,
         d_byte: Order,
         d_word: Order,
         d_poll: float,
     ) -> Point | None:
-        self.unknown(t, _POINT_KEYS, f"{where}.")
-        n_errors = len(self.errors)
-        ptype = self.enum(PointType, t, "type", f"{where}.type")
+        where = t.prefix
+        self.unknown(t, _POINT_KEYS)
+        n_errors = self.n_errors()
+        ptype = self.get(lambda: t.enum("type", PointType, what="type"), None)
         serial = transport is not None and transport.type is Transport.SERIAL_LINE
-        derived = self.derived(t, where)
+        derived = self.derived(t)
         table: Table | None = None
         address: int | None = None
         key: str | None = None
         if derived is not None:
             for k in ("table", "address", "key"):
-                if k in t:
+                if t.has(k):
                     self.err(f"{where}.{k}", "a derived point is not read from the device")
         elif serial:
-            key = self.str_(t, "key", f"{where}.key")
+            key = self.get(lambda: t.text("key"), None)
             for k in ("table", "address"):
-                if k in t:
+                if t.has(k):
                     self.err(f"{where}.{k}", "serial_line points use 'key', not registers")
         else:
-            table = self.enum(Table, t, "table", f"{where}.table")
-            address = self.int_(t, "address", f"{where}.address", lo=0, hi=65535)
-            if "key" in t:
+            table = self.get(lambda: t.enum("table", Table), None)
+            address = self.get(lambda: t.integer("address", lo=0, hi=65535), None)
+            if t.has("key"):
                 self.err(f"{where}.key", "only serial_line points have a key")
         if ptype is PointType.STR and not serial:
             self.err(f"{where}.type", "type 'str' exists only on serial_line devices")
@@ -521,21 +458,21 @@ class _Parser:
                 self.err(f"{where}.type", f"a {table.value} point must be bool, not {ptype.value}")
             if address is not None and address + (1 if table.is_bits else ptype.registers) > 65536:
                 self.err(f"{where}.address", "runs past register 65535")
-        values = self.label_map(t, "values", f"{where}.values", 0, 65535)
-        bits = self.label_map(t, "bits", f"{where}.bits", 0, 15)
+        values = self.label_map(t, "values", 0, 65535)
+        bits = self.label_map(t, "bits", 0, 15)
         if ptype is PointType.ENUM and not values:
             self.err(f"{where}.values", "an enum needs values = {label = raw, ...}")
-        if ptype is not PointType.ENUM and "values" in t:
+        if ptype is not PointType.ENUM and t.has("values"):
             self.err(f"{where}.values", "only enum points have values")
         if ptype is PointType.BITFIELD and not bits:
             self.err(f"{where}.bits", "a bitfield needs bits = {label = bit, ...}")
-        if ptype is not PointType.BITFIELD and "bits" in t:
+        if ptype is not PointType.BITFIELD and t.has("bits"):
             self.err(f"{where}.bits", "only bitfield points have bits")
         if name in STANDARD_LABELS and ptype is PointType.ENUM:
             missing = STANDARD_LABELS[name] - set(values)
             if missing:
                 self.err(f"{where}.values", f"missing standard labels {sorted(missing)}")
-        rng = t.get("range")
+        rng = t.raw("range", None)
         vmin = vmax = None
         if rng is not None:
             if (
@@ -547,10 +484,10 @@ class _Parser:
                 self.err(f"{where}.range", "must be [min, max] with min <= max")
             else:
                 vmin, vmax = float(rng[0]), float(rng[1])
-        writable = self.bool_(t, "writable", f"{where}.writable", False)
-        allowed = self.allowed(t, f"{where}.allowed", ptype, values)
-        readback = self.str_(t, "readback", f"{where}.readback", None)
-        expect = self.expect(t, f"{where}.expect")
+        writable = self.get(lambda: t.flag("writable", False), False)
+        allowed = self.allowed(t, ptype, values)
+        readback = self.get(lambda: t.optional_text("readback"), None)
+        expect = self.expect(t)
         if writable:
             if table is not None and not table.is_writable:
                 self.err(f"{where}.writable", f"{table.value} registers cannot be written")
@@ -562,10 +499,17 @@ class _Parser:
                 self.err(f"{where}.readback", "a writable point must name the point read back")
         else:
             for k in ("allowed", "readback", "expect"):
-                if k in t:
+                if t.has(k):
                     self.err(f"{where}.{k}", "only writable points have this")
-        sensor_fault = self.int_(t, "sensor_fault", f"{where}.sensor_fault", None, 0, 0xFFFFFFFF)
-        if len(self.errors) > n_errors or ptype is None:
+        sensor_fault = self.get(lambda: t.optional_integer("sensor_fault", lo=0, hi=0xFFFFFFFF), None)
+        byte_order = self.get(lambda: t.enum("byte_order", Order, d_byte), d_byte)
+        word_order = self.get(lambda: t.enum("word_order", Order, d_word), d_word)
+        scale = self.get(lambda: t.number("scale", 1.0), 1.0)
+        offset = self.get(lambda: t.number("offset", 0.0), 0.0)
+        unit = self.get(lambda: t.text("unit", ""), "")
+        poll_s = self.get(lambda: t.number("poll_s", d_poll, positive=True), d_poll)
+        self.get(lambda: t.text("description", ""), "")
+        if self.n_errors() > n_errors or ptype is None:
             return None
         return Point(
             name=name,
@@ -573,14 +517,14 @@ class _Parser:
             table=table,
             address=address,
             key=key,
-            byte_order=self.enum(Order, t, "byte_order", f"{where}.byte_order", d_byte),
-            word_order=self.enum(Order, t, "word_order", f"{where}.word_order", d_word),
-            scale=self.num(t, "scale", f"{where}.scale", 1.0),
-            offset=self.num(t, "offset", f"{where}.offset", 0.0),
-            unit=self.str_(t, "unit", f"{where}.unit", ""),
+            byte_order=byte_order,
+            word_order=word_order,
+            scale=scale,
+            offset=offset,
+            unit=unit,
             valid_min=vmin,
             valid_max=vmax,
-            poll_s=self.num(t, "poll_s", f"{where}.poll_s", d_poll, positive=True),
+            poll_s=poll_s,
             values=MappingProxyType(values),
             bits=MappingProxyType(bits),
             sensor_fault=sensor_fault,
@@ -591,65 +535,55 @@ class _Parser:
             derived=derived,
         )
 
-    def derived(self, t: Mapping[str, Any], where: str) -> Derived | None:
-        if "derived" not in t:
+    def derived(self, t: TomlTable) -> Derived | None:
+        if not t.has("derived"):
             return None
-        d = t["derived"]
-        if not isinstance(d, dict):
-            self.err(f"{where}.derived", "must be a table")
+        d = self.get(lambda: t.table("derived"), None)
+        if d is None:
             return None
-        self.unknown(d, _DERIVED_KEYS, f"{where}.derived.")
-        source = self.str_(d, "source", f"{where}.derived.source")
-        method = self.str_(d, "method", f"{where}.derived.method")
+        self.unknown(d, _DERIVED_KEYS)
+        source = self.get(lambda: d.text("source"), None)
+        method = self.get(lambda: d.text("method"), None)
         if method is not None and method != "window_delta":
-            self.err(f"{where}.derived.method", f"unknown method {method!r} (one of window_delta)")
-        window = self.num(d, "window_s", f"{where}.derived.window_s", None, positive=True)
-        if window is None:
-            self.err(f"{where}.derived.window_s", "missing")
+            self.err(d.key("method"), f"unknown method {method!r} (one of window_delta)")
+            method = None
+        window = self.get(lambda: d.number("window_s", positive=True), None)
         if source is None or method is None or window is None:
             return None
         return Derived(source=source, method=method, window_s=window)
 
-    def label_map(
-        self, t: Mapping[str, Any], key: str, where: str, lo: int, hi: int
-    ) -> dict[str, int]:
-        raw = t.get(key, {})
-        if not isinstance(raw, dict):
-            self.err(where, "must be a table {label = number}")
+    def label_map(self, t: TomlTable, key: str, lo: int, hi: int) -> dict[str, int]:
+        raw = self.get(lambda: t.table(key), None)
+        if raw is None:
             return {}
         out: dict[str, int] = {}
         seen: dict[int, str] = {}
-        for label in raw:
-            n = self.int_(raw, label, f"{where}.{label}", lo=lo, hi=hi)
+        for label in raw.names():
+            n = self.get(functools.partial(raw.integer, label, lo=lo, hi=hi), None)
             if n is None:
                 continue
             if n in seen:
-                self.err(f"{where}.{label}", f"{n} is already {seen[n]!r}")
+                self.err(raw.key(label), f"{n} is already {seen[n]!r}")
             seen[n] = label
             out[label] = n
         return out
 
-    def allowed(
-        self, t: Mapping[str, Any], where: str, ptype: PointType | None, values: Mapping[str, int]
-    ) -> tuple[Scalar, ...]:
-        raw = t.get("allowed", [])
-        if not isinstance(raw, list):
-            self.err(where, "must be a list")
-            return ()
+    def allowed(self, t: TomlTable, ptype: PointType | None, values: Mapping[str, int]) -> tuple[Scalar, ...]:
+        raw = self.get(lambda: t.array("allowed", ()), ())
         out: list[Scalar] = []
         for i, v in enumerate(raw):
             if ptype is not None and not _fits(ptype, v, values):
-                self.err(f"{where}[{i}]", f"{v!r} is not a valid {ptype.value} value")
-            else:
+                self.problems.add(t.item_error("allowed", i, f"{v!r} is not a valid {ptype.value} value"))
+            elif isinstance(v, bool | int | float | str):
                 out.append(v)
         return tuple(out)
 
-    def expect(self, t: Mapping[str, Any], where: str) -> dict[str, str]:
-        raw = t.get("expect", {})
+    def expect(self, t: TomlTable) -> dict[str, str]:
+        raw = t.raw("expect", {})
         if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
-            self.err(where, "must be a table {written = read_back_label}")
+            self.err(t.key("expect"), "must be a table {written = read_back_label}")
             return {}
-        return dict(raw)
+        return {str(k): str(v) for k, v in raw.items()}
 
     def cross_checks(
         self, points: Mapping[str, Point], transport: TransportSpec | None, kind: Kind | None
@@ -701,17 +635,6 @@ class _Parser:
                     for e in self.errors
                 ):
                     self.err(f"points.{name}", f"a {kind.value} profile needs this standard point")
-
-
-def _tname(v: object) -> str:
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "array",
-        dict: "table",
-    }.get(type(v), type(v).__name__)
 
 
 def _fits(ptype: PointType, v: object, values: Mapping[str, int]) -> bool:

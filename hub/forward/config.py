@@ -45,9 +45,9 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from hub.forward.cap import Scope, Text
-from hub.forward.confread import Table
 from hub.rules import AlarmPriority
 from shared.errors import ConfigError
+from shared.tomlread import Table
 
 _NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _OFFSET_RE: Final = re.compile(r"^([+-])(\d\d):(\d\d)$")
@@ -139,7 +139,7 @@ def check_url(url: str) -> str | None:
 
 def parse_config(raw: Mapping[str, object], file: Path, *, hub_id: str) -> ForwardConfig:
     """Read the ``[forward]`` table (pass ``raw.get("forward", {})``); ConfigError names file and key."""
-    root = Table(file, "forward", raw)
+    root = Table(file, raw, "forward")
     sender = root.text("sender", f"{hub_id}@jikimi")
     if re.search(r"[\s,<&]", sender):
         raise root.error("sender", f"{sender!r}: a CAP sender has no spaces, commas, '<' or '&'")

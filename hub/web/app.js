@@ -19,15 +19,6 @@ const ROLE = { viewer: 0, operator: 1, supervisor: 2, admin: 3 };
 const ACTIVE_STATES = new Set(["unacknowledged", "acknowledged", "rtn_unacknowledged"]);
 const STALE_AFTER_S = 120; // the hub's default data-age limit (rules.data_age_limit_s)
 const SELECT_TIMEOUT_S = 30; // select-before-operate: a selection not executed within this lapses
-const ALLOWED = {
-  underpass: ["barrier.close", "barrier.open", "siren.on", "siren.off", "device.selftest"],
-  river_gate: ["gate.close", "gate.open", "sign.show", "broadcast.play", "device.selftest"],
-  flood_alarm: ["siren.on", "siren.off", "device.selftest"],
-  displacement: ["device.selftest"],
-  rain_gauge: ["device.selftest"],
-};
-const OPENING = new Set(["barrier.open", "gate.open"]);
-const EVACUATE_MESSAGE = "대피하십시오 / Evacuate now";
 const CHART_POINTS = [["water_depth_cm", "cm"], ["displacement_mm", "mm"], ["rain_mm_10min", "mm"]];
 const STATE_POINTS = ["barrier_state", "gate_state", "mode", "motor_fault", "barrier_cmd", "gate_cmd", "sign_message",
   "siren", "alarm_active"];
@@ -39,6 +30,31 @@ const S = {
   connected: false, lastEventAt: null, slowView: null, slowAt: 0, fitKey: null, cities: new Set(), viewBox: null,
 };
 const $ = (id) => document.getElementById(id);
+
+// --- the action vocabulary ----------------------------------------------------------------------
+// Served by the hub (GET /api/vocabulary, from shared/vocabulary.py) once after login; the page
+// never repeats it: which buttons a device gets, which actions are openings, what an action's
+// parameters may be and what block/evacuate send all come from here.
+
+const V = { actions: new Map(), kinds: new Map() };
+
+function setVocabulary(vocab) {
+  V.actions = new Map(vocab.actions.map((a) => [a.action, a]));
+  V.kinds = new Map(vocab.kinds.map((k) => [k.kind, k]));
+}
+
+const offers = (kind) => (V.kinds.has(kind) ? V.kinds.get(kind).actions : []);
+const isOpening = (action) => V.actions.has(action) && V.actions.get(action).opening;
+const argsOf = (step) => Object.fromEntries(step.args.map((a) => [a.name, a.value]));
+const stepsOf = (kind, op) => (V.kinds.has(kind) ? V.kinds.get(kind)[op] : []);
+
+/** An action's parameter defaults: what evacuate sends to this kind, else each parameter's first choice. */
+function defaultParams(kind, action) {
+  const step = stepsOf(kind, "evacuate").find((x) => x.action === action);
+  const given = step ? argsOf(step) : {};
+  return Object.fromEntries((V.actions.get(action) || { params: [] }).params.map((p) =>
+    [p.name, p.name in given ? given[p.name] : (p.choices.length ? p.choices[0] : "")]));
+}
 const can = (role) => S.me && ROLE[S.me.role] >= ROLE[role];
 
 // --- ages --------------------------------------------------------------------------------------
@@ -204,10 +220,12 @@ function showLogin(message) {
 async function start(me) {
   S.me = me;
   setCsrf(me.csrf);
-  const [places, health, geo] = await Promise.all([
+  const [places, health, geo, vocab] = await Promise.all([
     api("GET", "/api/places"), api("GET", "/api/health"),
     fetch("/web/data/gyeonggi-municipalities-2018.geojson").then((r) => r.json()),
+    api("GET", "/api/vocabulary"),
   ]);
+  setVocabulary(vocab);
   S.places = places;
   S.hub = health.hub;
   S.geo = geo;
@@ -541,10 +559,14 @@ function ruleBlock(site) {
 }
 
 /** Select-before-operate for one device command; reopening waits for a second approver. */
-function commandDialog(site, device, action) {
-  const opening = OPENING.has(action);
+function commandDialog(site, device, kind, action) {
+  const opening = isOpening(action);
   const reason = h("input", { id: "cmd-reason", required: true, maxlength: 200 });
-  const message = ["sign.show", "broadcast.play"].includes(action) ? h("input", { id: "cmd-message", value: EVACUATE_MESSAGE }) : null;
+  const defaults = defaultParams(kind, action);
+  const inputs = (V.actions.get(action) || { params: [] }).params.map((p) => [p, p.choices.length
+    ? h("select", { id: `cmd-param-${p.name}`, dataset: { param: p.name } }, p.choices.map((c) =>
+      h("option", { value: String(c), selected: c === defaults[p.name] }, c === "" ? t("sign_blank") : t(String(c)))))
+    : h("input", { id: `cmd-param-${p.name}`, dataset: { param: p.name }, value: String(defaults[p.name]) })]);
   const err = h("p", { class: "error", role: "alert", id: "cmd-error" });
   const progress = h("div", { class: "progress", id: "cmd-progress", "aria-live": "polite" });
   const values = h("div", { class: "dlg-values" }, valuesTable(S.latest, device));
@@ -562,7 +584,7 @@ function commandDialog(site, device, action) {
     h("h3", {}, t("live_values")), values,
     h("h3", {}, t("rule_fired")), rule,
     snapshotSlot(alarmId),
-    h("label", {}, t("reason"), reason), message ? h("label", {}, t("message"), message) : null,
+    h("label", {}, t("reason"), reason), inputs.map(([p, el]) => h("label", {}, t(p.name), el)),
     h("p", { class: "select-cd" }, cd), err, progress,
   ];
   const dlg = dialog("cmd-dlg", `${t(action)} — ${siteName(site)}`, body,
@@ -581,7 +603,7 @@ function commandDialog(site, device, action) {
     err.textContent = "";
     try {
       const out = await api("POST", "/api/commands", {
-        site, device, action, reason: reason.value, params: message ? { message: message.value } : {},
+        site, device, action, reason: reason.value, params: paramValues(inputs),
       });
       dlg.dataset.cmd = out.cmd_id;
       cd.remove();
@@ -593,6 +615,17 @@ function commandDialog(site, device, action) {
     }
   });
   reason.focus();
+}
+
+/** The dialog's parameter values, typed as the vocabulary says (a select's value is a string). */
+function paramValues(inputs) {
+  return Object.fromEntries(inputs.map(([p, el]) => {
+    const choice = p.choices.find((c) => String(c) === el.value);
+    if (choice !== undefined) return [p.name, choice];
+    if (p.type === "int" || p.type === "float") return [p.name, Number(el.value)];
+    if (p.type === "bool") return [p.name, el.value === "true"];
+    return [p.name, el.value];
+  }));
 }
 
 function renderProgress(box, c) {
@@ -653,7 +686,7 @@ async function approvalDialog(c) {
   reason.focus();
 }
 
-/** Block / evacuate an area: list what the hub will act on (hub/commands.py plan_operation). */
+/** Block / evacuate an area: list what the hub will act on (the vocabulary's steps per kind, as plan_operation). */
 async function operationDialog(kind, area) {
   const ids = [...new Set([...S.places.filter((p) => p.area === area).map((p) => p.site),
     ...S.sites.filter((x) => x.area === area).map((x) => x.site)])].sort();
@@ -663,11 +696,7 @@ async function operationDialog(kind, area) {
   })));
   const plan = [];
   for (const d of details.filter(Boolean)) for (const dev of d.devices) {
-    if (kind === "block") {
-      if (dev.kind === "underpass") plan.push([d.site.site, dev.device, "barrier.close"]);
-      else if (dev.kind === "river_gate") plan.push([d.site.site, dev.device, "gate.close"]);
-    } else if (dev.kind === "flood_alarm" || dev.kind === "underpass") plan.push([d.site.site, dev.device, "siren.on"]);
-    else if (dev.kind === "river_gate") { plan.push([d.site.site, dev.device, "sign.show"]); plan.push([d.site.site, dev.device, "broadcast.play"]); }
+    for (const step of stepsOf(dev.kind, kind)) plan.push([d.site.site, dev.device, step.action]);
   }
   const reason = h("input", { id: "op-reason", required: true, maxlength: 200 });
   const err = h("p", { class: "error", role: "alert", id: "op-error" });
@@ -756,9 +785,9 @@ function deviceCard(dev) {
   const vals = S.latest.filter((v) => v.device === dev.device);
   const worstQ = vals.reduce((w, v) => (v.quality !== "good" ? v.quality : w), "good");
   const states = vals.filter((v) => STATE_POINTS.includes(v.point));
-  const buttons = can("operator") ? (ALLOWED[dev.kind] || []).map((act) =>
+  const buttons = can("operator") ? offers(dev.kind).map((act) =>
     h("button", { class: act.endsWith(".close") || act === "siren.on" ? "danger" : "", dataset: { action: act, device: dev.device, key: `c-${dev.device}-${act}` },
-      onclick: () => commandDialog(S.siteId, dev.device, act) }, t(act))) : [];
+      onclick: () => commandDialog(S.siteId, dev.device, dev.kind, act) }, t(act))) : [];
   return h("div", { class: "device", dataset: { device: dev.device } },
     h("div", { class: "dev-head" }, h("b", {}, dev.device), ` ${dev.kind} · ${dev.profile} `,
       h("span", { class: `q q-${worstQ}`, title: t("health") }, `${t("health")}: ${t(worstQ)}`)),

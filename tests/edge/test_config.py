@@ -56,7 +56,7 @@ def test_good_config_loads(site_cfg: tuple[Path, str]) -> None:
             "policy.closing_dept_cm",
             "unknown key",
         ),
-        (("closing_depth_cm = 15.0", 'closing_depth_cm = "deep"'), "policy.closing_depth_cm", "Expected `float`"),
+        (("closing_depth_cm = 15.0", 'closing_depth_cm = "deep"'), "policy.closing_depth_cm", "must be a number"),
         (("closing_depth_cm = 15.0", "closing_depth_cm = -1"), "policy.closing_depth_cm", "> 0"),
         (('id = "gg-suwon-up-0031"', 'id = "GG/BAD"'), "site.id", "match"),
         (('host = "localhost"\n', ""), "hub.host", "missing"),

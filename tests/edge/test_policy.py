@@ -238,3 +238,51 @@ def test_local_mode_refuses() -> None:
     out = do_plan(cmd(m.Action.BARRIER_CLOSE), r("mode", "local", time.time()))
     assert isinstance(out, Refusal)
     assert "local mode" in out.reason
+
+
+GATE = load_profile(profiles_dir() / "river-gate-jk-rg10.toml")
+
+
+def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WritePlan | SelfTest:
+    c = cmd(action, device="gate", params=params)
+    return plan(c, site="gg-a-01", key=KEY.public_key(), devices={"gate": GATE}, depth_of={}, latest={},
+                policy=PolicySection(), now=time.time())
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "write"),
+    [
+        (m.Action.SIGN_SHOW, {"text": "산책로 통제 중"},
+         ("sign_message", "산책로 통제 중", "sign_message", "산책로 통제 중")),
+        (m.Action.BROADCAST_PLAY, {"message": "evacuate"}, ("broadcast", "evacuate", "broadcast", "evacuate")),
+        (m.Action.GATE_CLOSE, {}, ("gate_cmd", "close", "gate_state", "closed")),
+    ],
+)
+def test_a_river_gate_plans_what_the_vocabulary_writes(action: m.Action, params: dict[str, m.Scalar],
+                                                       write: tuple[str, m.Scalar, str, m.Scalar]) -> None:
+    """The point, value and read-back come from the vocabulary and the gate's profile."""
+    out = gate_plan(action, params)
+    assert isinstance(out, WritePlan)
+    assert (out.point, out.value, out.readback, out.expect) == write
+
+
+@pytest.mark.parametrize(
+    ("action", "params", "reason"),
+    [
+        (m.Action.SIGN_SHOW, {"message": "산책로 통제 중"}, "does not take params.message"),
+        (m.Action.SIGN_SHOW, {}, "needs params.text"),
+        (m.Action.SIGN_SHOW, {"text": "Evacuate now"}, "is not one of"),
+        (m.Action.BROADCAST_PLAY, {"message": "대피하십시오"}, "is not one of"),
+        (m.Action.SIREN_ON, {}, "not an action of gate"),
+    ],
+)
+def test_a_river_gate_refuses_what_the_vocabulary_does_not_allow(action: m.Action, params: dict[str, m.Scalar],
+                                                                 reason: str) -> None:
+    """Wrong parameter names, free text where the set is closed, an action the kind lacks."""
+    out = gate_plan(action, params)
+    assert isinstance(out, Refusal)
+    assert reason in out.reason
+
+
+def test_selftest_plans_a_self_test() -> None:
+    assert gate_plan(m.Action.DEVICE_SELFTEST, {}) == SelfTest("gate")

@@ -65,6 +65,25 @@ async def test_close_is_signed_sent_and_tracked_to_its_terminal_reply(
         assert [r["status"] for r in view["replies"]] == ["received", "verified"]
 
 
+async def test_an_action_the_kind_lacks_is_refused_before_signing(
+    api_hub: Hub, broker: RunningBroker, test_pki: PkiFixture, site_id: str
+) -> None:
+    """siren.on to an underpass (its profile has no siren) is refused (422) with the reason from
+    the vocabulary, and nothing reaches the edge; the console is served that vocabulary."""
+    async with fake_edge(broker, test_pki.files(site_id), site_id) as edge, \
+            api_client(api_hub, test_pki.dir / "ca.pem") as c:
+        await bring_up(edge, 20.0)
+        await c.login("olive")
+        resp = await c.post("/api/commands", {"site": site_id, "device": "barrier-1", "action": "siren.on",
+                                              "reason": "warn the drivers"})
+        assert resp.status == 422
+        assert "a underpass does not take siren.on" in (await resp.json())["error"]
+        vocab = await (await c.get("/api/vocabulary")).json()
+        underpass = next(k for k in vocab["kinds"] if k["kind"] == "underpass")
+        assert "siren.on" not in underpass["actions"]
+        assert edge.commands == []
+
+
 async def test_the_same_user_cannot_approve_their_own_open(
     api_hub: Hub, broker: RunningBroker, test_pki: PkiFixture, site_id: str
 ) -> None:

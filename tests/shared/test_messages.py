@@ -118,7 +118,3 @@ def test_reply_status_terminality() -> None:
     """Only `received` is not terminal."""
     assert [s for s in m.ReplyStatus if not s.is_terminal] == [m.ReplyStatus.RECEIVED]
 
-
-def test_opening_actions() -> None:
-    """barrier.open and gate.open are the deliberate (two-person) actions."""
-    assert {a for a in m.Action if a.is_opening} == {m.Action.BARRIER_OPEN, m.Action.GATE_OPEN}

@@ -116,7 +116,7 @@ def test_all_errors_are_reported_not_just_the_first() -> None:
     text = text.replace("address = 1", 'address = "one"').replace('readback = "siren"', "")
     errs = errors_of(text)
     assert "flood.toml: device.colour: unknown key" in errs
-    assert "flood.toml: points.battery_v.address: must be an integer, not string" in errs
+    assert "flood.toml: points.battery_v.address: must be an integer, not 'one' (string)" in errs
     assert "flood.toml: points.siren.readback: a writable point must name the point read back" in errs
 
 

@@ -133,3 +133,18 @@ async def test_blocking_an_area_from_the_map_lists_its_devices_and_closes_them(b
         await dlg.locator("#op-execute").click()
         await expect(dlg.locator("#op-progress li.st-verified")).to_have_count(1, timeout=15_000)
         assert console.sim.physics.barrier.limit_closed
+
+
+async def test_a_device_gets_only_the_buttons_the_vocabulary_offers(browser: Browser, console: Console) -> None:
+    """The console has no action table of its own: the underpass's buttons are exactly what the
+    hub's /api/vocabulary offers an underpass (no siren: its profile has none)."""
+    async with logged_in(browser, console, "olive") as page:
+        await page.locator(f'.site-marker[data-site="{console.site}"]').press("Enter")
+        buttons = page.locator('#site-controls .device[data-device="barrier"] button[data-action]')
+        await expect(buttons.first).to_be_visible()
+        shown = await buttons.evaluate_all("(bs) => bs.map((b) => b.dataset.action)")
+        offered = await page.evaluate("""async () => {
+            const v = await (await fetch("/api/vocabulary")).json();
+            return v.kinds.find((k) => k.kind === "underpass").actions;
+        }""")
+    assert shown == offered == ["barrier.close", "barrier.open", "device.selftest"]
