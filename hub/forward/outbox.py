@@ -1,8 +1,8 @@
 """The durable forwarding outbox: messages, per-recipient deliveries, attempts, escalations.
 
-It lives in the hub's database under its own migration set (``jikimi.hub.forward``; tables
-``fwd_*``), and every function here runs inside a write transaction the caller holds
-(:class:`hub.forward.tx.WriteTx`: the hub's writer, or a ``LocalWriter``).
+It lives in the hub's database (tables ``fwd_*``, created by hub/migrations.py), and every
+function here runs inside a write transaction the caller holds (:class:`hub.forward.tx.WriteTx`:
+the hub's writer, or a ``LocalWriter``).
 
 Rules and invariants:
 
@@ -39,9 +39,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-import sqlite_utils
-from sqlite_utils.db import Database
-
 from hub.errors import NotFound, Refused
 from hub.forward import policy
 from hub.forward.cap import Reference
@@ -55,60 +52,6 @@ from hub.forward.tx import WriteTx
 ACTOR: Final = "system:forward"
 LEASE_MARGIN_S: Final = 30.0
 """A claimed delivery is not due again until its request's timeout plus this has passed."""
-
-migrations = sqlite_utils.Migrations("jikimi.hub.forward")
-
-
-@migrations()
-def m001_outbox(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE fwd_threads ("
-        " key TEXT PRIMARY KEY, event_id TEXT NOT NULL, open INTEGER NOT NULL, refs TEXT NOT NULL,"
-        " recipients TEXT NOT NULL, updated_at REAL NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE fwd_messages ("
-        " identifier TEXT PRIMARY KEY, notice_key TEXT NOT NULL UNIQUE, thread TEXT NOT NULL,"
-        " event_id TEXT NOT NULL, msg_type TEXT NOT NULL, sent TEXT NOT NULL, source TEXT NOT NULL,"
-        " area TEXT NOT NULL, priority TEXT NOT NULL, site TEXT NOT NULL, headline TEXT NOT NULL,"
-        " created_at REAL NOT NULL)"
-    )
-    db.execute("CREATE INDEX fwd_messages_thread ON fwd_messages (thread, created_at)")
-    db.execute(
-        "CREATE TABLE fwd_payloads ("
-        " identifier TEXT NOT NULL REFERENCES fwd_messages (identifier), variant TEXT NOT NULL,"
-        " content_type TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (identifier, variant))"
-    )
-    db.execute(
-        "CREATE TABLE fwd_deliveries ("
-        " id INTEGER PRIMARY KEY, identifier TEXT NOT NULL REFERENCES fwd_messages (identifier),"
-        " thread TEXT NOT NULL, recipient TEXT NOT NULL, variant TEXT NOT NULL,"
-        " state TEXT NOT NULL CHECK (state IN ('pending', 'acked', 'failed')),"
-        " attempts INTEGER NOT NULL DEFAULT 0, round_start INTEGER NOT NULL DEFAULT 0,"
-        " next_at REAL NOT NULL, created_at REAL NOT NULL,"
-        " escalate_at REAL, escalated_at REAL, escalation_of INTEGER REFERENCES fwd_deliveries (id),"
-        " acked_at REAL, failed_at REAL, last_error TEXT NOT NULL DEFAULT '',"
-        " UNIQUE (identifier, recipient))"
-    )
-    db.execute("CREATE INDEX fwd_deliveries_due ON fwd_deliveries (state, next_at)")
-    db.execute("CREATE INDEX fwd_deliveries_order ON fwd_deliveries (recipient, thread, state, id)")
-    db.execute(
-        "CREATE INDEX fwd_deliveries_escalation ON fwd_deliveries (escalate_at)"
-        " WHERE escalated_at IS NULL AND state <> 'acked'"
-    )
-    db.execute(
-        "CREATE TABLE fwd_attempts ("
-        " id INTEGER PRIMARY KEY, delivery_id INTEGER NOT NULL REFERENCES fwd_deliveries (id),"
-        " n INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,"
-        " http_status INTEGER, error TEXT NOT NULL DEFAULT '', UNIQUE (delivery_id, n))"
-    )
-    db.execute("CREATE INDEX fwd_attempts_open ON fwd_attempts (delivery_id) WHERE finished_at IS NULL")
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Apply forwarding's pending migrations (the hub calls this when it opens its database)."""
-    migrations.apply(Database(conn))
-
 
 # --- enqueue --------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hub import cctv, receiver
+from hub import receiver
 from hub.forward import keti, outbox, webhook
 from hub.forward.config import Format, ForwardConfig, RecipientKind
 from hub.forward.deliver import Forwarder, HttpTransport
@@ -249,7 +249,7 @@ async def test_a_hub_killed_mid_attempt_resumes_and_the_receiver_still_has_the_a
     faults.hold_next_ack()
     async with receiver.serve(fail_first=3, middlewares=[faults.middleware]) as rcv:
         cfg = config(recipient("centre", rcv.url))
-        async with LocalWriter.open(path, audit, [outbox.migrations, cctv.migrations]) as w:
+        async with LocalWriter.open(path, audit) as w:
             sent = await w.call(lambda tx: outbox.enqueue(tx, notice(), cfg, now=T0))
         assert sent is not None
         proc = await asyncio.create_subprocess_exec(
@@ -267,7 +267,7 @@ async def test_a_hub_killed_mid_attempt_resumes_and_the_receiver_still_has_the_a
             (row,) = outbox.deliveries(conn)
             assert (row.state, row.attempts) == ("pending", 4)
             assert [a.outcome for a in outbox.attempts(conn, row.id)] == ["retry", "retry", "retry", None]
-        async with LocalWriter.open(path, audit, [outbox.migrations, cctv.migrations]) as w:
+        async with LocalWriter.open(path, audit) as w:
             fwd = Forwarder(cfg, w, transport)
             assert await fwd.recover() == 1
             await settle(fwd, w)

@@ -8,10 +8,9 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from hub import audit, cctv, receiver
+from hub import audit, receiver
 from hub.forward import outbox
 from hub.forward.deliver import Forwarder, HttpTransport
-from hub.forward.tx import apply_migrations
 from hub.store import Tx, Writer
 from tests.hub.forward.helpers import config, notice, recipient
 
@@ -25,7 +24,7 @@ def _no_ingest(tx: Tx, items: Sequence[_Nothing]) -> None:
 
 
 def _open(conn: sqlite3.Connection) -> None:
-    apply_migrations(conn, [outbox.migrations, cctv.migrations])
+    return None  # the writer's connection is migrated when it opens (hub/migrations.py)
 
 
 async def test_delivery_through_the_hub_writer_is_audited_in_the_hash_chain(tmp_path: Path) -> None:
