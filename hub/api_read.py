@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from hub import auth, queries
+from hub import auth, queries, views
 from hub.api_base import BadInput, float_param, id_param, int_param, json_response, ops_of
 from hub.apitypes import SitePlace
 
@@ -74,7 +74,7 @@ async def list_incidents(request: web.Request, sess: auth.Session) -> web.Respon
 
 async def list_forwarding(request: web.Request, sess: auth.Session) -> web.Response:
     rows = await ops_of(request).reader.run(queries.deliveries)
-    return json_response(queries.ForwardingView(deliveries=rows))
+    return json_response(views.ForwardingView(deliveries=rows))
 
 
 # --- commands, operations --------------------------------------------------------------------

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hub import audit, receiver
-from hub.forward import outbox
+from hub.forward import ledger
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.store import Tx, Writer
 from tests.hub.forward.helpers import config, notice, recipient
@@ -44,7 +44,7 @@ async def test_delivery_through_the_hub_writer_is_audited_in_the_hash_chain(tmp_
     with sqlite3.connect(path) as conn:
         rows = audit.verify_conn(conn)
         actions = [r[0] for r in conn.execute("SELECT action FROM audit ORDER BY id")]
-        (delivery,) = outbox.deliveries(conn)
+        (delivery,) = ledger.deliveries(conn)
     assert rows == len(actions)
     assert delivery.state == "acked"
     assert actions == ["forward.enqueue", "forward.attempt", "forward.outcome", "forward.attempt", "forward.outcome"]
