@@ -87,10 +87,10 @@ class Hub:
         self.engine = Engine(cfg, load_private_key(cfg.commands.signing_key), self.outlet, observer=observer,
                              clock=clock)
         self.writer.bind(self.engine.ingest, self.engine.load)
-        self.evidence = EvidenceQueue()
+        self.captures = EvidenceQueue()
         if cfg.forward is not None:
             self.engine.alerts = AlarmAlerts(cfg, wake=self._wake_forwarder,
-                                             capture=self.evidence.put if cfg.cctv is not None else None)
+                                             capture=self.captures.put if cfg.cctv is not None else None)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
         self.api_port: int | None = None
@@ -176,7 +176,7 @@ class Hub:
             if self.cfg.cctv is not None:
                 session = await stack.enter_async_context(aiohttp.ClientSession())
                 linker = self.ops.linker = CctvLinker(self.cfg.cctv, self.writer, session, clock=self.clock)
-                others += [tg.create_task(evidence.capture_loop(self.evidence, linker, self.ops.forwarder),
+                others += [tg.create_task(evidence.capture_loop(self.captures, linker, self.ops.forwarder),
                                           name="hub.cctv"),
                            tg.create_task(evidence.purge_loop(linker), name="hub.evidence_purge")]
             api_ready = asyncio.Event()
