@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hub import alarms as isa
-from hub.cctv import Evidence, GeoPoint
+from hub.cctv_geo import Evidence, GeoPoint
 from hub.config import HubConfig
 from hub.forward import outbox
 from hub.forward.cap import Text

@@ -34,7 +34,7 @@ from hub import audit
 from hub.errors import BadCredentials, Conflict, NotFound, RateLimited, Refused, StoreError
 from hub.migrations import connect
 from hub.roles import Role
-from hub.store import Tx
+from hub.store import Clock, Tx
 
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8
@@ -164,13 +164,13 @@ def end_session(tx: Tx, token: str, username: str) -> None:
 
 
 def _run(db: Path, actor: str, work: list[tuple[str, tuple[object, ...]]], action: str, target: str,
-         detail: dict[str, str | float | int | bool | list[str] | None]) -> None:
+         detail: dict[str, str | float | int | bool | list[str] | None], now: float) -> None:
     conn = connect(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         for sql, args in work:
             conn.execute(sql, args)
-        audit.append(conn, time.time(), actor, action, target, detail)
+        audit.append(conn, now, actor, action, target, detail)
         conn.execute("COMMIT")
     except sqlite3.IntegrityError as exc:
         conn.execute("ROLLBACK")
@@ -188,7 +188,7 @@ def cli_actor() -> str:
 
 
 def add_user(db: Path, username: str, role: Role, password: str, *, actor: str | None = None,
-             scrypt_n: int = SCRYPT_N) -> None:
+             scrypt_n: int = SCRYPT_N, clock: Clock = time.time) -> None:
     check_username(username)
     check_new_password(password)
     conn = connect(db)
@@ -198,11 +198,11 @@ def add_user(db: Path, username: str, role: Role, password: str, *, actor: str |
         conn.close()
     if exists:
         raise Conflict(f"user {username!r} exists already")
-    now = time.time()
+    now = clock()
     _run(db, actor or cli_actor(), [(
         "INSERT INTO operators (username, role, pw_hash, disabled, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)",
         (username, role.value, hash_password(password, n=scrypt_n), now, now))],
-        "user.add", f"operator/{username}", {"role": role.value})
+        "user.add", f"operator/{username}", {"role": role.value}, now)
 
 
 def _existing(db: Path, username: str) -> Operator:
@@ -216,22 +216,25 @@ def _existing(db: Path, username: str) -> Operator:
     return op
 
 
-def set_password(db: Path, username: str, password: str, *, actor: str | None = None) -> None:
+def set_password(db: Path, username: str, password: str, *, actor: str | None = None,
+                 clock: Clock = time.time) -> None:
     _existing(db, username)
     check_new_password(password)
+    now = clock()
     _run(db, actor or cli_actor(), [
         ("UPDATE operators SET pw_hash = ?, updated_at = ? WHERE username = ?",
-         (hash_password(password), time.time(), username)),
+         (hash_password(password), now, username)),
         ("DELETE FROM sessions WHERE username = ?", (username,)),
-    ], "user.passwd", f"operator/{username}", {})
+    ], "user.passwd", f"operator/{username}", {}, now)
 
 
-def disable_user(db: Path, username: str, *, actor: str | None = None) -> None:
+def disable_user(db: Path, username: str, *, actor: str | None = None, clock: Clock = time.time) -> None:
     _existing(db, username)
+    now = clock()
     _run(db, actor or cli_actor(), [
-        ("UPDATE operators SET disabled = 1, updated_at = ? WHERE username = ?", (time.time(), username)),
+        ("UPDATE operators SET disabled = 1, updated_at = ? WHERE username = ?", (now, username)),
         ("DELETE FROM sessions WHERE username = ?", (username,)),
-    ], "user.disable", f"operator/{username}", {})
+    ], "user.disable", f"operator/{username}", {}, now)
 
 
 def verify_login(op: Operator | None, password: str) -> Operator:

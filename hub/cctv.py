@@ -1,14 +1,10 @@
-"""CCTV linkage: the camera registry, which cameras see a site (pure), and snapshot evidence.
+"""CCTV linkage, the shell: the camera config, snapshots over HTTP, and the evidence store.
 
-Three parts, top to bottom:
+Which cameras see a site, and the values (cameras, evidence), are pure and live in
+hub/cctv_geo.py. Two parts here:
 
-1. **Pure selection.** :func:`pick_cameras` ranks the cameras that *see* a site: the site lies
-   within the camera's range and inside one of its views (the bearing from the camera to the
-   site is within the view's heading ± half its angle). A fixed camera has one view; a PTZ
-   camera has one view per preset, and the chosen view says which preset to move to. Nearest
-   first; ties go to the view that looks most squarely at the site, then to the camera id.
-2. **Config.** ``[cctv]`` in the hub's TOML: :func:`parse_config`.
-3. **Evidence (the shell).** :class:`CctvLinker` moves a PTZ camera to its preset, fetches a
+1. **Config.** ``[cctv]`` in the hub's TOML: :func:`parse_config`.
+2. **Evidence.** :class:`CctvLinker` moves a PTZ camera to its preset, fetches a
    snapshot, stores it as a content-addressed file with its SHA-256 (and SHA-1, which CAP 1.2's
    ``<digest>`` uses), records it in the hub's database and audits the capture. Every view of
    evidence is audited (DESIGN §6); evidence is kept ``retention_days`` (30 by default, PIPA
@@ -30,20 +26,19 @@ import contextlib
 import functools
 import hashlib
 import logging
-import math
 import os
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import aiohttp
-import sqlite_utils
-from sqlite_utils.db import Database
 
+from hub.cctv_geo import Camera, CameraChoice, Evidence, GeoPoint, View, pick_cameras
+from hub.cctv_geo import CctvConfig as CctvConfig  # re-exported: hub/config.py names it here
 from hub.errors import NotFound
 from hub.forward.errors import CameraError, EvidenceError
 from hub.forward.tx import WriteGateway, WriteTx
@@ -53,141 +48,11 @@ from shared.tomlread import Table
 
 log = logging.getLogger(__name__)
 
-EARTH_RADIUS_M: Final = 6_371_008.8
-"""The mean Earth radius (IUGG), for great-circle distances."""
-AT_SITE_M: Final = 5.0
-"""A camera closer than this to the site sees it whatever its heading (the bearing is noise)."""
 _CAMERA_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SYSTEM: Final = "system"
 
 
-# --- 1. pure selection ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GeoPoint:
-    """WGS84 latitude and longitude in degrees."""
-
-    lat: float
-    lon: float
-
-    def __post_init__(self) -> None:
-        if not (-90.0 <= self.lat <= 90.0 and -180.0 <= self.lon <= 180.0):
-            raise ValueError(f"not a WGS84 position: {self.lat}, {self.lon}")
-
-
-def distance_m(a: GeoPoint, b: GeoPoint) -> float:
-    """Great-circle (haversine) distance in metres."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dp = p2 - p1
-    dl = math.radians(b.lon - a.lon)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(h)))
-
-
-def bearing_deg(a: GeoPoint, b: GeoPoint) -> float:
-    """Initial bearing from ``a`` to ``b``, degrees clockwise from true north in [0, 360)."""
-    p1, p2 = math.radians(a.lat), math.radians(b.lat)
-    dl = math.radians(b.lon - a.lon)
-    x = math.sin(dl) * math.cos(p2)
-    y = math.cos(p1) * math.sin(p2) - math.sin(p1) * math.cos(p2) * math.cos(dl)
-    return math.degrees(math.atan2(x, y)) % 360.0
-
-
-def off_axis_deg(heading: float, bearing: float) -> float:
-    """How far ``bearing`` lies from ``heading``, in [0, 180]."""
-    return abs((bearing - heading + 180.0) % 360.0 - 180.0)
-
-
-@dataclass(frozen=True)
-class View:
-    """One direction a camera looks in: a fixed camera's only view, or a PTZ camera's preset."""
-
-    heading_deg: float
-    fov_deg: float
-    preset: int | None = None
-
-
-@dataclass(frozen=True)
-class Camera:
-    id: str
-    position: GeoPoint
-    views: tuple[View, ...]
-    snapshot_url: str
-    range_m: float = 200.0
-    ptz_preset_url: str | None = None
-    """A template with ``{preset}``; set for PTZ cameras, whose views carry preset numbers."""
-    jurisdiction: str = ""
-    name: str = ""
-
-    @property
-    def is_ptz(self) -> bool:
-        return self.ptz_preset_url is not None
-
-
-@dataclass(frozen=True)
-class CameraChoice:
-    """A camera that sees the site, the view it sees it with, and how far and where it is."""
-
-    camera: Camera
-    view: View
-    distance_m: float
-    bearing_deg: float
-    off_axis_deg: float
-
-
-def sees(camera: Camera, site: GeoPoint) -> CameraChoice | None:
-    """The camera's best view of ``site``, or None if the site is out of range or out of view."""
-    d = distance_m(camera.position, site)
-    if d > camera.range_m:
-        return None
-    b = bearing_deg(camera.position, site)
-    best: CameraChoice | None = None
-    for view in camera.views:
-        off = 0.0 if d < AT_SITE_M else off_axis_deg(view.heading_deg, b)
-        if view.fov_deg < 360.0 and off > view.fov_deg / 2.0:
-            continue
-        if best is None or off < best.off_axis_deg:
-            best = CameraChoice(camera, view, d, b, off)
-    return best
-
-
-def pick_cameras(cameras: Iterable[Camera], site: GeoPoint, *, limit: int = 2,
-                 jurisdictions: frozenset[str] | None = None) -> list[CameraChoice]:
-    """The ``limit`` nearest cameras that see ``site`` (optionally only those of some jurisdictions)."""
-    # A cheap box first: a degree of latitude is ~111 km, a degree of longitude ~111 km * cos(lat).
-    lat_deg_m = 111_195.0
-    lon_deg_m = max(1.0, lat_deg_m * math.cos(math.radians(site.lat)))
-    found: list[CameraChoice] = []
-    for cam in cameras:
-        if jurisdictions is not None and cam.jurisdiction not in jurisdictions:
-            continue
-        if abs(cam.position.lat - site.lat) * lat_deg_m > cam.range_m * 1.01:
-            continue
-        if abs(cam.position.lon - site.lon) * lon_deg_m > cam.range_m * 1.01 + 1.0:
-            continue
-        choice = sees(cam, site)
-        if choice is not None:
-            found.append(choice)
-    found.sort(key=lambda c: (round(c.distance_m, 3), c.off_axis_deg, c.camera.id))
-    return found[:limit]
-
-
-# --- 2. config ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CctvConfig:
-    cameras: tuple[Camera, ...] = ()
-    evidence_dir: Path = Path("var/evidence")
-    retention_days: float = 30.0
-    max_cameras: int = 2
-    """How many cameras are captured per alarm."""
-    timeout_s: float = 5.0
-    """Per HTTP request to a camera (PTZ move, snapshot)."""
-    ptz_settle_s: float = 2.0
-    """Wait after a PTZ move before the snapshot, so the picture is not of the swing."""
-    max_snapshot_bytes: int = 8 * 1024 * 1024
+# --- 1. config ----------------------------------------------------------------------------------
 
 
 def _url(t: Table, name: str, value: str) -> str:
@@ -279,45 +144,7 @@ def _camera(cam_id: str, t: Table) -> Camera:
     return cam
 
 
-# --- 3. evidence ------------------------------------------------------------------------------
-
-
-migrations = sqlite_utils.Migrations("jikimi.hub.cctv")
-
-
-@migrations()
-def m001_evidence(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE cctv_evidence ("
-        " id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, sha1 TEXT NOT NULL, camera_id TEXT NOT NULL,"
-        " preset INTEGER, ref TEXT NOT NULL, captured_at REAL NOT NULL, expires_at REAL NOT NULL,"
-        " size INTEGER NOT NULL, mime TEXT NOT NULL, path TEXT NOT NULL,"
-        " distance_m REAL NOT NULL, bearing_deg REAL NOT NULL, jurisdiction TEXT NOT NULL)"
-    )
-    db.execute("CREATE INDEX cctv_evidence_ref ON cctv_evidence (ref)")
-    db.execute("CREATE INDEX cctv_evidence_expiry ON cctv_evidence (expires_at)")
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """One stored snapshot."""
-
-    id: int
-    sha256: str
-    sha1: str
-    camera_id: str
-    preset: int | None
-    ref: str
-    """What it is evidence of, e.g. ``alarm:42``."""
-    captured_at: float
-    expires_at: float
-    size: int
-    mime: str
-    path: str
-    """Relative to the evidence folder."""
-    distance_m: float
-    bearing_deg: float
-    jurisdiction: str
+# --- 2. evidence ------------------------------------------------------------------------------
 
 
 _EVIDENCE_COLS: Final = ("id, sha256, sha1, camera_id, preset, ref, captured_at, expires_at, size, mime, path,"
@@ -366,8 +193,8 @@ def _is_jpeg(data: bytes) -> bool:
 class CctvLinker:
     """Captures, stores, shows and purges CCTV evidence for alarms.
 
-    ``gateway`` is the hub's writer (or a :class:`hub.forward.tx.LocalWriter` with this module's
-    :data:`migrations`); ``session`` an aiohttp client session the caller owns.
+    ``gateway`` is the hub's writer (or a :class:`hub.forward.tx.LocalWriter`); ``session`` an
+    aiohttp client session the caller owns.
     """
 
     def __init__(self, config: CctvConfig, gateway: WriteGateway, session: aiohttp.ClientSession, *,

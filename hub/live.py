@@ -1,5 +1,9 @@
 """Live updates for the console: committed changes fanned out to Server-Sent-Event subscribers.
 
+Each kind of change is a frozen msgspec Struct below (its ``KIND`` is the SSE event name); its
+fields, in order, are the JSON body the console reads (hub/web/), so adding a field is fine
+and renaming one is a console change.
+
 Overflow policy: each subscriber has a bounded queue (``maxsize``). A subscriber too slow to
 keep up never slows ingest: its queue is emptied and replaced by one ``resync`` event, which
 tells the console to fetch the current state again. Events are published only after commit,
@@ -11,22 +15,131 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import msgspec
 
+from shared.messages import Scalar
+
 _enc = msgspec.json.Encoder()
+
+
+class LatestPoint(msgspec.Struct, frozen=True):
+    device: str
+    point: str
+    value: Scalar
+    quality: str
+    ts: float
+
+
+class LatestChanged(msgspec.Struct, frozen=True):
+    """New latest values of some points of one site."""
+
+    KIND: ClassVar[str] = "latest"
+    site: str
+    points: list[LatestPoint]
+
+
+class SiteEvent(msgspec.Struct, frozen=True):
+    """An event record from an edge (an alarm-priority event, a local action)."""
+
+    KIND: ClassVar[str] = "event"
+    site: str
+    seq: int
+    kind: str
+    device: str | None
+    detail: str
+    ts: float
+
+
+class AlarmChanged(msgspec.Struct, frozen=True):
+    """One ISA-18.2 transition of one alarm."""
+
+    KIND: ClassVar[str] = "alarm"
+    id: int
+    site: str
+    device: str
+    point: str
+    rule: str
+    priority: str
+    state: str
+    active: bool
+    event: str
+    actor: str
+    reason: str
+    ts: float
+    incident_id: int | None
+
+
+class IncidentChanged(msgspec.Struct, frozen=True):
+    KIND: ClassVar[str] = "incident"
+    id: int
+    area: str
+    state: str
+
+
+class CommandChanged(msgspec.Struct, frozen=True):
+    KIND: ClassVar[str] = "command"
+    cmd_id: str
+    state: str
+    detail: str
+
+
+class OperationStarted(msgspec.Struct, frozen=True):
+    KIND: ClassVar[str] = "operation"
+    id: str
+    kind: str
+    area: str
+
+
+class SiteStateChanged(msgspec.Struct, frozen=True):
+    """A site's status (online/offline) changed."""
+
+    KIND: ClassVar[str] = "site"
+    site: str
+    state: str
+    boot: str
+
+
+class SiteBorn(msgspec.Struct, frozen=True):
+    """A site (re)published its birth certificate."""
+
+    KIND: ClassVar[str] = "site"
+    site: str
+    birth: str
+    devices: int
+
+
+class EscalationRaised(msgspec.Struct, frozen=True):
+    """An alert was not acknowledged in time (hub/forward/outbox.py rule 6)."""
+
+    KIND: ClassVar[str] = "escalation"
+    delivery_id: int
+    identifier: str
+    thread: str
+    recipient: str
+    headline: str
+    state: str
+    attempts: int
+    last_error: str
+    escalated_to: str | None
+
+
+Change = (LatestChanged | SiteEvent | AlarmChanged | IncidentChanged | CommandChanged | OperationStarted
+          | SiteStateChanged | SiteBorn | EscalationRaised)
 
 
 @dataclass(frozen=True)
 class LiveEvent:
     kind: str
-    """``alarm``, ``latest``, ``site``, ``command``, ``operation``, ``incident``, ``event`` or ``resync``."""
+    """``alarm``, ``latest``, ``site``, ``command``, ``operation``, ``incident``, ``event``,
+    ``escalation`` or ``resync``."""
     data: bytes
     """The event's JSON body, already encoded."""
 
     @classmethod
-    def of(cls, kind: str, body: object) -> LiveEvent:
-        return cls(kind, _enc.encode(body))
+    def of(cls, change: Change) -> LiveEvent:
+        return cls(change.KIND, _enc.encode(change))
 
 
 RESYNC = LiveEvent("resync", b"{}")

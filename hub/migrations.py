@@ -1,28 +1,44 @@
-"""The hub database's schema: named, ordered migrations (sqlite-utils ``Migrations``).
+"""The hub database's schema: one named, ordered list of migrations, :data:`MIGRATIONS`.
 
-A migration, once released, is never edited: a change is a new migration at the end. Each runs
-in its own transaction together with the record that it ran.
+Everything that opens the hub's file (the writer, the readers' checkpointer, forwarding's and
+the CCTV linkage's local writers) reads this one list; no other module defines a table.
+
+Rules:
+
+1. A migration, once released, is never edited: a change is a new migration at the end of
+   :data:`MIGRATIONS`. Migrations run in the list's order.
+2. Each runs in its own transaction together with the record that it ran (sqlite-utils'
+   ``_sqlite_migrations`` table, keyed by set and name).
+3. The set names are history: the hub's core tables were ``jikimi.hub``, forwarding's
+   ``jikimi.hub.forward`` and the CCTV evidence ``jikimi.hub.cctv``, when they were three lists.
+   Each entry keeps its set and name, so a database made then upgrades cleanly now. A new
+   migration goes in the ``jikimi.hub`` set.
 
 Tables (DESIGN §6): sites, devices, latest, records (the history, deduplicated by
 (site, seq)), history_agg (downsampled history), quarantine, seq_gaps, alarms,
 alarm_transitions, incidents, commands, command_replies, operations, operators, sessions and
-the hash-chained audit log (append-only: triggers refuse UPDATE and DELETE).
+the hash-chained audit log (append-only: triggers refuse UPDATE and DELETE); forwarding's
+``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import sqlite_utils
 from sqlite_utils.db import Database
 
 from hub.errors import StoreError
 
-migrations = sqlite_utils.Migrations("jikimi.hub")
+CORE: Final = "jikimi.hub"
+FORWARD: Final = "jikimi.hub.forward"
+CCTV: Final = "jikimi.hub.cctv"
 
 
-@migrations()
 def m001_ingest(db: Database) -> None:
     db.execute(
         "CREATE TABLE sites ("
@@ -74,7 +90,6 @@ def m001_ingest(db: Database) -> None:
     )
 
 
-@migrations()
 def m002_alarms(db: Database) -> None:
     db.execute(
         "CREATE TABLE incidents ("
@@ -100,7 +115,6 @@ def m002_alarms(db: Database) -> None:
     db.execute("CREATE INDEX alarm_transitions_alarm ON alarm_transitions (alarm_id, id)")
 
 
-@migrations()
 def m003_commands(db: Database) -> None:
     db.execute(
         "CREATE TABLE operations ("
@@ -125,7 +139,6 @@ def m003_commands(db: Database) -> None:
     db.execute("CREATE INDEX command_replies_cmd ON command_replies (cmd_id)")
 
 
-@migrations()
 def m004_people(db: Database) -> None:
     db.execute(
         "CREATE TABLE operators ("
@@ -139,7 +152,6 @@ def m004_people(db: Database) -> None:
     )
 
 
-@migrations()
 def m005_audit(db: Database) -> None:
     db.execute(
         "CREATE TABLE audit ("
@@ -154,6 +166,101 @@ def m005_audit(db: Database) -> None:
         "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
         " BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END"
     )
+
+
+def m001_outbox(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE fwd_threads ("
+        " key TEXT PRIMARY KEY, event_id TEXT NOT NULL, open INTEGER NOT NULL, refs TEXT NOT NULL,"
+        " recipients TEXT NOT NULL, updated_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE fwd_messages ("
+        " identifier TEXT PRIMARY KEY, notice_key TEXT NOT NULL UNIQUE, thread TEXT NOT NULL,"
+        " event_id TEXT NOT NULL, msg_type TEXT NOT NULL, sent TEXT NOT NULL, source TEXT NOT NULL,"
+        " area TEXT NOT NULL, priority TEXT NOT NULL, site TEXT NOT NULL, headline TEXT NOT NULL,"
+        " created_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX fwd_messages_thread ON fwd_messages (thread, created_at)")
+    db.execute(
+        "CREATE TABLE fwd_payloads ("
+        " identifier TEXT NOT NULL REFERENCES fwd_messages (identifier), variant TEXT NOT NULL,"
+        " content_type TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (identifier, variant))"
+    )
+    db.execute(
+        "CREATE TABLE fwd_deliveries ("
+        " id INTEGER PRIMARY KEY, identifier TEXT NOT NULL REFERENCES fwd_messages (identifier),"
+        " thread TEXT NOT NULL, recipient TEXT NOT NULL, variant TEXT NOT NULL,"
+        " state TEXT NOT NULL CHECK (state IN ('pending', 'acked', 'failed')),"
+        " attempts INTEGER NOT NULL DEFAULT 0, round_start INTEGER NOT NULL DEFAULT 0,"
+        " next_at REAL NOT NULL, created_at REAL NOT NULL,"
+        " escalate_at REAL, escalated_at REAL, escalation_of INTEGER REFERENCES fwd_deliveries (id),"
+        " acked_at REAL, failed_at REAL, last_error TEXT NOT NULL DEFAULT '',"
+        " UNIQUE (identifier, recipient))"
+    )
+    db.execute("CREATE INDEX fwd_deliveries_due ON fwd_deliveries (state, next_at)")
+    db.execute("CREATE INDEX fwd_deliveries_order ON fwd_deliveries (recipient, thread, state, id)")
+    db.execute(
+        "CREATE INDEX fwd_deliveries_escalation ON fwd_deliveries (escalate_at)"
+        " WHERE escalated_at IS NULL AND state <> 'acked'"
+    )
+    db.execute(
+        "CREATE TABLE fwd_attempts ("
+        " id INTEGER PRIMARY KEY, delivery_id INTEGER NOT NULL REFERENCES fwd_deliveries (id),"
+        " n INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,"
+        " http_status INTEGER, error TEXT NOT NULL DEFAULT '', UNIQUE (delivery_id, n))"
+    )
+    db.execute("CREATE INDEX fwd_attempts_open ON fwd_attempts (delivery_id) WHERE finished_at IS NULL")
+
+
+def m001_evidence(db: Database) -> None:
+    db.execute(
+        "CREATE TABLE cctv_evidence ("
+        " id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, sha1 TEXT NOT NULL, camera_id TEXT NOT NULL,"
+        " preset INTEGER, ref TEXT NOT NULL, captured_at REAL NOT NULL, expires_at REAL NOT NULL,"
+        " size INTEGER NOT NULL, mime TEXT NOT NULL, path TEXT NOT NULL,"
+        " distance_m REAL NOT NULL, bearing_deg REAL NOT NULL, jurisdiction TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX cctv_evidence_ref ON cctv_evidence (ref)")
+    db.execute("CREATE INDEX cctv_evidence_expiry ON cctv_evidence (expires_at)")
+
+
+@dataclass(frozen=True)
+class Migration:
+    set: str
+    fn: Callable[[Database], None]
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+
+MIGRATIONS: Final = (
+    Migration(CORE, m001_ingest),
+    Migration(CORE, m002_alarms),
+    Migration(CORE, m003_commands),
+    Migration(CORE, m004_people),
+    Migration(CORE, m005_audit),
+    Migration(FORWARD, m001_outbox),
+    Migration(CCTV, m001_evidence),
+)
+"""The hub database's schema, in order (rule 1)."""
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Apply the pending migrations of :data:`MIGRATIONS`, in order, each in its own transaction."""
+    db = Database(conn)
+    applied: dict[str, set[str]] = {}
+    for m in MIGRATIONS:
+        done = applied.get(m.set)
+        if done is None:
+            done = applied[m.set] = {a.name for a in sqlite_utils.Migrations(m.set).applied(db)}
+        if m.name in done:
+            continue
+        one = sqlite_utils.Migrations(m.set)
+        one(name=m.name)(m.fn)
+        one.apply(db)
+        done.add(m.name)
 
 
 def connect(path: Path, *, readonly: bool = False, migrate: bool = True) -> sqlite3.Connection:
@@ -175,7 +282,7 @@ def connect(path: Path, *, readonly: bool = False, migrate: bool = True) -> sqli
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         if migrate:
-            migrations.apply(Database(conn))
+            upgrade(conn)
         return conn
     except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"{path}: cannot open the hub database: {exc}") from exc

@@ -11,7 +11,7 @@ from typing import Any, Final
 import msgspec
 
 from hub import apitypes as t
-from hub import queries as q
+from hub import views as q
 from hub.roles import Role
 from shared.vocabulary import Vocabulary
 

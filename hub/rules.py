@@ -1,8 +1,8 @@
 """Pure: the hub's alarm rules per device kind — threshold, rate-of-rise, stale data, device fault.
 
-Values in, conditions out: no clock, no I/O. The engine (hub/engine.py) keeps each point's
-recent samples and asks :func:`evaluate` what every rule of the point says now; a condition
-that changes raises or clears an alarm (hub/alarms.py).
+Values in, conditions out: no clock, no I/O. The alarm desk (hub/alarmdesk.py) keeps each
+point's recent samples and asks :func:`evaluate` what every rule of the point says now; a
+condition that changes raises or clears an alarm (hub/alarms.py).
 
 Rules of evaluation:
 

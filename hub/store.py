@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Effect = Callable[[], None]
+Clock = Callable[[], float]
+"""The hub's clock (seconds since the epoch): ``time.time`` in service, a fake in tests."""
 
 
 class Tx:
@@ -111,7 +113,7 @@ class Writer(Generic[In]):
     """The single writer: ``put`` ingest items, ``call`` anything else."""
 
     def __init__(self, path: Path, *, queue_max: int, max_records: int, linger_s: float = 0.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Clock = time.time) -> None:
         self.path = path
         self.max_records = max_records
         self.linger_s = linger_s

@@ -11,7 +11,8 @@ Modules, pure ones first:
     render.py    pure: a planned message as one recipient's bytes
     policy.py    pure: acknowledgement, retry, failure and escalation decisions
     config.py    the [forward] config (recipients)
-    outbox.py    the durable outbox in the hub's database (its own migration set)
+    outbox.py    the durable outbox in the hub's database (tables from hub/migrations.py)
+    ledger.py    the outbox read back: deliveries, attempts, payloads (tools, tests)
     deliver.py   the delivery loop (aiohttp, TLS 1.3) and the Forwarder the hub runs
     tx.py        the write seam (the hub's writer, or a LocalWriter) and the audit Protocol
     cli.py       ``jikimi receiver`` and ``jikimi sim camera``

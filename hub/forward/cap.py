@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from hub.cctv import GeoPoint
+from hub.cctv_geo import GeoPoint
 from hub.forward.errors import CapError
 
 CAP_NS: Final = "urn:oasis:names:tc:emergency:cap:1.2"

@@ -1,8 +1,8 @@
 """The durable forwarding outbox: messages, per-recipient deliveries, attempts, escalations.
 
-It lives in the hub's database under its own migration set (``jikimi.hub.forward``; tables
-``fwd_*``), and every function here runs inside a write transaction the caller holds
-(:class:`hub.forward.tx.WriteTx`: the hub's writer, or a ``LocalWriter``).
+It lives in the hub's database (tables ``fwd_*``, created by hub/migrations.py), and every
+function here runs inside a write transaction the caller holds (:class:`hub.forward.tx.WriteTx`:
+the hub's writer, or a ``LocalWriter``).
 
 Rules and invariants:
 
@@ -35,12 +35,8 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
-
-import sqlite_utils
-from sqlite_utils.db import Database
 
 from hub.errors import NotFound, Refused
 from hub.forward import policy
@@ -55,60 +51,6 @@ from hub.forward.tx import WriteTx
 ACTOR: Final = "system:forward"
 LEASE_MARGIN_S: Final = 30.0
 """A claimed delivery is not due again until its request's timeout plus this has passed."""
-
-migrations = sqlite_utils.Migrations("jikimi.hub.forward")
-
-
-@migrations()
-def m001_outbox(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE fwd_threads ("
-        " key TEXT PRIMARY KEY, event_id TEXT NOT NULL, open INTEGER NOT NULL, refs TEXT NOT NULL,"
-        " recipients TEXT NOT NULL, updated_at REAL NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE fwd_messages ("
-        " identifier TEXT PRIMARY KEY, notice_key TEXT NOT NULL UNIQUE, thread TEXT NOT NULL,"
-        " event_id TEXT NOT NULL, msg_type TEXT NOT NULL, sent TEXT NOT NULL, source TEXT NOT NULL,"
-        " area TEXT NOT NULL, priority TEXT NOT NULL, site TEXT NOT NULL, headline TEXT NOT NULL,"
-        " created_at REAL NOT NULL)"
-    )
-    db.execute("CREATE INDEX fwd_messages_thread ON fwd_messages (thread, created_at)")
-    db.execute(
-        "CREATE TABLE fwd_payloads ("
-        " identifier TEXT NOT NULL REFERENCES fwd_messages (identifier), variant TEXT NOT NULL,"
-        " content_type TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY (identifier, variant))"
-    )
-    db.execute(
-        "CREATE TABLE fwd_deliveries ("
-        " id INTEGER PRIMARY KEY, identifier TEXT NOT NULL REFERENCES fwd_messages (identifier),"
-        " thread TEXT NOT NULL, recipient TEXT NOT NULL, variant TEXT NOT NULL,"
-        " state TEXT NOT NULL CHECK (state IN ('pending', 'acked', 'failed')),"
-        " attempts INTEGER NOT NULL DEFAULT 0, round_start INTEGER NOT NULL DEFAULT 0,"
-        " next_at REAL NOT NULL, created_at REAL NOT NULL,"
-        " escalate_at REAL, escalated_at REAL, escalation_of INTEGER REFERENCES fwd_deliveries (id),"
-        " acked_at REAL, failed_at REAL, last_error TEXT NOT NULL DEFAULT '',"
-        " UNIQUE (identifier, recipient))"
-    )
-    db.execute("CREATE INDEX fwd_deliveries_due ON fwd_deliveries (state, next_at)")
-    db.execute("CREATE INDEX fwd_deliveries_order ON fwd_deliveries (recipient, thread, state, id)")
-    db.execute(
-        "CREATE INDEX fwd_deliveries_escalation ON fwd_deliveries (escalate_at)"
-        " WHERE escalated_at IS NULL AND state <> 'acked'"
-    )
-    db.execute(
-        "CREATE TABLE fwd_attempts ("
-        " id INTEGER PRIMARY KEY, delivery_id INTEGER NOT NULL REFERENCES fwd_deliveries (id),"
-        " n INTEGER NOT NULL, started_at REAL NOT NULL, finished_at REAL, outcome TEXT,"
-        " http_status INTEGER, error TEXT NOT NULL DEFAULT '', UNIQUE (delivery_id, n))"
-    )
-    db.execute("CREATE INDEX fwd_attempts_open ON fwd_attempts (delivery_id) WHERE finished_at IS NULL")
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Apply forwarding's pending migrations (the hub calls this when it opens its database)."""
-    migrations.apply(Database(conn))
-
 
 # --- enqueue --------------------------------------------------------------------------------
 
@@ -429,70 +371,3 @@ def next_wake(conn: sqlite3.Connection) -> float | None:
         " UNION ALL SELECT min(escalate_at) FROM fwd_deliveries WHERE escalated_at IS NULL AND state <> 'acked')"
     ).fetchone()
     return None if row is None or row[0] is None else float(row[0])
-
-
-@dataclass(frozen=True)
-class DeliveryRow:
-    id: int
-    identifier: str
-    thread: str
-    recipient: str
-    variant: str
-    state: str
-    attempts: int
-    next_at: float
-    created_at: float
-    escalate_at: float | None
-    escalated_at: float | None
-    escalation_of: int | None
-    acked_at: float | None
-    failed_at: float | None
-    last_error: str
-
-
-_DELIVERY_COLS: Final = ("id, identifier, thread, recipient, variant, state, attempts, next_at, created_at,"
-                         " escalate_at, escalated_at, escalation_of, acked_at, failed_at, last_error")
-
-
-def deliveries(conn: sqlite3.Connection, *, identifier: str | None = None, thread: str | None = None,
-               state: str | None = None) -> list[DeliveryRow]:
-    """Deliveries for the console and the tests, oldest first."""
-    where: list[str] = []
-    args: list[str] = []
-    for col, value in (("identifier", identifier), ("thread", thread), ("state", state)):
-        if value is not None:
-            where.append(f"{col} = ?")
-            args.append(value)
-    sql = f"SELECT {_DELIVERY_COLS} FROM fwd_deliveries"  # noqa: S608 - constant columns; values are bound
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    return [DeliveryRow(*row) for row in conn.execute(sql + " ORDER BY id", args)]
-
-
-@dataclass(frozen=True)
-class AttemptRow:
-    delivery_id: int
-    n: int
-    started_at: float
-    finished_at: float | None
-    outcome: str | None
-    http_status: int | None
-    error: str
-
-
-def attempts(conn: sqlite3.Connection, delivery_id: int) -> list[AttemptRow]:
-    return [AttemptRow(*row) for row in conn.execute(
-        "SELECT delivery_id, n, started_at, finished_at, outcome, http_status, error FROM fwd_attempts"
-        " WHERE delivery_id = ? ORDER BY n", (delivery_id,))]
-
-
-def payload_of(conn: sqlite3.Connection, identifier: str, variant_name: str) -> bytes:
-    row = conn.execute("SELECT body FROM fwd_payloads WHERE identifier = ? AND variant = ?",
-                       (identifier, variant_name)).fetchone()
-    if row is None:
-        raise NotFound(f"no {variant_name} payload for message {identifier}")
-    return bytes(row[0])
-
-
-def open_deliveries(conn: sqlite3.Connection) -> Sequence[DeliveryRow]:
-    return deliveries(conn, state=State.PENDING.value)

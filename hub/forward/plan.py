@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
-from hub.cctv import Evidence, GeoPoint
+from hub.cctv_geo import Evidence, GeoPoint
 from hub.forward.cap import (
     AlertFacts,
     Area,

@@ -1,7 +1,7 @@
 """The write seam of forwarding and the CCTV linkage, and a local writer for use without the hub.
 
-Forwarding's and the CCTV linkage's tables live in the hub's database file (each under its own
-sqlite-utils migration set), and the hub has one writer per file (STYLE). So these modules never
+Forwarding's and the CCTV linkage's tables live in the hub's database file (their schema is in
+the hub's one migration list, hub/migrations.py), and the hub has one writer per file (STYLE). So these modules never
 open a write connection of their own in the hub: they hand the hub's writer small synchronous
 functions of a :class:`WriteTx` through :class:`WriteGateway.call`. ``hub.store.Writer`` is such
 a gateway as it is (its ``Tx`` has ``conn`` and ``audit``), so every outbox change is audited into
@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import sqlite_utils
-from sqlite_utils.db import Database
-
 from hub.errors import StoreError
+from hub.migrations import upgrade
 from shared.messages import Scalar
 
 T = TypeVar("T")
@@ -72,33 +70,20 @@ class _LocalTx:
         self.pending.append((actor, action, target, detail))
 
 
-Migrator = Callable[[Database], None]
-
-
-def apply_migrations(conn: sqlite3.Connection, sets: Sequence[sqlite_utils.Migrations]) -> None:
-    """Apply pending migrations of each named set (they share ``_sqlite_migrations``)."""
-    db = Database(conn)
-    for migrations in sets:
-        migrations.apply(db)
-
-
 class LocalWriter:
     """A one-thread writer over its own SQLite file (WAL), implementing :class:`WriteGateway`."""
 
-    def __init__(self, path: Path, audit: Audit, sets: Sequence[sqlite_utils.Migrations]) -> None:
+    def __init__(self, path: Path, audit: Audit) -> None:
         self.path = path
         self._audit = audit
-        self._sets = tuple(sets)
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="fwd-writer")
         self._conn: sqlite3.Connection | None = None
 
     @classmethod
     @asynccontextmanager
-    async def open(
-        cls, path: Path, audit: Audit, sets: Sequence[sqlite_utils.Migrations]
-    ) -> AsyncIterator[LocalWriter]:
-        """Open (and migrate) ``path``; close it when the block ends."""
-        writer = cls(path, audit, sets)
+    async def open(cls, path: Path, audit: Audit) -> AsyncIterator[LocalWriter]:
+        """Open (and migrate, hub/migrations.py) ``path``; close it when the block ends."""
+        writer = cls(path, audit)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(writer._executor, writer._open)
         try:
@@ -114,7 +99,7 @@ class LocalWriter:
             conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            apply_migrations(conn, self._sets)
+            upgrade(conn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{self.path}: cannot open: {exc}") from exc
         self._conn = conn

@@ -11,7 +11,8 @@ import pytest
 
 from edge.sim import camera as camsim
 from hub import cctv
-from hub.cctv import Camera, CctvConfig, CctvLinker, GeoPoint, View, bearing_deg, distance_m, pick_cameras
+from hub.cctv import CctvLinker
+from hub.cctv_geo import Camera, CctvConfig, GeoPoint, View, bearing_deg, distance_m, pick_cameras
 from hub.errors import NotFound
 from hub.forward.errors import EvidenceError
 from hub.forward.tx import LocalWriter
@@ -103,7 +104,7 @@ async def test_a_capture_moves_the_ptz_camera_stores_the_picture_and_audits(
     audit = FakeAudit()
     clock = Clock()
     async with camsim.serve("SW-PTZ-0003") as ptz, camsim.serve("SW-CCTV-0012") as fixed, \
-            LocalWriter.open(tmp_path / "hub.db", audit, [cctv.migrations]) as db:
+            LocalWriter.open(tmp_path / "hub.db", audit) as db:
         cameras = (
             Camera("SW-PTZ-0003", offset(SITE, 120, 0), (View(90, 40, 1), View(180, 40, 2)), ptz.snapshot_url,
                    ptz_preset_url=ptz.ptz_preset_url),
@@ -136,7 +137,7 @@ async def test_evidence_is_purged_after_its_retention_and_tampering_is_caught(
     audit = FakeAudit()
     clock = Clock()
     async with camsim.serve("SW-CCTV-0012") as fixed, \
-            LocalWriter.open(tmp_path / "hub.db", audit, [cctv.migrations]) as db:
+            LocalWriter.open(tmp_path / "hub.db", audit) as db:
         cameras = (Camera("SW-CCTV-0012", offset(SITE, 60, 270), (View(90, 60),), fixed.snapshot_url),)
         cfg = CctvConfig(cameras=cameras, evidence_dir=tmp_path / "evidence", retention_days=30)
         linker = CctvLinker(cfg, db, session, clock=clock)
@@ -159,7 +160,7 @@ async def test_a_camera_that_does_not_answer_is_reported_and_the_others_still_co
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
     async with camsim.serve("SW-CCTV-0012") as fixed, \
-            LocalWriter.open(tmp_path / "hub.db", FakeAudit(), [cctv.migrations]) as db:
+            LocalWriter.open(tmp_path / "hub.db", FakeAudit()) as db:
         cameras = (Camera("dead", offset(SITE, 20, 270), (View(90, 60),), "http://127.0.0.1:9/snapshot.jpg"),
                    Camera("SW-CCTV-0012", offset(SITE, 60, 270), (View(90, 60),), fixed.snapshot_url))
         cfg = CctvConfig(cameras=cameras, evidence_dir=tmp_path / "evidence", timeout_s=2.0)

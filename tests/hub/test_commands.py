@@ -153,7 +153,7 @@ async def test_a_command_without_a_terminal_reply_times_out(
     cfg = hub_config(commands={"ttl_s": 0.5, "reply_grace_s": 0.5})
     async with running(cfg) as hub, fake_edge(broker, test_pki.files(site_id), site_id) as edge:
         await bring_up(edge, 20.0)
-        out = await hub.issue_command(Draft(site_id, "barrier-1", Action.BARRIER_CLOSE), "olive", Role.OPERATOR,
+        out = await hub.ops.issue_command(Draft(site_id, "barrier-1", Action.BARRIER_CLOSE), "olive", Role.OPERATOR,
                                       "flood")
         assert out.state is CommandState.SENT
         await edge.wait_commands(1)
@@ -179,7 +179,7 @@ async def test_block_fans_out_to_every_barrier_and_gate_of_the_area(
         await eb.birth([("gate-1", "river_gate", ("gate_state", "gate_cmd", "sign_message", "broadcast"))])
         await eb.send([eb.reading("gate-1", "gate_state", "open")])
         await eb.wait_acked(1)
-        op = await hub.start_operation(OperationKind.BLOCK, "test-area", "olive", Role.OPERATOR, "river rising")
+        op = await hub.ops.start_operation(OperationKind.BLOCK, "test-area", "olive", Role.OPERATOR, "river rising")
         assert {c.state for c in op.commands} == {CommandState.SENT}
         (ca,) = await ea.wait_commands(1)
         (cb,) = await eb.wait_commands(1)

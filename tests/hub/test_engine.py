@@ -130,3 +130,15 @@ def test_a_restart_rebuilds_watermarks_held_seqs_and_alarms(test_pki: PkiFixture
     assert again.seqs[site].through == 2
     assert again.seqs[site].gap() == (3, 4)
     assert not again.seqs[site].is_new(5)
+
+
+def test_the_observer_is_told_the_injected_clock(test_pki: PkiFixture, tmp_path: Path,
+                                                 conn: sqlite3.Connection) -> None:
+    """The engine reads no wall clock of its own: an ingest batch is reported at the clock's time."""
+    cfg = make_cfg(test_pki, tmp_path)
+    seen: list[tuple[int, float]] = []
+    engine = Engine(cfg, Ed25519PrivateKey.generate(), Sink(), observer=lambda items, at: seen.append((len(items), at)),
+                    clock=lambda: 1234.5)
+    engine.load(conn)
+    run(engine, conn, time.time(), [batch(test_pki.take_site(), range(1, 3), time.time())])
+    assert seen == [(1, 1234.5)]

@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from hub import cctv
-from hub.forward import outbox
 from hub.forward.capread import CapSchema
 from hub.forward.tx import LocalWriter
 from tests.hub.forward.helpers import Clock, FakeAudit
@@ -31,7 +29,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def db(tmp_path: Path, audit: FakeAudit) -> AsyncIterator[LocalWriter]:
-    async with LocalWriter.open(tmp_path / "hub.db", audit, [outbox.migrations, cctv.migrations]) as w:
+    async with LocalWriter.open(tmp_path / "hub.db", audit) as w:
         yield w
 
 

@@ -11,8 +11,6 @@ import asyncio
 import sys
 from pathlib import Path
 
-from hub import cctv
-from hub.forward import outbox
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.tx import Detail, LocalWriter
 from shared import retry
@@ -25,7 +23,7 @@ def _no_audit(actor: str, action: str, target: str, detail: Detail | None = None
 
 async def main(db: Path, url: str) -> None:
     cfg = config(recipient("centre", url))
-    async with LocalWriter.open(db, _no_audit, [outbox.migrations, cctv.migrations]) as writer, \
+    async with LocalWriter.open(db, _no_audit) as writer, \
             HttpTransport.open() as transport:
         print("ready", flush=True)
         await Forwarder(cfg, writer, transport).run()

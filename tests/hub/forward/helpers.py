@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hub import cctv
-from hub.cctv import GeoPoint
+from hub import cctv_geo
+from hub.cctv_geo import GeoPoint
 from hub.forward.cap import Text
 from hub.forward.config import Format, ForwardConfig, Recipient, RecipientKind
 from hub.forward.plan import Change, Hazard, Notice, Source
@@ -79,7 +79,7 @@ def notice(change: Change = Change.RAISE, *, key: str | None = None, thread: str
 
 def offset(p: GeoPoint, distance_m: float, bearing_deg: float) -> GeoPoint:
     """The point ``distance_m`` from ``p`` along ``bearing_deg`` (great circle)."""
-    r = cctv.EARTH_RADIUS_M
+    r = cctv_geo.EARTH_RADIUS_M
     d = distance_m / r
     b = math.radians(bearing_deg)
     lat1, lon1 = math.radians(p.lat), math.radians(p.lon)

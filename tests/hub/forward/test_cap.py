@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.cctv import GeoPoint
+from hub.cctv_geo import GeoPoint
 from hub.forward import cap, capread
 from hub.forward.cap import (
     AlertFacts,

@@ -15,8 +15,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hub import cctv, receiver
-from hub.forward import keti, outbox, webhook
+from hub import receiver
+from hub.forward import keti, ledger, outbox, webhook
 from hub.forward.config import Format, ForwardConfig, RecipientKind
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
@@ -41,7 +41,7 @@ async def settle(fwd: Forwarder, db: LocalWriter) -> None:
     """Step until no delivery is pending (bounded)."""
     for _ in range(MAX_STEPS):
         await fwd.step()
-        if not await db.read(lambda c: outbox.deliveries(c, state="pending")):
+        if not await db.read(lambda c: ledger.deliveries(c, state="pending")):
             return
     raise AssertionError("deliveries still pending after the step limit")
 
@@ -61,9 +61,9 @@ async def test_a_receiver_failing_the_first_attempts_gets_each_alert_once_in_ord
     assert [(a.identifier, a.msg_type, a.receptions) for a in stored] == [
         (alert.identifier, "Alert", 1), (update.identifier, "Update", 1)]
     assert all(a.valid for a in stored)
-    rows = await db.read(lambda c: outbox.deliveries(c))
+    rows = await db.read(lambda c: ledger.deliveries(c))
     assert [(r.state, r.attempts) for r in rows] == [("acked", 4), ("acked", 1)]
-    tries = await db.read(lambda c: outbox.attempts(c, rows[0].id))
+    tries = await db.read(lambda c: ledger.attempts(c, rows[0].id))
     assert [(a.outcome, a.http_status) for a in tries] == [("retry", 503)] * 3 + [("acked", 200)]
     # every attempt and every outcome is audited
     assert audit.actions("forward.attempt") == ["forward.attempt"] * 5
@@ -84,7 +84,7 @@ async def test_a_2xx_without_the_identifier_is_no_acknowledgement(
         await settle(fwd, db)
         stored = rcv.alerts()
     assert [(a.identifier, a.receptions) for a in stored] == [(sent.identifier, 3)]
-    (row,) = await db.read(lambda c: outbox.deliveries(c))
+    (row,) = await db.read(lambda c: ledger.deliveries(c))
     assert (row.state, row.attempts) == ("acked", 3)
 
 
@@ -108,12 +108,12 @@ async def test_platform_event_and_webhook_recipients_get_their_formats(
     assert bodies[0]["ocrSts"] == "10"
     assert bodies[1]["ocrSts"] == "91"
     assert {b["evtId"] for b in bodies} == {first.identifier}
-    rows = await db.read(lambda c: outbox.deliveries(c))
+    rows = await db.read(lambda c: ledger.deliveries(c))
     assert {r.state for r in rows} == {"acked"}
-    hook = webhook.decode(await db.read(lambda c: outbox.payload_of(c, last.identifier, "webhook")))
+    hook = webhook.decode(await db.read(lambda c: ledger.payload_of(c, last.identifier, "webhook")))
     assert hook.msgType == "Cancel"
     assert hook.references[0].split(",")[1] == first.identifier
-    platform = keti.decode(await db.read(lambda c: outbox.payload_of(c, first.identifier, "keti")))
+    platform = keti.decode(await db.read(lambda c: ledger.payload_of(c, first.identifier, "keti")))
     assert (platform.evtGrad, platform.location.y) == ("1", 37.2636)
 
 
@@ -129,7 +129,7 @@ async def test_a_permanent_refusal_fails_at_once_and_escalates(
         fwd = Forwarder(cfg, db, transport, clock=clock, escalation=console)
         await fwd.enqueue(notice())
         await fwd.step()
-        assert [r.state for r in await db.read(lambda c: outbox.deliveries(c))] == ["failed"]
+        assert [r.state for r in await db.read(lambda c: ledger.deliveries(c))] == ["failed"]
         await fwd.step()
     assert [(e.recipient, e.state, e.escalated_to) for e in seen] == [("centre", "failed", None)]
 
@@ -179,7 +179,7 @@ async def test_an_unacknowledged_delivery_escalates_after_the_set_time(
 async def settle_recipient(fwd: Forwarder, db: LocalWriter, name: str) -> None:
     for _ in range(MAX_STEPS):
         await fwd.step()
-        rows = await db.read(lambda c: outbox.deliveries(c))
+        rows = await db.read(lambda c: ledger.deliveries(c))
         if all(r.state != "pending" for r in rows if r.recipient == name):
             return
     raise AssertionError(f"{name} still pending")
@@ -192,11 +192,11 @@ async def test_an_operator_can_send_a_failed_delivery_again(
         fwd = Forwarder(config(recipient("centre", rcv.url, max_attempts=2)), db, transport, clock=clock)
         await fwd.enqueue(notice())
         await settle(fwd, db)
-        (row,) = await db.read(lambda c: outbox.deliveries(c))
+        (row,) = await db.read(lambda c: ledger.deliveries(c))
         assert (row.state, row.attempts) == ("failed", 2)
         await db.call(lambda tx: outbox.requeue(tx, row.id, "sam", "centre is back", now=clock()))
         await settle(fwd, db)
-        (row,) = await db.read(lambda c: outbox.deliveries(c))
+        (row,) = await db.read(lambda c: ledger.deliveries(c))
         assert row.state == "acked"
         assert len(rcv.alerts()) == 1
     assert "forward.requeue" in audit.actions()
@@ -225,7 +225,7 @@ async def test_https_with_client_certificates_both_ways(
         await settle(fwd, db)
         stored = rcv.alerts()
     assert [a.client for a in stored] == [test_pki.hub]
-    rows = {r.recipient: r for r in await db.read(lambda c: outbox.deliveries(c))}
+    rows = {r.recipient: r for r in await db.read(lambda c: ledger.deliveries(c))}
     assert rows["mtls"].state == "acked"
     # TLS 1.3: the server refuses the missing certificate after the handshake (a reset)
     assert rows["no-cert"].state == "failed"
@@ -249,7 +249,7 @@ async def test_a_hub_killed_mid_attempt_resumes_and_the_receiver_still_has_the_a
     faults.hold_next_ack()
     async with receiver.serve(fail_first=3, middlewares=[faults.middleware]) as rcv:
         cfg = config(recipient("centre", rcv.url))
-        async with LocalWriter.open(path, audit, [outbox.migrations, cctv.migrations]) as w:
+        async with LocalWriter.open(path, audit) as w:
             sent = await w.call(lambda tx: outbox.enqueue(tx, notice(), cfg, now=T0))
         assert sent is not None
         proc = await asyncio.create_subprocess_exec(
@@ -264,15 +264,15 @@ async def test_a_hub_killed_mid_attempt_resumes_and_the_receiver_still_has_the_a
         assert proc.returncode == -signal.SIGKILL
         faults.release.set()
         with sqlite3.connect(path) as conn:
-            (row,) = outbox.deliveries(conn)
+            (row,) = ledger.deliveries(conn)
             assert (row.state, row.attempts) == ("pending", 4)
-            assert [a.outcome for a in outbox.attempts(conn, row.id)] == ["retry", "retry", "retry", None]
-        async with LocalWriter.open(path, audit, [outbox.migrations, cctv.migrations]) as w:
+            assert [a.outcome for a in ledger.attempts(conn, row.id)] == ["retry", "retry", "retry", None]
+        async with LocalWriter.open(path, audit) as w:
             fwd = Forwarder(cfg, w, transport)
             assert await fwd.recover() == 1
             await settle(fwd, w)
-            (row,) = await w.read(lambda c: outbox.deliveries(c))
-            tries = await w.read(lambda c: outbox.attempts(c, row.id))
+            (row,) = await w.read(lambda c: ledger.deliveries(c))
+            tries = await w.read(lambda c: ledger.attempts(c, row.id))
         stored = rcv.alerts()
     assert [(a.identifier, a.receptions) for a in stored] == [(sent.identifier, 2)]
     assert row.state == "acked"

@@ -12,9 +12,10 @@ from pathlib import Path
 import aiohttp
 
 from edge.sim import camera as camsim
-from hub import cctv, receiver
-from hub.cctv import Camera, CctvConfig, CctvLinker, View
-from hub.forward import capread, outbox
+from hub import receiver
+from hub.cctv import CctvLinker
+from hub.cctv_geo import Camera, CctvConfig, View
+from hub.forward import capread, ledger
 from hub.forward.capread import CapSchema
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.tx import LocalWriter
@@ -26,7 +27,7 @@ async def test_the_facing_cameras_snapshot_is_in_the_cap_alert_with_the_stored_d
 ) -> None:
     async with camsim.serve("SW-CCTV-0012", clock=clock) as facing, camsim.serve("SW-CCTV-0007") as away, \
             receiver.serve(schema=schema, strict=True) as centre, \
-            LocalWriter.open(tmp_path / "hub.db", audit, [outbox.migrations, cctv.migrations]) as db, \
+            LocalWriter.open(tmp_path / "hub.db", audit) as db, \
             aiohttp.ClientSession() as http, HttpTransport.open() as transport:
         cameras = (
             # nearer, but looking away from the site
@@ -55,7 +56,7 @@ async def test_the_facing_cameras_snapshot_is_in_the_cap_alert_with_the_stored_d
         stored = (tmp_path / "evidence" / ev.path).read_bytes()
         variants: dict[str, bytes] = {}
         for v in ("cap+pictures", "cap"):
-            variants[v] = await db.read(functools.partial(outbox.payload_of, identifier=sent.identifier,
+            variants[v] = await db.read(functools.partial(ledger.payload_of, identifier=sent.identifier,
                                                           variant_name=v))
 
     assert hashlib.sha256(stored).hexdigest() == ev.sha256

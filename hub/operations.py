@@ -1,0 +1,148 @@
+"""The hub's use cases, as the operator API calls them: commands, operations, alarm actions,
+incidents, evidence, health.
+
+Each use case is one or two write jobs on the single writer (the desks, hub/engine.py), plus
+what must follow a commit: a signed command is published to its edge only after the command
+row committed, and the PUBACK (or its absence) is recorded in a second job; an area operation's
+CAP alert is queued for forwarding after the operation committed.
+
+The API (hub/api.py) sees only this layer and the readers; the composition root
+(hub/service.py) builds it. Nothing here reads the wall clock: ``clock`` is injected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from hub import alarms as isa
+from hub.alerting import operation_notice
+from hub.apitypes import HealthView
+from hub.cctv import CctvLinker
+from hub.cctv_geo import Evidence
+from hub.commanddesk import CommandOut, OperationOut
+from hub.commands import CommandState, Draft, OperationKind
+from hub.config import HubConfig
+from hub.engine import Engine
+from hub.errors import NotFound, Refused
+from hub.forward.deliver import Forwarder
+from hub.inbound import Inbound
+from hub.live import Broadcaster
+from hub.roles import Role
+from hub.store import Clock, Reader, Tx, Writer
+from shared.messages import Command
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CommandLink(Protocol):
+    """How signed commands reach the edges (the hub's MQTT owner, adapted by the service)."""
+
+    def is_connected(self) -> bool: ...
+
+    async def send(self, cmd: Command) -> str | None:
+        """Publish ``cmd`` and wait for its PUBACK; the reason it could not be sent, or None."""
+        ...
+
+
+class Operations:
+    """The use-case layer over the writer, the readers and the command link."""
+
+    def __init__(self, cfg: HubConfig, engine: Engine, writer: Writer[Inbound], reader: Reader, bus: Broadcaster,
+                 link: CommandLink, *, clock: Clock) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.writer = writer
+        self.reader = reader
+        self.bus = bus
+        self.link = link
+        self.clock = clock
+        self.started_at = clock()
+        self.forwarder: Forwarder | None = None
+        """Set while forwarding runs (``[forward]``): operations' CAP alerts go through it."""
+        self.linker: CctvLinker | None = None
+        """Set while the CCTV linkage runs (``[cctv]``): evidence is shown through it."""
+
+    async def write(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a write transaction; its result once committed."""
+        return await self.writer.call(fn)
+
+    # --- commands and operations -----------------------------------------------------------
+
+    async def _dispatch(self, out: CommandOut) -> CommandOut:
+        if out.wire is None:
+            return out
+        desk = self.engine.commands
+        problem = await self.link.send(out.wire)
+        if problem is not None:
+            await self.writer.call(lambda tx: desk.mark_sent(tx, out.cmd_id, False, problem))
+            return CommandOut(out.cmd_id, CommandState.SEND_FAILED, out.wire)
+        await self.writer.call(lambda tx: desk.mark_sent(tx, out.cmd_id, True))
+        return CommandOut(out.cmd_id, CommandState.SENT, out.wire)
+
+    async def issue_command(self, draft: Draft, actor: str, role: Role, reason: str) -> CommandOut:
+        desk = self.engine.commands
+        out = await self.writer.call(lambda tx: desk.create_command(tx, draft, actor, role, reason))
+        return await self._dispatch(out)
+
+    async def approve_command(self, cmd_id: str, approver: str, role: Role, reason: str) -> CommandOut:
+        desk = self.engine.commands
+        out = await self.writer.call(lambda tx: desk.approve_command(tx, cmd_id, approver, role, reason))
+        if out.refusal:
+            raise Refused(out.refusal)
+        return await self._dispatch(out)
+
+    async def reject_command(self, cmd_id: str, actor: str, role: Role, reason: str) -> None:
+        desk = self.engine.commands
+        await self.writer.call(lambda tx: desk.reject_command(tx, cmd_id, actor, role, reason))
+
+    async def start_operation(self, kind: OperationKind, area: str, actor: str, role: Role,
+                              reason: str) -> OperationOut:
+        desk = self.engine.commands
+        op = await self.writer.call(lambda tx: desk.create_operation(tx, kind, area, actor, role, reason))
+        if self.forwarder is not None:  # evacuate (responseType Evacuate) and block go out as CAP alerts too
+            notice = operation_notice(self.cfg, op.operation_id, kind.value, area, actor, reason, self.clock())
+            if notice is None:
+                log.error("forward.area_unplaced", extra={"area": area, "operation": op.operation_id})
+            else:
+                await self.forwarder.enqueue(notice)
+        sent = await asyncio.gather(*(self._dispatch(c) for c in op.commands))
+        return OperationOut(op.operation_id, tuple(sent))
+
+    # --- alarms, incidents, evidence -------------------------------------------------------
+
+    async def alarm_action(self, alarm_id: int, event: isa.AlarmEvent, actor: str, reason: str,
+                           shelve_s: float | None = None) -> isa.Transition:
+        desk = self.engine.alarms
+        return await self.writer.call(lambda tx: desk.alarm_action(tx, alarm_id, event, actor, reason, shelve_s))
+
+    async def close_incident(self, incident_id: int, actor: str, reason: str) -> None:
+        desk = self.engine.alarms
+        await self.writer.call(lambda tx: desk.close_incident(tx, incident_id, actor, reason))
+
+    async def view_evidence(self, evidence_id: int, actor: str) -> tuple[Evidence, bytes]:
+        """One camera snapshot for ``actor`` (the view is audited, hub/cctv.py)."""
+        if self.linker is None:
+            raise NotFound("this hub has no cameras configured")
+        return await self.linker.view(evidence_id, actor)
+
+    # --- health ----------------------------------------------------------------------------
+
+    def health(self) -> HealthView:
+        connected = self.link.is_connected()
+        st = self.writer.stats
+        return HealthView(
+            status="ok" if connected else "degraded",
+            hub=self.cfg.hub_id,
+            mqtt_connected=connected,
+            uptime_s=round(self.clock() - self.started_at, 3),
+            ingest=dataclasses.asdict(self.engine.counters),
+            writer={"transactions": st.transactions, "last_tx_ms": round(st.last_tx_ms, 3),
+                    "max_tx_ms": round(st.max_tx_ms, 3), "queue": self.writer.qsize(),
+                    "queue_high_water": st.queue_high_water},
+        )

@@ -1,0 +1,132 @@
+"""The hub's in-memory mirror of its database: what ingest, rules, alarms and commands consult
+on every record without a query.
+
+Owned by the writer thread (hub/store.py): only code running inside the writer's transaction
+reads or changes it; the desks (hub/intake.py, hub/alarmdesk.py, hub/commanddesk.py,
+hub/upkeep.py) share the one :class:`HubState` the engine (hub/engine.py) builds.
+
+Invariants:
+
+1. The mirror equals what the database holds once the current transaction commits: each desk
+   changes a row and its mirror entry together, and :meth:`HubState.load` rebuilds the mirror
+   from the database at start-up (so a restart, or a rolled-back writer that ends the process,
+   never leaves the two apart).
+2. Every site in ``sites`` has a tracker in ``seqs``; every point in ``latest`` is listed in its
+   site's ``points`` (when the site is known).
+3. ``alarms`` and ``alarm_ids`` hold the same alarms (by key and by id); ``shelved`` is exactly
+   the ids of the alarms whose state is ``shelved``; a point's ``active`` set is exactly the
+   rules of its alarms whose condition is active.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from dataclasses import dataclass, field
+
+import msgspec
+
+from hub import alarms as isa
+from hub.seqs import SiteSeqs
+from shared import messages
+from shared.messages import Quality, SiteState
+
+_dec = msgspec.json.Decoder()
+
+Key = tuple[str, str, str]
+"""(site, device, point)"""
+AlarmKey = tuple[str, str, str, str]
+"""(site, device, point, rule)"""
+
+
+@dataclass
+class SiteMem:
+    area: str
+    online: bool = False
+    boot: str = ""
+    state_ts: float = 0.0
+    points: set[tuple[str, str]] = field(default_factory=set)
+
+
+class PointMem:
+    """A point's latest value, its recent good samples (for rate-of-rise rules) and active rules."""
+
+    __slots__ = ("active", "num", "quality", "seq", "ts", "value", "window")
+
+    def __init__(self, ts: float, value: messages.Scalar, num: float | None, quality: Quality, seq: int) -> None:
+        self.ts = ts
+        self.value = value
+        self.num = num
+        self.quality = quality
+        self.seq = seq
+        self.window: deque[tuple[float, float]] | None = None
+        self.active: set[str] = set()
+        """Names of this point's rules whose conditions are active (mirrors the alarms)."""
+
+
+@dataclass
+class AlarmMem:
+    id: int
+    site: str
+    device: str
+    point: str
+    rule: str
+    area: str
+    priority: str
+    alarm: isa.Alarm
+    incident_id: int | None = None
+
+
+class HubState:
+    """Sites, device kinds, latest values, per-site sequence trackers and alarms."""
+
+    def __init__(self) -> None:
+        self.sites: dict[str, SiteMem] = {}
+        self.kinds: dict[tuple[str, str], str] = {}
+        self.latest: dict[Key, PointMem] = {}
+        self.seqs: dict[str, SiteSeqs] = {}
+        self.alarms: dict[AlarmKey, AlarmMem] = {}
+        self.alarm_ids: dict[int, AlarmKey] = {}
+        self.shelved: set[int] = set()
+
+    def add_alarm(self, am: AlarmMem) -> None:
+        key = (am.site, am.device, am.point, am.rule)
+        self.alarms[key] = am
+        self.alarm_ids[am.id] = key
+
+    def alarm_by_id(self, alarm_id: int) -> AlarmMem | None:
+        key = self.alarm_ids.get(alarm_id)
+        return None if key is None else self.alarms[key]
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        """Rebuild the mirror from the database (the writer calls it once, on its thread)."""
+        for site, area, state, boot, state_ts, through in conn.execute(
+            "SELECT site, area, state, boot, state_ts, through_seq FROM sites"
+        ):
+            self.sites[site] = SiteMem(area=area, online=state == SiteState.ONLINE.value, boot=boot,
+                                       state_ts=state_ts or 0.0)
+            tr = SiteSeqs(through=through)
+            for (seq,) in conn.execute("SELECT seq FROM records WHERE site = ? AND seq > ? ORDER BY seq",
+                                       (site, through)):
+                tr.add(seq)
+            self.seqs[site] = tr
+        for site, device, kind in conn.execute("SELECT site, device, kind FROM devices"):
+            self.kinds[(site, device)] = kind
+        for site, device, point, value, num, quality, ts, seq in conn.execute(
+            "SELECT site, device, point, value, num, quality, ts, seq FROM latest"
+        ):
+            self.latest[(site, device, point)] = PointMem(ts, _dec.decode(value), num, Quality(quality), seq)
+            if site in self.sites:
+                self.sites[site].points.add((device, point))
+        for row in conn.execute(
+            "SELECT id, site, device, point, rule, area, priority, state, active, shelved_until, shelve_reason,"
+            " incident_id FROM alarms"
+        ):
+            aid, site, device, point, rule, area, prio, state, active, until, sreason, inc = row
+            alarm = isa.Alarm(isa.AlarmState(state), bool(active), until, sreason or "")
+            self.add_alarm(AlarmMem(aid, site, device, point, rule, area, prio, alarm, inc))
+            if alarm.state is isa.AlarmState.SHELVED:
+                self.shelved.add(aid)
+            pm = self.latest.get((site, device, point))
+            if pm is not None and alarm.active:
+                pm.active.add(rule)
