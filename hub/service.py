@@ -40,8 +40,8 @@ from hub.forward.outbox import Escalation
 from hub.forward.plan import Change
 from hub.forward.tx import WriteTx, apply_migrations
 from hub.inbound import Inbound
-from hub.ingest import HubMqtt, NotConnected
 from hub.live import Broadcaster, LiveEvent
+from hub.mqtt import HubMqtt, NotConnected
 from hub.roles import Role
 from hub.store import Reader, Tx, Writer
 from shared.messages import Ack

@@ -7,6 +7,7 @@
     ├── SigningError                  a command signature is missing, forged or malformed
     ├── TlsSetupError                 certificates or keys cannot be loaded into a TLS context
     ├── RetryExhausted                the retry helper gave up (attempts or total time)
+    ├── MqttError                     an MQTT connection could not be made, or it ended
     ├── EdgeError (edge/errors.py)    the edge agent's tree
     ├── HubError (hub/errors.py)      the hub's tree
     └── ProvisioningError             the technician's tools' tree
@@ -55,6 +56,10 @@ class TlsSetupError(JikimiError):
 
 class RetryExhausted(JikimiError):
     """The retry helper gave up after its attempts or total time ran out."""
+
+
+class MqttError(JikimiError):
+    """An MQTT connection could not be made, an operation on it failed, or it ended."""
 
 
 class ProvisioningError(JikimiError):
