@@ -34,7 +34,7 @@ from typing import Final
 import msgspec
 
 from edge.errors import OutboxError
-from shared.messages import Event, Priority, Reading, Record, Reply
+from shared.messages import Event, Priority, Reading, Record, Reply, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,6 @@ class OutboxStats:
     appended_total: int
 
 
-_encoder = msgspec.json.Encoder()
 _record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
 
 
@@ -157,7 +156,7 @@ class Outbox:
         stamped: list[Record] = [
             msgspec.structs.replace(d, seq=first + i, historical=False) for i, d in enumerate(drafts)
         ]
-        rows = [(r.seq, _PRIO_CODE[r.prio], r.ts, _encoder.encode(r)) for r in stamped]
+        rows = [(r.seq, _PRIO_CODE[r.prio], r.ts, encode_record(r)) for r in stamped]
         critical = any(r.prio in CRITICAL for r in stamped)
         self._write(rows, first + len(rows), critical)
         self._next_seq = first + len(rows)
@@ -231,7 +230,7 @@ class Outbox:
         with _transaction(self._db):
             self._db.execute(
                 "INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)",
-                (first, _PRIO_CODE[Priority.EVENT], stamped.ts, _encoder.encode(stamped)),
+                (first, _PRIO_CODE[Priority.EVENT], stamped.ts, encode_record(stamped)),
             )
             self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + 1,))
         self._next_seq = first + 1

@@ -1,4 +1,5 @@
-"""The edge's MQTT 5 uplink: one owner of the broker connection, reconnecting by itself.
+"""The edge's MQTT 5 uplink: one owner of the broker connection (on :class:`shared.mqtt.Mqtt`,
+which reconnects by itself).
 
 Rules and invariants:
 
@@ -14,13 +15,12 @@ Rules and invariants:
 4. Every batch carries ``floor_seq`` (see :meth:`edge.outbox.Outbox.floor_seq`).
 5. Reconnects back off with full jitter between ``reconnect_initial_s`` and
    ``reconnect_max_s`` (capped low, so the edge is back within seconds of the broker).
-6. Publishes wait for their PUBACK without a timeout of their own (``math.inf``): on Python
-   3.11, ``asyncio.wait_for`` (which aiomqtt uses for a finite timeout) can swallow a
-   cancellation that races the PUBACK, leaving a sender that will not stop. A dead connection
-   is noticed by keepalive and ends the receiver, whose failure cancels the sender.
+6. Data publishes wait for their PUBACK without a timeout of their own (``math.inf``). A
+   dead connection is noticed by keepalive; it ends the receiver, and every publish still
+   waiting, so the session ends.
 7. A refused certificate or TLS failure is diagnosed with a direct handshake and logged and
-   reported as such (``last_error`` starts with ``tls:``), never as a bare timeout (aiomqtt
-   reports it as one).
+   reported as such (``last_error`` starts with ``tls:``), never as a bare timeout or a
+   closed connection (which is all MQTT can say about it).
 """
 
 from __future__ import annotations
@@ -34,13 +34,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import aiomqtt
-
 from edge.outbox import Outbox, Row
 from shared import messages, topics
-from shared.errors import WireError
+from shared.errors import MqttError, WireError
+from shared.mqtt import Connection, ConnectOptions, Mqtt, Transport, Will
 from shared.probe import probe
-from shared.retry import backoff_delays
 from shared.tls import TlsFiles, client_context
 
 log = logging.getLogger(__name__)
@@ -88,6 +86,7 @@ class Uplink:
         birth: Callable[[], messages.Birth],
         on_command: Callable[[messages.Command], Awaitable[None]],
         clock: Callable[[], float] = time.time,
+        transport: Transport | None = None,
     ) -> None:
         self.cfg = cfg
         self.outbox = outbox
@@ -99,10 +98,7 @@ class Uplink:
         self.connected = asyncio.Event()
         self.counters = UplinkCounters()
         self._tls = client_context(cfg.tls)
-        self._prefix = (
-            b'{"v":%d,"site":"%s","boot":"%s","records":['
-            % (messages.VERSION, cfg.site.encode(), boot.encode())
-        )
+        self._mqtt = Mqtt(self._options, transport=transport, backoff=(cfg.reconnect_initial_s, cfg.reconnect_max_s))
         # cursors (valid while connected)
         self._live = 0
         self._replay = 0
@@ -115,39 +111,30 @@ class Uplink:
     def _status(self, state: messages.SiteState) -> bytes:
         return messages.encode(messages.Status(site=self.cfg.site, state=state, boot=self.boot, ts=self._clock()))
 
-    def _client(self) -> aiomqtt.Client:
+    def _options(self) -> ConnectOptions:
         # A fresh TLS context per connection picks up a renewed certificate.
         self._tls = client_context(self.cfg.tls)
-        will = aiomqtt.Will(
+        will = Will(
             topic=topics.site_topic(self.cfg.site, topics.SiteChannel.STATUS),
             payload=self._status(messages.SiteState.OFFLINE),
             qos=1,
             retain=True,
         )
-        return aiomqtt.Client(
-            hostname=self.cfg.host,
+        return ConnectOptions(
+            host=self.cfg.host,
             port=self.cfg.port,
-            identifier=self.cfg.site,
-            protocol=aiomqtt.ProtocolVersion.V5,
+            client_id=self.cfg.site,
+            tls=self._tls,
+            keepalive_s=self.cfg.keepalive_s,
+            timeout_s=10,
             will=will,
-            tls_context=self._tls,
-            keepalive=self.cfg.keepalive_s,
-            timeout=10,
         )
 
     async def run(self) -> None:
         """Connect, serve, and reconnect forever (until cancelled)."""
-        delays = backoff_delays(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
-        while True:
-            try:
-                async with self._client() as client:
-                    delays = backoff_delays(self.cfg.reconnect_initial_s, self.cfg.reconnect_max_s)
-                    await self._session(client)
-            except* aiomqtt.MqttError as group:
-                await self._lost(group.exceptions[0])
-            await asyncio.sleep(next(delays))
+        await self._mqtt.run(self._session, on_lost=self._lost)
 
-    async def _lost(self, exc: BaseException) -> None:
+    async def _lost(self, exc: MqttError) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
         self.counters.connected_since = None
@@ -171,7 +158,7 @@ class Uplink:
             return "tls: the broker closed the connection after the handshake (certificate refused?)"
         return f"mqtt: {mqtt_error}"
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    async def _session(self, client: Connection) -> None:
         cfg = self.cfg
         await client.publish(
             topics.site_topic(cfg.site, topics.SiteChannel.STATUS),
@@ -195,14 +182,14 @@ class Uplink:
             tg.create_task(self._sender(client), name="uplink.sender")
             tg.create_task(self._receiver(client), name="uplink.receiver")
 
-    async def _sender(self, client: aiomqtt.Client) -> None:
+    async def _sender(self, client: Connection) -> None:
         data_topic = topics.site_topic(self.cfg.site, topics.SiteChannel.DATA)
         limit = self.cfg.batch_max_records
         while True:
             self._wakeup.clear()
             rows = self.outbox.read(self._live, limit=limit)
             if rows:
-                await client.publish(data_topic, self._batch(rows, historical=False), qos=1, timeout=math.inf)
+                await client.publish(data_topic, self._batch(rows, historical=False), qos=1, timeout_s=math.inf)
                 self._live = rows[-1].seq + 1
                 self._sent(rows, replayed=False)
                 continue
@@ -211,7 +198,7 @@ class Uplink:
                 if not rows:
                     self._replay = self._replay_end
                     continue
-                await client.publish(data_topic, self._batch(rows, historical=True), qos=1, timeout=math.inf)
+                await client.publish(data_topic, self._batch(rows, historical=True), qos=1, timeout_s=math.inf)
                 self._replay = rows[-1].seq + 1
                 self._sent(rows, replayed=True)
                 # Rate limit replay, but let new live records through at once.
@@ -229,28 +216,24 @@ class Uplink:
             self.counters.records_replayed += len(rows)
 
     def _batch(self, rows: list[Row], *, historical: bool) -> bytes:
-        """The DataBatch JSON, assembled from the stored record encodings.
+        """The DataBatch of as many of ``rows`` as fit (the rest are dropped from ``rows``), from
+        the stored record encodings."""
+        payload, n = messages.encode_batch(
+            self.cfg.site,
+            self.boot,
+            [row.payload for row in rows],
+            floor_seq=self.outbox.floor_seq(),
+            historical=historical,
+            max_bytes=MAX_BATCH_BYTES,
+        )
+        del rows[n:]
+        return payload
 
-        Stored records never carry ``historical`` (it is false and omitted), so flagging one
-        is appending the field to its object.
-        """
-        parts: list[bytes] = []
-        size = len(self._prefix) + 64
-        for row in rows:
-            payload = row.payload[:-1] + b',"historical":true}' if historical else row.payload
-            size += len(payload) + 1
-            if size > MAX_BATCH_BYTES and parts:
-                del rows[len(parts):]
-                break
-            parts.append(payload)
-        floor = self.outbox.floor_seq()
-        return self._prefix + b",".join(parts) + b'],"floor_seq":%d}' % floor
-
-    async def _receiver(self, client: aiomqtt.Client) -> None:
+    async def _receiver(self, client: Connection) -> None:
         async for msg in client.messages:
-            payload = msg.payload if isinstance(msg.payload, bytes) else b""
+            payload = msg.payload
             try:
-                parsed = topics.parse(str(msg.topic))
+                parsed = topics.parse(msg.topic)
                 if not isinstance(parsed, topics.SiteTopic) or parsed.site != self.cfg.site:
                     raise WireError(f"unexpected topic {msg.topic}")
                 if parsed.channel is topics.SiteChannel.ACK:
@@ -259,7 +242,7 @@ class Uplink:
                     await self._on_command(messages.decode(messages.Command, payload))
             except WireError as exc:
                 self.counters.bad_messages += 1
-                log.warning("uplink.bad_message", extra={"topic": str(msg.topic), "error": str(exc)})
+                log.warning("uplink.bad_message", extra={"topic": msg.topic, "error": str(exc)})
 
     def _on_ack(self, ack: messages.Ack) -> None:
         self.counters.acks += 1

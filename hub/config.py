@@ -160,7 +160,7 @@ class IngestConfig:
     receive_maximum: int = 400
     incoming_max: int = 2000
     """Bound of the MQTT client's incoming queue; overflow is PUBACKed, dropped, counted and
-    recovered end to end (hub/ingest.py rule 3)."""
+    recovered end to end (hub/mqtt.py rule 3)."""
     gap_grace_s: float = 1.0
     ack_interval_s: float = 0.2
     resend_interval_s: float = 3.0

@@ -14,7 +14,7 @@
     └── AuditBroken               the audit chain does not verify; names the first broken row
 
 Config errors are :class:`shared.errors.ConfigError` (file and key); wire errors are
-:class:`shared.errors.WireError`. SQLite's and aiomqtt's errors are translated at the seam.
+:class:`shared.errors.WireError`. SQLite's and MQTT's errors are translated at the seam.
 """
 
 from __future__ import annotations

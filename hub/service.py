@@ -40,9 +40,9 @@ from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
 from hub.forward.tx import WriteTx
 from hub.inbound import Inbound
-from hub.ingest import HubMqtt, NotConnected
 from hub.intake import Observer
 from hub.live import Broadcaster, EscalationRaised, LiveEvent
+from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
 from hub.store import Clock, Reader, Writer
@@ -82,7 +82,7 @@ class Hub:
         self.writer: Writer[Inbound] = Writer(cfg.db_path, queue_max=cfg.ingest.queue_max,
                                               max_records=cfg.ingest.max_records_per_tx,
                                               linger_s=cfg.ingest.linger_s, clock=clock)
-        self.mqtt = HubMqtt(cfg, self.writer.put, client_id=client_id)
+        self.mqtt = HubMqtt(cfg, self.writer.put, client_id=client_id, clock=clock)
         self.outlet = HubOutlet(self.mqtt.offer_ack, self.mqtt.puback, self.bus)
         self.engine = Engine(cfg, load_private_key(cfg.commands.signing_key), self.outlet, observer=observer,
                              clock=clock)

@@ -7,6 +7,7 @@
     ├── SigningError                  a command signature is missing, forged or malformed
     ├── TlsSetupError                 certificates or keys cannot be loaded into a TLS context
     ├── RetryExhausted                the retry helper gave up (attempts or total time)
+    ├── MqttError                     an MQTT connection could not be made, or it ended
     ├── EdgeError (edge/errors.py)    the edge agent's tree
     ├── HubError (hub/errors.py)      the hub's tree
     ├── TrustError                    identity: PKI, broker config, the enrolment endpoint (trust/)
@@ -60,6 +61,10 @@ class RetryExhausted(JikimiError):
 
 class TrustError(JikimiError):
     """Identity went wrong: the PKI, the broker's config or ACL, the enrolment endpoint."""
+
+
+class MqttError(JikimiError):
+    """An MQTT connection could not be made, an operation on it failed, or it ended."""
 
 
 class ProvisioningError(JikimiError):

@@ -24,6 +24,7 @@ A :class:`DataBatch` carries records of three kinds, told apart by their ``type`
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from typing import Annotated, Final, TypeAlias, TypeVar
 
 import msgspec
@@ -282,6 +283,45 @@ def encode(msg: Message) -> bytes:
             f"{type(msg).__name__} is {len(out)} bytes, over the {MAX_PAYLOAD_BYTES} byte limit"
         )
     return out
+
+
+def encode_record(record: Record) -> bytes:
+    """One record as it stands inside a :class:`DataBatch` (what the edge's outbox stores)."""
+    return _encoder.encode(record)
+
+
+_HISTORICAL: Final = b',"historical":true}'
+
+
+def encode_batch(
+    site: str,
+    boot: str,
+    records: Sequence[bytes],
+    *,
+    floor_seq: int | None,
+    historical: bool = False,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> tuple[bytes, int]:
+    """A :class:`DataBatch` from records already encoded by :func:`encode_record`, without
+    decoding them again: it decodes to the same batch as :func:`encode`'s bytes (and is those
+    very bytes unless ``historical``, whose field lands last in each record instead of fourth).
+
+    ``historical`` flags every record; the records must not carry the flag already (false is
+    the default and omitted, so flagging one is appending the field to its object). Records
+    are taken in order while the payload stays within ``max_bytes`` (always at least one).
+    Returns the payload and how many of ``records`` it holds.
+    """
+    head = b'{"v":%d,"site":%s,"boot":%s,"records":[' % (VERSION, _encoder.encode(site), _encoder.encode(boot))
+    parts: list[bytes] = []
+    size = len(head) + 64  # room for the tail
+    for record in records:
+        part = record[:-1] + _HISTORICAL if historical else record
+        size += len(part) + 1
+        if size > max_bytes and parts:
+            break
+        parts.append(part)
+    floor = b"null" if floor_seq is None else b"%d" % floor_seq
+    return head + b",".join(parts) + b'],"floor_seq":' + floor + b"}", len(parts)
 
 
 def decode(kind: type[M], payload: bytes) -> M:

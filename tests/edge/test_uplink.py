@@ -122,7 +122,7 @@ async def test_dropped_message_is_recovered_by_resend_from(
     """The hub loses one batch; it asks resend_from and gets the missing records, flagged historical.
 
     (The stand-in hub is used here because it can lose a message on purpose; the real hub's
-    own recovery is tested in tests/hub/test_ingest.py.)"""
+    own recovery is tested in tests/hub/test_mqtt.py.)"""
     site = test_pki.take_site()
     outbox = Outbox(tmp_path / "outbox.db", clock=time.time)
     async with (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -118,3 +119,38 @@ def test_reply_status_terminality() -> None:
     """Only `received` is not terminal."""
     assert [s for s in m.ReplyStatus if not s.is_terminal] == [m.ReplyStatus.RECEIVED]
 
+
+def _stored(record: m.Record) -> bytes:
+    """A record as the edge's outbox stores it: never flagged historical."""
+    return m.encode_record(msgspec.structs.replace(record, historical=False))
+
+
+@given(batch=s.batches, historical=st.booleans())
+def test_a_batch_of_stored_records_decodes_as_the_batch_msgspec_encodes(batch: m.DataBatch, historical: bool) -> None:
+    """encode_batch over stored record bytes gives a payload that decodes to the same DataBatch
+    as encode() of it (byte for byte when not historical)."""
+    records = [msgspec.structs.replace(r, historical=historical) for r in batch.records]
+    expected = msgspec.structs.replace(batch, records=records)
+    payload, n = m.encode_batch(batch.site, batch.boot, [_stored(r) for r in batch.records],
+                                floor_seq=batch.floor_seq, historical=historical)
+    assert n == len(records)
+    assert m.decode(m.DataBatch, payload) == m.decode(m.DataBatch, m.encode(expected)) == expected
+    if not historical:
+        assert payload == m.encode(expected)
+
+
+@given(batch=s.batches.filter(lambda b: len(b.records) >= 2), historical=st.booleans())
+def test_a_batch_of_stored_records_stops_before_max_bytes(batch: m.DataBatch, historical: bool) -> None:
+    """Records are taken in order while the payload fits; at least one always is."""
+    stored = [_stored(r) for r in batch.records]
+    whole, _ = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, historical=historical)
+    payload, n = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, historical=historical,
+                                max_bytes=len(whole) - 1)
+    assert 1 <= n < len(stored)
+    assert len(payload) < len(whole)
+    got = m.decode(m.DataBatch, payload)
+    assert [r.seq for r in got.records] == [r.seq for r in batch.records[:n]]
+    assert all(r.historical is historical for r in got.records)
+    tiny, one = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, max_bytes=1)
+    assert one == 1
+    assert m.decode(m.DataBatch, tiny).records == [msgspec.structs.replace(batch.records[0], historical=False)]
