@@ -26,7 +26,9 @@ relative to the config file. Example::
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -205,6 +207,21 @@ def _endpoint(file: str, key: str, value: str) -> Endpoint:
     return Endpoint(scheme, path=rest)
 
 
+def _private_key(rel: Callable[..., Path], value: str) -> Path:
+    """The site's private key: systemd's copy when the unit passes it as a credential.
+
+    The edge unit runs as a per-site dynamic user that cannot read ``/etc/jikimi/SITE/key.pem``
+    (0600, root's); systemd reads it and hands the service a private copy in
+    ``$CREDENTIALS_DIRECTORY/key.pem`` (``LoadCredential=``). Anywhere else the configured path is used.
+    """
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds:
+        copy = Path(creds) / Path(value).name
+        if copy.is_file():
+            return copy
+    return rel("hub.key", value)
+
+
 def load_site_config(path: Path) -> SiteConfig:
     """Read, validate and resolve a site config; raise :class:`ConfigError` naming file and key."""
     file = str(path)
@@ -225,7 +242,7 @@ def load_site_config(path: Path) -> SiteConfig:
             raise ConfigError(file, key, f"{p}: no such file")
         return p
 
-    tls = TlsFiles(ca=rel("hub.ca", hub.ca), cert=rel("hub.cert", hub.cert), key=rel("hub.key", hub.key))
+    tls = TlsFiles(ca=rel("hub.ca", hub.ca), cert=rel("hub.cert", hub.cert), key=_private_key(rel, hub.key))
     command_key = rel("hub.command_key", hub.command_key)
     if not raw_devices:
         raise ConfigError(file, "devices", "a site needs at least one device")

@@ -112,30 +112,22 @@ class Hub:
 
     async def _enrolment(self) -> None:
         """The field-enrolment endpoint (HTTPS with the hub's certificate) until cancelled."""
-        from trust.broker import BrokerError, refresh_acl
+        from trust.broker import BrokerError, ManagedBroker
         from trust.enrolment import EnrolmentService, EnrolmentStore, serve_enrolment
         from trust.pki import Pki
 
         en = self.cfg.enrolment
         assert en is not None
+        managed = ManagedBroker(en.pki_dir, en.broker_dir, en.broker_pid_file)
 
         def on_issued(cn: str) -> None:
-            if en.broker_dir is None:
-                return
-            pid = None
-            if en.broker_pid_file is not None:
-                try:
-                    pid = int(en.broker_pid_file.read_text().strip())
-                except (OSError, ValueError) as exc:
-                    log.error("enrol.broker_pid_unreadable", extra={"file": str(en.broker_pid_file),
-                                                                    "error": str(exc)})
             try:
-                refresh_acl(en.pki_dir, en.broker_dir, pid)
-            except BrokerError as exc:
+                managed.refresh()
+            except (BrokerError, OSError) as exc:
                 log.error("enrol.acl_refresh_failed", extra={"site": cn, "error": str(exc)})
 
         service = EnrolmentService(Pki(en.pki_dir), EnrolmentStore(en.db_path), mqtt_host=en.mqtt_host,
-                                   mqtt_port=en.mqtt_port, on_issued=on_issued)
+                                   mqtt_port=en.mqtt_port, on_issued=on_issued, ready=managed.problem)
         async with serve_enrolment(service, self.cfg.broker.tls, en.host, en.port) as url:
             self.enrolment_url = url
             log.info("enrol.listening", extra={"url": url})

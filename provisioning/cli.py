@@ -27,7 +27,12 @@ def _provision_renew(args: argparse.Namespace) -> int:
     import asyncio
 
     from provisioning.enroll import renew_device
+    from trust.enrolment import EnrolmentError
 
+    if args.check:  # the renew unit's ExecCondition: 0 when due, 1 (skip, not a failure) when not
+        return 0 if asyncio.run(renew_device(args.dir, args.url or "", force=args.force, dry_run=True)) else 1
+    if not args.url:
+        raise EnrolmentError("--url: the hub's enrolment URL is needed to renew")
     renewed = asyncio.run(renew_device(args.dir, args.url, force=args.force, dry_run=args.dry_run))
     if not renewed:
         print("not due yet (renewal happens after two thirds of the certificate's life; --force to renew now)")
@@ -128,6 +133,7 @@ def register(cli: Cli) -> None:
     p = cli.subcommand("provision", "renew", "renew this device's certificate (after 2/3 of its life)",
                        _provision_renew)
     p.add_argument("--dir", type=Path, default=Path("/etc/jikimi"))
-    p.add_argument("--url", required=True, help="the hub's enrolment URL")
+    p.add_argument("--url", help="the hub's enrolment URL (not needed with --check)")
+    p.add_argument("--check", action="store_true", help="only say whether renewal is due: exit 0 if so, 1 if not")
     p.add_argument("--force", action="store_true")
     p.add_argument("--dry-run", action="store_true")

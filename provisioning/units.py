@@ -3,15 +3,22 @@
 ``jikimi provision units --out DIR`` writes:
 
 - ``jikimi-edge@.service``: the edge agent, one instance per site id (``%i``), reading
-  ``/etc/jikimi/%i/site.toml``. ``Type=notify`` with a watchdog fed by acquisition, its own
-  account, serial access only through the ``dialout`` group, a read-only system except its
-  state folder ``/var/lib/jikimi/%i``, no new privileges, no capabilities.
-- ``jikimi-renew@.service`` + ``.timer``: daily certificate renewal (it renews only after two
-  thirds of the certificate's life); the agent picks the new certificate up at its next
-  connection.
-- ``jikimi-hub.service``: the hub, its own account, state in ``/var/lib/jikimi-hub``.
+  ``/etc/jikimi/%i/site.toml``. ``Type=notify`` with a watchdog fed by acquisition. Each site
+  runs as *its own* system user (``DynamicUser=`` named ``jikimi-%i``), sees only its own
+  ``/etc/jikimi/%i`` (the rest of ``/etc/jikimi`` is an empty tmpfs in its namespace), gets its
+  private key from systemd as a credential (``LoadCredential=``: the key stays root's 0600 file),
+  writes only its state folder ``/var/lib/jikimi/%i``, reaches serial ports only through the
+  ``dialout`` group, no new privileges, no capabilities.
+- ``jikimi-renew@.service`` + ``.timer``: daily certificate renewal, only once two thirds of the
+  certificate's life have passed (``ExecCondition=``); it runs as root without capabilities and
+  sees only its own site's folder, then restarts that site's agent so it loads the new key.
+- ``jikimi-hub.service``: the hub, its own account, state in ``/var/lib/jikimi-hub``; it may
+  write the PKI (``/etc/jikimi/pki``, which must belong to ``jikimi-hub``) to enrol devices.
 - ``jikimi-broker.service``: Mosquitto with the generated mTLS config in
   ``/etc/jikimi/broker``; ``systemctl reload`` re-reads the ACL and CRL (SIGHUP).
+- ``jikimi-broker-acl.path`` + ``.service``: when the PKI index changes (an enrolment, a
+  revocation), root rewrites the broker's ACL from it and reloads the broker, so the hub needs
+  no right over the broker's files or process.
 """
 
 from __future__ import annotations
@@ -76,13 +83,16 @@ WatchdogSec={watchdog_s}
 Restart=always
 RestartSec=2
 TimeoutStopSec=20
-User=jikimi-edge
-Group=jikimi-edge
+# One system user per site: no site can read another's key, state or outbox.
+DynamicUser=yes
+User=jikimi-%i
 SupplementaryGroups=dialout
 StateDirectory=jikimi/%i
 StateDirectoryMode=0700
-ReadWritePaths=/var/lib/jikimi/%i
-ReadOnlyPaths=/etc/jikimi/%i
+# The key stays root's 0600 file; systemd hands this service a private copy.
+LoadCredential=key.pem:/etc/jikimi/%i/key.pem
+TemporaryFileSystem=/etc/jikimi:ro
+BindReadOnlyPaths=/etc/jikimi/%i
 DevicePolicy=closed
 DeviceAllow=char-ttyUSB rw
 DeviceAllow=char-ttyS rw
@@ -105,9 +115,14 @@ Wants=network-online.target
 Type=oneshot
 # JIKIMI_ENROL_URL=https://hub.example:8443 (written at enrolment)
 EnvironmentFile=/etc/jikimi/%i/renew.env
+# Skipped (not failed) until two thirds of the certificate's life have passed.
+ExecCondition={jikimi} provision renew --dir /etc/jikimi/%i --check
 ExecStart={jikimi} provision renew --dir /etc/jikimi/%i --url ${{JIKIMI_ENROL_URL}}
-User=jikimi-edge
-Group=jikimi-edge
+# The agent holds its key as a credential copy: restart it to load the new one.
+ExecStartPost=+/bin/systemctl try-restart jikimi-edge@%i.service
+# root without capabilities, and only this site's folder exists in its namespace.
+TemporaryFileSystem=/etc/jikimi:ro
+BindPaths=/etc/jikimi/%i
 ReadWritePaths=/etc/jikimi/%i
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 {_HARDENING}""")
@@ -142,7 +157,7 @@ User=jikimi-hub
 Group=jikimi-hub
 StateDirectory=jikimi-hub
 StateDirectoryMode=0700
-ReadWritePaths=/var/lib/jikimi-hub
+ReadWritePaths=/var/lib/jikimi-hub /etc/jikimi/pki
 ReadOnlyPaths=/etc/jikimi/hub
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
 PrivateDevices=yes
@@ -179,9 +194,36 @@ WantedBy=multi-user.target
 """)
 
 
+def broker_acl_units(jikimi: str) -> list[Unit]:
+    path = Unit("jikimi-broker-acl.path", """\
+[Unit]
+Description=Rewrite the broker's ACL when the PKI index changes
+
+[Path]
+PathChanged=/etc/jikimi/pki/index.json
+Unit=jikimi-broker-acl.service
+
+[Install]
+WantedBy=multi-user.target
+""")
+    service = Unit("jikimi-broker-acl.service", f"""\
+[Unit]
+Description=Rewrite the broker's ACL from the PKI index and reload the broker
+After=jikimi-broker.service
+
+[Service]
+Type=oneshot
+ExecStart={jikimi} broker acl --pki /etc/jikimi/pki --out /etc/jikimi/broker
+ExecStartPost=/bin/systemctl reload-or-restart jikimi-broker.service
+ReadWritePaths=/etc/jikimi/broker
+RestrictAddressFamilies=AF_UNIX
+{_HARDENING}""")
+    return [path, service]
+
+
 def all_units(jikimi: str | None = None) -> list[Unit]:
     exe = jikimi or default_exec()
-    return [edge_unit(exe), *renew_units(exe), hub_unit(exe), broker_unit()]
+    return [edge_unit(exe), *renew_units(exe), hub_unit(exe), broker_unit(), *broker_acl_units(exe)]
 
 
 def write_units(out: Path, units: list[Unit], *, dry_run: bool = False) -> list[Path]:

@@ -205,12 +205,65 @@ def refresh_acl(pki_dir: Path, out_dir: Path, pid: int | None) -> None:
         raise BrokerError(str(exc)) from exc
     tmp = acl_path.with_suffix(".tmp")
     tmp.write_text(text)
+    os.chmod(tmp, 0o644)  # the broker runs as another account; the ACL holds no secret
     os.replace(tmp, acl_path)
     if pid is not None:
         try:
             reload(pid)
         except ProcessLookupError as exc:
             raise BrokerError(f"no broker with pid {pid} to reload; the new ACL applies at its next start") from exc
+
+
+@dataclass(frozen=True)
+class ManagedBroker:
+    """The broker a hub keeps in step with its PKI: after each enrolment its ACL is rewritten
+    and (with a pid file) the broker reloaded, so the new edge may publish at once.
+
+    :meth:`problem` tells *before* a certificate is issued whether that will work, so that an
+    enrolment that could not reach the broker is refused with the token still unspent.
+    """
+
+    pki_dir: Path
+    broker_dir: Path | None = None
+    pid_file: Path | None = None
+
+    def problem(self) -> str | None:
+        """Why an identity issued now could not be used (None: it could)."""
+        pki = Pki(self.pki_dir)
+        issuing_key = pki.dir / "issuing-ca" / "key.pem"
+        if not os.access(issuing_key, os.R_OK):
+            return f"{issuing_key} is not readable by the hub's account"
+        for path in (pki.dir, pki.index_file):
+            if not os.access(path, os.W_OK):
+                return f"{path} is not writable by the hub's account"
+        if self.broker_dir is not None:
+            if not (self.broker_dir / "acl").exists():
+                return f"{self.broker_dir}: no broker config here (run 'jikimi broker config' first)"
+            if not os.access(self.broker_dir, os.W_OK):
+                return f"{self.broker_dir} is not writable by the hub's account (the broker's ACL is there)"
+        if self.pid_file is not None:
+            try:
+                pid = self._pid()
+                os.kill(pid, 0)
+            except BrokerError as exc:
+                return str(exc)
+            except ProcessLookupError:
+                return f"no broker with pid {pid} (from {self.pid_file}) to reload"
+            except PermissionError:
+                return f"the hub's account may not signal the broker (pid {pid}); see the units' broker-acl path unit"
+        return None
+
+    def _pid(self) -> int:
+        assert self.pid_file is not None
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError) as exc:
+            raise BrokerError(f"{self.pid_file}: cannot read the broker's pid: {exc}") from exc
+
+    def refresh(self) -> None:
+        """Rewrite the ACL (and reload the broker when there is a pid file)."""
+        if self.broker_dir is not None:
+            refresh_acl(self.pki_dir, self.broker_dir, self._pid() if self.pid_file is not None else None)
 
 
 def mosquitto_binary() -> str:

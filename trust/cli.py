@@ -87,7 +87,8 @@ def _enrol_service(args: argparse.Namespace) -> EnrolmentService:
             broker.refresh_acl(args.pki, args.broker_out, args.broker_pid)
 
     return EnrolmentService(Pki(args.pki), EnrolmentStore(args.db), mqtt_host=args.mqtt_host,
-                            mqtt_port=args.mqtt_port, on_issued=on_issued)
+                            mqtt_port=args.mqtt_port, on_issued=on_issued,
+                            ready=broker.ManagedBroker(args.pki, args.broker_out).problem)
 
 
 def _provision_serve(args: argparse.Namespace) -> int:
@@ -113,6 +114,12 @@ def _broker_config(args: argparse.Namespace) -> int:
         args.pki, args.out, port=args.port, bind=args.bind, user=args.user, dry_run=args.dry_run
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
+    return 0
+
+
+def _broker_acl(args: argparse.Namespace) -> int:
+    broker.refresh_acl(args.pki, args.out, args.pid)
+    print(f"ACL rewritten in {args.out / 'acl'}" + (f"; broker (pid {args.pid}) reloaded" if args.pid else ""))
     return 0
 
 
@@ -185,6 +192,11 @@ def register(cli: Cli) -> None:
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--user", help="account Mosquitto runs as (default: the current user)")
     p.add_argument("--dry-run", action="store_true")
+
+    p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)
+    p.add_argument("--pki", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="the broker config folder")
+    p.add_argument("--pid", type=int, help="the running broker to reload (SIGHUP)")
 
     p = cli.subcommand("broker", "run", "run Mosquitto with that config in the foreground", _broker_run)
     p.add_argument("--pki", type=Path, required=True)

@@ -168,13 +168,16 @@ class EnrolmentService:
     """The hub's enrolment logic. ``on_issued(cn)`` refreshes the broker ACL (and reloads it)."""
 
     def __init__(self, pki: Pki, store: EnrolmentStore, *, mqtt_host: str, mqtt_port: int,
-                 on_issued: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
+                 on_issued: Callable[[str], None], clock: Callable[[], float] = time.time,
+                 ready: Callable[[], str | None] = lambda: None) -> None:
         self.pki = pki
         self.store = store
         self.mqtt_host = mqtt_host
         self.mqtt_port = mqtt_port
         self.on_issued = on_issued
         self.clock = clock
+        self.ready = ready
+        """Why the hub could not make a new identity work now (PKI or broker not writable...), or None."""
 
     def register(self, site: str, url: str, *, actor: str, needs_approval: bool = False,
                  ttl_s: float = TOKEN_TTL_S) -> Token:
@@ -201,6 +204,11 @@ class EnrolmentService:
             raise EnrolmentRefused("this enrolment token has expired (they last an hour): ask the admin for a new one")
         if row["needs_approval"] and not row["approved_by"]:
             return None
+        problem = self.ready()
+        if problem is not None:
+            log.error("enrol.not_ready", extra={"site": token.site, "problem": problem})
+            raise EnrolmentRefused(f"the hub cannot enrol a device now ({problem}); the token is unspent: "
+                                   "ask the admin to fix it, then run enroll again", status=503)
         try:
             cert = self.pki.sign_csr(csr_pem, Role.EDGE, expected_cn=token.site)
         except PkiError as exc:

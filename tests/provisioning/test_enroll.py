@@ -330,3 +330,32 @@ async def test_renewals_are_rate_limited(hub: Hub, tmp_path: Path) -> None:
         await renew_device(out, hub.url, force=True)
     hub.clock[0] += 86400 + 1
     assert await renew_device(out, hub.url, force=True)
+
+
+async def test_an_enrolment_the_hub_could_not_complete_leaves_the_token_unspent(hub: Hub, tmp_path: Path) -> None:
+    """When the hub cannot make a new identity work (PKI or broker not writable, broker not
+    signalable), it refuses before issuing anything, and the same token works once that is fixed."""
+    problem: list[str | None] = ["/etc/jikimi/pki/index.json is not writable by the hub's account"]
+    hub.service.ready = lambda: problem[0]
+    token = hub.service.register("gg-not-ready-01", hub.url, actor="admin").encode()
+    with pytest.raises(EnrolmentError, match="the token is unspent"):
+        await enroll_device(token, tmp_path / "a")
+    assert "gg-not-ready-01" not in hub.pki.active(Role.EDGE)
+    problem[0] = None
+    await enroll_device(token, tmp_path / "b")
+    assert "gg-not-ready-01" in hub.pki.active(Role.EDGE)
+
+
+def test_the_managed_broker_says_what_would_stop_an_enrolment(hub: Hub, tmp_path: Path) -> None:
+    """A broker config that is missing or a broker that cannot be signalled is named before a
+    token is spent; the running test broker with its pid passes."""
+    from trust.broker import ManagedBroker
+
+    pid_file = tmp_path / "broker.pid"
+    pid_file.write_text(str(hub.broker.proc.pid))
+    assert ManagedBroker(hub.pki.dir, hub.broker.workdir, pid_file).problem() is None
+    assert "no broker config" in (ManagedBroker(hub.pki.dir, tmp_path / "nowhere").problem() or "")
+    pid_file.write_text("4194304")  # above any pid_max: no such process
+    assert "no broker with pid" in (ManagedBroker(hub.pki.dir, hub.broker.workdir, pid_file).problem() or "")
+    pid_file.write_text("not a pid")
+    assert "cannot read the broker's pid" in (ManagedBroker(hub.pki.dir, None, pid_file).problem() or "")

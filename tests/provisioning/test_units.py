@@ -33,7 +33,8 @@ def units(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("name", ["jikimi-edge@gg-a-01.service", "jikimi-renew@gg-a-01.service",
-                                  "jikimi-renew@gg-a-01.timer", "jikimi-hub.service", "jikimi-broker.service"])
+                                  "jikimi-renew@gg-a-01.timer", "jikimi-hub.service", "jikimi-broker.service",
+                                  "jikimi-broker-acl.path", "jikimi-broker-acl.service"])
 def test_unit_passes_systemd_analyze_verify(units: Path, name: str) -> None:
     """No errors and no warnings (verify exits 0 even on unknown keys, so stderr must be empty)."""
     out = subprocess.run([_analyze(), "verify", "--man=no", str(units / name)], capture_output=True, text=True,
@@ -66,7 +67,9 @@ def test_edge_unit_hardening(units: Path) -> None:
     expected = {
         "Type": ["notify"], "Restart": ["always"], "NoNewPrivileges": ["yes"], "ProtectSystem": ["strict"],
         "PrivateTmp": ["yes"], "ProtectHome": ["yes"], "SupplementaryGroups": ["dialout"],
-        "User": ["jikimi-edge"], "ReadWritePaths": ["/var/lib/jikimi/%i"], "CapabilityBoundingSet": [""],
+        "DynamicUser": ["yes"], "User": ["jikimi-%i"], "StateDirectory": ["jikimi/%i"], "CapabilityBoundingSet": [""],
+        "LoadCredential": ["key.pem:/etc/jikimi/%i/key.pem"], "TemporaryFileSystem": ["/etc/jikimi:ro"],
+        "BindReadOnlyPaths": ["/etc/jikimi/%i"],
     }
     for key, value in expected.items():
         assert s.get(key) == value, key
@@ -78,3 +81,42 @@ def test_units_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["provision", "units", "--out", str(tmp_path / "u"), "--dry-run"]) == 0
     assert not (tmp_path / "u").exists()
     assert "would write" in capsys.readouterr().out
+
+
+def test_each_site_is_its_own_user_and_sees_only_its_own_folder(units: Path) -> None:
+    """Two instances of the edge unit run as two different users; the renewal of one site can
+    write only that site's folder (the rest of /etc/jikimi is an empty tmpfs in its namespace)
+    and skips itself until renewal is due, then restarts that site's agent for the new key."""
+    edge = _settings((units / "jikimi-edge@.service").read_text())
+    assert edge["User"] == ["jikimi-%i"]
+    assert "ReadWritePaths" not in edge  # only its StateDirectory is writable
+    renew = _settings((units / "jikimi-renew@.service").read_text())
+    assert "User" not in renew
+    assert renew["CapabilityBoundingSet"] == [""]
+    assert renew["TemporaryFileSystem"] == ["/etc/jikimi:ro"]
+    assert renew["BindPaths"] == ["/etc/jikimi/%i"]
+    assert renew["ExecCondition"][0].endswith("provision renew --dir /etc/jikimi/%i --check")
+    assert renew["ExecStartPost"] == ["+/bin/systemctl try-restart jikimi-edge@%i.service"]
+
+
+def test_the_broker_follows_the_pki_without_the_hub_touching_it(units: Path) -> None:
+    """The hub may write the PKI (to enrol); a root path unit turns an index change into a new
+    ACL and a broker reload, so the hub needs no right over the broker's files or process."""
+    hub = _settings((units / "jikimi-hub.service").read_text())
+    assert "/etc/jikimi/pki" in hub["ReadWritePaths"][0].split()
+    path = _settings((units / "jikimi-broker-acl.path").read_text())
+    assert path["PathChanged"] == ["/etc/jikimi/pki/index.json"]
+    acl = _settings((units / "jikimi-broker-acl.service").read_text())
+    assert acl["ExecStart"][0].endswith("broker acl --pki /etc/jikimi/pki --out /etc/jikimi/broker")
+
+
+def test_renew_check_says_whether_renewal_is_due(tmp_path: Path) -> None:
+    """The renew unit's ExecCondition: exit 0 when due, 1 (skip) when not."""
+    from trust.pki import Pki, Role
+
+    pki = Pki(tmp_path / "pki")
+    pki.init()
+    pki.issue("gg-due-01", Role.EDGE)
+    site = pki.dir / "gg-due-01"
+    assert main(["provision", "renew", "--dir", str(site), "--check"]) == 1
+    assert main(["provision", "renew", "--dir", str(site), "--check", "--force"]) == 0
