@@ -596,7 +596,7 @@ def _child_atheris(atheris: Any, target: Target, seconds: float, runs: int | Non
     corpus = workdir / "corpus"
     _write_seeds(corpus, harness.seeds)
     args = [sys.argv[0], f"-max_total_time={max(1, round(seconds))}", f"-artifact_prefix={workdir}/",
-            "-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048",
+            "-print_final_stats=1", "-timeout=10", "-rss_limit_mb=2048", "-keep_seed=1",
             f"-max_len={max(4096, *(len(s) for s in harness.seeds))}"]
     if runs is not None:
         args.append(f"-runs={runs}")
@@ -658,7 +658,7 @@ def child(name: str, seconds: float, runs: int | None, workdir: Path, engine: st
     workdir.mkdir(parents=True, exist_ok=True)
     if engine != "hypothesis":
         try:
-            import atheris  # type: ignore[import-untyped]
+            import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
         except ImportError as exc:
             if engine == "atheris":
                 raise
