@@ -49,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -646,7 +647,9 @@ def _child_hypothesis(target: Target, seconds: float, runs: int | None, workdir:
             data = failing[-1]  # Hypothesis replays the shrunk example last
             path = workdir / f"crash-{hashlib.sha1(data, usedforsecurity=False).hexdigest()}"
             path.write_bytes(data)
-            crash = {"crash_input": str(path), "crash": f"{type(exc).__name__}: {exc}"}
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if "lab/fuzz.py" not in f.filename]
+            where = f' (File "{frames[-1].filename}", line {frames[-1].lineno}, in {frames[-1].name})' if frames else ""
+            crash = {"crash_input": str(path), "crash": f"{type(exc).__name__}: {exc}{where}"}
             break
     elapsed = time.monotonic() - start
     (workdir / RESULT_FILE).write_text(json.dumps({"executions": executions, "elapsed_s": elapsed, **crash}))
@@ -677,6 +680,10 @@ def child(name: str, seconds: float, runs: int | None, workdir: Path, engine: st
 
 @dataclass(frozen=True)
 class Result:
+    """One target's run. ``seconds`` is the child's wall time (start-up and seeding included);
+    ``execs_per_s`` is libFuzzer's own figure (or Hypothesis' loop), wall-clock based only for
+    runs too short for one. ``crashes`` is 0 or 1: a run stops at its first crash."""
+
     target: str
     engine: str
     seconds: float
@@ -734,8 +741,12 @@ def run_target(name: str, seconds: float, workdir: Path, *, runs: int | None = N
     if runs is not None:
         cmd += ["--runs", str(runs)]
     start = time.monotonic()
+    stuck = False
     with log.open("w") as out:
-        subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 300, check=False)
+        try:
+            subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 300, check=False)
+        except subprocess.TimeoutExpired:
+            stuck = True  # subprocess.run has killed it
     elapsed = time.monotonic() - start
     output = log.read_text(errors="replace")
     m = re.search(r"^engine: (\w+)", output, re.MULTILINE)
@@ -758,6 +769,8 @@ def run_target(name: str, seconds: float, workdir: Path, *, runs: int | None = N
         rate = executions / elapsed  # a run too short for libFuzzer's own figure; startup included
     if not crashes and summary is None and used == "unknown":
         summary = "the child did not start: see the log"
+    if stuck and summary is None:
+        summary = f"the child was still running {seconds + 300:g} s after it started, and was stopped"
     return Result(
         target=name, engine=used, seconds=round(elapsed, 2), executions=executions,
         execs_per_s=round(rate, 1),
