@@ -7,6 +7,7 @@ import asyncio
 import json
 from pathlib import Path
 
+from lab.fuzz import add_arguments
 from shared.cli import Cli
 from shared.errors import JikimiError
 
@@ -35,6 +36,12 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return bench_ingest.main(args)
 
 
+def _bench_fuzz(args: argparse.Namespace) -> int:
+    from lab import fuzz
+
+    return fuzz.main(args)
+
+
 def register(cli: Cli) -> None:
     p = cli.command("demo", "run the whole system on one machine (state under ./var/demo)", _demo)
     p.add_argument("--duration", type=float, help="stop after this many seconds")
@@ -56,3 +63,7 @@ def register(cli: Cli) -> None:
     p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--json", type=Path, required=True, help="write the results here")
+
+    p = cli.subcommand("bench", "fuzz", "fuzz every parser of outside input (atheris; Hypothesis where it cannot run)",
+                       _bench_fuzz)
+    add_arguments(p)

@@ -106,6 +106,9 @@ def raw_to_value(point: Point, raw: Raw | str) -> Value:
         return raw
     if isinstance(raw, str):
         raise CodecError(f"{point.name}: expected a number, got text {raw!r}")
+    if isinstance(raw, float) and not math.isfinite(raw) and t not in (PointType.F32, PointType.F64):
+        # Registers never give one, but a serial line can say "nan" or "1e400"; int() of it would raise.
+        raise CodecError(f"{point.name}: {raw} cannot be a raw {t.value} value")
     if t is PointType.BOOL:
         return bool(raw)
     if t is PointType.ENUM:

@@ -70,6 +70,27 @@ def unframe(line: bytes, kind: Checksum) -> str:
         raise FramingError(f"not UTF-8: {line[:40]!r}") from exc
 
 
+def parse_reply(line: bytes, kind: Checksum, unit_id: int, name: str) -> str:
+    """The body of one reply line from unit ``unit_id`` (after ``UU:OK:``).
+
+    :class:`FramingError` for a corrupt frame, another unit's reply or an unknown status;
+    :class:`DeviceException` for ``UU:ER:CODE`` (code 0 when it is not a number).
+    """
+    reply = unframe(line, kind)
+    unit, _, rest = reply.partition(":")
+    if unit != f"{unit_id:02d}":
+        raise FramingError(f"{name}: reply from unit {unit!r}")
+    status, _, body = rest.partition(":")
+    if status == "ER":
+        # isdigit() is also true for digits int() refuses ("²") and for more digits than
+        # int() converts; neither may escape as a ValueError.
+        code = int(body) if body.isascii() and body.isdigit() and len(body) <= 9 else 0
+        raise DeviceException(f"{name}: error {code}", code)
+    if status != "OK":
+        raise FramingError(f"{name}: bad status {status!r}")
+    return body
+
+
 def raw_to_text(point: Point, raw: Raw | str) -> str:
     if isinstance(raw, str):
         return raw
@@ -182,17 +203,7 @@ class SerialLineDevice:
                 if got:
                     raise FramingError(f"{self.name}: no complete frame, got {got[:40]!r}") from None
                 raise DeviceTimeout(f"{self.name}: no answer in {self.timeout_s:g} s") from None
-        reply = unframe(line, self.profile.transport.checksum)
-        unit, _, rest = reply.partition(":")
-        if unit != f"{self.unit_id:02d}":
-            raise FramingError(f"{self.name}: reply from unit {unit!r}")
-        status, _, body = rest.partition(":")
-        if status == "ER":
-            code = int(body) if body.isdigit() else 0
-            raise DeviceException(f"{self.name}: error {code}", code)
-        if status != "OK":
-            raise FramingError(f"{self.name}: bad status {status!r}")
-        return body
+        return parse_reply(line, self.profile.transport.checksum, self.unit_id, self.name)
 
     def requests_for(self, points: Sequence[Point]) -> tuple[tuple[Point, ...], ...]:
         """One request per point: the protocol has no block reads."""

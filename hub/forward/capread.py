@@ -58,6 +58,10 @@ def parse_untrusted(data: bytes) -> ET.Element:
         raise CapError("XML with a DTD or entity declarations is refused") from None
     except xml.parsers.expat.ExpatError as exc:
         raise CapError(f"not well-formed XML: {exc}") from exc
+    except (LookupError, ValueError) as exc:
+        # An encoding declaration expat hands to Python's codecs and they refuse: unknown
+        # ("UTF-6"), multi-byte ("utf-7"), not a text encoding ("rot13"), or failing ("idna").
+        raise CapError(f"an XML encoding that cannot be read: {exc}") from exc
     try:
         return ET.fromstring(data)  # noqa: S314 - the scan above refused DTDs and entity declarations
     except ET.ParseError as exc:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.drivers.codec import decode, encode, raw_to_words, words_to_raw
+from edge.drivers.codec import decode, encode, raw_to_value, raw_to_words, words_to_raw
 from edge.errors import CodecError
 from shared.profiles import Order, Point, PointType, Table
 
@@ -120,6 +120,18 @@ def test_scale_offset_enum_bitfield_and_bool_values() -> None:
     coil = point(type=PointType.BOOL, table=Table.COIL)
     assert decode(coil, [1]) == (1, True)
     assert encode(coil, False) == (0,)
+
+
+@pytest.mark.parametrize("ptype", [PointType.U16, PointType.I32, PointType.ENUM, PointType.BITFIELD, PointType.BOOL])
+@pytest.mark.parametrize("raw", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_raw_value_of_an_integer_point_is_a_codec_error(ptype: PointType, raw: float) -> None:
+    # Found by jikimi bench fuzz (serial_line): a line reply "nan" reached int() and raised ValueError.
+    with pytest.raises(CodecError, match="cannot be a raw"):
+        raw_to_value(point(type=ptype, values={"open": 0}, bits={"a": 0}), raw)
+
+
+def test_a_non_finite_raw_value_of_a_float_point_is_kept() -> None:
+    assert math.isnan(float(raw_to_value(point(type=PointType.F32), math.nan)))  # type: ignore[arg-type]
 
 
 @given(st.integers(-3000, 3000))

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from edge.drivers.readings import Quality, Reading
 from edge.drivers.scheduler import BusScheduler
-from edge.drivers.serial_line import SerialLineDevice, frame, unframe
-from edge.errors import DeviceException, DeviceTimeout, FramingError
+from edge.drivers.serial_line import SerialLineDevice, decode_text, frame, parse_reply, unframe
+from edge.errors import CodecError, DeviceException, DeviceTimeout, FramingError
 from edge.sim.servers import run_simulator
 from shared.profiles import Checksum, Profile
 
@@ -28,6 +28,29 @@ def test_a_known_frame_and_a_corrupted_one() -> None:
         unframe(b"01:R:GT*47\r\n", Checksum.XOR8)
     with pytest.raises(FramingError):
         unframe(b"01:R:GS\r\n", Checksum.XOR8)
+
+
+@pytest.mark.parametrize("code", ["²", "9" * 5000, "-1", ""])
+def test_an_error_reply_whose_code_is_no_plain_number_says_code_0(code: str) -> None:
+    # Found by jikimi bench fuzz (serial_line): "²".isdigit() is true but int("²") raises ValueError.
+    with pytest.raises(DeviceException) as info:
+        parse_reply(frame(f"01:ER:{code}", Checksum.XOR8), Checksum.XOR8, 1, "gate")
+    assert info.value.code == 0
+
+
+def test_a_reply_is_parsed_into_its_body() -> None:
+    assert parse_reply(frame("01:OK:GS:2", Checksum.SUM8), Checksum.SUM8, 1, "gate") == "GS:2"
+    with pytest.raises(FramingError, match="unit"):
+        parse_reply(frame("02:OK:GS:2", Checksum.SUM8), Checksum.SUM8, 1, "gate")
+    with pytest.raises(FramingError, match="status"):
+        parse_reply(frame("01:NO:GS:2", Checksum.SUM8), Checksum.SUM8, 1, "gate")
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e400"])
+def test_a_non_finite_number_for_an_integer_point_is_a_codec_error(gate: Profile, text: str) -> None:
+    # Found by jikimi bench fuzz (serial_line): decode_text let ValueError/OverflowError escape.
+    assert isinstance(decode_text(gate.point("gate_state"), text), CodecError)
+    assert isinstance(decode_text(gate.point("water_level_cm"), text), CodecError)
 
 
 async def test_driver_reads_and_commands_the_river_gate(gate: Profile) -> None:

@@ -177,6 +177,15 @@ def test_the_reader_refuses_a_dtd_rather_than_expand_entities() -> None:
         capread.read(bomb)
 
 
+@pytest.mark.parametrize("encoding", ["UTF-6", "utf-7", "rot13", "idna", "undefined"])
+def test_an_xml_encoding_python_cannot_read_is_a_cap_error(encoding: str) -> None:
+    # Found by jikimi bench fuzz (cap_read): expat passed the codec's LookupError/ValueError through.
+    data = (f'<?xml version="1.0" encoding="{encoding}"?>'
+            '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>x</identifier></alert>').encode()
+    with pytest.raises(CapError, match="encoding"):
+        capread.read(data)
+
+
 def test_the_reader_needs_identifier_sender_and_sent() -> None:
     with pytest.raises(CapError, match="sender, sent"):
         capread.read(b'<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"><identifier>x</identifier></alert>')
