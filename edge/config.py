@@ -199,7 +199,7 @@ def _endpoint(file: str, key: str, value: str) -> Endpoint:
     scheme, rest = m["scheme"], m["rest"]
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise ConfigError(file, key, f"{value!r}: expected tcp://HOST:PORT")
         return Endpoint("tcp", host=host.strip("[]"), port=int(port))
     if not rest.startswith("/"):
@@ -238,7 +238,7 @@ def load_site_config(path: Path) -> SiteConfig:
     def rel(key: str, value: str, *, must_exist: bool = True) -> Path:
         p = Path(value)
         p = p if p.is_absolute() else base / p
-        if must_exist and not p.exists():
+        if must_exist and not os.path.exists(p):
             raise ConfigError(file, key, f"{p}: no such file")
         return p
 
@@ -253,8 +253,8 @@ def load_site_config(path: Path) -> SiteConfig:
             raise ConfigError(file, key, "device names use a-z, 0-9, '_' and '-' (up to 32)")
         candidate = Path(d.profile)
         if not candidate.is_absolute():
-            candidate = base / candidate if (base / candidate).exists() else profiles_dir() / candidate
-        if not candidate.exists():
+            candidate = base / candidate if os.path.exists(base / candidate) else profiles_dir() / candidate
+        if not os.path.exists(candidate):
             raise ConfigError(file, f"{key}.profile", f"{d.profile}: no such profile (looked beside the config "
                               f"and in {profiles_dir()})")
         try:

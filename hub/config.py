@@ -51,6 +51,7 @@ default)::
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,7 +230,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     b = root.table("broker")
     broker_tls = TlsFiles(ca=b.path("ca"), cert=b.path("cert"), key=b.path("key"))
     for name, p in (("ca", broker_tls.ca), ("cert", broker_tls.cert), ("key", broker_tls.key)):
-        if not p.is_file():
+        if not os.path.isfile(p):
             raise b.error(name, f"{p}: no such file")
     broker = BrokerConfig(
         host=b.text("host", "localhost"),
@@ -246,7 +247,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     a = root.table("api")
     listen = a.text("listen", "127.0.0.1:8443")
     host, sep, port_s = listen.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or int(port_s) > 65535:
+    if not sep or not host or not (port_s.isascii() and port_s.isdigit()) or int(port_s) > 65535:
         raise a.error("listen", f"{listen!r} is not HOST:PORT")
     api = ApiConfig(
         host=host.strip("[]"),
@@ -262,7 +263,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         ttl_s=c.number("ttl_s", 60.0, positive=True),
         reply_grace_s=c.number("reply_grace_s", 30.0, positive=True),
     )
-    if not commands.signing_key.is_file():
+    if not os.path.isfile(commands.signing_key):
         raise c.error("signing_key", f"{commands.signing_key}: no such file")
     c.done()
 
@@ -350,10 +351,10 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     if "enrolment" in raw:
         en = root.table("enrolment")
         host, _, port = en.text("listen", "127.0.0.1:8443").rpartition(":")
-        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
             raise en.error("listen", "expected HOST:PORT")
         pki_dir = en.path("pki")
-        if not (pki_dir / "issuing-ca" / "key.pem").is_file():
+        if not os.path.isfile(pki_dir / "issuing-ca" / "key.pem"):
             raise en.error("pki", f"{pki_dir}: no issuing CA here ('jikimi pki init')")
         enrolment = EnrolmentConfig(
             host=host, port=int(port), pki_dir=pki_dir, db_path=en.path("db"),

@@ -117,7 +117,7 @@ def parse_listen(value: str) -> tuple[str, int]:
     rest = value.removeprefix("tcp://")
     host, sep, port = rest.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ConfigError("--listen", "", f"{value!r}: expected tcp://HOST:PORT")
     return host, int(port)
 

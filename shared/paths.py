@@ -34,7 +34,8 @@ def models_dir() -> Path:
 
 def resolve_profile(path: Path) -> Path:
     """A profile path as given; a bare file name that is not there resolves to the shipped one."""
-    if path.exists() or path.parent != Path():
+    # os.path.exists: a name too long for the file system is "not there", not an error
+    if os.path.exists(path) or path.parent != Path():
         return path
     shipped = profiles_dir() / path.name
     return shipped if shipped.is_file() else path

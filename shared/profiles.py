@@ -478,7 +478,7 @@ class _Parser:
             if (
                 not isinstance(rng, list)
                 or len(rng) != 2
-                or any(isinstance(x, bool) or not isinstance(x, int | float) for x in rng)
+                or any(isinstance(x, bool) or not isinstance(x, int | float) or not tomlread.finite(x) for x in rng)
                 or rng[0] > rng[1]
             ):
                 self.err(f"{where}.range", "must be [min, max] with min <= max")

@@ -60,9 +60,17 @@ def loads(data: bytes | str, file: str, *, base: Path | None = None,
         raise error(file, "", "not UTF-8") from exc
     try:
         doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, and the integer-length limit tomllib itself hits
         raise error(file, "", f"not valid TOML: {exc}") from exc
     return Table(file, doc, base=base, error=error)
+
+
+def finite(value: int | float) -> bool:
+    """A number a float can hold (an integer too large for one is not)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def type_name(value: object) -> str:
@@ -151,7 +159,7 @@ class Table:
         """A finite number (an integer is taken as one); ``positive``: above 0."""
 
         def ok(v: object) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            return isinstance(v, int | float) and not isinstance(v, bool) and finite(v)
 
         value = self._typed(name, default, ok, "a number")
         assert isinstance(value, int | float)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -213,7 +214,7 @@ def _recipient(name: str, t: Table) -> Recipient:
             raise t.error("ca", "an https recipient needs the CA to verify it by")
         tls = RecipientTls(ca=ca, cert=cert, key=key)
         for label, path in (("ca", ca), ("cert", cert), ("key", key)):
-            if path is not None and not path.is_file():
+            if path is not None and not os.path.isfile(path):
                 raise t.error(label, f"{path}: no such file")
     elif ca is not None or cert is not None:
         raise t.error("ca", "TLS files are for an https:// URL")
