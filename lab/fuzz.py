@@ -144,7 +144,7 @@ def _cap_examples() -> list[bytes]:
     one alert from the hub's own renderer."""
     from datetime import datetime, timedelta, timezone
 
-    from hub.cctv import GeoPoint
+    from hub.cctv_geo import GeoPoint
     from hub.forward import cap
     from shared.paths import shared_data_dir
 
