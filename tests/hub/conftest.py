@@ -37,7 +37,7 @@ async def until(pred: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> 
             await asyncio.sleep(0.05)
 
 
-def raw_config(pki: PkiFixture, port: int, db: Path, *, hub: str | None = None,
+def raw_config(pki: PkiFixture, port: int, db: Path, hub: str | None = None, /,
                **sections: dict[str, Any]) -> dict[str, Any]:
     """A hub's config; its identity is ``hub`` or one of its own from the pool (the broker binds
     the client id to the CN, so two hubs with one identity would throw each other off)."""

@@ -111,7 +111,8 @@ async def test_a_hostile_message_is_quarantined_and_the_hub_goes_on(
             await _alive(hub)
             assert hub.mqtt.connects == connects
             assert (await api.login("sam")).status == 200
-            rows: list[dict[str, Any]] = await (await api.get(f"/api/quarantine?reason={reason.value}&limit=1000")).json()
+            resp = await api.get(f"/api/quarantine?reason={reason.value}&limit=1000")
+            rows: list[dict[str, Any]] = await resp.json()
             mine = [r for r in rows if r["site"] == evil]
             assert len(mine) == len(sent)
             assert {r["topic"] for r in mine} == {topics.site_topic(evil, channel)}
