@@ -61,6 +61,12 @@ class AlarmDesk:
         for inc_id, area in conn.execute("SELECT id, area FROM incidents WHERE state = 'open'"):
             self.grouper.opened(area, inc_id)
 
+    def reload(self, conn: sqlite3.Connection) -> None:
+        """Forget the cached rules and the flood counts; reopen the open incidents (engine.reload)."""
+        self._rules.clear()
+        self.grouper = FloodGrouper(self.cfg.alarms.flood_count, self.cfg.alarms.flood_window_s)
+        self.load(conn)
+
     # --- rules -----------------------------------------------------------------------------
 
     def rules_of(self, site: str, kind: str) -> dict[str, PointRules]:

@@ -120,4 +120,5 @@ async def get_audit(request: web.Request, sess: auth.Session) -> web.Response:
 
 async def get_quarantine(request: web.Request, sess: auth.Session) -> web.Response:
     limit = int_param(request, "limit", 100, 1, 1000)
-    return json_response(await ops_of(request).reader.run(lambda c: queries.quarantine(c, limit)))
+    reason = request.query.get("reason")
+    return json_response(await ops_of(request).reader.run(lambda c: queries.quarantine(c, limit, reason)))

@@ -4,6 +4,10 @@ Every problem is a :class:`shared.errors.ConfigError` naming the file and the do
 the hub refuses to start; unknown keys are refused too (a typo must not silently fall back to
 a default). Relative paths are relative to the config file's folder.
 
+``hub.id`` must be the CN of the hub's certificate (``broker.cert``): the broker binds every
+MQTT client id to its certificate's CN (``use_username_as_clientid``), so the hub's client id
+and its status topic are its CN; the hub refuses to start when they differ.
+
 Example (every key but ``hub.id``, the broker's files, the command key and the database has a
 default)::
 
@@ -65,7 +69,7 @@ from shared.tomlread import Table
 if TYPE_CHECKING:
     from hub.cctv import CctvConfig
     from hub.forward.config import ForwardConfig
-from shared.tls import TlsFiles
+from shared.tls import TlsFiles, cert_cn
 
 _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
 _SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
@@ -165,6 +169,13 @@ class IngestConfig:
     gap_grace_s: float = 1.0
     ack_interval_s: float = 0.2
     resend_interval_s: float = 3.0
+    max_clock_skew_s: float = 300.0
+    """A status, birth or record dated further than this after its receipt is quarantined."""
+    # the quarantine's caps (hub/quarantine.py): rows, stored bytes, age, bytes kept per payload
+    quarantine_max_rows: int = 10_000
+    quarantine_max_bytes: int = 16 * 1024 * 1024
+    quarantine_days: float = 7.0
+    quarantine_payload_max: int = 4096
 
 
 @dataclass(frozen=True)
@@ -232,6 +243,10 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     for name, p in (("ca", broker_tls.ca), ("cert", broker_tls.cert), ("key", broker_tls.key)):
         if not os.path.isfile(p):
             raise b.error(name, f"{p}: no such file")
+    cn = cert_cn(broker_tls.cert)
+    if cn != hub_id:
+        raise b.error("cert", f"{broker_tls.cert}: its CN is {cn!r}, not hub.id {hub_id!r} (the broker binds"
+                              " the client id to the certificate's CN)")
     broker = BrokerConfig(
         host=b.text("host", "localhost"),
         port=b.integer("port", 8883, lo=1, hi=65535),
@@ -327,6 +342,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         gap_grace_s=i.number("gap_grace_s", 1.0),
         ack_interval_s=i.number("ack_interval_s", 0.2),
         resend_interval_s=i.number("resend_interval_s", 3.0, positive=True),
+        max_clock_skew_s=i.number("max_clock_skew_s", 300.0, positive=True),
+        quarantine_max_rows=i.integer("quarantine_max_rows", 10_000, lo=10),
+        quarantine_max_bytes=i.integer("quarantine_max_bytes", 16 * 1024 * 1024, lo=64 * 1024),
+        quarantine_days=i.number("quarantine_days", 7.0, positive=True),
+        quarantine_payload_max=i.integer("quarantine_payload_max", 4096, lo=256, hi=1024 * 1024),
     )
     i.done()
 

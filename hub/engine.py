@@ -40,6 +40,7 @@ class Engine:
         self.commands = CommandDesk(cfg, self.state, signing_key, outlet)
         self.intake = Intake(cfg, self.state, self.alarms, self.commands, outlet, clock=clock, observer=observer)
         self.upkeep = Upkeep(cfg, self.state, self.intake, self.alarms, self.commands)
+        self.intake.reload = self.reload
         # the writer's entry points
         self.ingest = self.intake.ingest
         self.tick = self.upkeep.tick
@@ -48,6 +49,15 @@ class Engine:
         """Rebuild the memory from the database (the writer calls it once, on its thread)."""
         self.state.load(conn)
         self.alarms.load(conn)
+        self.intake.quarantine.load(conn)
+
+    def reload(self, conn: sqlite3.Connection) -> None:
+        """Rebuild the memory from the database inside the open transaction, in place (the desks
+        share the one state): after a message was rolled back that had already changed it."""
+        fresh = HubState()
+        fresh.load(conn)
+        vars(self.state).update(vars(fresh))
+        self.alarms.reload(conn)
 
     @property
     def counters(self) -> IngestCounters:

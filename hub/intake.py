@@ -6,15 +6,22 @@ intake → alarm desk → alerting → forwarding outbox.
 
 Rules of ingest:
 
-1. Malformed messages are quarantined (topic, bytes, error) and counted; ingest goes on.
+1. Malformed messages, and messages the store cannot hold (hub/validate.py: seq bounds, unique
+   device ids, values, timestamps within the allowed clock skew), are quarantined with their
+   reason (hub/quarantine.py) and counted before anything is changed; ingest goes on.
 2. A record is stored iff its (site, seq) is new (hub/seqs.py); duplicates are counted.
 3. A reading becomes the point's latest only if it is not older than the latest (a replayed
    historical reading is history, not news); only such readings are judged by the rules.
 4. Every message is PUBACKed, and every site in the transaction acked with its ``through_seq``
    (and ``resend_from`` when a gap asks for it), only after COMMIT.
 5. A site that goes offline marks its points stale and raises their stale alarms.
-6. A transaction's records go in with one statement (``json_each``), and its latest values
-   with one ``executemany``: no per-record statement on the hot path.
+6. A message's records go in with one statement (``json_each``), and the transaction's latest
+   values with one ``executemany``: no per-record statement on the hot path.
+7. Each message is written in its own SAVEPOINT. Should writing it fail anyway (a SQLite
+   error, a value SQLite refuses), that message alone is rolled back and quarantined, its
+   after-commit effects dropped, and the mirror rebuilt from the database (``reload``, as at
+   start-up; the latest values of the messages before it are written first): the writer never
+   dies for one message, and the other messages of the transaction are committed and acked.
 """
 
 from __future__ import annotations
@@ -26,16 +33,19 @@ from dataclasses import dataclass
 
 import msgspec
 
+from hub import validate
 from hub.alarmdesk import AlarmDesk
 from hub.commanddesk import CommandDesk
 from hub.config import HubConfig
 from hub.inbound import Inbound
 from hub.live import LatestChanged, LatestPoint, LiveEvent, SiteBorn, SiteEvent, SiteStateChanged
 from hub.outlet import Outlet, live_after
+from hub.quarantine import Quarantine
 from hub.rules import Sample, as_number
 from hub.seqs import SiteSeqs
 from hub.state import HubState, Key, PointMem, SiteMem
 from hub.store import Clock, Tx
+from hub.validate import Reason
 from shared import messages
 from shared.messages import Ack, Birth, DataBatch, Event, Quality, Reading, SiteState, Status
 
@@ -45,7 +55,7 @@ _enc = msgspec.json.Encoder()
 # Enum ``.value`` is a descriptor call; the hot path looks the text up instead.
 _PRIO = {p: p.value for p in messages.Priority}
 _QUALITY = {q: q.value for q in Quality}
-# All of a transaction's records go in with one statement over one JSON array (json_each):
+# All of a message's records go in with one statement over one JSON array (json_each):
 # executemany steps once per row, releasing and re-taking the GIL each time, and with the
 # event loop busy in the other thread each re-take can wait a switch interval (measured: 2,500
 # rows 21 ms alone, 250 ms beside a busy thread). One statement takes the GIL back once.
@@ -92,46 +102,80 @@ class Intake:
         self.clock = clock
         self.observer = observer
         self.counters = IngestCounters()
+        self.quarantine = Quarantine(cfg.ingest)
+        self.reload: Callable[[sqlite3.Connection], None] | None = None
+        """Rebuilds the mirror from the database (rule 7); set by the engine."""
 
     def ingest(self, tx: Tx, items: Sequence[Inbound]) -> None:
-        """The writer's ingest handler: one transaction's worth of inbound messages."""
+        """The writer's ingest handler: one transaction's worth of inbound messages (rule 7)."""
         conn = tx.conn
         now = tx.now
         c = self.counters
-        records: list[tuple[object, ...]] = []
         latest: dict[Key, tuple[object, ...]] = {}
         touched: dict[str, int] = {}
         pubacks: dict[int, list[int]] = {}
         changed_points: dict[str, list[Key]] | None = {} if self.outlet.wants_live() else None
+        skew = self.cfg.ingest.max_clock_skew_s
         for item in items:
             c.messages += 1
             if item.mid:
                 pubacks.setdefault(item.generation, []).append(item.mid)
             msg = item.msg
             if msg is None or item.site is None:
-                self._quarantine(tx, item.topic, item.payload, item.error)
+                self._quarantine(tx, item, Reason.MALFORMED, item.error)
                 continue
             site = item.site
             if not self.cfg.sites.accepts(site):
                 c.rejected_sites += 1
-                self._quarantine(tx, item.topic, _enc.encode(msg), "site is not in sites.registry")
+                self._quarantine(tx, item, Reason.UNKNOWN_SITE, "site is not in sites.registry")
                 continue
-            self._site(conn, site, now)
+            verdict = validate.check(msg, max(item.received, now), skew)
+            if verdict.refusal is not None:
+                self._quarantine(tx, item, verdict.refusal.reason, verdict.refusal.detail)
+                continue
+            effects = len(tx.effects)
+            rows: list[tuple[object, ...]] = []
+            msg_latest: dict[Key, tuple[object, ...]] = {}
+            changed: dict[str, list[Key]] | None = {} if changed_points is not None else None
+            conn.execute("SAVEPOINT msg")
+            try:
+                self._site(conn, site, now)
+                n = 0
+                if isinstance(msg, DataBatch):
+                    n = self._batch(tx, site, msg, item.received, rows, msg_latest, changed, verdict.future)
+                    if verdict.future:
+                        self._quarantine(tx, item, Reason.FUTURE, f"{len(verdict.future)} record(s) dated more than"
+                                         f" {skew:.0f} s after receipt",
+                                         _enc.encode(validate.future_records(msg, verdict.future)))
+                    if rows:
+                        conn.execute(_SQL_RECORDS, (_enc.encode(rows),))
+                elif isinstance(msg, Status):
+                    self._status(tx, site, msg)
+                else:
+                    self._birth(tx, site, msg)
+                conn.execute("RELEASE msg")
+            except (sqlite3.Error, OverflowError, ValueError, msgspec.MsgspecError) as exc:
+                # rule 7: this message alone is undone; the mirror is rebuilt from what is written
+                conn.execute("ROLLBACK TO msg")
+                conn.execute("RELEASE msg")
+                del tx.effects[effects:]
+                self._write_latest(conn, latest)
+                if self.reload is not None:
+                    self.reload(conn)
+                self._quarantine(tx, item, Reason.STORE, f"{type(exc).__name__}: {exc}")
+                continue
             if isinstance(msg, DataBatch):
                 c.batches += 1
-                n = self._batch(tx, site, msg, item.received, records, latest, changed_points)
+                c.records += n
                 touched[site] = touched.get(site, 0) + n
+                latest.update(msg_latest)
+                if changed_points is not None and changed:
+                    changed_points.setdefault(site, []).extend(changed.get(site, ()))
             elif isinstance(msg, Status):
                 c.statuses += 1
-                self._status(tx, site, msg)
             else:
                 c.births += 1
-                self._birth(tx, site, msg)
-        if records:
-            conn.execute(_SQL_RECORDS, (_enc.encode(records),))
-        if latest:
-            conn.executemany(_SQL_LATEST, [(*row[:3], _enc.encode(row[3]).decode(), *row[4:])
-                                           for row in latest.values()])
+        self._write_latest(conn, latest)
         acks: list[Ack] = []
         for site, n in touched.items():
             tr = self.state.seqs[site]
@@ -204,14 +248,22 @@ class Intake:
             log.info("ingest.new_site", extra={"site": site, "area": area})
         return s
 
-    def _quarantine(self, tx: Tx, topic: str, payload: bytes, error: str) -> None:
+    def _quarantine(self, tx: Tx, item: Inbound, reason: Reason, error: str, payload: bytes | None = None) -> None:
         self.counters.quarantined += 1
-        tx.conn.execute("INSERT INTO quarantine (received_at, topic, payload, error) VALUES (?, ?, ?, ?)",
-                        (tx.now, topic, payload, error))
-        log.warning("ingest.quarantined", extra={"topic": topic, "error": error, "bytes": len(payload)})
+        if payload is None:
+            payload = item.payload if item.msg is None else _enc.encode(item.msg)
+        self.quarantine.add(tx, item.topic, item.site, reason, error, payload)
+
+    @staticmethod
+    def _write_latest(conn: sqlite3.Connection, latest: dict[Key, tuple[object, ...]]) -> None:
+        if latest:
+            conn.executemany(_SQL_LATEST, [(*row[:3], _enc.encode(row[3]).decode(), *row[4:])
+                                           for row in latest.values()])
+            latest.clear()
 
     def _batch(self, tx: Tx, site: str, batch: DataBatch, received: float, rows: list[tuple[object, ...]],
-               latest: dict[Key, tuple[object, ...]], changed: dict[str, list[Key]] | None) -> int:
+               latest: dict[Key, tuple[object, ...]], changed: dict[str, list[Key]] | None,
+               refused: frozenset[int]) -> int:
         st = self.state
         tr = st.seqs[site]
         c = self.counters
@@ -226,6 +278,8 @@ class Intake:
                 c.duplicates += 1
                 continue
             tr.add(seq)
+            if refused and seq in refused:
+                continue  # dated in the future: quarantined, its seq consumed (validate rule 4)
             new += 1
             if isinstance(r, Reading):
                 value = r.value
@@ -265,7 +319,6 @@ class Intake:
             tx.conn.execute("INSERT INTO seq_gaps (site, closed_at, through_seq, missing, how) VALUES (?, ?, ?, ?, ?)",
                             (site, tx.now, tr.through, closed, "floor_seq"))
             log.warning("ingest.gap_closed_by_floor", extra={"site": site, "missing": closed, "through": tr.through})
-        c.records += new
         return new
 
     def _status(self, tx: Tx, site: str, st: Status) -> None:

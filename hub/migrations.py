@@ -225,6 +225,16 @@ def m001_evidence(db: Database) -> None:
     db.execute("CREATE INDEX cctv_evidence_expiry ON cctv_evidence (expires_at)")
 
 
+def m006_quarantine_bounds(db: Database) -> None:
+    # the quarantine becomes bounded (hub/quarantine.py): payloads truncated, so the original size
+    # is kept; the site and the reason are shown to operators and counted.
+    db.execute("ALTER TABLE quarantine ADD COLUMN site TEXT")
+    db.execute("ALTER TABLE quarantine ADD COLUMN reason TEXT NOT NULL DEFAULT 'malformed'")
+    db.execute("ALTER TABLE quarantine ADD COLUMN size INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE quarantine SET size = length(payload)")
+    db.execute("CREATE INDEX quarantine_received ON quarantine (received_at)")
+
+
 @dataclass(frozen=True)
 class Migration:
     set: str
@@ -243,6 +253,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m005_audit),
     Migration(FORWARD, m001_outbox),
     Migration(CCTV, m001_evidence),
+    Migration(CORE, m006_quarantine_bounds),
 )
 """The hub database's schema, in order (rule 1)."""
 

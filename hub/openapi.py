@@ -60,7 +60,8 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
                                   t.OperationAccepted, False),
     ("GET", "/api/operations/{op_id}"): ("One operation with its commands", None, q.OperationView, False),
     ("GET", "/api/audit"): ("The hash-chained audit log (?after&limit)", None, q.AuditRow, True),
-    ("GET", "/api/quarantine"): ("Malformed messages kept with topic and bytes", None, q.QuarantineRow, True),
+    ("GET", "/api/quarantine"): ("Refused edge messages: time, site, topic, reason, size (?reason=)", None,
+                                 q.QuarantineRow, True),
     ("GET", "/api/events"): ("Server-Sent Events: alarm, latest, site, command, operation, incident, event, "
                              "resync", None, None, False),
 }

@@ -243,8 +243,10 @@ def audit_rows(conn: sqlite3.Connection, after: int, limit: int) -> list[AuditRo
                                   " WHERE id > ? ORDER BY id LIMIT ?", (after, limit))]
 
 
-def quarantine(conn: sqlite3.Connection, limit: int) -> list[QuarantineRow]:
-    return [QuarantineRow(id=r[0], received_at=r[1], topic=r[2], error=r[3], size=len(r[4]),
-                          payload_preview=bytes(r[4][:256]).decode("utf-8", "replace"))
-            for r in conn.execute("SELECT id, received_at, topic, error, payload FROM quarantine"
-                                  " ORDER BY id DESC LIMIT ?", (limit,))]
+def quarantine(conn: sqlite3.Connection, limit: int, reason: str | None = None) -> list[QuarantineRow]:
+    """The newest quarantined messages (of one reason, if given), newest first."""
+    sql = ("SELECT id, received_at, topic, site, reason, error, size, substr(payload, 1, 256) FROM quarantine"
+           " WHERE ? IS NULL OR reason = ? ORDER BY id DESC LIMIT ?")
+    return [QuarantineRow(id=r[0], received_at=r[1], topic=r[2], site=r[3], reason=r[4], error=r[5], size=r[6],
+                          payload_preview=bytes(r[7]).decode("utf-8", "replace"))
+            for r in conn.execute(sql, (reason, reason, limit))]

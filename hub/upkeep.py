@@ -2,7 +2,7 @@
 
 In order: resend asks for sites holding records above a gap (intake), shelved alarms whose
 time is over (alarm desk), stale data every ``alarms.stale_check_s`` (alarm desk), command
-timeouts (command desk), and retention every ``retention.every_s``.
+timeouts (command desk), and retention every ``retention.every_s`` (with the quarantine's expiry).
 
 Retention rules:
 
@@ -58,6 +58,7 @@ class Upkeep:
             r = self.cfg.retention
             tx.conn.execute("DELETE FROM records WHERE type <> 'reading' AND ts < ?", (now - r.events_days * 86400,))
             tx.conn.execute("DELETE FROM history_agg WHERE bucket < ?", (now - r.downsampled_days * 86400,))
+            self.intake.quarantine.expire(tx)
         if self._retention_todo:
             self._downsample(tx, self._retention_todo[:POINTS_PER_TICK])
             del self._retention_todo[:POINTS_PER_TICK]

@@ -205,8 +205,11 @@ class QuarantineRow(View, frozen=True, kw_only=True):
     id: int
     received_at: float
     topic: str
+    site: str | None
+    reason: str
     error: str
     size: int
+    """The payload's size as received (the stored copy is truncated)."""
     payload_preview: str
 
 

@@ -45,6 +45,9 @@ from shared.messages import Ack, Birth, DataBatch, DeviceInfo, Priority, Quality
 from shared.tls import TlsFiles, client_context
 
 HUB = "hub-bench"
+COUNTER = "hub-bench-counter"
+"""The plain subscriber's own identity: the broker binds the client id to the CN, so it cannot
+share the hub's."""
 
 
 class BenchError(JikimiError):
@@ -163,8 +166,8 @@ def _counter_main(pki: str, host: str, port: int, count: Synchronized[int], read
     import paho.mqtt.client as paho
     from paho.mqtt.enums import CallbackAPIVersion
 
-    files = TlsFiles.from_pki(Path(pki), HUB)
-    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"{HUB}-raw-counter", protocol=paho.MQTTv5)
+    files = TlsFiles.from_pki(Path(pki), COUNTER)
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=COUNTER, protocol=paho.MQTTv5)
     client.tls_set_context(client_context(files))
 
     def on_connect(c: paho.Client, _u: object, _f: object, _rc: object, _p: object) -> None:
@@ -195,6 +198,7 @@ def _pki(root: Path, sites: list[str]) -> Path:
     pki.init()
     pki.issue("broker", Role.BROKER)
     pki.issue(HUB, Role.HUB)
+    pki.issue(COUNTER, Role.HUB)
     for s in sites:
         pki.issue(s, Role.EDGE)
     return pki.dir

@@ -44,6 +44,19 @@ def _base(purpose: ssl.Purpose, files: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
+def cert_cn(path: Path) -> str:
+    """The CN of the PEM certificate at ``path`` ("" when it cannot be read or has none)."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return ""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
+
+
 def client_context(files: TlsFiles) -> ssl.SSLContext:
     """For connecting out (edge → broker, hub → broker, hub → recipients): TLS 1.3, the
     server's certificate and host name verified against ``files.ca``, our certificate sent."""

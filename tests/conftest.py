@@ -12,7 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
@@ -25,17 +25,26 @@ from trust.broker import RunningBroker
 from trust.pki import Pki, Role
 
 EDGE_POOL = 256  # issued up front: the session broker's ACL lists them from the start
+HUB_POOL = 96
+"""Hub identities, issued up front too: the broker binds the client id to the CN, so every
+concurrent hub-side client (a running hub, a test's subscriber, a fake hub) needs its own."""
 _RUN = uuid.uuid4().hex[:6]
 
 
 @dataclass
 class PkiFixture:
-    """A PKI with a broker, a hub and a pool of edge identities issued up front."""
+    """A PKI with a broker, a pool of hub identities and a pool of edge identities issued up front.
+
+    ``hub`` is one fixed hub identity for tests that need no broker connection, or only one
+    (the client id is the CN, so two connections with one identity throw each other off).
+    """
 
     pki: Pki
     hub: str
     edges: list[str]
     _next: Iterator[int]
+    hubs: list[str] = field(default_factory=list)
+    _next_hub: Iterator[int] = field(default_factory=itertools.count)
 
     @property
     def dir(self) -> Path:
@@ -48,20 +57,30 @@ class PkiFixture:
             raise RuntimeError(f"all {len(self.edges)} test edge identities are taken: raise EDGE_POOL")
         return self.edges[i]
 
+    def take_hub(self) -> str:
+        """A hub identity (hub CN) no other test uses."""
+        i = next(self._next_hub)
+        if i >= len(self.hubs):
+            raise RuntimeError(f"all {len(self.hubs)} test hub identities are taken: raise HUB_POOL")
+        return self.hubs[i]
+
     def files(self, cn: str) -> TlsFiles:
         return TlsFiles.from_pki(self.pki.dir, cn)
 
 
-def build_test_pki(directory: Path, n_edges: int = EDGE_POOL) -> PkiFixture:
+def build_test_pki(directory: Path, n_edges: int = EDGE_POOL, n_hubs: int = HUB_POOL) -> PkiFixture:
     pki = Pki(directory)
     pki.init()
     pki.issue("broker", Role.BROKER)
     hub = "hub-test"
     pki.issue(hub, Role.HUB)
+    hubs = [f"hub-t{_RUN}-{i:03d}" for i in range(n_hubs)]
     edges = [f"gg-t{_RUN}-{i:03d}" for i in range(n_edges)]
+    for cn in hubs:
+        pki.issue(cn, Role.HUB)
     for cn in edges:
         pki.issue(cn, Role.EDGE)
-    return PkiFixture(pki=pki, hub=hub, edges=edges, _next=itertools.count())
+    return PkiFixture(pki=pki, hub=hub, edges=edges, _next=itertools.count(), hubs=hubs)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +117,8 @@ def mqtt_client(b: RunningBroker, files: TlsFiles, identifier: str, **kwargs: ob
 
 @pytest.fixture
 async def hub_client(broker: RunningBroker, test_pki: PkiFixture) -> AsyncIterator[aiomqtt.Client]:
-    async with mqtt_client(broker, test_pki.files(test_pki.hub), f"hub-test-{uuid.uuid4().hex[:8]}") as c:
+    hub = test_pki.take_hub()
+    async with mqtt_client(broker, test_pki.files(hub), hub) as c:
         yield c
 
 

@@ -1,7 +1,10 @@
 """Mosquitto configuration for jikimi's mutual-TLS MQTT 5 broker, and running it.
 
 The listener is TLS 1.3 only, requires a client certificate from the PKI, checks the CRL and
-takes the certificate's CN as the username (``use_identity_as_username``). The ACL is
+takes the certificate's CN as the username (``use_identity_as_username``) and the username as
+the client id (``use_username_as_clientid``: whatever client id a client asks for, it gets its
+CN, so an edge cannot connect as ``hub-<name>`` and throw the hub off; two connections with one
+certificate take each other's session over). The ACL is
 generated from the PKI index, one block per identity, so that revoking an identity removes it
 from the ACL in the same reload (Mosquitto applies ACL changes to established connections,
 but a CRL change only to new ones):
@@ -141,6 +144,8 @@ def render_conf(
         f"crlfile {pki.crl.resolve()}",
         "require_certificate true",
         "use_identity_as_username true",
+        "# the client id is the username (the CN): nobody can take over another identity's session",
+        "use_username_as_clientid true",
         "tls_version tlsv1.3",
         "",
     ]

@@ -237,11 +237,14 @@ async function start(me) {
 
 // --- the shell ----------------------------------------------------------------------------------
 
-const VIEWS = [["map", "1"], ["site", "2"], ["incidents", "3"], ["commands", "4"], ["forwarding", "5"], ["audit", "6"]];
+const VIEWS = [["map", "1"], ["site", "2"], ["incidents", "3"], ["commands", "4"], ["forwarding", "5"], ["audit", "6"],
+  ["quarantine", "7"]];
+const SUPERVISOR_VIEWS = ["audit", "quarantine"];
+const SLOW_VIEWS = { forwarding: forwardingView, audit: auditView, quarantine: quarantineView };
 
 function shell() {
   const tabs = h("nav", { class: "tabs", "aria-label": "views" }, VIEWS
-    .filter(([v]) => v !== "audit" || can("supervisor"))
+    .filter(([v]) => !SUPERVISOR_VIEWS.includes(v) || can("supervisor"))
     .map(([v, key]) => h("button", {
       id: `tab-${v}`, class: "tab", "aria-keyshortcuts": `Alt+${key}`, dataset: { key: `tab-${v}` },
       onclick: () => show(v),
@@ -298,16 +301,16 @@ function render() {
   else if (S.view === "site") replace(v, siteView());
   else if (S.view === "incidents") replace(v, incidentsView());
   else if (S.view === "commands") replace(v, commandsView());
-  else if (S.view === "forwarding" || S.view === "audit") {
-    // these two are fetched on entering the view and then at most every 10 s, not on every live event
+  else if (SLOW_VIEWS[S.view]) {
+    // these are fetched on entering the view and then at most every 10 s, not on every live event
     const now = Date.now();
     if (S.slowView !== S.view || now - S.slowAt > 10000) {
       S.slowView = S.view;
       S.slowAt = now;
-      if (S.view === "forwarding") forwardingView(v); else auditView(v);
+      SLOW_VIEWS[S.view](v);
     }
   }
-  if (S.view !== "forwarding" && S.view !== "audit") S.slowView = null;
+  if (!SLOW_VIEWS[S.view]) S.slowView = null;
 }
 
 // --- site status ----------------------------------------------------------------------------------
@@ -870,6 +873,19 @@ async function auditView(v) {
       h("td", {}, new Date(r.ts * 1000).toLocaleString(currentLang() === "ko" ? "ko-KR" : "en-GB")),
       h("td", {}, r.actor), h("td", {}, r.action), h("td", {}, r.target),
       h("td", { class: "small" }, JSON.stringify(r.detail)))))));
+}
+
+async function quarantineView(v) {
+  // what the edges sent that the hub refused (supervisors): newest first, with the reason
+  const rows = await api("GET", "/api/quarantine?limit=300");
+  if (S.view !== "quarantine") return;
+  replace(v, rows.length ? h("table", { class: "grid-table", id: "quarantine" },
+    h("thead", {}, h("tr", {}, [t("time"), t("site_topic"), t("reason"), t("bytes"), t("detail")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, rows.map((r) => h("tr", { dataset: { reason: r.reason } },
+      h("td", {}, new Date(r.received_at * 1000).toLocaleString(currentLang() === "ko" ? "ko-KR" : "en-GB")),
+      h("td", {}, r.site || r.topic), h("td", {}, r.reason), h("td", { class: "num" }, String(r.size)),
+      h("td", { class: "small" }, r.error)))))
+    : h("p", { class: "empty", id: "quarantine-empty" }, t("no_quarantine")));
 }
 
 // --- boot ---------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ const L = {
   last_event: ["마지막 수신", "last event"],
   map: ["지도", "Map"], site: ["현장", "Site"], incidents: ["사건", "Incidents"], commands: ["명령", "Commands"],
   forwarding: ["전파 현황", "Forwarding"], audit: ["감사 기록", "Audit log"],
+  quarantine: ["격리 메시지", "Quarantine"], site_topic: ["현장 / 토픽", "Site / topic"],
+  bytes: ["바이트", "Bytes"], no_quarantine: ["격리된 메시지 없음", "Nothing quarantined"],
   alarms: ["경보", "Alarms"], active: ["활성", "Active"], shelved: ["보류", "Shelved"],
   out_of_service: ["운용 제외", "Out of service"], no_alarms: ["활성 경보 없음", "No active alarms"],
   ack: ["확인", "Acknowledge"], shelve: ["보류", "Shelve"], unshelve: ["보류 해제", "Unshelve"],

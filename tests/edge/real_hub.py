@@ -70,8 +70,8 @@ class RealHub:
 async def running_real_hub(broker: RunningBroker, pki: PkiFixture, workdir: Path) -> AsyncIterator[RealHub]:
     db = workdir / f"hub-{uuid.uuid4().hex[:6]}.db"
     cfg = parse(raw_config(pki, broker.port, db), workdir / "hub.toml")
-    async with running(cfg, client_id=f"hub-test-{uuid.uuid4().hex[:6]}") as hub, \
-            aiomqtt.Client(broker.host, broker.port, identifier=f"hub-test-cmd-{uuid.uuid4().hex[:6]}",
-                           protocol=aiomqtt.ProtocolVersion.V5,
-                           tls_context=client_context(pki.files(pki.hub))) as commander:
+    commander_id = pki.take_hub()  # its own identity: the broker binds the client id to the CN
+    async with running(cfg) as hub, \
+            aiomqtt.Client(broker.host, broker.port, identifier=commander_id, protocol=aiomqtt.ProtocolVersion.V5,
+                           tls_context=client_context(pki.files(commander_id))) as commander:
         yield RealHub(hub, db, commander)

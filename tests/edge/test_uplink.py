@@ -126,7 +126,7 @@ async def test_dropped_message_is_recovered_by_resend_from(
     site = test_pki.take_site()
     outbox = Outbox(tmp_path / "outbox.db", clock=time.time)
     async with (
-        running_fake_hub(broker, test_pki.files(test_pki.hub), tmp_path / "hub.db") as hub,
+        running_fake_hub(broker, test_pki.files(test_pki.take_hub()), tmp_path / "hub.db") as hub,
         running_uplink(broker, test_pki.files(site), site, outbox) as up,
     ):
         await asyncio.wait_for(up.connected.wait(), 10)

@@ -37,11 +37,15 @@ async def until(pred: Callable[[], Awaitable[bool]], within_s: float = 10.0) -> 
             await asyncio.sleep(0.05)
 
 
-def raw_config(pki: PkiFixture, port: int, db: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+def raw_config(pki: PkiFixture, port: int, db: Path, hub: str | None = None, /,
+               **sections: dict[str, Any]) -> dict[str, Any]:
+    """A hub's config; its identity is ``hub`` or one of its own from the pool (the broker binds
+    the client id to the CN, so two hubs with one identity would throw each other off)."""
+    hub = hub or pki.take_hub()
     raw: dict[str, Any] = {
-        "hub": {"id": pki.hub},
+        "hub": {"id": hub},
         "broker": {"host": "localhost", "port": port, "ca": str(pki.dir / "ca.pem"),
-                   "cert": str(pki.dir / pki.hub / "cert.pem"), "key": str(pki.dir / pki.hub / "key.pem")},
+                   "cert": str(pki.dir / hub / "cert.pem"), "key": str(pki.dir / hub / "key.pem")},
         "database": {"path": str(db)},
         "commands": {"signing_key": str(pki.dir / "command-signing" / "key.pem"), "ttl_s": 30,
                      "reply_grace_s": 5},

@@ -103,7 +103,7 @@ async def test_health_and_openapi_are_public_and_openapi_covers_every_route(api_
     async with api_client(api_hub, test_pki.dir / "ca.pem") as c:
         health = await (await c.get("/api/health")).json()
         assert health["mqtt_connected"] is True
-        assert health["hub"] == "hub-test"
+        assert health["hub"] == api_hub.cfg.hub_id
         doc = await (await c.get("/api/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
     routes = {(m, p) for m, p, _r, _h in _routes()}

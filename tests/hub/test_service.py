@@ -87,15 +87,16 @@ def test_hub_run_serves_and_stops_cleanly_on_sigterm(broker: RunningBroker, test
     says offline (retained) and exits 0."""
     port = free_port()
     pki = test_pki.dir
+    hub_id, probe = test_pki.take_hub(), test_pki.take_site()
     config = tmp_path / "hub.toml"
     config.write_text(f"""
 [hub]
-id = "hub-test"
+id = "{hub_id}"
 [broker]
 port = {broker.port}
 ca = "{pki / 'ca.pem'}"
-cert = "{pki / 'hub-test' / 'cert.pem'}"
-key = "{pki / 'hub-test' / 'key.pem'}"
+cert = "{pki / hub_id / 'cert.pem'}"
+key = "{pki / hub_id / 'key.pem'}"
 [commands]
 signing_key = "{pki / 'command-signing' / 'key.pem'}"
 [database]
@@ -120,8 +121,8 @@ listen = "127.0.0.1:{port}"
                 await asyncio.sleep(0.1)
 
     async def hub_status() -> HubStatus:
-        async with mqtt_client(broker, test_pki.files(test_pki.edges[-1]), "status-probe") as c:
-            await c.subscribe(topics.hub_status_topic("hub-test"), qos=1)
+        async with mqtt_client(broker, test_pki.files(probe), probe) as c:
+            await c.subscribe(topics.hub_status_topic(hub_id), qos=1)
             async with asyncio.timeout(5):
                 async for msg in c.messages:
                     assert isinstance(msg.payload, bytes)
@@ -129,7 +130,7 @@ listen = "127.0.0.1:{port}"
         raise AssertionError("no hub status")
 
     try:
-        assert asyncio.run(health())["hub"] == "hub-test"
+        assert asyncio.run(health())["hub"] == hub_id
         assert asyncio.run(hub_status()).state is SiteState.ONLINE
     finally:
         proc.send_signal(signal.SIGTERM)

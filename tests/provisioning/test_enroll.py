@@ -178,7 +178,7 @@ async def test_enrolment_through_the_hub_service(tmp_path: Path) -> None:
         (tmp_path / "broker.pid").write_text(str(broker.proc.pid))
         port = free_port()
         fixture = PkiFixture(pki=pki, hub="hub-test", edges=[], _next=itertools.count())
-        raw = raw_config(fixture, broker.port, tmp_path / "hub.db",
+        raw = raw_config(fixture, broker.port, tmp_path / "hub.db", "hub-test",
                          enrolment={"listen": f"127.0.0.1:{port}", "pki": str(pki.dir),
                                     "db": str(tmp_path / "enrol.db"), "broker_dir": str(broker.workdir),
                                     "broker_pid_file": str(tmp_path / "broker.pid")})

@@ -26,6 +26,7 @@ def test_conf_is_tls13_mtls_with_crl_and_large_queues(pki: Pki, tmp_path: Path) 
     cfg = write_config(pki.dir, tmp_path / "out", port=18883)
     conf = cfg.conf.read_text().splitlines()
     for line in ["allow_anonymous false", "require_certificate true", "use_identity_as_username true",
+                 "use_username_as_clientid true",
                  "tls_version tlsv1.3", f"crlfile {pki.crl.resolve()}", "listener 18883 127.0.0.1"]:
         assert line in conf
     queued = next(int(x.split()[1]) for x in conf if x.startswith("max_queued_messages"))
