@@ -36,6 +36,8 @@ class PkiFixture:
     hub: str
     edges: list[str]
     _next: Iterator[int]
+    alert: str = "alert-hub-test"
+    """The hub's CAP alert-signing identity."""
 
     @property
     def dir(self) -> Path:
@@ -58,6 +60,7 @@ def build_test_pki(directory: Path, n_edges: int = EDGE_POOL) -> PkiFixture:
     pki.issue("broker", Role.BROKER)
     hub = "hub-test"
     pki.issue(hub, Role.HUB)
+    pki.issue("alert-hub-test", Role.ALERT)
     edges = [f"gg-t{_RUN}-{i:03d}" for i in range(n_edges)]
     for cn in edges:
         pki.issue(cn, Role.EDGE)
