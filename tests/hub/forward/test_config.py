@@ -109,3 +109,18 @@ def test_signing_key_errors_name_the_file_and_the_key(test_pki: PkiFixture, tmp_
     with pytest.raises(ConfigError, match=problem) as err:
         parse_config({**raw(), **keys}, tmp_path / "hub.toml", hub_id="hub-suwon")
     assert (err.value.file, err.value.key) == (str(tmp_path / "hub.toml"), f"forward.{key}")
+
+
+def test_the_hub_refuses_to_start_with_a_cap_recipient_and_no_signing_key(test_pki: PkiFixture,
+                                                                         tmp_path: Path) -> None:
+    """The hub's own config (hub/config.py) stops at the missing key, naming file and key."""
+    from hub.config import parse
+    from tests.hub.conftest import raw_config
+
+    whole = raw_config(test_pki, 8883, tmp_path / "hub.db", forward=raw())
+    assert parse(whole, tmp_path / "hub.toml").forward is not None  # with the test PKI's alert key, it starts
+    for key in ("signing_key", "signing_cert"):
+        del whole["forward"][key]
+    with pytest.raises(ConfigError) as err:
+        parse(whole, tmp_path / "hub.toml")
+    assert (err.value.file, err.value.key) == (str(tmp_path / "hub.toml"), "forward.signing_key")
