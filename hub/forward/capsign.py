@@ -41,6 +41,7 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from hub.forward.capread import parse_untrusted
 from hub.forward.errors import CapError
+from trust.pki import DOCUMENT_SIGNING
 
 DSIG_NS: Final = "http://www.w3.org/2000/09/xmldsig#"
 ACCEPTED: Final = frozenset({
@@ -59,6 +60,16 @@ def _parser() -> etree.XMLParser:
 def _cn(cert: x509.Certificate) -> str:
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     return str(names[0].value) if names else cert.subject.rfc4514_string()
+
+
+def _for_documents(cert: x509.Certificate, purpose: x509.ObjectIdentifier) -> bool:
+    """Whether ``cert``'s extended key usage allows ``purpose`` (a TLS certificate of an edge or a
+    hub from the same CA must not pass for the alert signer)."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return purpose in usage
 
 
 def load_key(path: Path) -> SigningKey:
@@ -90,13 +101,17 @@ def load_chain(path: Path) -> tuple[x509.Certificate, ...]:
 class CapSigner:
     """Signs rendered CAP messages with one key, its certificate in the signature's KeyInfo."""
 
-    def __init__(self, key: SigningKey, chain: Sequence[x509.Certificate], *, now: dt.datetime | None = None) -> None:
+    def __init__(self, key: SigningKey, chain: Sequence[x509.Certificate], *, now: dt.datetime | None = None,
+                 purpose: x509.ObjectIdentifier | None = DOCUMENT_SIGNING) -> None:
         if not chain:
             raise CapError("no alert-signing certificate")
         pub = serialization.PublicFormat.SubjectPublicKeyInfo
         der = serialization.Encoding.DER
         if chain[0].public_key().public_bytes(der, pub) != key.public_key().public_bytes(der, pub):
             raise CapError(f"the certificate of {_cn(chain[0])!r} is not for this alert-signing key")
+        if purpose is not None and not _for_documents(chain[0], purpose):
+            raise CapError(f"the certificate of {_cn(chain[0])!r} is not for signing documents (no extended key "
+                           "usage id-kp-documentSigning): issue one with 'jikimi pki issue --role alert'")
         at = now or dt.datetime.now(dt.UTC)
         if not chain[0].not_valid_before_utc <= at <= chain[0].not_valid_after_utc:
             raise CapError(f"the alert-signing certificate of {_cn(chain[0])!r} is valid only from "
@@ -144,12 +159,15 @@ class SignatureCheck:
     """Why it did not verify (empty when it did)."""
 
 
-def verify(body: bytes, ca_file: Path, *, at: dt.datetime | None = None) -> SignatureCheck:
+def verify(body: bytes, ca_file: Path, *, at: dt.datetime | None = None,
+           purpose: x509.ObjectIdentifier | None = DOCUMENT_SIGNING) -> SignatureCheck:
     """Check ``body``'s enveloped signature against the CAs in ``ca_file`` (at ``at``, default now).
 
     Verified means: exactly one ``<Signature>`` child of the root, one reference covering the
     whole document, a SHA-2 signature method, a certificate chain in ``X509Data`` that leads to
-    a CA of ``ca_file``, and the signature and digest match. Never raises for a bad message.
+    a CA of ``ca_file``, a signing certificate whose extended key usage allows ``purpose``
+    (document signing: not any TLS identity the CA issued), and the signature and digest match.
+    Never raises for a bad message.
     """
     try:
         root = parse_untrusted(body)  # no DTDs or entities before anything else reads it
@@ -175,6 +193,9 @@ def verify(body: bytes, ca_file: Path, *, at: dt.datetime | None = None) -> Sign
     signer = _signing_cert(result.signature_xml, result.signature_key)
     if signer is None:
         return SignatureCheck(False, problem="the verifying certificate is not in the signature's X509Data")
+    if purpose is not None and not _for_documents(signer, purpose):
+        return SignatureCheck(False, problem=f"signed by {_cn(signer)!r}, whose certificate is not for signing "
+                                             "documents (no extended key usage id-kp-documentSigning)")
     return SignatureCheck(True, signer=_cn(signer))
 
 

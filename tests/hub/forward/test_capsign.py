@@ -68,6 +68,20 @@ def test_a_signature_by_a_key_from_another_ca_does_not_verify(tmp_path: Path) ->
     assert "InvalidCertificate" in check.problem
 
 
+def test_a_tls_identity_of_the_same_ca_cannot_pass_for_the_alert_signer(test_pki: PkiFixture) -> None:
+    """Only a document-signing certificate verifies: an edge's or a hub's TLS key signs nothing."""
+    key, chain = (capsign.load_key(test_pki.dir / test_pki.hub / "key.pem"),
+                  capsign.load_chain(test_pki.dir / test_pki.hub / "cert.pem"))
+    with pytest.raises(CapError, match="not for signing documents"):
+        CapSigner(key, chain)
+    body = CapSigner(key, chain, purpose=None).sign(cap.render(facts()))
+    check = capsign.verify(body, test_pki.dir / "ca.pem")
+    assert not check.verified
+    assert "hub-test" in check.problem
+    assert "not for signing documents" in check.problem
+    assert capsign.verify(body, test_pki.dir / "ca.pem", purpose=None).verified  # the signature itself is sound
+
+
 def test_an_unsigned_alert_and_a_second_signature_do_not_verify() -> None:
     assert capsign.verify(cap.render(facts()), ca()) == capsign.SignatureCheck(False, problem="not signed")
     with pytest.raises(CapError, match="signed already"):

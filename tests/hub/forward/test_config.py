@@ -94,12 +94,14 @@ def test_recipients_without_cap_need_no_signing_key(tmp_path: Path) -> None:
         ({"signing_key": "HUB_KEY"}, "signing_cert", "not for this alert-signing key"),
         ({"signing_cert": "CA_FILE"}, "signing_cert", "not for this alert-signing key"),
         ({"signing_key": "CA_FILE"}, "signing_key", "not an unencrypted PEM private key"),
+        ({"signing_key": "HUB_KEY", "signing_cert": "HUB_CERT"}, "signing_cert", "not for signing documents"),
     ],
 )
 def test_signing_key_errors_name_the_file_and_the_key(test_pki: PkiFixture, tmp_path: Path,
                                                       change: dict[str, Any], key: str, problem: str) -> None:
     """A missing, unreadable or mismatched alert-signing key or certificate stops the hub at start-up."""
-    files = {"HUB_KEY": str(test_pki.dir / test_pki.hub / "key.pem"), "CA_FILE": str(test_pki.dir / "ca.pem")}
+    files = {"HUB_KEY": str(test_pki.dir / test_pki.hub / "key.pem"), "CA_FILE": str(test_pki.dir / "ca.pem"),
+             "HUB_CERT": str(test_pki.dir / test_pki.hub / "cert.pem")}
     keys = signing(test_pki)
     for name, value in change.items():
         if value is None:
