@@ -35,7 +35,7 @@ from hub.alerting import AlarmAlerts, EvidenceQueue
 from hub.cctv import CctvLinker
 from hub.config import HubConfig
 from hub.engine import Engine
-from hub.forward.capread import CapSchema, default_schema_path
+from hub.forward.capread import shipped_schema
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
 from hub.forward.tx import WriteTx
@@ -157,11 +157,8 @@ class Hub:
             stack = contextlib.AsyncExitStack()
             if self.cfg.forward is not None:
                 transport = await stack.enter_async_context(HttpTransport.open())
-                schema = CapSchema() if default_schema_path().is_file() else None
-                if schema is None:
-                    log.warning("forward.no_cap_schema", extra={"path": str(default_schema_path())})
                 self.ops.forwarder = Forwarder(self.cfg.forward, self.writer, transport, escalation=self._escalated,
-                                               schema=schema)
+                                               schema=shipped_schema())  # CAP is refused unless it validates
                 others.append(tg.create_task(self.ops.forwarder.run(), name="hub.forwarder"))
             if self.cfg.enrolment is not None:
                 others.append(tg.create_task(self._enrolment(), name="hub.enrolment"))

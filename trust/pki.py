@@ -12,7 +12,8 @@ Layout of a PKI folder (so people and scripts can find things)::
     DIR/command-signing/cert.pem the command key certified by the issuing CA, so a device that
                                  pins the root can check the key it is given at enrolment
     DIR/.index.lock              held while the index is read, changed and written
-    DIR/<cn>/cert.pem, key.pem   one folder per issued identity
+    DIR/<cn>/cert.pem, key.pem   one folder per issued identity (the hub's CAP alert-signing
+                                 key too: ``--role alert``, CN ``alert-<hub>``, DESIGN §6)
 
 Certificates are ECDSA P-256. Private keys are written 0600 and never overwritten. Every
 function that writes has a dry-run form that returns the plan instead.
@@ -58,11 +59,16 @@ class Role(enum.StrEnum):
     HUB = "hub"
     OPERATOR = "operator"
     BROKER = "broker"
+    ALERT = "alert"
+    """The hub's CAP alert-signing key (XML-DSig): document signing only, never a TLS identity."""
 
 
 _CN_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _HUB_RE = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
+_ALERT_RE = re.compile(r"^alert-[a-z0-9][a-z0-9-]{0,56}$")
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+"""id-kp-documentSigning (RFC 9336): what an alert-signing certificate may do, and nothing else."""
 DEFAULT_DAYS = 90
 ROOT_DAYS = 3650
 ISSUING_DAYS = 1825
@@ -360,6 +366,7 @@ class Pki:
             Role.OPERATOR: [ExtendedKeyUsageOID.CLIENT_AUTH],
             Role.HUB: [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
             Role.BROKER: [ExtendedKeyUsageOID.SERVER_AUTH],
+            Role.ALERT: [DOCUMENT_SIGNING],
         }[role]
         serial = x509.random_serial_number()
         builder = (
@@ -550,8 +557,11 @@ def check_cn(cn: str, role: Role) -> None:
     """Refuse names that would not be valid identities (and MQTT topic segments) for ``role``."""
     if role is Role.EDGE and not _SITE_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: an edge's CN is its site id: 2-63 of a-z, 0-9 and '-'")
-    if role is Role.EDGE and (cn.startswith("hub-") or cn == "broker"):
-        raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...) or the broker's name")
+    if role is Role.EDGE and (cn.startswith(("hub-", "alert-")) or cn == "broker"):
+        raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...), an alert signer's "
+                       "(alert-...) or the broker's name")
+    if role is Role.ALERT and not _ALERT_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: an alert-signing CN is 'alert-<hub>', e.g. alert-hub-suwon")
     if role is Role.HUB and not _HUB_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: a hub's CN is 'hub-<name>' with a-z, 0-9 and '-'")
     if not _CN_RE.match(cn):
