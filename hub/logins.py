@@ -17,8 +17,8 @@ Rules and invariants of :class:`LoginLimiter`:
 4. A success forgets the (user, address) key and gives the address back the attempt it took
    (a room of operators logging in is not a failure); failures stay counted. A key is
    forgotten ``window_s`` after its back-off ended with no attempt since.
-5. The limiter's memory is bounded: keys past rule 4's window are swept when it grows past
-   ``max_keys``; if it is still full the oldest keys go.
+5. The limiter's memory is bounded: keys past rule 4's window are swept when it reaches
+   ``max_keys``; if it is still full the oldest tenth goes (amortised: no sweep per request).
 
 :func:`client_address` is rule 6: the address a login is counted under is the TCP peer's,
 unless the peer is one of the configured trusted proxies and the configured header
@@ -113,13 +113,14 @@ class LoginLimiter:
         return len(self._keys)
 
     def _make_room(self, now: float) -> None:
-        if len(self._keys) < self.max_keys:
+        if len(self._keys) + 2 <= self.max_keys:
             return
         for key in list(self._keys):
             self._live(key, now)
-        while len(self._keys) >= self.max_keys:
-            oldest = min(self._keys, key=lambda k: self._keys[k].last)
-            del self._keys[oldest]
+        if len(self._keys) + 2 > self.max_keys:  # still full: the oldest tenth goes, in one sweep
+            by_age = sorted(self._keys, key=lambda k: self._keys[k].last)
+            for key in by_age[: max(2, self.max_keys // 10)]:
+                del self._keys[key]
 
 
 def parse_proxies(entries: Sequence[str]) -> tuple[IpNetwork, ...]:
