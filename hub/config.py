@@ -29,6 +29,13 @@ default)::
     listen = "127.0.0.1:8443"   # loopback by default; cert/key default to the broker identity's
     # cert = "pki/hub-suwon/cert.pem"
     # key = "pki/hub-suwon/key.pem"
+    # trusted_proxy_header = "X-Forwarded-For"   # believed only from these proxies (default: the peer)
+    # trusted_proxies = ["10.0.0.5"]
+    events_keepalive_s = 15     # the live stream re-checks its session at each keep-alive
+
+    [audit]                     # signed checkpoints of the audit chain's head (hub/anchor.py)
+    checkpoint_key = "pki/audit-signing/key.pem"   # default: the command-signing key
+    checkpoint_every_s = 300    # and at shutdown; the file is <database>.checkpoints
 
     [sites]
     accept_any = true           # any site with a valid certificate (the broker's ACL binds CN to topics)
