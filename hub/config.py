@@ -33,6 +33,13 @@ default)::
     listen = "127.0.0.1:8443"   # loopback by default; cert/key default to the broker identity's
     # cert = "pki/hub-suwon/cert.pem"
     # key = "pki/hub-suwon/key.pem"
+    # trusted_proxy_header = "X-Forwarded-For"   # believed only from these proxies (default: the peer)
+    # trusted_proxies = ["10.0.0.5"]
+    events_keepalive_s = 15     # the live stream re-checks its session at each keep-alive
+
+    [audit]                     # signed checkpoints of the audit chain's head (hub/anchor.py)
+    checkpoint_key = "pki/audit-signing/key.pem"   # default: the command-signing key
+    checkpoint_every_s = 300    # and at shutdown; the file is <database>.checkpoints
 
     [sites]
     accept_any = true           # any site with a valid certificate (the broker's ACL binds CN to topics)
@@ -62,6 +69,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from hub.anchor import AuditConfig, parse_audit
+from hub.logins import IpNetwork, parse_proxies
 from hub.rules import PARAM_NAMES, RuleParams, default_params
 from shared import tomlread
 from shared.tomlread import Table
@@ -74,6 +83,7 @@ from shared.tls import TlsFiles, cert_cn
 _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
 _SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _AREA_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_HEADER_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 KINDS: Final = ("flood_alarm", "displacement", "underpass", "river_gate", "rain_gauge")
 
 @dataclass(frozen=True)
@@ -106,6 +116,11 @@ class ApiConfig:
     port: int
     tls: TlsFiles
     enabled: bool = True
+    trusted_proxy_header: str | None = None
+    """A header naming the client (``X-Forwarded-For``), believed only from ``trusted_proxies``."""
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    events_keepalive_s: float = 15.0
+    """The live stream's keep-alive; the session is checked again at each (hub/api_live.py)."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +215,8 @@ class AuthConfig:
     session_ttl_s: float = 8 * 3600.0
     login_max_failures: int = 5
     login_window_s: float = 300.0
+    login_backoff_s: float = 10.0
+    login_backoff_max_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +233,8 @@ class HubConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: AuditConfig | None = None
+    """Signed checkpoints of the audit chain's head (``[audit]``, hub/anchor.py)."""
     enrolment: EnrolmentConfig | None = None
     """The field-enrolment endpoint (``[enrolment]``); None: enrolment runs elsewhere."""
     forward: ForwardConfig | None = None
@@ -264,11 +283,21 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     host, sep, port_s = listen.rpartition(":")
     if not sep or not host or not (port_s.isascii() and port_s.isdigit()) or int(port_s) > 65535:
         raise a.error("listen", f"{listen!r} is not HOST:PORT")
+    proxy_header = a.optional_text("trusted_proxy_header", pattern=_HEADER_RE)
+    try:
+        proxies = parse_proxies(a.strings("trusted_proxies", ()))
+    except ValueError as exc:
+        raise a.error("trusted_proxies", str(exc)) from None
+    if proxy_header is not None and not proxies:
+        raise a.error("trusted_proxy_header", "needs trusted_proxies: the addresses of the proxies that set it")
     api = ApiConfig(
         host=host.strip("[]"),
         port=int(port_s),
         tls=TlsFiles(ca=broker_tls.ca, cert=a.path("cert", broker_tls.cert), key=a.path("key", broker_tls.key)),
         enabled=a.flag("enabled", True),
+        trusted_proxy_header=proxy_header,
+        trusted_proxies=proxies,
+        events_keepalive_s=a.number("events_keepalive_s", 15.0, positive=True),
     )
     a.done()
 
@@ -364,8 +393,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         session_ttl_s=au.number("session_ttl_s", 8 * 3600.0, positive=True),
         login_max_failures=au.integer("login_max_failures", 5, lo=1),
         login_window_s=au.number("login_window_s", 300.0, positive=True),
+        login_backoff_s=au.number("login_backoff_s", 10.0, positive=True),
+        login_backoff_max_s=au.number("login_backoff_max_s", 900.0, positive=True),
     )
     au.done()
+    audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
 
     enrolment = None
     if "enrolment" in raw:
@@ -408,6 +440,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         ingest=ingest,
         alarms=alarms,
         auth=auth,
+        audit=audit,
         enrolment=enrolment,
         forward=forward,
         cctv=cctv,

@@ -32,6 +32,7 @@ import aiohttp
 
 from hub import api, evidence
 from hub.alerting import AlarmAlerts, EvidenceQueue
+from hub.anchor import Anchor
 from hub.cctv import CctvLinker
 from hub.config import HubConfig
 from hub.engine import Engine
@@ -93,6 +94,8 @@ class Hub:
                                              capture=self.captures.put if cfg.cctv is not None else None)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
+        self.anchor = Anchor(cfg.audit, clock) if cfg.audit is not None else None
+        """Signs checkpoints of the audit chain's head (hub/anchor.py)."""
         self.api_port: int | None = None
         self.enrolment_url: str | None = None
         self._stop = asyncio.Event()
@@ -154,6 +157,8 @@ class Hub:
             mqtt = tg.create_task(self.mqtt.run(self._stop), name="hub.mqtt")
             others = [tg.create_task(self._ticker(), name="hub.ticker"),
                       tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
+            if self.anchor is not None:
+                others.append(tg.create_task(self.anchor.run(self.reader), name="hub.audit_anchor"))
             stack = contextlib.AsyncExitStack()
             if self.cfg.forward is not None:
                 transport = await stack.enter_async_context(HttpTransport.open())
@@ -186,6 +191,8 @@ class Hub:
             await stack.aclose()
             writer.cancel()
         self.reader.close()
+        if self.anchor is not None:  # the writer has closed: this checkpoint sees the last row
+            await asyncio.to_thread(self.anchor.final, self.cfg.db_path)
         log.info("hub.stopped", extra={"hub": self.cfg.hub_id})
 
 

@@ -11,6 +11,8 @@ Layout of a PKI folder (so people and scripts can find things)::
     DIR/command-signing/pub.pem  what edges install to verify commands
     DIR/command-signing/cert.pem the command key certified by the issuing CA, so a device that
                                  pins the root can check the key it is given at enrolment
+    DIR/audit-signing/key.pem    the hub's Ed25519 key for checkpoints of its audit chain (private)
+    DIR/audit-signing/pub.pem    what ``jikimi audit verify --key`` checks them with
     DIR/.index.lock              held while the index is read, changed and written
     DIR/<cn>/cert.pem, key.pem   one folder per issued identity (the hub's CAP alert-signing
                                  key too: ``--role alert``, CN ``alert-<hub>``, DESIGN §6)
@@ -217,6 +219,14 @@ class Pki:
     def command_cert_file(self) -> Path:
         return self.dir / "command-signing" / "cert.pem"
 
+    @property
+    def audit_key(self) -> Path:
+        return self.dir / "audit-signing" / "key.pem"
+
+    @property
+    def audit_pub(self) -> Path:
+        return self.dir / "audit-signing" / "pub.pem"
+
     def command_cert(self) -> bytes:
         """The command key's certificate (made on first use for a PKI that predates it)."""
         if not self.command_cert_file.exists():
@@ -243,7 +253,7 @@ class Pki:
     # --- init ------------------------------------------------------------------------------
 
     def init(self, *, dry_run: bool = False) -> Plan:
-        """Create the root CA, the issuing CA, the command-signing key and an empty CRL."""
+        """Create the root CA, the issuing CA, the command-signing and audit-signing keys and an empty CRL."""
         if self.ca_chain.exists():
             raise PkiError(f"{self.dir}: already holds a PKI (ca.pem exists); use another --dir")
         plan = Plan(
@@ -257,6 +267,8 @@ class Pki:
                 str(self.command_key) + " (0600)",
                 str(self.command_pub),
                 str(self.command_cert_file),
+                str(self.audit_key) + " (0600)",
+                str(self.audit_pub),
                 str(self.index_file),
             ]
         )
@@ -283,6 +295,10 @@ class Pki:
             ),
             private=False,
         )
+        audit_key = Ed25519PrivateKey.generate()
+        _write(self.audit_key, _key_pem(audit_key), private=True)
+        _write(self.audit_pub, audit_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), private=False)
         self._save_index([])
         self._write_crl([])
         self.command_cert()
