@@ -61,7 +61,6 @@ default)::
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -71,7 +70,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hub.anchor import AuditConfig, parse_audit
 from hub.logins import IpNetwork, parse_proxies
-from hub.rules import PARAM_NAMES, RuleParams, default_params
+from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites
 from shared import tomlread
 from shared.tomlread import Table
 
@@ -81,10 +80,7 @@ if TYPE_CHECKING:
 from shared.tls import TlsFiles, cert_cn
 
 _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
-_SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-_AREA_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _HEADER_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
-KINDS: Final = ("flood_alarm", "displacement", "underpass", "river_gate", "rain_gauge")
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -121,44 +117,6 @@ class ApiConfig:
     trusted_proxies: tuple[IpNetwork, ...] = ()
     events_keepalive_s: float = 15.0
     """The live stream's keep-alive; the session is checked again at each (hub/api_live.py)."""
-
-
-@dataclass(frozen=True)
-class SiteEntry:
-    area: str
-    name: str = ""
-    lat: float | None = None
-    lon: float | None = None
-    """WGS84 position: alerts carry it as their area, and CCTV picks cameras by it."""
-
-
-@dataclass(frozen=True)
-class SitesConfig:
-    accept_any: bool = True
-    registry: Mapping[str, SiteEntry] = field(default_factory=dict)
-
-    def accepts(self, site: str) -> bool:
-        return self.accept_any or site in self.registry
-
-    def area_of(self, site: str) -> str:
-        """The site's area: from the registry, else its id's first two parts (``gg-suwon``)."""
-        entry = self.registry.get(site)
-        if entry is not None:
-            return entry.area
-        return "-".join(site.split("-")[:2])
-
-
-@dataclass(frozen=True)
-class RulesConfig:
-    kinds: Mapping[str, RuleParams]
-    sites: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    def params(self, site: str, kind: str) -> RuleParams:
-        base = self.kinds.get(kind) or default_params(kind)
-        override = self.sites.get(site)
-        if not override:
-            return base
-        return dataclasses.replace(base, **override)
 
 
 @dataclass(frozen=True)
@@ -311,45 +269,8 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         raise c.error("signing_key", f"{commands.signing_key}: no such file")
     c.done()
 
-    s = root.table("sites")
-    registry: dict[str, SiteEntry] = {}
-    reg = s.table("registry")
-    for site in reg.data:
-        if not _SITE_RE.match(site):
-            raise reg.error(site, "not a site id: 2-63 of a-z, 0-9 and '-'")
-        e = reg.table(site)
-        area = e.text("area")
-        if not _AREA_RE.match(area):
-            raise e.error("area", f"{area!r}: use a-z, 0-9 and '-'")
-        lat, lon = e.optional_number("lat"), e.optional_number("lon")
-        if (lat is None) != (lon is None) or (lat is not None and lon is not None
-                                               and not (-90 <= lat <= 90 and -180 <= lon <= 180)):
-            raise e.error("lat", "give both lat and lon, in WGS84 degrees")
-        registry[site] = SiteEntry(area=area, name=e.text("name", ""), lat=lat, lon=lon)
-        e.done()
-    reg.done()
-    sites = SitesConfig(accept_any=s.flag("accept_any", True), registry=registry)
-    if not sites.accept_any and not registry:
-        raise s.error("accept_any", "is false but sites.registry lists no site: no site could report")
-    s.done()
-
-    r = root.table("rules")
-    kinds: dict[str, RuleParams] = {}
-    kt = r.table("kinds")
-    for kind in kt.data:
-        if kind not in KINDS:
-            raise kt.error(kind, f"unknown kind; one of {', '.join(KINDS)}")
-        kinds[kind] = dataclasses.replace(default_params(kind), **_params(kt.table(kind)))
-    kt.done()
-    site_overrides: dict[str, Mapping[str, float]] = {}
-    st = r.table("sites")
-    for site in st.data:
-        if not _SITE_RE.match(site):
-            raise st.error(site, "not a site id")
-        site_overrides[site] = _params(st.table(site))
-    st.done()
-    r.done()
-    rules = RulesConfig(kinds=kinds, sites=site_overrides)
+    sites = parse_sites(root.table("sites"))
+    rules = parse_rules(root.table("rules"))
 
     t = root.table("retention")
     retention = RetentionConfig(
@@ -445,13 +366,3 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         forward=forward,
         cctv=cctv,
     )
-
-
-def _params(section: Table) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in section.data:
-        if name not in PARAM_NAMES:
-            raise section.error(name, f"unknown rule parameter; one of {', '.join(sorted(PARAM_NAMES))}")
-        out[name] = section.number(name)
-    section.done()
-    return out
