@@ -10,15 +10,19 @@ Rules:
    ``Sec-Fetch-Site``, when sent, must be ``same-origin`` or ``none``): else 403. Login, which
    has no session yet, is held to the origin checks.
 3. Sessions ride in an HttpOnly, Secure, SameSite=Strict cookie (hub/auth.py).
-4. Errors are JSON ``{"error": "..."}`` with a status per error class: 400 bad input,
-   401 not logged in, 403 forbidden, 404 not found, 409 conflict or illegal transition,
-   422 refused (two-person rule, stale data, unknown device), 429 rate limited.
+4. Errors are JSON ``{"error": "..."}`` with a status per error class: 400 a body that is not
+   JSON or a bad query, 401 not logged in, 403 forbidden, 404 not found, 409 conflict or
+   illegal transition, 422 refused (a body field missing, mistyped or over the wire's limits —
+   hub/apitypes.py —, two-person rule, stale data, unknown device), 429 rate limited (logins
+   back off per user and address, hub/logins.py).
 5. Live updates: ``GET /api/events`` is a Server-Sent-Events stream of committed changes
-   (hub/live.py).
+   (hub/live.py); it ends when its session does (logout, expiry, a disabled account:
+   hub/api_live.py).
 
 The routes live by group: plumbing and the guard in hub/api_base.py, reads in hub/api_read.py,
-actions in hub/api_act.py; this file holds the route table and serves it. Handlers see the hub
-only through its use-case layer (hub/operations.py) and readers.
+actions in hub/api_act.py, the live stream in hub/api_live.py; this file holds the route table
+and serves it. Handlers see the hub only through its use-case layer (hub/operations.py) and
+readers.
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from typing import Any, Final
 from aiohttp import web
 
 from hub import api_act as act
+from hub import api_live as live
 from hub import api_read as read
-from hub import auth
 from hub.api_base import LIMITER_KEY, MAX_BODY, OPS_KEY, Handler, errors_and_headers, json_response, need, ops_of
+from hub.logins import LoginLimiter
 from hub.openapi import document
 from hub.operations import Operations
 from hub.roles import Role
@@ -97,7 +102,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/operations/{op_id}", v, read.get_operation),
         ("GET", "/api/audit", s, read.get_audit),
         ("GET", "/api/quarantine", s, read.get_quarantine),
-        ("GET", "/api/events", v, act.events),
+        ("GET", "/api/events", v, live.events),
     ]
     return [(m, p, r, h if r is None else need(r, h)) for m, p, r, h in table]
 
@@ -105,7 +110,9 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
 def make_app(ops: Operations) -> web.Application:
     app = web.Application(middlewares=[errors_and_headers], client_max_size=MAX_BODY)
     app[OPS_KEY] = ops
-    app[LIMITER_KEY] = auth.LoginLimiter(ops.cfg.auth.login_max_failures, ops.cfg.auth.login_window_s)
+    au = ops.cfg.auth
+    app[LIMITER_KEY] = LoginLimiter(au.login_max_failures, au.login_window_s, backoff_s=au.login_backoff_s,
+                                    backoff_max_s=au.login_backoff_max_s)
     for method, path, _role, handler in _routes():
         app.router.add_route(method, path, handler)
     app.router.add_get("/", console)

@@ -1,5 +1,5 @@
 """The operator API's acting routes: log in and out, alarm actions, incidents, commands and
-operations, the evidence viewer and the live stream. Each calls one use case of
+operations and the evidence viewer. Each calls one use case of
 hub/operations.py (or auth for sessions); every one is audited there."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from hub.api_base import (
     LIMITER_KEY,
     BadInput,
     check_origin,
+    client_of,
     id_param,
     json_response,
     ops_of,
@@ -43,21 +44,19 @@ async def login(request: web.Request) -> web.Response:
     ops = ops_of(request)
     limiter = request.app[LIMITER_KEY]
     body = await read_body(request, LoginBody)
-    keys = (f"user:{body.username}", f"addr:{request.remote}")
+    remote = client_of(request)
     now = ops.clock()
-    limiter.check(keys, now)
+    attempt = limiter.begin(body.username, remote, now)  # counted before the password is checked
     op = await ops.reader.run(lambda c: auth.find_operator(c, body.username))
     try:
         op = await asyncio.to_thread(auth.verify_login, op, body.password)
     except BadCredentials:
-        limiter.failed(keys, now)
-        username = body.username[:64]
+        username = body.username
         await ops.write(lambda tx: tx.audit(username, "session.login_failed", f"operator/{username}",
-                                           {"remote": str(request.remote)}))
+                                           {"remote": remote}))
         raise
-    limiter.succeeded(keys)
+    limiter.succeeded(attempt)
     ttl = ops.cfg.auth.session_ttl_s
-    remote = str(request.remote)
     token, csrf = await ops.write(lambda tx: auth.create_session(tx, op.username, remote, ttl))
     resp = json_response(SessionView(username=op.username, role=op.role.value, csrf=csrf, expires_at=now + ttl))
     resp.set_cookie(auth.COOKIE, token, max_age=int(ttl), path="/", secure=True, httponly=True, samesite="Strict")
@@ -149,27 +148,3 @@ async def post_operation(request: web.Request, sess: auth.Session) -> web.Respon
     out = await ops_of(request).start_operation(body.kind, body.area, sess.username, sess.role, body.reason)
     return json_response(OperationAccepted(operation_id=out.operation_id, commands=[
         CommandAccepted(cmd_id=c.cmd_id, state=c.state.value) for c in out.commands]), status=202)
-
-
-# --- live --------------------------------------------------------------------------------------
-
-
-async def events(request: web.Request, sess: auth.Session) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
-    await resp.prepare(request)
-    await resp.write(b": connected\n\n")
-    stream = ops_of(request).bus.subscribe()
-    try:
-        while True:
-            try:
-                async with asyncio.timeout(15):
-                    ev = await anext(stream)
-            except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
-                continue
-            await resp.write(b"event: " + ev.kind.encode() + b"\ndata: " + ev.data + b"\n\n")
-    except ConnectionResetError:
-        pass  # the console went away
-    finally:
-        await stream.aclose()
-    return resp

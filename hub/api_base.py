@@ -14,9 +14,10 @@ from typing import Final, TypeVar
 import msgspec
 from aiohttp import web
 
-from hub import auth
+from hub import auth, logins
 from hub.apitypes import Body
 from hub.errors import AuthError, Conflict, Forbidden, HubError, IllegalTransition, NotFound, RateLimited, Refused
+from hub.logins import LoginLimiter
 from hub.operations import Operations
 from hub.roles import Role
 from shared.errors import WireError
@@ -24,7 +25,7 @@ from shared.errors import WireError
 log = logging.getLogger(__name__)
 
 OPS_KEY: Final = web.AppKey("ops", Operations)
-LIMITER_KEY: Final = web.AppKey("limiter", auth.LoginLimiter)
+LIMITER_KEY: Final = web.AppKey("limiter", LoginLimiter)
 UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY: Final = 64 * 1024
 CONSOLE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -37,7 +38,12 @@ SessionHandler = Callable[[web.Request, auth.Session], Awaitable[web.StreamRespo
 
 
 class BadInput(HubError):
-    """The request body or query is not what the route takes (400)."""
+    """The request body is not JSON, or a query is not what the route takes (400)."""
+
+
+class BadField(Refused):
+    """The request body is JSON but a field is missing, of the wrong type or out of bounds (422),
+    e.g. a reason over the wire's limit (shared/messages.py ``MAX_TEXT``)."""
 
 
 def ops_of(request: web.Request) -> Operations:
@@ -62,8 +68,18 @@ async def read_body(request: web.Request, kind: type[B]) -> B:
         raise BadInput("request body too large")
     try:
         return msgspec.json.decode(raw or b"{}", type=kind)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except msgspec.ValidationError as exc:
+        raise BadField(f"request body refused: {exc}") from exc
+    except msgspec.DecodeError as exc:
         raise BadInput(f"bad request body: {exc}") from exc
+
+
+def client_of(request: web.Request) -> str:
+    """The client's address: the peer's, or the trusted proxy's header's (hub/logins.py rule 6)."""
+    cfg = ops_of(request).cfg.api
+    header = cfg.trusted_proxy_header
+    value = request.headers.get(header) if header is not None else None
+    return logins.client_address(request.remote, header, value, cfg.trusted_proxies)
 
 
 def status_for(exc: HubError | WireError) -> int:

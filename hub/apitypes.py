@@ -1,11 +1,21 @@
-"""The API's request bodies and small responses (the resources themselves are in hub/queries.py)."""
+"""The API's request bodies and small responses (the resources themselves are in hub/queries.py).
+
+A body's text fields are bounded by the wire's own types (shared/messages.py: ``Name``,
+``Text``, ``Param``), so what the API takes always fits the signed command it may become; an
+over-long field is refused (422) before anything is planned or signed.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated, Final
 
 import msgspec
 
 from hub.commands import OperationKind
-from shared.messages import Action, Scalar
+from shared.messages import MAX_NAME, Action, Name, Param, SiteId, Text
+
+MAX_PASSWORD: Final = 1024
+"""Longest password the login takes (scrypt's work does not depend on it, but a body's size does)."""
 
 
 class Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -13,32 +23,32 @@ class Body(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
 
 
 class LoginBody(Body, frozen=True, kw_only=True):
-    username: str
-    password: str
+    username: Annotated[str, msgspec.Meta(max_length=MAX_NAME)]
+    password: Annotated[str, msgspec.Meta(max_length=MAX_PASSWORD)]
 
 
 class AlarmActionBody(Body, frozen=True, kw_only=True):
-    reason: str = ""
+    reason: Text = ""
     duration_s: float | None = None
     """For ``shelve``: how long (at most the configured maximum)."""
 
 
 class CommandBody(Body, frozen=True, kw_only=True):
-    site: str
-    device: str
+    site: SiteId
+    device: Name
     action: Action
-    params: dict[str, Scalar] = {}
-    reason: str
+    params: dict[Name, Param] = {}
+    reason: Text
 
 
 class DecisionBody(Body, frozen=True, kw_only=True):
-    reason: str = ""
+    reason: Text = ""
 
 
 class OperationBody(Body, frozen=True, kw_only=True):
     kind: OperationKind
-    area: str
-    reason: str
+    area: Name
+    reason: Text
 
 
 class SessionView(msgspec.Struct, frozen=True, kw_only=True):

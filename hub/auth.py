@@ -8,9 +8,8 @@ Rules:
 2. A session is a random 256-bit token in an HttpOnly, Secure, SameSite=Strict cookie; the
    database keeps only its SHA-256, with the session's CSRF token and expiry. Disabling an
    account ends its sessions.
-3. Failed logins are limited per user name and per address: after ``max_failures`` within
-   ``window_s`` further attempts are refused (429) until the window has passed — even with the
-   right password.
+3. Login attempts are limited per (user name, address) and per address, counted before the
+   password is checked, with a growing back-off rather than a lockout (hub/logins.py).
 4. Account changes (``jikimi hub user ...``) are audited like every other action.
 """
 
@@ -25,13 +24,12 @@ import re
 import secrets
 import sqlite3
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from hub import audit
-from hub.errors import BadCredentials, Conflict, NotFound, RateLimited, Refused, StoreError
+from hub.errors import BadCredentials, Conflict, NotFound, Refused, StoreError
 from hub.migrations import connect
 from hub.roles import Role
 from hub.store import Clock, Tx
@@ -76,35 +74,6 @@ def check_username(username: str) -> None:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-class LoginLimiter:
-    """Rule 3, pure: failures per key (a user name or an address) in a sliding window."""
-
-    def __init__(self, max_failures: int, window_s: float) -> None:
-        self.max_failures = max_failures
-        self.window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        q = self._failures.setdefault(key, deque())
-        while q and q[0] <= now - self.window_s:
-            q.popleft()
-        return q
-
-    def check(self, keys: tuple[str, ...], now: float) -> None:
-        for key in keys:
-            q = self._recent(key, now)
-            if len(q) >= self.max_failures:
-                raise RateLimited("too many failed logins; try again later", retry_after_s=q[0] + self.window_s - now)
-
-    def failed(self, keys: tuple[str, ...], now: float) -> None:
-        for key in keys:
-            self._recent(key, now).append(now)
-
-    def succeeded(self, keys: tuple[str, ...]) -> None:
-        for key in keys:
-            self._failures.pop(key, None)
 
 
 @dataclass(frozen=True)

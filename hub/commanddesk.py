@@ -52,6 +52,7 @@ from hub.roles import Role
 from hub.state import HubState
 from hub.store import Tx
 from shared import messages, vocabulary
+from shared.errors import WireError
 from shared.messages import Command, Reply
 from shared.signing import sign_command
 
@@ -147,7 +148,12 @@ class CommandDesk:
         cmd = Command(cmd_id=cmd_id, site=draft.site, device=draft.device, action=draft.action,
                       params=dict(draft.params), issued_by=issued_by, approved_by=approved_by, issued_at=tx.now,
                       not_after=tx.now + self.cfg.commands.ttl_s, reason=reason)
-        return sign_command(cmd, self.key)
+        signed = sign_command(cmd, self.key)
+        try:  # what the edge will decode: a command it would drop as malformed is refused here
+            messages.decode(Command, messages.encode(signed))
+        except WireError as exc:
+            raise Refused(f"the command does not fit the wire: {exc}") from exc
+        return signed
 
     # --- operators' requests ---------------------------------------------------------------
 

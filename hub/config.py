@@ -33,6 +33,13 @@ default)::
     listen = "127.0.0.1:8443"   # loopback by default; cert/key default to the broker identity's
     # cert = "pki/hub-suwon/cert.pem"
     # key = "pki/hub-suwon/key.pem"
+    # trusted_proxy_header = "X-Forwarded-For"   # believed only from these proxies (default: the peer)
+    # trusted_proxies = ["10.0.0.5"]
+    events_keepalive_s = 15     # the live stream re-checks its session at each keep-alive
+
+    [audit]                     # signed checkpoints of the audit chain's head (hub/anchor.py)
+    checkpoint_key = "pki/audit-signing/key.pem"   # default: the command-signing key
+    checkpoint_every_s = 300    # and at shutdown; the file is <database>.checkpoints
 
     [sites]
     accept_any = true           # any site with a valid certificate (the broker's ACL binds CN to topics)
@@ -54,7 +61,6 @@ default)::
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -62,7 +68,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from hub.rules import PARAM_NAMES, RuleParams, default_params
+from hub.anchor import AuditConfig, parse_audit
+from hub.logins import IpNetwork, parse_proxies
+from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites
 from shared import tomlread
 from shared.tomlread import Table
 
@@ -72,9 +80,7 @@ if TYPE_CHECKING:
 from shared.tls import TlsFiles, cert_cn
 
 _HUB_RE: Final = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
-_SITE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-_AREA_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-KINDS: Final = ("flood_alarm", "displacement", "underpass", "river_gate", "rain_gauge")
+_HEADER_RE: Final = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 @dataclass(frozen=True)
 class BrokerConfig:
@@ -106,44 +112,11 @@ class ApiConfig:
     port: int
     tls: TlsFiles
     enabled: bool = True
-
-
-@dataclass(frozen=True)
-class SiteEntry:
-    area: str
-    name: str = ""
-    lat: float | None = None
-    lon: float | None = None
-    """WGS84 position: alerts carry it as their area, and CCTV picks cameras by it."""
-
-
-@dataclass(frozen=True)
-class SitesConfig:
-    accept_any: bool = True
-    registry: Mapping[str, SiteEntry] = field(default_factory=dict)
-
-    def accepts(self, site: str) -> bool:
-        return self.accept_any or site in self.registry
-
-    def area_of(self, site: str) -> str:
-        """The site's area: from the registry, else its id's first two parts (``gg-suwon``)."""
-        entry = self.registry.get(site)
-        if entry is not None:
-            return entry.area
-        return "-".join(site.split("-")[:2])
-
-
-@dataclass(frozen=True)
-class RulesConfig:
-    kinds: Mapping[str, RuleParams]
-    sites: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
-
-    def params(self, site: str, kind: str) -> RuleParams:
-        base = self.kinds.get(kind) or default_params(kind)
-        override = self.sites.get(site)
-        if not override:
-            return base
-        return dataclasses.replace(base, **override)
+    trusted_proxy_header: str | None = None
+    """A header naming the client (``X-Forwarded-For``), believed only from ``trusted_proxies``."""
+    trusted_proxies: tuple[IpNetwork, ...] = ()
+    events_keepalive_s: float = 15.0
+    """The live stream's keep-alive; the session is checked again at each (hub/api_live.py)."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +173,8 @@ class AuthConfig:
     session_ttl_s: float = 8 * 3600.0
     login_max_failures: int = 5
     login_window_s: float = 300.0
+    login_backoff_s: float = 10.0
+    login_backoff_max_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -216,6 +191,8 @@ class HubConfig:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    audit: AuditConfig | None = None
+    """Signed checkpoints of the audit chain's head (``[audit]``, hub/anchor.py)."""
     enrolment: EnrolmentConfig | None = None
     """The field-enrolment endpoint (``[enrolment]``); None: enrolment runs elsewhere."""
     forward: ForwardConfig | None = None
@@ -264,11 +241,21 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     host, sep, port_s = listen.rpartition(":")
     if not sep or not host or not (port_s.isascii() and port_s.isdigit()) or int(port_s) > 65535:
         raise a.error("listen", f"{listen!r} is not HOST:PORT")
+    proxy_header = a.optional_text("trusted_proxy_header", pattern=_HEADER_RE)
+    try:
+        proxies = parse_proxies(a.strings("trusted_proxies", ()))
+    except ValueError as exc:
+        raise a.error("trusted_proxies", str(exc)) from None
+    if proxy_header is not None and not proxies:
+        raise a.error("trusted_proxy_header", "needs trusted_proxies: the addresses of the proxies that set it")
     api = ApiConfig(
         host=host.strip("[]"),
         port=int(port_s),
         tls=TlsFiles(ca=broker_tls.ca, cert=a.path("cert", broker_tls.cert), key=a.path("key", broker_tls.key)),
         enabled=a.flag("enabled", True),
+        trusted_proxy_header=proxy_header,
+        trusted_proxies=proxies,
+        events_keepalive_s=a.number("events_keepalive_s", 15.0, positive=True),
     )
     a.done()
 
@@ -282,45 +269,8 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         raise c.error("signing_key", f"{commands.signing_key}: no such file")
     c.done()
 
-    s = root.table("sites")
-    registry: dict[str, SiteEntry] = {}
-    reg = s.table("registry")
-    for site in reg.data:
-        if not _SITE_RE.match(site):
-            raise reg.error(site, "not a site id: 2-63 of a-z, 0-9 and '-'")
-        e = reg.table(site)
-        area = e.text("area")
-        if not _AREA_RE.match(area):
-            raise e.error("area", f"{area!r}: use a-z, 0-9 and '-'")
-        lat, lon = e.optional_number("lat"), e.optional_number("lon")
-        if (lat is None) != (lon is None) or (lat is not None and lon is not None
-                                               and not (-90 <= lat <= 90 and -180 <= lon <= 180)):
-            raise e.error("lat", "give both lat and lon, in WGS84 degrees")
-        registry[site] = SiteEntry(area=area, name=e.text("name", ""), lat=lat, lon=lon)
-        e.done()
-    reg.done()
-    sites = SitesConfig(accept_any=s.flag("accept_any", True), registry=registry)
-    if not sites.accept_any and not registry:
-        raise s.error("accept_any", "is false but sites.registry lists no site: no site could report")
-    s.done()
-
-    r = root.table("rules")
-    kinds: dict[str, RuleParams] = {}
-    kt = r.table("kinds")
-    for kind in kt.data:
-        if kind not in KINDS:
-            raise kt.error(kind, f"unknown kind; one of {', '.join(KINDS)}")
-        kinds[kind] = dataclasses.replace(default_params(kind), **_params(kt.table(kind)))
-    kt.done()
-    site_overrides: dict[str, Mapping[str, float]] = {}
-    st = r.table("sites")
-    for site in st.data:
-        if not _SITE_RE.match(site):
-            raise st.error(site, "not a site id")
-        site_overrides[site] = _params(st.table(site))
-    st.done()
-    r.done()
-    rules = RulesConfig(kinds=kinds, sites=site_overrides)
+    sites = parse_sites(root.table("sites"))
+    rules = parse_rules(root.table("rules"))
 
     t = root.table("retention")
     retention = RetentionConfig(
@@ -364,8 +314,11 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         session_ttl_s=au.number("session_ttl_s", 8 * 3600.0, positive=True),
         login_max_failures=au.integer("login_max_failures", 5, lo=1),
         login_window_s=au.number("login_window_s", 300.0, positive=True),
+        login_backoff_s=au.number("login_backoff_s", 10.0, positive=True),
+        login_backoff_max_s=au.number("login_backoff_max_s", 900.0, positive=True),
     )
     au.done()
+    audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
 
     enrolment = None
     if "enrolment" in raw:
@@ -408,17 +361,8 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         ingest=ingest,
         alarms=alarms,
         auth=auth,
+        audit=audit,
         enrolment=enrolment,
         forward=forward,
         cctv=cctv,
     )
-
-
-def _params(section: Table) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in section.data:
-        if name not in PARAM_NAMES:
-            raise section.error(name, f"unknown rule parameter; one of {', '.join(sorted(PARAM_NAMES))}")
-        out[name] = section.number(name)
-    section.done()
-    return out

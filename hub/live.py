@@ -13,7 +13,8 @@ so a client never sees a change the database does not hold.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -165,11 +166,18 @@ class Broadcaster:
                     q.get_nowait()
                 q.put_nowait(RESYNC)
 
-    async def subscribe(self) -> AsyncGenerator[LiveEvent, None]:
+    @contextlib.contextmanager
+    def subscription(self) -> Iterator[asyncio.Queue[LiveEvent]]:
+        """A subscriber's queue for the block's duration. Waiting on it may time out and be
+        cancelled safely (unlike an ``anext`` on :meth:`subscribe`, which ends the generator)."""
         q: asyncio.Queue[LiveEvent] = asyncio.Queue(self.maxsize)
         self._subs.add(q)
         try:
-            while True:
-                yield await q.get()
+            yield q
         finally:
             self._subs.discard(q)
+
+    async def subscribe(self) -> AsyncGenerator[LiveEvent, None]:
+        with self.subscription() as q:
+            while True:
+                yield await q.get()

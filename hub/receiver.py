@@ -7,7 +7,10 @@ them:
 - **CAP 1.2 XML** (``application/cap+xml``, ``application/xml``, ``text/xml``): validated against
   the OASIS schema when one is loaded, then read tolerantly (a message that does not validate is
   stored with its problems, or refused with 422 under ``strict``); every embedded resource
-  (``derefUri``) must hash to its ``<digest>`` (SHA-1, CAP 1.2).
+  (``derefUri``) must hash to its ``<digest>`` (SHA-1, CAP 1.2). With a CA bundle
+  (``--ca-bundle``), its XML-DSig signature is verified against those CAs alone
+  (:func:`hub.forward.capsign.verify`): whether it verified, and the signing certificate's CN or
+  why not, are stored with the message, and ``strict`` refuses (422) one that does not verify.
 - **Smart-city platform event JSON** (an object with ``evtId``): keyed by ``msgId``.
 - **Webhook JSON** (an object with ``identifier``).
 
@@ -40,8 +43,9 @@ import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from hub.forward import keti, webhook
+from hub.forward import capsign, keti, webhook
 from hub.forward.capread import CapSchema, read
+from hub.forward.capsign import SignatureCheck
 from hub.forward.errors import CapError
 from shared.tls import TlsFiles, server_context
 
@@ -68,6 +72,10 @@ class Received:
     client: str
     receptions: int
     body: bytes
+    verified: bool | None = None
+    """Whether the CAP signature verified; None when not checked (no CA bundle, or not CAP)."""
+    signer: str = ""
+    signature_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,7 @@ class _Parsed:
     sent: str
     event_id: str
     problems: tuple[str, ...]
+    signature: SignatureCheck | None = None
 
 
 class ReceiverStore:
@@ -98,16 +107,24 @@ class ReceiverStore:
             " problems TEXT NOT NULL, client TEXT NOT NULL, receptions INTEGER NOT NULL, body BLOB NOT NULL,"
             " PRIMARY KEY (sender, identifier))"
         )
+        have = {str(r[1]) for r in self.conn.execute("PRAGMA table_info(received)")}
+        for column in ("verified INTEGER", "signer TEXT NOT NULL DEFAULT ''",
+                       "signature_problem TEXT NOT NULL DEFAULT ''"):
+            if column.split()[0] not in have:  # a file from before signatures were checked
+                self.conn.execute(f"ALTER TABLE received ADD COLUMN {column}")
 
     def add(self, p: _Parsed, body: bytes, client: str, now: float) -> bool:
         """Store the message unless it is there; count the reception. True if it was new."""
+        sig = p.signature
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO received (sender, identifier, format, msg_type, sent, event_id, received_at,"
-                " valid, problems, client, receptions, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?)",
+                " valid, problems, client, receptions, body, verified, signer, signature_problem)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)",
                 (p.sender, p.identifier, p.format, p.msg_type, p.sent, p.event_id, now, int(not p.problems),
-                 "\n".join(p.problems), client, body),
+                 "\n".join(p.problems), client, body, None if sig is None else int(sig.verified),
+                 sig.signer if sig else "", sig.problem if sig else ""),
             )
             new = cur.rowcount == 1
             if not new:
@@ -122,10 +139,11 @@ class ReceiverStore:
     def all(self) -> list[Received]:
         rows = self.conn.execute(
             "SELECT sender, identifier, format, msg_type, sent, event_id, received_at, valid, problems, client,"
-            " receptions, body FROM received ORDER BY rowid"
+            " receptions, body, verified, signer, signature_problem FROM received ORDER BY rowid"
         )
         return [Received(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), float(r[6]), bool(r[7]),
-                         tuple(p for p in str(r[8]).split("\n") if p), str(r[9]), int(r[10]), bytes(r[11]))
+                         tuple(p for p in str(r[8]).split("\n") if p), str(r[9]), int(r[10]), bytes(r[11]),
+                         None if r[12] is None else bool(r[12]), str(r[13]), str(r[14]))
                 for r in rows]
 
     def close(self) -> None:
@@ -144,8 +162,9 @@ def _client_cn(request: web.Request) -> str:
     return ""
 
 
-def parse_cap(body: bytes, schema: CapSchema | None) -> _Parsed:
-    """Verify and read a CAP message; raises CapError if it cannot be read at all."""
+def parse_cap(body: bytes, schema: CapSchema | None, ca_bundle: Path | None = None) -> _Parsed:
+    """Verify and read a CAP message (its signature too, given the CAs to check it against);
+    raises CapError if it cannot be read at all."""
     problems = list(schema.errors(body)) if schema is not None else []
     msg = read(body)
     problems.extend(msg.tolerated)
@@ -159,7 +178,8 @@ def parse_cap(body: bytes, schema: CapSchema | None) -> _Parsed:
             if res.digest is not None and res.digest.lower() != sha1:
                 problems.append(f"resource {res.desc!r}: the embedded bytes do not match the digest")
     event_id = msg.incidents[0] if msg.incidents else ""
-    return _Parsed(msg.sender, msg.identifier, "cap", msg.msg_type, msg.sent, event_id, tuple(problems))
+    signature = capsign.verify(body, ca_bundle) if ca_bundle is not None else None
+    return _Parsed(msg.sender, msg.identifier, "cap", msg.msg_type, msg.sent, event_id, tuple(problems), signature)
 
 
 def parse_json(body: bytes) -> _Parsed:
@@ -177,9 +197,10 @@ class Receiver:
     """The request handler and its counters; :func:`serve` runs it."""
 
     def __init__(self, store: ReceiverStore, *, schema: CapSchema | None = None, fail_first: int = 0,
-                 strict: bool = False, clock: Callable[[], float] = time.time) -> None:
+                 strict: bool = False, ca_bundle: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.schema = schema
+        self.ca_bundle = ca_bundle
         self.fail_first = fail_first
         self.strict = strict
         self.clock = clock
@@ -215,7 +236,7 @@ class Receiver:
         ctype = request.content_type
         try:
             if ctype in _XML:
-                parsed = parse_cap(body, self.schema)
+                parsed = parse_cap(body, self.schema, self.ca_bundle)
             elif ctype == "application/json":
                 parsed = parse_json(body)
             else:
@@ -224,6 +245,10 @@ class Receiver:
             return web.json_response({"error": str(exc)}, status=400)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return web.json_response({"error": f"not a platform event or webhook alert: {exc}"}, status=400)
+        sig = parsed.signature
+        if self.strict and sig is not None and not sig.verified:
+            return web.json_response({"error": "signature not verified", "identifier": parsed.identifier,
+                                      "problems": [f"signature: {sig.problem}", *parsed.problems]}, status=422)
         if self.strict and parsed.problems:
             return web.json_response({"error": "invalid", "identifier": parsed.identifier,
                                       "problems": list(parsed.problems)}, status=422)
@@ -233,9 +258,13 @@ class Receiver:
             self.duplicates += 1
         log.info("receiver.stored" if new else "receiver.duplicate", extra={
             "identifier": parsed.identifier, "sender": parsed.sender, "format": parsed.format,
-            "msg_type": parsed.msg_type, "valid": not parsed.problems, "client": client})
-        return web.json_response({"identifier": parsed.identifier, "status": "accepted" if new else "duplicate",
-                                  "valid": not parsed.problems, "problems": list(parsed.problems)})
+            "msg_type": parsed.msg_type, "valid": not parsed.problems, "client": client,
+            "signature_verified": None if sig is None else sig.verified, "signer": sig.signer if sig else ""})
+        answer: dict[str, object] = {"identifier": parsed.identifier, "status": "accepted" if new else "duplicate",
+                                     "valid": not parsed.problems, "problems": list(parsed.problems)}
+        if sig is not None:
+            answer["signature"] = {"verified": sig.verified, "signer": sig.signer, "problem": sig.problem}
+        return web.json_response(answer)
 
 
 @dataclass
@@ -261,11 +290,13 @@ class RunningReceiver:
 @asynccontextmanager
 async def serve(*, host: str = "127.0.0.1", port: int = 0, db: Path | None = None, tls: TlsFiles | None = None,
                 require_client_cert: bool = False, crl: Path | None = None, fail_first: int = 0,
-                strict: bool = False, schema: CapSchema | None = None,
+                strict: bool = False, schema: CapSchema | None = None, ca_bundle: Path | None = None,
                 middlewares: Sequence[Middleware] = ()) -> AsyncIterator[RunningReceiver]:
-    """Run a receiver until the block ends; yields its URL (``.../alerts``) and its store."""
+    """Run a receiver until the block ends; yields its URL (``.../alerts``) and its store.
+
+    ``ca_bundle``: verify CAP signatures against these CAs (PEM) and record the outcome."""
     store = ReceiverStore(db)
-    receiver = Receiver(store, schema=schema, fail_first=fail_first, strict=strict)
+    receiver = Receiver(store, schema=schema, fail_first=fail_first, strict=strict, ca_bundle=ca_bundle)
     ctx: ssl.SSLContext | None = None
     if tls is not None:
         ctx = server_context(tls, require_client_cert=require_client_cert, crl=crl)

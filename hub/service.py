@@ -32,10 +32,11 @@ import aiohttp
 
 from hub import api, evidence
 from hub.alerting import AlarmAlerts, EvidenceQueue
+from hub.anchor import Anchor
 from hub.cctv import CctvLinker
 from hub.config import HubConfig
 from hub.engine import Engine
-from hub.forward.capread import CapSchema, default_schema_path
+from hub.forward.capread import shipped_schema
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
 from hub.forward.tx import WriteTx
@@ -93,6 +94,8 @@ class Hub:
                                              capture=self.captures.put if cfg.cctv is not None else None)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
+        self.anchor = Anchor(cfg.audit, clock) if cfg.audit is not None else None
+        """Signs checkpoints of the audit chain's head (hub/anchor.py)."""
         self.api_port: int | None = None
         self.enrolment_url: str | None = None
         self._stop = asyncio.Event()
@@ -154,14 +157,13 @@ class Hub:
             mqtt = tg.create_task(self.mqtt.run(self._stop), name="hub.mqtt")
             others = [tg.create_task(self._ticker(), name="hub.ticker"),
                       tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
+            if self.anchor is not None:
+                others.append(tg.create_task(self.anchor.run(self.reader), name="hub.audit_anchor"))
             stack = contextlib.AsyncExitStack()
             if self.cfg.forward is not None:
                 transport = await stack.enter_async_context(HttpTransport.open())
-                schema = CapSchema() if default_schema_path().is_file() else None
-                if schema is None:
-                    log.warning("forward.no_cap_schema", extra={"path": str(default_schema_path())})
                 self.ops.forwarder = Forwarder(self.cfg.forward, self.writer, transport, escalation=self._escalated,
-                                               schema=schema)
+                                               schema=shipped_schema())  # CAP is refused unless it validates
                 others.append(tg.create_task(self.ops.forwarder.run(), name="hub.forwarder"))
             if self.cfg.enrolment is not None:
                 others.append(tg.create_task(self._enrolment(), name="hub.enrolment"))
@@ -189,6 +191,8 @@ class Hub:
             await stack.aclose()
             writer.cancel()
         self.reader.close()
+        if self.anchor is not None:  # the writer has closed: this checkpoint sees the last row
+            await asyncio.to_thread(self.anchor.final, self.cfg.db_path)
         log.info("hub.stopped", extra={"hub": self.cfg.hub_id})
 
 

@@ -14,7 +14,9 @@ the underpasses flood, their edges close the barriers on their own, alarms and C
 with camera snapshots, and the water recedes.
 
 The figures of ``--json``: records sent and committed, alarms, commands, alerts and their
-acknowledgements, and per underpass the latency from the water crossing 15 cm to the barrier
+acknowledgements, how many CAP messages the receivers got and how many of those carried a
+signature that verified against the demo CA (``cap_received``, ``cap_signed_verified``), and per
+underpass the latency from the water crossing 15 cm to the barrier
 closed and to the city centre's acknowledgement of the CAP alert.
 """
 
@@ -38,6 +40,7 @@ from trust.broker import RunningBroker
 from trust.pki import Pki, Role
 
 HUB = "hub-demo"
+ALERT_SIGNER = f"alert-{HUB}"
 STORM_S = 2 * 86400.0
 CLOSING_CM = 15.0
 
@@ -95,7 +98,7 @@ def storm_series(path: Path = STORM_FILE) -> tuple[list[tuple[float, float]], li
 
 
 def fresh_pki(root: Path, edges: list[str]) -> Pki:
-    """A new PKI under ``root/pki`` with the broker, the demo hub and ``edges``."""
+    """A new PKI under ``root/pki`` with the broker, the demo hub, its alert signer and ``edges``."""
     pki_dir = root / "pki"
     if pki_dir.exists():
         shutil.rmtree(pki_dir)
@@ -103,6 +106,7 @@ def fresh_pki(root: Path, edges: list[str]) -> Pki:
     pki.init()
     pki.issue("broker", Role.BROKER)
     pki.issue(HUB, Role.HUB)
+    pki.issue(ALERT_SIGNER, Role.ALERT)
     for cn in edges:
         pki.issue(cn, Role.EDGE)
     return pki
@@ -172,7 +176,8 @@ def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_
         "api": {"listen": "127.0.0.1:0", "enabled": True},
         "sites": {"accept_any": False, "registry": {
             s.site: {"area": s.area, "name": s.name, "lat": s.lat, "lon": s.lon} for s in SITES}},
-        "forward": {"recipients": recipients},
+        "forward": {"recipients": recipients, "signing_key": str(pki.key(ALERT_SIGNER)),
+                    "signing_cert": str(pki.cert(ALERT_SIGNER))},
         "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
     }
 
@@ -211,14 +216,15 @@ transport = "{transport}"
 
 
 @contextlib.asynccontextmanager
-async def _receivers(root: Path) -> AsyncIterator[tuple[Any, Any]]:
+async def _receivers(root: Path, ca: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """The city centre and 119: they validate CAP and verify its signature against the demo CA."""
     from hub import receiver
-    from hub.forward.capread import CapSchema, default_schema_path
+    from hub.forward.capread import shipped_schema
 
-    schema = CapSchema() if default_schema_path().is_file() else None
+    schema = shipped_schema()
     (root / "receivers").mkdir(parents=True, exist_ok=True)
-    async with receiver.serve(db=root / "receivers" / "city-centre.db", schema=schema) as centre, \
-            receiver.serve(db=root / "receivers" / "fire-119.db", schema=schema) as fire:
+    async with receiver.serve(db=root / "receivers" / "city-centre.db", schema=schema, ca_bundle=ca) as centre, \
+            receiver.serve(db=root / "receivers" / "fire-119.db", schema=schema, ca_bundle=ca) as fire:
         yield centre, fire
 
 
@@ -252,7 +258,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
     (root / "broker").mkdir()
     with RunningBroker.start(pki.dir, root / "broker", persistence=True) as broker:
         async with contextlib.AsyncExitStack() as stack:
-            centre, fire = await stack.enter_async_context(_receivers(root))
+            centre, fire = await stack.enter_async_context(_receivers(root, pki.ca_chain))
             sims: dict[str, Any] = {}
             cameras: dict[str, dict[str, Any]] = {}
             for spec in SITES:
@@ -308,7 +314,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
                 tl.say("stopping: draining the edges' outboxes")
                 await _drain(agents, 15.0)
                 await asyncio.sleep(1.0)
-                figures = await _figures(hub, cfg.db_path, agents, ups, centre)
+                figures = await _figures(hub, cfg.db_path, agents, ups, centre, fire)
                 for t in tasks:
                     t.cancel()
             for a in agents:
@@ -331,7 +337,8 @@ async def _drain(agents: list[Any], timeout_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpass], centre: Any) -> dict[str, Any]:
+async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpass], centre: Any,
+                   fire: Any) -> dict[str, Any]:
     def q(conn: sqlite3.Connection) -> dict[str, Any]:
         def one(sql: str) -> Any:
             return conn.execute(sql).fetchone()[0]
@@ -368,6 +375,7 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
     closed = [v["crossing_to_closed_ms"] for v in per_site.values() if v["crossing_to_closed_ms"] is not None]
     acked = [v["crossing_to_cap_ack_ms"] for v in per_site.values() if v["crossing_to_cap_ack_ms"] is not None]
     received = centre.alerts()
+    cap = [a for a in received + fire.alerts() if a.format == "cap"]
     return {
         "barrier_closed_locally": bool(got["closed_events"]),
         "barriers_closed_locally": got["closed_events"],
@@ -380,6 +388,8 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         "deliveries": got["deliveries"],
         "deliveries_acknowledged": got["deliveries_acknowledged"],
         "city_centre_received": len(received),
+        "cap_received": len(cap),
+        "cap_signed_verified": sum(1 for a in cap if a.verified),
         "latency_ms": {
             "crossing_to_closed": max(closed) if closed else None,
             "crossing_to_cap_ack": max(acked) if acked else None,

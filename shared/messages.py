@@ -40,13 +40,21 @@ MAX_UINT64: Final = 2**64 - 1
 SiteId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 """A site's id, also its certificate CN, e.g. ``gg-suwon-up-0031``. No MQTT wildcards."""
 HubId = Annotated[str, msgspec.Meta(pattern=r"^hub-[a-z0-9][a-z0-9-]{0,58}$")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-Text = Annotated[str, msgspec.Meta(max_length=1024)]
+MAX_NAME: Final = 64
+"""Longest name (an id, a user, a device, a point, a parameter's name) on the wire."""
+MAX_TEXT: Final = 1024
+"""Longest free text on the wire: a command's ``reason``, a string parameter, an event's detail.
+The hub's API takes no longer text (hub/apitypes.py uses these very types), so an over-long
+reason is refused at the API instead of being signed and then dropped by the edge."""
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
+Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 """uint64: msgspec decodes ``int`` up to 2**64 - 1; the bound below it is ``ge=0``."""
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Scalar: TypeAlias = bool | int | float | str | None
+Param: TypeAlias = bool | int | float | Text | None
+"""A command parameter's value: a :data:`Scalar` whose text is at most :data:`MAX_TEXT`."""
 
 
 class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -228,7 +236,7 @@ class Command(_Message, frozen=True, kw_only=True):
     site: SiteId
     device: Name
     action: Action
-    params: dict[Name, Scalar] = msgspec.field(default_factory=dict)
+    params: dict[Name, Param] = msgspec.field(default_factory=dict)
     issued_by: Name
     approved_by: list[Name] = msgspec.field(default_factory=list)
     issued_at: Timestamp

@@ -45,6 +45,8 @@ class PkiFixture:
     _next: Iterator[int]
     hubs: list[str] = field(default_factory=list)
     _next_hub: Iterator[int] = field(default_factory=itertools.count)
+    alert: str = "alert-hub-test"
+    """The hub's CAP alert-signing identity."""
 
     @property
     def dir(self) -> Path:
@@ -75,6 +77,7 @@ def build_test_pki(directory: Path, n_edges: int = EDGE_POOL, n_hubs: int = HUB_
     hub = "hub-test"
     pki.issue(hub, Role.HUB)
     hubs = [f"hub-t{_RUN}-{i:03d}" for i in range(n_hubs)]
+    pki.issue("alert-hub-test", Role.ALERT)
     edges = [f"gg-t{_RUN}-{i:03d}" for i in range(n_edges)]
     for cn in hubs:
         pki.issue(cn, Role.HUB)

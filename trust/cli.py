@@ -169,7 +169,7 @@ def register(cli: Cli) -> None:
 
     p = cli.subcommand("pki", "issue", "issue a certificate and key for an identity", _pki_issue)
     p.add_argument("--dir", type=Path, required=True)
-    p.add_argument("--cn", required=True, help="the identity: a site id, hub-<name>, a person, broker")
+    p.add_argument("--cn", required=True, help="the identity: a site id, hub-<name>, a person, broker, alert-<hub>")
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--days", type=int, default=DEFAULT_DAYS, help=f"lifetime (default {DEFAULT_DAYS})")
     p.add_argument("--san", action="append", help="subject alternative name (DNS or IP); repeatable")

@@ -11,8 +11,11 @@ Layout of a PKI folder (so people and scripts can find things)::
     DIR/command-signing/pub.pem  what edges install to verify commands
     DIR/command-signing/cert.pem the command key certified by the issuing CA, so a device that
                                  pins the root can check the key it is given at enrolment
+    DIR/audit-signing/key.pem    the hub's Ed25519 key for checkpoints of its audit chain (private)
+    DIR/audit-signing/pub.pem    what ``jikimi audit verify --key`` checks them with
     DIR/.index.lock              held while the index is read, changed and written
-    DIR/<cn>/cert.pem, key.pem   one folder per issued identity
+    DIR/<cn>/cert.pem, key.pem   one folder per issued identity (the hub's CAP alert-signing
+                                 key too: ``--role alert``, CN ``alert-<hub>``, DESIGN §6)
 
 Certificates are ECDSA P-256. Private keys are written 0600 and never overwritten. Every
 function that writes has a dry-run form that returns the plan instead.
@@ -58,11 +61,16 @@ class Role(enum.StrEnum):
     HUB = "hub"
     OPERATOR = "operator"
     BROKER = "broker"
+    ALERT = "alert"
+    """The hub's CAP alert-signing key (XML-DSig): document signing only, never a TLS identity."""
 
 
 _CN_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _HUB_RE = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
+_ALERT_RE = re.compile(r"^alert-[a-z0-9][a-z0-9-]{0,56}$")
+DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
+"""id-kp-documentSigning (RFC 9336): what an alert-signing certificate may do, and nothing else."""
 DEFAULT_DAYS = 90
 ROOT_DAYS = 3650
 ISSUING_DAYS = 1825
@@ -211,6 +219,14 @@ class Pki:
     def command_cert_file(self) -> Path:
         return self.dir / "command-signing" / "cert.pem"
 
+    @property
+    def audit_key(self) -> Path:
+        return self.dir / "audit-signing" / "key.pem"
+
+    @property
+    def audit_pub(self) -> Path:
+        return self.dir / "audit-signing" / "pub.pem"
+
     def command_cert(self) -> bytes:
         """The command key's certificate (made on first use for a PKI that predates it)."""
         if not self.command_cert_file.exists():
@@ -237,7 +253,7 @@ class Pki:
     # --- init ------------------------------------------------------------------------------
 
     def init(self, *, dry_run: bool = False) -> Plan:
-        """Create the root CA, the issuing CA, the command-signing key and an empty CRL."""
+        """Create the root CA, the issuing CA, the command-signing and audit-signing keys and an empty CRL."""
         if self.ca_chain.exists():
             raise PkiError(f"{self.dir}: already holds a PKI (ca.pem exists); use another --dir")
         plan = Plan(
@@ -251,6 +267,8 @@ class Pki:
                 str(self.command_key) + " (0600)",
                 str(self.command_pub),
                 str(self.command_cert_file),
+                str(self.audit_key) + " (0600)",
+                str(self.audit_pub),
                 str(self.index_file),
             ]
         )
@@ -277,6 +295,10 @@ class Pki:
             ),
             private=False,
         )
+        audit_key = Ed25519PrivateKey.generate()
+        _write(self.audit_key, _key_pem(audit_key), private=True)
+        _write(self.audit_pub, audit_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo), private=False)
         self._save_index([])
         self._write_crl([])
         self.command_cert()
@@ -360,6 +382,7 @@ class Pki:
             Role.OPERATOR: [ExtendedKeyUsageOID.CLIENT_AUTH],
             Role.HUB: [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
             Role.BROKER: [ExtendedKeyUsageOID.SERVER_AUTH],
+            Role.ALERT: [DOCUMENT_SIGNING],
         }[role]
         serial = x509.random_serial_number()
         builder = (
@@ -550,8 +573,11 @@ def check_cn(cn: str, role: Role) -> None:
     """Refuse names that would not be valid identities (and MQTT topic segments) for ``role``."""
     if role is Role.EDGE and not _SITE_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: an edge's CN is its site id: 2-63 of a-z, 0-9 and '-'")
-    if role is Role.EDGE and (cn.startswith("hub-") or cn == "broker"):
-        raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...) or the broker's name")
+    if role is Role.EDGE and (cn.startswith(("hub-", "alert-")) or cn == "broker"):
+        raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...), an alert signer's "
+                       "(alert-...) or the broker's name")
+    if role is Role.ALERT and not _ALERT_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: an alert-signing CN is 'alert-<hub>', e.g. alert-hub-suwon")
     if role is Role.HUB and not _HUB_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: a hub's CN is 'hub-<name>' with a-z, 0-9 and '-'")
     if not _CN_RE.match(cn):

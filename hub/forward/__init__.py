@@ -5,10 +5,11 @@ Modules, pure ones first:
 
     cap.py       pure: CAP 1.2 XML rendered from frozen AlertFacts
     capread.py   the OASIS schema (xmlschema) and a tolerant reader for incoming CAP
+    capsign.py   XML-DSig: the hub's alert-signing key signs CAP; a receiver verifies with a CA file
     plan.py      pure: a Notice (alarm raised/changed/cleared, operation) → the message and recipients
     keti.py      pure: the smart-city platform event JSON
     webhook.py   pure: the plain JSON webhook
-    render.py    pure: a planned message as one recipient's bytes
+    render.py    a planned message as one recipient's bytes (CAP signed, then schema-checked)
     policy.py    pure: acknowledgement, retry, failure and escalation decisions
     config.py    the [forward] config (recipients)
     outbox.py    the durable outbox in the hub's database (tables from hub/migrations.py)

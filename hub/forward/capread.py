@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import xml.etree.ElementTree as ET
 import xml.parsers.expat
 from dataclasses import dataclass
@@ -70,6 +71,12 @@ def parse_untrusted(data: bytes) -> ET.Element:
 
 def default_schema_path() -> Path:
     return Path(__file__).with_name("schema") / "CAP-v1.2.xsd"
+
+
+@functools.cache
+def shipped_schema() -> CapSchema:
+    """The schema that ships with the package, loaded once per process (CapError if it is missing)."""
+    return CapSchema()
 
 
 class CapSchema:

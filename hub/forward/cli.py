@@ -1,6 +1,6 @@
 """Commands of forwarding and the CCTV linkage: ``jikimi receiver`` and ``jikimi sim camera``.
 
-    jikimi receiver --listen tcp://127.0.0.1:8480 [--db FILE] [--fail-first N] [--strict]
+    jikimi receiver --listen tcp://127.0.0.1:8480 [--db FILE] [--fail-first N] [--strict] [--ca-bundle FILE]
                     [--cert FILE --key FILE [--ca FILE [--crl FILE]]] [--schema XSD | --no-schema]
     jikimi sim camera --listen tcp://127.0.0.1:8554 --id SW-CCTV-0012
 
@@ -29,7 +29,10 @@ def register(cli: Cli) -> None:
     p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
     p.add_argument("--db", type=Path, help="SQLite file for received alerts (default: memory only)")
     p.add_argument("--fail-first", type=int, default=0, metavar="N", help="answer the first N requests with 503")
-    p.add_argument("--strict", action="store_true", help="refuse (422) CAP that does not validate")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse (422) CAP that does not validate, or (with --ca-bundle) does not verify")
+    p.add_argument("--ca-bundle", type=Path, metavar="FILE",
+                   help="verify CAP signatures (XML-DSig) against these CAs (PEM); the outcome is stored per alert")
     p.add_argument("--cert", type=Path, help="serve HTTPS with this certificate (needs --key)")
     p.add_argument("--key", type=Path)
     p.add_argument("--ca", type=Path, help="require client certificates issued by this CA")
@@ -53,12 +56,14 @@ def _receiver(args: argparse.Namespace) -> int:
     from hub.forward.capread import CapSchema
 
     schema = None if args.no_schema else CapSchema(args.schema)
+    if args.ca_bundle is not None and not args.ca_bundle.is_file():
+        raise ConfigError(str(args.ca_bundle), "--ca-bundle", "no such file")
     logs.setup()
 
     async def main() -> None:
         async with receiver.serve(host=host, port=port, db=args.db, tls=tls, require_client_cert=bool(args.ca),
                                   crl=args.crl, fail_first=args.fail_first, strict=args.strict,
-                                  schema=schema) as running:
+                                  schema=schema, ca_bundle=args.ca_bundle) as running:
             log.info("receiver.listening", extra={"url": running.url, "fail_first": args.fail_first})
             await until_stopped()
 

@@ -10,6 +10,8 @@ Example::
     exercise = false                              # true: every message has status Exercise
     evidence_base_url = "https://hub-suwon.example:8443/api/evidence"
     area_radius_km = 0.5                          # the circle around an alarm's site
+    signing_key = "pki/alert-hub-suwon/key.pem"   # the hub's CAP alert-signing key and certificate
+    signing_cert = "pki/alert-hub-suwon/cert.pem" # (jikimi pki issue --role alert); needed by CAP recipients
 
     [forward.recipients.suwon-centre]
     kind = "city_centre"                          # city_centre | police_112 | fire_119 | agency
@@ -30,6 +32,10 @@ Example::
 Transport rule: a recipient's URL is ``https://`` (TLS 1.3, the server verified against ``ca``,
 our certificate sent when ``cert``/``key`` are set); plain ``http://`` is accepted only for a
 loopback host (127.0.0.0/8, ::1, localhost) — the demo and tests — never across a network.
+
+Signing rule (DESIGN §6): with any CAP recipient, ``signing_key`` and ``signing_cert`` are
+required; they are loaded here, once (key and certificate must match, the certificate be valid
+now), into :attr:`ForwardConfig.signer`, and every CAP message is signed with it.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from hub.forward.cap import Scope, Text
+from hub.forward.capsign import CapSigner, load_chain, load_key
+from hub.forward.errors import CapError
 from hub.rules import AlarmPriority
 from shared.errors import ConfigError
 from shared.tomlread import Table
@@ -111,6 +119,8 @@ class ForwardConfig:
     area_radius_km: float = 0.5
     concurrency: int = 8
     """Deliveries attempted at once."""
+    signer: CapSigner | None = None
+    """The hub's alert-signing key and certificate; set whenever a recipient takes CAP."""
 
     def recipient(self, name: str) -> Recipient | None:
         for r in self.recipients:
@@ -185,9 +195,33 @@ def parse_config(raw: Mapping[str, object], file: Path, *, hub_id: str) -> Forwa
         evidence_base_url=base.rstrip("/") if base else None,
         area_radius_km=root.number("area_radius_km", 0.5, lo=0.0, hi=100.0),
         concurrency=root.integer("concurrency", 8, lo=1, hi=256),
+        signer=_signer(root, recipients),
     )
     root.done()
     return config
+
+
+def _signer(root: Table, recipients: list[Recipient]) -> CapSigner | None:
+    """The alert signer from ``signing_key``/``signing_cert``; required when a recipient takes CAP."""
+    key_file, cert_file = root.optional_path("signing_key"), root.optional_path("signing_cert")
+    cap_names = [r.name for r in recipients if r.format is Format.CAP]
+    if key_file is None and cert_file is None:
+        if cap_names:
+            raise root.error("signing_key", f"missing: CAP recipients ({', '.join(cap_names)}) get signed alerts "
+                                            "only; issue a key with 'jikimi pki issue --role alert --cn alert-<hub>'"
+                                            " and set signing_key and signing_cert")
+        return None
+    if key_file is None or cert_file is None:
+        raise root.error("signing_key" if key_file is None else "signing_cert",
+                         "signing_key and signing_cert go together")
+    try:
+        key = load_key(key_file)
+    except CapError as exc:
+        raise root.error("signing_key", str(exc)) from exc
+    try:
+        return CapSigner(key, load_chain(cert_file))
+    except CapError as exc:
+        raise root.error("signing_cert", str(exc)) from exc
 
 
 def _recipient(name: str, t: Table) -> Recipient:

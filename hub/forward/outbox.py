@@ -7,8 +7,9 @@ the hub's writer, or a ``LocalWriter``).
 Rules and invariants:
 
 1. **One message per notice.** :func:`enqueue` plans a notice (:mod:`hub.forward.plan`); the
-   message, its payloads (rendered once per format variant), one delivery per recipient and the
-   thread's new state are written in one transaction. A notice key seen before enqueues nothing.
+   message, its payloads (rendered, CAP signed, once per format variant), one delivery per
+   recipient and the thread's new state are written in one transaction. A notice key seen
+   before enqueues nothing.
 2. **A delivery's identifier never changes.** Every attempt sends the same stored bytes, so the
    receiver's dedupe by identifier makes delivery exactly-once from its point of view.
 3. **Delivery states:** ``pending`` → ``acked`` | ``failed`` (terminal); only an operator's
@@ -118,7 +119,7 @@ def enqueue(tx: WriteTx, notice: Notice, config: ForwardConfig, *, now: float, i
         v = variant(r, planned)
         if v in stored:
             continue
-        p = payload(planned, r, schema)
+        p = payload(planned, r, schema, config.signer)
         conn.execute("INSERT INTO fwd_payloads (identifier, variant, content_type, body) VALUES (?, ?, ?, ?)",
                      (facts.identifier, p.variant, p.content_type, p.body))
         stored.add(v)

@@ -174,6 +174,8 @@ function connectLive() {
   on("incident", () => schedule("incidents", "alarms"));
   on("event", (d) => { if (d.site === S.siteId) schedule("site"); });
   on("resync", () => schedule("sites", "alarms", "incidents", "commands", "site"));
+  // the hub ends the stream with the session (logout elsewhere, expiry, a disabled account)
+  source.addEventListener("session_ended", () => showLogin());
 }
 
 function renderConn() {

@@ -54,6 +54,9 @@ def raw_config(pki: PkiFixture, port: int, db: Path, hub: str | None = None, /,
     }
     for name, body in sections.items():
         raw[name] = {**raw.get(name, {}), **body}
+    if "forward" in raw:  # CAP recipients get signed alerts only: the test PKI's alert-signing key
+        raw["forward"] = {"signing_key": str(pki.dir / pki.alert / "key.pem"),
+                          "signing_cert": str(pki.dir / pki.alert / "cert.pem"), **raw["forward"]}
     return raw
 
 

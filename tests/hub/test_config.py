@@ -84,6 +84,12 @@ raw_days = 3
         ("[sites.registry.gg-a-01]\nname = \"x\"", "sites.registry.gg-a-01.area", "missing"),
         ("[sites]\naccept_any = false", "sites.accept_any", "no site could report"),
         ("[alarms]\nflood_count = 0", "alarms.flood_count", "between"),
+        ("[api]\ntrusted_proxy_header = \"X-Forwarded-For\"", "api.trusted_proxy_header",
+         "needs trusted_proxies"),
+        ("[api]\ntrusted_proxies = [\"10.0.0.300\"]", "api.trusted_proxies", "not an IP address"),
+        ("[api]\ntrusted_proxy_header = \"X Forwarded\"\ntrusted_proxies = [\"10.0.0.1\"]",
+         "api.trusted_proxy_header", "does not match"),
+        ("[audit]\ncheckpoint_key = \"nowhere.pem\"", "audit.checkpoint_key", "no such file"),
     ],
 )
 def test_every_error_names_file_and_key(tmp_path: Path, test_pki: PkiFixture, extra: str, key: str,
@@ -94,6 +100,20 @@ def test_every_error_names_file_and_key(tmp_path: Path, test_pki: PkiFixture, ex
     assert err.value.file == str(path)
     assert err.value.key == key
     assert problem in err.value.problem
+
+
+def test_audit_checkpoints_default_beside_the_database_signed_with_the_command_key(
+    tmp_path: Path, test_pki: PkiFixture
+) -> None:
+    cfg = load(write(tmp_path, test_pki))
+    assert cfg.audit is not None
+    assert cfg.audit.checkpoints == tmp_path / "var" / "hub.db.checkpoints"
+    assert cfg.audit.checkpoint_key == cfg.commands.signing_key
+    assert cfg.audit.every_s == 300.0
+    assert cfg.api.trusted_proxy_header is None  # the peer's address counts unless a proxy is named
+    (tmp_path / "off").mkdir()
+    off = load(write(tmp_path / "off", test_pki, "[audit]\nenabled = false"))
+    assert off.audit is None
 
 
 def test_a_bad_hub_id_and_a_missing_file_are_named(tmp_path: Path, test_pki: PkiFixture) -> None:

@@ -27,6 +27,8 @@ def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_a
     assert figures["alerts"] > 0
     assert figures["alerts_acknowledged"] is True
     assert figures["city_centre_received"] == figures["alerts"]
+    assert figures["cap_received"] >= figures["city_centre_received"]
+    assert figures["cap_signed_verified"] == figures["cap_received"]  # every CAP message verified with the CA
     assert figures["latency_ms"]["crossing_to_closed"] is not None
     assert figures["latency_ms"]["crossing_to_cap_ack"] is not None
     assert any("barrier closed" in line["what"] for line in figures["timeline"])

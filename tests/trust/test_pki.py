@@ -75,7 +75,8 @@ def test_dry_run_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 @pytest.mark.parametrize(
     ("cn", "role"),
-    [("GG-UPPER", Role.EDGE), ("gg/slash", Role.EDGE), ("suwon", Role.HUB), ("x", Role.OPERATOR)],
+    [("GG-UPPER", Role.EDGE), ("gg/slash", Role.EDGE), ("suwon", Role.HUB), ("x", Role.OPERATOR),
+     ("hub-suwon", Role.ALERT)],
 )
 def test_bad_names_are_refused(tmp_path: Path, cn: str, role: Role) -> None:
     pki = Pki(tmp_path)
@@ -104,7 +105,7 @@ def test_issue_without_ca_says_what_to_do(tmp_path: Path, capsys: pytest.Capture
     assert "jikimi pki init" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("cn", ["hub-suwon", "hub-x1", "broker"])
+@pytest.mark.parametrize("cn", ["hub-suwon", "hub-x1", "broker", "alert-hub-suwon"])
 def test_an_edge_cannot_take_a_name_that_looks_like_a_hub_or_the_broker(tmp_path: Path, cn: str) -> None:
     """Names are namespaced by role: a site id never looks like a hub's identity."""
     pki = Pki(tmp_path)
@@ -168,3 +169,17 @@ def test_the_command_key_is_certified_by_the_issuing_ca(tmp_path: Path) -> None:
     assert issued_by_chain(cert, chain)
     spki = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert cert.public_key().public_bytes(*spki) == pki.command_pub.read_bytes()
+
+
+def test_the_alert_signing_certificate_signs_documents_and_is_no_tls_identity(tmp_path: Path) -> None:
+    """``pki issue --role alert``: the hub's CAP signing key, usable for document signing only."""
+    d = str(tmp_path)
+    assert main(["pki", "init", "--dir", d]) == 0
+    assert main(["pki", "issue", "--dir", d, "--cn", "alert-hub-suwon", "--role", "alert"]) == 0
+    pki = Pki(tmp_path)
+    cert = _cert(pki.cert("alert-hub-suwon"))
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")]  # id-kp-documentSigning, no clientAuth
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
+    assert [e.role for e in pki.index()] == [Role.ALERT]
+    assert (pki.active(Role.HUB), pki.active(Role.EDGE)) == ([], [])  # so the broker's ACL never lists it

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import math
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from hub import cctv_geo
 from hub.cctv_geo import GeoPoint
 from hub.forward.cap import Text
+from hub.forward.capsign import CapSigner
 from hub.forward.config import Format, ForwardConfig, Recipient, RecipientKind
 from hub.forward.plan import Change, Hazard, Notice, Source
 from hub.forward.tx import Detail
 from hub.rules import AlarmPriority
+from trust.pki import Pki, Role
 
 T0 = 1_723_098_600.0  # 2024-08-08 15:30:00 KST
 
@@ -51,10 +58,31 @@ def recipient(name: str, url: str, **kw: Any) -> Recipient:
     return replace(base, **kw)
 
 
+ALERT_CN = "alert-hub-test"
+
+
+@functools.cache
+def signing_pki() -> Pki:
+    """A PKI of its own holding the alert-signing identity ``ALERT_CN`` (made once per process;
+    its ``ca.pem`` is what receivers verify CAP signatures with)."""
+    d = Path(tempfile.mkdtemp(prefix="jikimi-alert-pki-"))
+    atexit.register(shutil.rmtree, d, True)
+    pki = Pki(d)
+    pki.init()
+    pki.issue(ALERT_CN, Role.ALERT)
+    return pki
+
+
+@functools.cache
+def signer() -> CapSigner:
+    pki = signing_pki()
+    return CapSigner.load(pki.key(ALERT_CN), pki.cert(ALERT_CN))
+
+
 def config(*recipients: Recipient, **kw: Any) -> ForwardConfig:
     return ForwardConfig(sender="hub-test@jikimi.example", recipients=recipients,
                          sender_name=Text("지킴이 시험 허브", "jikimi test hub"),
-                         evidence_base_url="https://hub-test.example/api/evidence", **kw)
+                         evidence_base_url="https://hub-test.example/api/evidence", **{"signer": signer(), **kw})
 
 
 def notice(change: Change = Change.RAISE, *, key: str | None = None, thread: str = "alarm:1", at: float = T0,

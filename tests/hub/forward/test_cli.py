@@ -17,6 +17,7 @@ import pytest
 from hub.forward import cap
 from shared.cli import build_cli, parse_listen
 from shared.errors import ConfigError
+from tests.hub.forward.helpers import ALERT_CN, signer, signing_pki
 from tests.hub.forward.test_cap import facts
 
 REPO = Path(__file__).resolve().parents[3]
@@ -66,6 +67,26 @@ async def test_the_receiver_command_fails_first_then_acknowledges(schema: object
     assert codes[0][0] == 503
     assert codes[1][0] == 200
     assert "hub-test.0001" in codes[1][1]
+
+
+async def test_the_receiver_command_verifies_signatures_with_a_ca_bundle_and_refuses_when_strict() -> None:
+    ca = str(signing_pki().ca_chain)
+    async with command("receiver", "--listen", "tcp://127.0.0.1:0", "--ca-bundle", ca, "--strict") as started, \
+            aiohttp.ClientSession() as http:
+        answers = []
+        for body in (signer().sign(cap.render(facts())), cap.render(facts(identifier="hub-test.0002"))):
+            async with http.post(started["url"], data=body, headers={"Content-Type": cap.MIME}) as resp:
+                answers.append((resp.status, await resp.json()))
+    assert answers[0][0] == 200
+    assert answers[0][1]["signature"] == {"verified": True, "signer": ALERT_CN, "problem": ""}
+    assert (answers[1][0], answers[1][1]["error"]) == (422, "signature not verified")
+
+
+def test_the_receiver_command_refuses_a_missing_ca_bundle(tmp_path: Path) -> None:
+    cli = build_cli(("hub.forward.cli",))
+    args = cli.parser.parse_args(["receiver", "--listen", "tcp://127.0.0.1:0", "--ca-bundle", str(tmp_path / "no.pem")])
+    with pytest.raises(ConfigError, match="--ca-bundle"):
+        args.handler(args)
 
 
 async def test_the_camera_command_serves_jpeg_snapshots() -> None:
