@@ -17,6 +17,13 @@ Rules and invariants (DESIGN §3, §5):
    limit (the limit is for telemetry).
 5. :meth:`floor_seq` is the lowest seq still held (the next seq when empty); the uplink puts
    it on every batch so the hub never waits for a thinned seq.
+6. Seqs belong to an *epoch*, a random id drawn when the outbox is created and stored in it
+   (DESIGN §3). An outbox made before epochs keeps the legacy epoch 0. An ack for another
+   epoch deletes nothing. An ack deletes only what this process has *sent* (handed to the
+   uplink; :meth:`mark_sent`), never above it. An ack above the highest seq this outbox ever
+   assigned means the hub holds a tail this file lost (a torn write, a restored backup): the
+   outbox starts a new epoch rather than reuse those seqs, and the records it holds are
+   renumbered into the new epoch from 1 (and so sent again: at least once, never lost).
 
 One object owns the connection; the uplink and the acquisition loop call it from the one
 event loop (each call is a short transaction, well under a millisecond for telemetry).
@@ -25,6 +32,7 @@ event loop (each call is a short transaction, well under a millisecond for telem
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,7 +42,7 @@ from typing import Final
 import msgspec
 
 from edge.errors import OutboxError
-from shared.messages import Event, Priority, Reading, Record, Reply, encode_record
+from shared.messages import MAX_EPOCH, Event, Priority, Reading, Record, Reply, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +75,14 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
             status TEXT NOT NULL,
             reason TEXT NOT NULL,
             ts REAL NOT NULL);
+        """,
+    ),
+    (
+        "m003_epoch",
+        """
+        -- the outbox's epoch (rule 6): an outbox made before epochs keeps the legacy epoch 0,
+        -- a new one draws its own at once (Outbox.__init__)
+        INSERT INTO meta (key, value) VALUES ('epoch', 0);
         """,
     ),
 )
@@ -110,6 +126,7 @@ class OutboxStats:
     next_seq: int
     thinned_total: int
     appended_total: int
+    epoch: int
 
 
 _record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
@@ -131,13 +148,21 @@ class Outbox:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(conn)
+            created = "m001_records" in migrate(conn)
+            if created:
+                with _transaction(conn):
+                    conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (new_epoch(),))
+            self._epoch = int(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
+            self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
         self._db = conn
-        self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-        self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         self._sync_full = False
+        self._sent_max = 0
+        """The highest seq of this epoch handed to the uplink by this process (rule 6)."""
+        if created:
+            log.info("outbox.created", extra={"path": str(path), "epoch": self._epoch})
 
     def close(self) -> None:
         self._db.close()
@@ -241,20 +266,27 @@ class Outbox:
 
     def read(self, from_seq: int, *, limit: int, below_seq: int | None = None) -> list[Row]:
         """Up to ``limit`` held records with ``from_seq <= seq (< below_seq)``, in seq order."""
-        if below_seq is None:
-            cur = self._db.execute(
-                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
-            )
-        else:
-            cur = self._db.execute(
-                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
-                (from_seq, below_seq, limit),
-            )
-        return [Row(*r) for r in cur.fetchall()]
+        try:
+            if below_seq is None:
+                cur = self._db.execute(
+                    "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
+                    (from_seq, limit),
+                )
+            else:
+                cur = self._db.execute(
+                    "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+                    (from_seq, below_seq, limit),
+                )
+            return [Row(*r) for r in cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read records: {exc}") from exc
 
     def floor_seq(self) -> int:
         """The lowest seq held, or the next seq when nothing is held."""
-        row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        try:
+            row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read records: {exc}") from exc
         return int(row[0]) if row[0] is not None else self._next_seq
 
     @property
@@ -262,24 +294,81 @@ class Outbox:
         return self._next_seq
 
     @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def mark_sent(self, seq: int) -> None:
+        """The uplink is handing records up to ``seq`` to the broker (call before publishing:
+        the hub's ack may overtake the PUBACK)."""
+        if seq > self._sent_max:
+            self._sent_max = seq
+
+    @property
     def held(self) -> int:
         return self._held
 
-    def ack(self, through_seq: int) -> int:
-        """The hub committed everything up to ``through_seq``: delete it. Returns rows deleted."""
+    def ack(self, through_seq: int, *, epoch: int) -> int:
+        """The hub committed everything of ``epoch`` up to ``through_seq``: delete what of it
+        was sent (rule 6). Returns rows deleted.
+
+        An ack for another epoch deletes nothing; one above the highest seq ever assigned
+        deletes nothing and starts a new epoch (check :attr:`epoch` after the call).
+        """
+        if epoch != self._epoch:
+            log.warning("outbox.ack_other_epoch", extra={"ack_epoch": epoch, "epoch": self._epoch})
+            return 0
         if through_seq >= self._next_seq:
-            log.warning("outbox.ack_beyond_next", extra={"through_seq": through_seq, "next_seq": self._next_seq})
-            through_seq = self._next_seq - 1
-        with _transaction(self._db):
-            cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+            log.error("outbox.ack_beyond_assigned", extra={"through_seq": through_seq, "next_seq": self._next_seq,
+                                                           "epoch": self._epoch})
+            self.start_epoch(f"the hub acked seq {through_seq}, this outbox only assigned up to "
+                             f"{self._next_seq - 1}: its tail was lost")
+            return 0
+        if through_seq > self._sent_max:
+            log.info("outbox.ack_beyond_sent", extra={"through_seq": through_seq, "sent": self._sent_max})
+            through_seq = self._sent_max
+        try:
+            with _transaction(self._db):
+                cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot delete acked records: {exc}") from exc
         self._held -= cur.rowcount
         return cur.rowcount
+
+    def start_epoch(self, reason: str) -> int:
+        """Draw a new epoch; renumber the held records into it from seq 1 (they are sent again),
+        and record an ``outbox.new_epoch`` event. Returns the new epoch."""
+        old, epoch = self._epoch, new_epoch()
+        try:
+            rows = self._db.execute("SELECT seq, prio, ts, payload FROM records ORDER BY seq").fetchall()
+            renumbered = []
+            for i, (_, prio, ts, payload) in enumerate(rows, start=1):
+                rec = msgspec.structs.replace(decode_row(Row(0, prio, ts, payload)), seq=i)
+                renumbered.append((i, prio, ts, encode_record(rec)))
+            event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind="outbox.new_epoch",
+                          detail=reason[:1024], values={"old_epoch": old, "carried": len(rows)})
+            renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event)))
+            self._set_sync(True)
+            with _transaction(self._db):
+                self._db.execute("DELETE FROM records")
+                self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", renumbered)
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (len(renumbered) + 1,))
+                self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+        except (sqlite3.Error, msgspec.DecodeError) as exc:
+            raise OutboxError(f"{self.path}: cannot start a new epoch: {exc}") from exc
+        self._epoch = epoch
+        self._next_seq = len(renumbered) + 1
+        self._held = len(renumbered)
+        self._sent_max = 0
+        log.warning("outbox.new_epoch", extra={"old_epoch": old, "epoch": epoch, "carried": len(rows),
+                                                "reason": reason})
+        return epoch
 
     def stats(self) -> OutboxStats:
         critical = self._db.execute(
             "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
         ).fetchone()[0]
-        return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total)
+        return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total,
+                           self._epoch)
 
     # --- command results (idempotency) -----------------------------------------------------
 
@@ -294,6 +383,11 @@ class Outbox:
                 "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)",
                 (cmd_id, status, reason, self._clock()),
             )
+
+
+def new_epoch() -> int:
+    """A random epoch, 1 .. MAX_EPOCH (0 is the legacy epoch)."""
+    return secrets.randbelow(MAX_EPOCH) + 1
 
 
 def decode_row(row: Row) -> Record:

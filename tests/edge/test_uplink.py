@@ -146,7 +146,8 @@ async def test_restarted_outbox_continues_seq(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     o = Outbox(path, clock=time.time)
     seqs = [r.seq for r in o.append([_reading(1.0), _reading(2.0)])]
-    o.ack(seqs[-1])
+    o.mark_sent(seqs[-1])
+    o.ack(seqs[-1], epoch=o.epoch)
     o.close()
     o2 = Outbox(path, clock=time.time)
     assert [r.seq for r in o2.append([_reading(3.0)])] == [3]
