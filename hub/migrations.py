@@ -17,8 +17,8 @@ Rules:
 Tables (DESIGN §6): sites, site_epochs (each outbox epoch's watermark), devices, latest,
 records (the history, deduplicated by (site, epoch, seq)), history_agg (downsampled history),
 quarantine, seq_gaps, alarms, alarm_transitions, incidents, commands, command_replies,
-operations, operators, sessions and the hash-chained audit log (append-only: triggers refuse UPDATE and DELETE); forwarding's
-``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
+operations, operators, sessions and the hash-chained audit log (append-only: triggers refuse
+UPDATE and DELETE); forwarding's ``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
 """
 
 from __future__ import annotations
