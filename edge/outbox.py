@@ -24,6 +24,11 @@ Rules and invariants (DESIGN §3, §5):
    assigned means the hub holds a tail this file lost (a torn write, a restored backup): the
    outbox starts a new epoch rather than reuse those seqs, and the records it holds are
    renumbered into the new epoch from 1 (and so sent again: at least once, never lost).
+7. An outbox that fails to open or to pass ``quick_check`` at start is moved aside (renamed
+   with a timestamp, never deleted) by :func:`open_outbox`; a new outbox (a new epoch) takes
+   what can still be read of it, and an ``outbox.replaced`` event says what happened. Every
+   storage error at run time is an :class:`OutboxError`; the agent keeps sensing and acting
+   locally through it (edge/agent.py).
 
 One object owns the connection; the uplink and the acquisition loop call it from the one
 event loop (each call is a short transaction, well under a millisecond for telemetry).
@@ -31,9 +36,11 @@ event loop (each call is a short transaction, well under a millisecond for telem
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +174,15 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
+    def check(self) -> None:
+        """SQLite's ``quick_check``; raises :class:`OutboxError` unless the file is sound."""
+        try:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: integrity check failed: {exc}") from exc
+        if [tuple(r) for r in rows] != [("ok",)]:
+            raise OutboxError(f"{self.path}: integrity check failed: {'; '.join(str(r[0]) for r in rows[:5])}")
+
     # --- writing ---------------------------------------------------------------------------
 
     def append(self, drafts: Sequence[Record]) -> list[Record]:
@@ -188,12 +204,15 @@ class Outbox:
         self._held += len(rows)
         self.appended_total += len(rows)
         if self._held > self.max_records:
-            self._thin()
+            try:
+                self._thin()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: cannot thin the outbox: {exc}") from exc
         return stamped
 
     def _write(self, rows: list[tuple[int, int, float, bytes]], next_seq: int, critical: bool) -> None:
-        self._set_sync(critical)
         try:
+            self._set_sync(critical)
             with _transaction(self._db):
                 self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows)
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
@@ -364,9 +383,12 @@ class Outbox:
         return epoch
 
     def stats(self) -> OutboxStats:
-        critical = self._db.execute(
-            "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
-        ).fetchone()[0]
+        try:
+            critical = self._db.execute(
+                "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot count records: {exc}") from exc
         return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total,
                            self._epoch)
 
@@ -377,12 +399,142 @@ class Outbox:
         return (str(row[0]), str(row[1])) if row else None
 
     def store_command_result(self, cmd_id: str, status: str, reason: str) -> None:
-        self._set_sync(True)
-        with _transaction(self._db):
-            self._db.execute(
-                "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)",
-                (cmd_id, status, reason, self._clock()),
-            )
+        self.store_command_results([(cmd_id, status, reason, self._clock())])
+
+    def store_command_results(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
+        """(cmd_id, status, reason, ts) rows, on disk before this returns."""
+        try:
+            self._set_sync(True)
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)", rows
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot store a command result: {exc}") from exc
+
+
+# --- a corrupt outbox ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What :func:`open_outbox` did with an outbox it could not use."""
+
+    error: str
+    moved_to: Path | None
+    """Where the old file now is (None if it could not be moved: then it is where it was)."""
+    salvaged: int
+    unreadable: int
+    """About how many seqs could not be read or decoded (an upper bound: some may have been
+    thinned or acked before); -1 when the file could not be read at all."""
+    commands: int
+
+
+def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> tuple[Outbox, Replaced | None]:
+    """Open the outbox at ``path``; if it fails to open or to pass its integrity check, move it
+    aside (renamed with a timestamp, never deleted), start a new one (a new epoch) holding what
+    could be read of the old one, and record an ``outbox.replaced`` event. If no outbox can be
+    made on disk at all, the agent gets one in memory, so that sensing and local safety go on.
+    """
+    try:
+        outbox = Outbox(path, max_records=max_records, clock=clock)
+        try:
+            outbox.check()
+        except OutboxError:
+            outbox.close()
+            raise
+        return outbox, None
+    except OutboxError as exc:
+        error = str(exc)
+    log.error("outbox.corrupt", extra={"path": str(path), "error": error})
+    moved = _move_aside(path, clock())
+    records, commands, unreadable = _salvage(moved) if moved is not None else ([], [], -1)
+    try:
+        outbox = Outbox(path, max_records=max_records, clock=clock)
+    except OutboxError as exc:
+        log.critical("outbox.in_memory", extra={"path": str(path), "error": str(exc)})
+        outbox = Outbox(Path(":memory:"), max_records=max_records, clock=clock)
+    report = Replaced(error, moved, len(records), unreadable, len(commands))
+    for i in range(0, len(records), 1000):
+        outbox.append(records[i : i + 1000])
+    if commands:
+        outbox.store_command_results(commands)
+    outbox.append([Event(
+        seq=0, ts=clock(), prio=Priority.EVENT, kind="outbox.replaced",
+        detail=(f"{error}; moved to {moved.name if moved else '(could not be moved)'}; "
+                f"{report.salvaged} record(s) salvaged")[:1024],
+        values={"salvaged": report.salvaged, "unreadable": unreadable, "commands": report.commands,
+                "moved_to": moved.name if moved else "", "epoch": outbox.epoch},
+    )])
+    log.warning("outbox.replaced", extra={"moved_to": str(moved), "salvaged": report.salvaged,
+                                          "unreadable": unreadable, "epoch": outbox.epoch})
+    return outbox, report
+
+
+def _move_aside(path: Path, now: float) -> Path | None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        for suffix in ("-wal", "-shm", ""):  # the main file last: a WAL never outlives its database
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.rename(aside.with_name(aside.name + suffix))
+    except OSError as exc:
+        log.error("outbox.move_aside_failed", extra={"path": str(path), "error": str(exc)})
+        return None
+    return aside
+
+
+def _salvage(path: Path) -> tuple[list[Record], list[tuple[str, str, str, float]], int]:
+    """The records and command results that can still be read from a corrupt outbox."""
+    records: list[Record] = []
+    commands: list[tuple[str, str, str, float]] = []
+    unreadable = 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return records, commands, -1
+    try:
+        try:
+            top = int(conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)
+        except sqlite3.Error:
+            top = -1  # unknown: read until the first damaged page
+        lo, failed_at = 0, None
+        while top < 0 or lo <= top:
+            try:
+                rows = conn.execute("SELECT seq, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT 256",
+                                    (lo,)).fetchall()
+            except sqlite3.Error:
+                if top < 0:
+                    break
+                failed_at = lo if failed_at is None else failed_at
+                lo += 64  # step over the damaged part (its rows are lost)
+                continue
+            if failed_at is not None:
+                unreadable += (rows[0][0] if rows else top + 1) - failed_at
+                failed_at = None
+            if not rows:
+                break
+            for _, payload in rows:
+                try:
+                    records.append(_record_decoder.decode(payload))
+                except (msgspec.DecodeError, TypeError):
+                    unreadable += 1
+            lo = rows[-1][0] + 1
+        if failed_at is not None:
+            unreadable += top + 1 - failed_at
+        if not records and unreadable == 0 and top != 0:
+            unreadable = -1
+        with contextlib.suppress(sqlite3.Error):
+            for cmd_id, status, reason, ts in conn.execute("SELECT cmd_id, status, reason, ts FROM commands"):
+                commands.append((str(cmd_id), str(status), str(reason), float(ts)))
+    finally:
+        conn.close()
+    return records, commands, unreadable
 
 
 def new_epoch() -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from edge.outbox import MIGRATIONS, Outbox, decode_row
+from edge.outbox import MIGRATIONS, Outbox, decode_row, open_outbox
 from shared import messages
 from shared.messages import MAX_UINT64
 
@@ -96,3 +96,32 @@ def test_an_ack_of_2_64_minus_1_deletes_nothing_and_starts_a_new_epoch(tmp_path:
 
 def msgspec_replace_seq(r: messages.Record) -> messages.Record:
     return msgspec.structs.replace(r, seq=0)
+
+
+def test_a_torn_outbox_is_moved_aside_and_what_can_be_read_is_carried_over(tmp_path: Path) -> None:
+    """An outbox cut short (a torn write) fails its check: it is renamed, never deleted, the rows
+    still readable and the stored command results go into a new outbox with a new epoch."""
+    path = tmp_path / "outbox.db"
+    o = Outbox(path, clock=time.time)
+    o.append([_reading(float(i)) for i in range(3000)])
+    o.store_command_result("cmd-1", "verified", "barrier_state = 'closed'")
+    old_epoch = o.epoch
+    o._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    o.close()
+    size = path.stat().st_size
+    with path.open("r+b") as f:  # four pages in the middle are lost
+        f.seek((size // 2) & ~4095)
+        f.write(b"\0" * 4 * 4096)
+    damaged = path.read_bytes()
+    outbox, replaced = open_outbox(path, max_records=10_000, clock=time.time)
+    assert replaced is not None
+    assert replaced.moved_to is not None
+    assert replaced.moved_to.read_bytes() == damaged
+    assert outbox.epoch != old_epoch
+    assert 2000 < replaced.salvaged < 3000
+    assert replaced.salvaged + replaced.unreadable >= 3000
+    assert outbox.command_result("cmd-1") == ("verified", "barrier_state = 'closed'")
+    rows = [decode_row(r) for r in outbox.read(0, limit=10_000)]
+    assert [r.seq for r in rows] == list(range(1, replaced.salvaged + 2))
+    assert isinstance(rows[-1], messages.Event)
+    assert rows[-1].kind == "outbox.replaced"
