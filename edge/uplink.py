@@ -13,9 +13,11 @@ Rules and invariants:
    ``replay_rate`` records per second, and a pause in replay gives way at once to new live
    records.
 4. Every batch carries the outbox's ``epoch`` and ``floor_seq`` (see
-   :meth:`edge.outbox.Outbox.floor_seq`). Records are marked sent before they are published
-   (an ack deletes only sent records); an ack for another epoch is ignored by the outbox, and
-   when an ack makes the outbox start a new epoch every held record is replayed.
+   :meth:`edge.outbox.Outbox.floor_seq`), and names the thinned holes among and just before
+   its records (:func:`thinned_holes`), so the hub closes them at once. Records are marked
+   sent before they are published (an ack deletes only sent records); an ack for another
+   epoch is ignored, and when an ack makes the outbox start a new epoch every held record is
+   replayed.
 5. Reconnects back off with full jitter between ``reconnect_initial_s`` and
    ``reconnect_max_s`` (capped low, so the edge is back within seconds of the broker).
 6. Data publishes wait for their PUBACK without a timeout of their own (``math.inf``). A
@@ -79,6 +81,22 @@ class UplinkCounters:
     last_error: str = ""
     connected_since: float | None = None
     history: list[str] = field(default_factory=list)
+
+
+def thinned_holes(rows: list[Row], from_seq: int) -> list[tuple[int, int]]:
+    """Pure: the seqs from ``from_seq`` up to the last of ``rows`` that are not among them.
+
+    ``rows`` were read in one go, in seq order, from ``from_seq`` (not below the outbox's
+    floor): a seq between them that the outbox did not return is not held, and above the
+    floor only thinning removes records (acks delete from the bottom), so it will never come.
+    """
+    holes: list[tuple[int, int]] = []
+    expect = from_seq
+    for row in rows:
+        if row.seq > expect:
+            holes.append((expect, row.seq - 1))
+        expect = row.seq + 1
+    return holes[: messages.MAX_THINNED]
 
 
 class Uplink:
@@ -203,7 +221,7 @@ class Uplink:
             self._wakeup.clear()
             rows = self.outbox.read(self._live, limit=limit)
             if rows:
-                payload = self._batch(rows, historical=False)
+                payload = self._batch(rows, self._live, historical=False)
                 self.outbox.mark_sent(rows[-1].seq)
                 await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
                 self._live = rows[-1].seq + 1
@@ -214,7 +232,7 @@ class Uplink:
                 if not rows:
                     self._replay = self._replay_end
                     continue
-                payload = self._batch(rows, historical=True)
+                payload = self._batch(rows, max(self._replay, 0), historical=True)
                 self.outbox.mark_sent(rows[-1].seq)
                 await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
                 self._replay = rows[-1].seq + 1
@@ -233,15 +251,17 @@ class Uplink:
         if replayed:
             self.counters.records_replayed += len(rows)
 
-    def _batch(self, rows: list[Row], *, historical: bool) -> bytes:
-        """The DataBatch of as many of ``rows`` as fit (the rest are dropped from ``rows``), from
-        the stored record encodings."""
+    def _batch(self, rows: list[Row], from_seq: int, *, historical: bool) -> bytes:
+        """The DataBatch of as many of ``rows`` (read from ``from_seq`` on) as fit (the rest are
+        dropped from ``rows``), from the stored record encodings, naming the thinned holes."""
+        floor = self.outbox.floor_seq()
         payload, n = messages.encode_batch(
             self.cfg.site,
             self.boot,
             [row.payload for row in rows],
-            floor_seq=self.outbox.floor_seq(),
+            floor_seq=floor,
             epoch=self.outbox.epoch,
+            thinned=thinned_holes(rows, max(from_seq, floor)),
             historical=historical,
             max_bytes=MAX_BATCH_BYTES,
         )

@@ -15,6 +15,7 @@ Rules of ingest:
 4. Every message is PUBACKed, and every (site, epoch) in the transaction acked with its
    ``through_seq`` (and ``resend_from`` when a gap asks for it), only after COMMIT. Only a
    site's current epoch (the one it last sent) is asked to resend.
+   A batch's thinned ranges close those holes at once (hub/seqs.py rule 6).
 5. A site that goes offline marks its points stale and raises their stale alarms.
 6. A transaction's records go in with one statement (``json_each``), and its latest values
    with one ``executemany``: no per-record statement on the hot path.
@@ -82,6 +83,7 @@ class IngestCounters:
     resend_asks: int = 0
     floor_closed: int = 0
     new_epochs: int = 0
+    thinned_closed: int = 0
     rejected_sites: int = 0
 
 
@@ -270,6 +272,12 @@ class Intake:
                 rows.append((site, epoch, seq, "reply", r.ts, received, _PRIO[r.prio], int(r.historical), None, None,
                              None, None, None, _enc.encode(r).decode()))
                 self.commands.reply(tx, site, r, received)
+        if batch.thinned:
+            thinned = sum(tr.close(lo, hi) for lo, hi in batch.thinned)
+            if thinned:
+                c.thinned_closed += thinned
+                tx.conn.execute("INSERT INTO seq_gaps (site, epoch, closed_at, through_seq, missing, how)"
+                                " VALUES (?, ?, ?, ?, ?, ?)", (site, epoch, tx.now, tr.through, thinned, "thinned"))
         closed = tr.settle(batch.floor_seq)
         if closed:
             c.floor_closed += closed

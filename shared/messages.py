@@ -40,6 +40,8 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 
 MAX_UINT64: Final = 2**64 - 1
 MAX_EPOCH: Final = 2**63 - 1
+MAX_THINNED: Final = 4096
+"""Most thinned ranges one :class:`DataBatch` may announce."""
 
 SiteId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 """A site's id, also its certificate CN, e.g. ``gg-suwon-up-0031``. No MQTT wildcards."""
@@ -218,6 +220,11 @@ class DataBatch(_Message, frozen=True, kw_only=True):
     ``epoch`` names the outbox the seqs belong to: the hub tracks and dedupes each
     (site, epoch) on its own, so a replaced or wiped edge, whose seqs start again at 1, is
     never taken for a replay of the old one.
+
+    ``thinned`` lists inclusive [from, to] seq ranges whose every seq the edge does *not*
+    hold (a full outbox thinned them; they will never come): the hub closes those holes at
+    once instead of asking for them one round trip at a time. Seqs of the ranges are never
+    in ``records``.
     """
 
     site: SiteId
@@ -225,6 +232,13 @@ class DataBatch(_Message, frozen=True, kw_only=True):
     records: list[Record]
     floor_seq: Seq | None = None
     epoch: Epoch = 0
+    thinned: Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)] = msgspec.field(
+        default_factory=list)
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.thinned:
+            if lo > hi:
+                raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
 
 
 class Command(_Message, frozen=True, kw_only=True):
@@ -313,6 +327,7 @@ def encode_batch(
     *,
     floor_seq: int | None,
     epoch: int = 0,
+    thinned: Sequence[tuple[int, int]] = (),
     historical: bool = False,
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> tuple[bytes, int]:
@@ -327,7 +342,8 @@ def encode_batch(
     """
     head = b'{"v":%d,"site":%s,"boot":%s,"records":[' % (VERSION, _encoder.encode(site), _encoder.encode(boot))
     parts: list[bytes] = []
-    size = len(head) + 64  # room for the tail
+    ranges = b",".join(b"[%d,%d]" % (lo, hi) for lo, hi in thinned[:MAX_THINNED])
+    size = len(head) + 80 + len(ranges)  # room for the tail
     for record in records:
         part = record[:-1] + _HISTORICAL if historical else record
         size += len(part) + 1
@@ -335,7 +351,8 @@ def encode_batch(
             break
         parts.append(part)
     floor = b"null" if floor_seq is None else b"%d" % floor_seq
-    return head + b",".join(parts) + b'],"floor_seq":' + floor + b',"epoch":%d}' % epoch, len(parts)
+    tail = b'],"floor_seq":' + floor + b',"epoch":%d,"thinned":[' % epoch + ranges + b"]}"
+    return head + b",".join(parts) + tail, len(parts)
 
 
 def decode(kind: type[M], payload: bytes) -> M:

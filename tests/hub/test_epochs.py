@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hub.engine import Engine
 from hub.inbound import Inbound, classify
 from hub.migrations import connect
+from hub.seqs import SiteSeqs
 from hub.store import Tx
 from shared import messages, topics
 from shared.messages import Birth, DataBatch, DeviceInfo, Priority, Quality, Reading
@@ -98,3 +99,24 @@ def test_each_epoch_dedupes_on_its_own_and_survives_a_restart(
     assert again.counters.duplicates == 1
     assert sink.acks[-1].epoch == NEW
     assert sink.acks[-1].through_seq == 5
+
+
+@pytest.mark.parametrize(
+    ("held", "close", "through", "left", "closed"),
+    [
+        ([1, 3, 5], [(2, 2), (4, 4)], 5, [], 2),
+        ([1, 5], [(2, 3)], 3, [[5, 5]], 2),
+        ([1, 2, 3], [(2, 3)], 3, [], 0),  # already held: nothing new closed
+        ([10], [(1, 9)], 10, [], 9),
+        ([1, 8], [(3, 4), (6, 6)], 1, [[3, 4], [6, 6], [8, 8]], 3),
+        ([1, 8], [(6, 6), (3, 4), (5, 5)], 1, [[3, 6], [8, 8]], 4),
+    ],
+)
+def test_thinned_ranges_close_the_holes_between_held_seqs(
+    held: list[int], close: list[tuple[int, int]], through: int, left: list[list[int]], closed: int
+) -> None:
+    tr = SiteSeqs()
+    for seq in held:
+        tr.add(seq)
+    assert sum(tr.close(lo, hi) for lo, hi in close) == closed
+    assert (tr.through, tr.held) == (through, left)

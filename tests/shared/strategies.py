@@ -57,7 +57,7 @@ births = st.builds(
 epochs = st.integers(min_value=0, max_value=m.MAX_EPOCH)
 batches = st.builds(
     m.DataBatch, site=site_ids, boot=names, records=st.lists(records, max_size=20), floor_seq=st.none() | seqs,
-    epoch=epochs,
+    epoch=epochs, thinned=st.lists(st.tuples(seqs, seqs).map(sorted).map(tuple), max_size=3),
 )
 commands = st.builds(
     m.Command, cmd_id=names, site=site_ids, device=names, action=st.sampled_from(m.Action),
