@@ -183,6 +183,7 @@ class Agent:
             reply=self._reply,
             bus=Bus(write=self._write, read=self._read),
             planner=self._plan,
+            authenticate=lambda cmd: cmdmod.authenticate(cmd, site=cfg.site.id, key=self._hub_key),
             clock=clock,
         )
         self.uplink = Uplink(
