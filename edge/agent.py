@@ -12,6 +12,10 @@
 
 The policy runs synchronously on every reading of a point it watches, so a depth crossing is
 acted on within the poll that saw it; sensing and local action never wait for the uplink.
+Storage never stands between a reading and the local policy: a corrupt outbox is moved aside
+and replaced at start (edge/outbox.py rule 7), and a storage error at run time keeps records in
+memory (bounded by ``MAX_PENDING``, telemetry shed first and counted) while acquisition, the
+policy and local actions go on; the uplink's session ends and retries.
 systemd is told READY=1 once every device has been read once, WATCHDOG=1 only while readings
 keep coming (fed by acquisition progress, not a timer), and STOPPING=1 on shutdown.
 
@@ -36,6 +40,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import os
 import signal
 import socket
@@ -55,8 +60,8 @@ from edge.drivers import readings as drv
 from edge.drivers.modbus import ModbusDevice, ModbusLine
 from edge.drivers.scheduler import BusScheduler, DeviceLink
 from edge.drivers.serial_line import SerialLineDevice
-from edge.errors import DeviceError
-from edge.outbox import Outbox
+from edge.errors import DeviceError, OutboxError
+from edge.outbox import open_outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
@@ -70,6 +75,7 @@ AGENT_VERSION: Final = "0.1.0"
 RECORD_FLUSH_S: Final = 0.1
 WET_CM: Final = 0.5  # below this a surface counts as dry (a new flood event starts when it gets wet)
 HEALTH_EVERY_S: Final = 60.0
+MAX_PENDING: Final = 100_000  # records held in memory while the outbox cannot take them
 
 
 class Forecaster(Protocol):
@@ -150,7 +156,13 @@ class Agent:
         self.clock = clock
         self.boot = uuid.uuid4().hex[:12]
         self.stats = AgentStats()
-        self.outbox = Outbox(cfg.state_dir / "outbox.db", max_records=cfg.outbox.max_records, clock=clock)
+        # A corrupt outbox is moved aside and replaced, never a reason not to start (rule: storage
+        # never stands between a reading and the local policy).
+        self.outbox, self.outbox_replaced = open_outbox(cfg.state_dir / "outbox.db",
+                                                        max_records=cfg.outbox.max_records, clock=clock)
+        self.storage_failures = 0
+        self.pending_dropped = 0
+        self._storage_logged_at = -math.inf
         self.latest: dict[tuple[str, str], m.Reading] = {}
         self._pending: list[m.Record] = []
         self._policy_state = PolicyState()
@@ -171,6 +183,7 @@ class Agent:
             reply=self._reply,
             bus=Bus(write=self._write, read=self._read),
             planner=self._plan,
+            authenticate=lambda cmd: cmdmod.authenticate(cmd, site=cfg.site.id, key=self._hub_key),
             clock=clock,
         )
         self.uplink = Uplink(
@@ -294,12 +307,39 @@ class Agent:
                                      detail=ev.detail, values=dict(ev.values)))
 
     def flush(self) -> None:
-        """Move pending records into the outbox (one transaction) and wake the uplink."""
+        """Move pending records into the outbox (one transaction) and wake the uplink.
+
+        A storage error keeps them pending (up to ``MAX_PENDING``; beyond it the oldest telemetry
+        goes, counted) and never reaches the caller: acquisition and the local policy run on.
+        """
         if not self._pending:
             return
         batch, self._pending = self._pending, []
-        self.outbox.append(batch)
+        try:
+            self.outbox.append(batch)
+        except OutboxError as exc:
+            self._pending = batch + self._pending
+            self.storage_failures += 1
+            if len(self._pending) > MAX_PENDING:
+                self._shed_pending()
+            now = time.monotonic()
+            if now - self._storage_logged_at >= 10.0:
+                self._storage_logged_at = now
+                log.error("outbox.write_failed", extra={"error": str(exc), "pending": len(self._pending),
+                                                        "failures": self.storage_failures})
+            return
         self.uplink.notify()
+
+    def _shed_pending(self) -> None:
+        excess = len(self._pending) - MAX_PENDING
+        kept: list[m.Record] = []
+        for r in self._pending:
+            if excess > 0 and r.prio is m.Priority.TELEMETRY:
+                excess -= 1
+                self.pending_dropped += 1
+                continue
+            kept.append(r)
+        self._pending = kept
 
     async def _recorder(self) -> None:
         period = watchdog_period_s()
@@ -386,8 +426,14 @@ class Agent:
 
     def health(self) -> dict[str, float | int | str]:
         out: dict[str, float | int | str] = {}
-        st = self.outbox.stats()
-        out |= {"outbox.held": st.held, "outbox.critical_held": st.critical_held, "outbox.thinned": st.thinned_total}
+        try:
+            st = self.outbox.stats()
+            out |= {"outbox.held": st.held, "outbox.critical_held": st.critical_held,
+                    "outbox.thinned": st.thinned_total}
+        except OutboxError as exc:
+            out["outbox.error"] = str(exc)[:200]
+        out |= {"outbox.storage_failures": self.storage_failures, "outbox.pending": len(self._pending),
+                "outbox.pending_dropped": self.pending_dropped}
         for name, f in self.forecasters.items():
             out[f"model.{name}.health"] = f.health.value
         out["inference.dropped"] = self.inference_dropped

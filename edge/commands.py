@@ -17,6 +17,15 @@ Rules and invariants (DESIGN §3, §5):
    or the write itself failed).
 4. A ``cmd_id`` seen before never acts twice: its stored terminal reply is sent again (a
    command still running is just acknowledged ``received``).
+5. Authentication comes before everything else (:func:`authenticate`): a command not for this
+   site or not signed by the hub's key is ``rejected`` and leaves no trace in the store, so a
+   forged command reusing a real ``cmd_id`` can neither take the real one's result nor be
+   answered with it.
+6. Before the device write, ``executing`` is stored durably with the write plan. A command
+   found ``executing`` (the agent died between the write and the result) is never written
+   again: the device is read back and the command answered ``verified`` or ``failed``.
+7. Errors of one command (device, codec, storage) become its reply; they never end the
+   executor. Without a durable ``executing`` mark nothing is written.
 
 :func:`plan` is pure; :class:`CommandExecutor` is the shell that writes and reads back.
 """
@@ -29,10 +38,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import PolicySection
-from edge.errors import DeviceError
+from edge.errors import CodecError, DeviceError, OutboxError
 from edge.policy import Latest
 from shared import vocabulary
 from shared.errors import SigningError
@@ -63,6 +73,21 @@ class SelfTest:
     device: str
 
 
+EXECUTING = "executing"
+"""The stored status of a command whose write may have happened (rule 6)."""
+
+
+def authenticate(cmd: Command, *, site: str, key: Ed25519PublicKey) -> Refusal | None:
+    """Rule 5: addressed to this site and signed by the hub's key, or why not (pure)."""
+    if cmd.site != site:
+        return Refusal(ReplyStatus.REJECTED, f"addressed to site {cmd.site}, this is {site}")
+    try:
+        verify_command(cmd, key)
+    except SigningError as exc:
+        return Refusal(ReplyStatus.REJECTED, f"signature: {exc}")
+    return None
+
+
 def plan(
     cmd: Command,
     *,
@@ -75,12 +100,9 @@ def plan(
     now: float,
 ) -> Refusal | WritePlan | SelfTest:
     """Decide what a command does, or why it is refused (pure)."""
-    if cmd.site != site:
-        return Refusal(ReplyStatus.REJECTED, f"addressed to site {cmd.site}, this is {site}")
-    try:
-        verify_command(cmd, key)
-    except SigningError as exc:
-        return Refusal(ReplyStatus.REJECTED, f"signature: {exc}")
+    refusal = authenticate(cmd, site=site, key=key)
+    if refusal is not None:
+        return refusal
     if now > cmd.not_after:
         return Refusal(ReplyStatus.EXPIRED, f"expired {now - cmd.not_after:.1f} s ago")
     if cmd.issued_at > now + policy.max_clock_skew_s:
@@ -161,6 +183,9 @@ class Bus:
     read: Callable[[str, str], Awaitable[tuple[Scalar, Quality]]]
 
 
+_plan_json = msgspec.json.Encoder()
+
+
 class CommandExecutor:
     """Runs commands one at a time: reply received, plan, write, read back, reply terminal."""
 
@@ -171,6 +196,7 @@ class CommandExecutor:
         reply: Reply,
         bus: Bus,
         planner: Callable[[Command], Refusal | WritePlan | SelfTest],
+        authenticate: Callable[[Command], Refusal | None],
         clock: Callable[[], float],
         poll_s: float = 0.25,
     ) -> None:
@@ -178,6 +204,7 @@ class CommandExecutor:
         self._reply = reply
         self._bus = bus
         self._plan = planner
+        self._authenticate = authenticate
         self._clock = clock
         self._poll_s = poll_s
         self.queue: asyncio.Queue[Command] = asyncio.Queue(maxsize=64)
@@ -196,7 +223,18 @@ class CommandExecutor:
             await self.execute(cmd)
 
     async def execute(self, cmd: Command) -> ReplyStatus:
-        stored = self._store.command_result(cmd.cmd_id)
+        refusal = self._authenticate(cmd)
+        if refusal is not None:  # rule 5: nothing stored, nothing looked up
+            log.warning("command.unauthenticated", extra={"cmd_id": cmd.cmd_id, "reason": refusal.reason})
+            await self._reply(cmd.cmd_id, ReplyStatus.RECEIVED, "")
+            await self._reply(cmd.cmd_id, refusal.status, refusal.reason)
+            return refusal.status
+        try:
+            stored = self._store.command_result(cmd.cmd_id)
+        except OutboxError as exc:
+            return await self._refuse_unstored(cmd, f"storage unavailable, cannot tell whether it ran: {exc}")
+        if stored is not None and stored[0] == EXECUTING:
+            return await self._resume(cmd, stored[1])
         if stored is not None:
             status = ReplyStatus(stored[0])
             log.info("command.repeat", extra={"cmd_id": cmd.cmd_id, "status": status.value})
@@ -209,8 +247,40 @@ class CommandExecutor:
         elif isinstance(decision, SelfTest):
             status, reason = ReplyStatus.VERIFIED, "self-test passed"
         else:
+            try:  # rule 6: durably "executing" before the write, or no write at all
+                self._store.store_command_result(cmd.cmd_id, EXECUTING, _plan_json.encode(decision).decode())
+            except OutboxError as exc:
+                return await self._refuse_unstored(cmd, f"storage unavailable, not written: {exc}")
             status, reason = await self.write_and_verify(decision)
-        self._store.store_command_result(cmd.cmd_id, status.value, reason)
+        return await self._finish(cmd, status, reason)
+
+    async def _refuse_unstored(self, cmd: Command, reason: str) -> ReplyStatus:
+        log.error("command.storage_failed", extra={"cmd_id": cmd.cmd_id, "reason": reason})
+        await self._reply(cmd.cmd_id, ReplyStatus.REJECTED, reason)
+        return ReplyStatus.REJECTED
+
+    async def _resume(self, cmd: Command, plan_json: str) -> ReplyStatus:
+        """Rule 6: the agent died while this command ran; read the device back, never write again."""
+        try:
+            p = msgspec.json.decode(plan_json, type=WritePlan)
+        except msgspec.DecodeError as exc:
+            return await self._finish(cmd, ReplyStatus.FAILED, f"interrupted by a restart; plan unreadable: {exc}")
+        try:
+            value, quality = await self._bus.read(p.device, p.readback)
+        except (DeviceError, CodecError) as exc:
+            value, quality = f"read failed: {exc}", Quality.COMM_FAIL
+        log.warning("command.resumed", extra={"cmd_id": cmd.cmd_id, "readback": p.readback, "value": str(value)})
+        if quality is Quality.GOOD and value == p.expect:
+            return await self._finish(cmd, ReplyStatus.VERIFIED,
+                                      f"{p.readback} = {value!r}, read back after a restart (not written again)")
+        return await self._finish(cmd, ReplyStatus.FAILED, f"interrupted by a restart before it was verified; not "
+                                  f"written again ({p.readback}: {value!r})")
+
+    async def _finish(self, cmd: Command, status: ReplyStatus, reason: str) -> ReplyStatus:
+        try:
+            self._store.store_command_result(cmd.cmd_id, status.value, reason)
+        except OutboxError as exc:
+            log.error("command.result_not_stored", extra={"cmd_id": cmd.cmd_id, "error": str(exc)})
         log.info("command.done", extra={"cmd_id": cmd.cmd_id, "action": cmd.action.value, "status": status.value,
                                         "reason": reason})
         await self._reply(cmd.cmd_id, status, reason)
@@ -219,6 +289,8 @@ class CommandExecutor:
     async def write_and_verify(self, p: WritePlan) -> tuple[ReplyStatus, str]:
         try:
             await self._bus.write(p.device, p.point, p.value)
+        except CodecError as exc:
+            return ReplyStatus.REJECTED, f"{p.point}={p.value!r} cannot be encoded, nothing written: {exc}"
         except DeviceError as exc:
             return ReplyStatus.FAILED, f"write {p.point}={p.value!r} failed: {exc}"
         deadline = self._clock() + p.timeout_s
@@ -229,7 +301,7 @@ class CommandExecutor:
                 last = value
                 if quality is Quality.GOOD and value == p.expect:
                     return ReplyStatus.VERIFIED, f"{p.readback} = {value!r}"
-            except DeviceError as exc:
+            except (DeviceError, CodecError) as exc:
                 last = f"read failed: {exc}"
             if self._clock() >= deadline:
                 return ReplyStatus.FAILED, (f"{p.readback} did not reach {p.expect!r} within {p.timeout_s:g} s "

@@ -17,6 +17,18 @@ Rules and invariants (DESIGN §3, §5):
    limit (the limit is for telemetry).
 5. :meth:`floor_seq` is the lowest seq still held (the next seq when empty); the uplink puts
    it on every batch so the hub never waits for a thinned seq.
+6. Seqs belong to an *epoch*, a random id drawn when the outbox is created and stored in it
+   (DESIGN §3). An outbox made before epochs keeps the legacy epoch 0. An ack for another
+   epoch deletes nothing. An ack deletes only what this process has *sent* (handed to the
+   uplink; :meth:`mark_sent`), never above it. An ack above the highest seq this outbox ever
+   assigned means the hub holds a tail this file lost (a torn write, a restored backup): the
+   outbox starts a new epoch rather than reuse those seqs, and the records it holds are
+   renumbered into the new epoch from 1 (and so sent again: at least once, never lost).
+7. An outbox that fails to open or to pass ``quick_check`` at start is moved aside (renamed
+   with a timestamp, never deleted) by :func:`open_outbox`; a new outbox (a new epoch) takes
+   what can still be read of it, and an ``outbox.replaced`` event says what happened. Every
+   storage error at run time is an :class:`OutboxError`; the agent keeps sensing and acting
+   locally through it (edge/agent.py).
 
 One object owns the connection; the uplink and the acquisition loop call it from the one
 event loop (each call is a short transaction, well under a millisecond for telemetry).
@@ -24,8 +36,11 @@ event loop (each call is a short transaction, well under a millisecond for telem
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +49,7 @@ from typing import Final
 import msgspec
 
 from edge.errors import OutboxError
-from shared.messages import Event, Priority, Reading, Record, Reply, encode_record
+from shared.messages import MAX_EPOCH, Event, Priority, Reading, Record, Reply, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +82,14 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
             status TEXT NOT NULL,
             reason TEXT NOT NULL,
             ts REAL NOT NULL);
+        """,
+    ),
+    (
+        "m003_epoch",
+        """
+        -- the outbox's epoch (rule 6): an outbox made before epochs keeps the legacy epoch 0,
+        -- a new one draws its own at once (Outbox.__init__)
+        INSERT INTO meta (key, value) VALUES ('epoch', 0);
         """,
     ),
 )
@@ -110,6 +133,7 @@ class OutboxStats:
     next_seq: int
     thinned_total: int
     appended_total: int
+    epoch: int
 
 
 _record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
@@ -131,16 +155,33 @@ class Outbox:
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            migrate(conn)
+            created = "m001_records" in migrate(conn)
+            if created:
+                with _transaction(conn):
+                    conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (new_epoch(),))
+            self._epoch = int(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
+            self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
         self._db = conn
-        self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-        self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         self._sync_full = False
+        self._sent_max = 0
+        """The highest seq of this epoch handed to the uplink by this process (rule 6)."""
+        if created:
+            log.info("outbox.created", extra={"path": str(path), "epoch": self._epoch})
 
     def close(self) -> None:
         self._db.close()
+
+    def check(self) -> None:
+        """SQLite's ``quick_check``; raises :class:`OutboxError` unless the file is sound."""
+        try:
+            rows = self._db.execute("PRAGMA quick_check").fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: integrity check failed: {exc}") from exc
+        if [tuple(r) for r in rows] != [("ok",)]:
+            raise OutboxError(f"{self.path}: integrity check failed: {'; '.join(str(r[0]) for r in rows[:5])}")
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -163,12 +204,15 @@ class Outbox:
         self._held += len(rows)
         self.appended_total += len(rows)
         if self._held > self.max_records:
-            self._thin()
+            try:
+                self._thin()
+            except sqlite3.Error as exc:
+                raise OutboxError(f"{self.path}: cannot thin the outbox: {exc}") from exc
         return stamped
 
     def _write(self, rows: list[tuple[int, int, float, bytes]], next_seq: int, critical: bool) -> None:
-        self._set_sync(critical)
         try:
+            self._set_sync(critical)
             with _transaction(self._db):
                 self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows)
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
@@ -241,20 +285,27 @@ class Outbox:
 
     def read(self, from_seq: int, *, limit: int, below_seq: int | None = None) -> list[Row]:
         """Up to ``limit`` held records with ``from_seq <= seq (< below_seq)``, in seq order."""
-        if below_seq is None:
-            cur = self._db.execute(
-                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
-            )
-        else:
-            cur = self._db.execute(
-                "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
-                (from_seq, below_seq, limit),
-            )
-        return [Row(*r) for r in cur.fetchall()]
+        try:
+            if below_seq is None:
+                cur = self._db.execute(
+                    "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT ?",
+                    (from_seq, limit),
+                )
+            else:
+                cur = self._db.execute(
+                    "SELECT seq, prio, ts, payload FROM records WHERE seq >= ? AND seq < ? ORDER BY seq LIMIT ?",
+                    (from_seq, below_seq, limit),
+                )
+            return [Row(*r) for r in cur.fetchall()]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read records: {exc}") from exc
 
     def floor_seq(self) -> int:
         """The lowest seq held, or the next seq when nothing is held."""
-        row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        try:
+            row = self._db.execute("SELECT min(seq) FROM records").fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read records: {exc}") from exc
         return int(row[0]) if row[0] is not None else self._next_seq
 
     @property
@@ -262,24 +313,84 @@ class Outbox:
         return self._next_seq
 
     @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def mark_sent(self, seq: int) -> None:
+        """The uplink is handing records up to ``seq`` to the broker (call before publishing:
+        the hub's ack may overtake the PUBACK)."""
+        if seq > self._sent_max:
+            self._sent_max = seq
+
+    @property
     def held(self) -> int:
         return self._held
 
-    def ack(self, through_seq: int) -> int:
-        """The hub committed everything up to ``through_seq``: delete it. Returns rows deleted."""
+    def ack(self, through_seq: int, *, epoch: int) -> int:
+        """The hub committed everything of ``epoch`` up to ``through_seq``: delete what of it
+        was sent (rule 6). Returns rows deleted.
+
+        An ack for another epoch deletes nothing; one above the highest seq ever assigned
+        deletes nothing and starts a new epoch (check :attr:`epoch` after the call).
+        """
+        if epoch != self._epoch:
+            log.warning("outbox.ack_other_epoch", extra={"ack_epoch": epoch, "epoch": self._epoch})
+            return 0
         if through_seq >= self._next_seq:
-            log.warning("outbox.ack_beyond_next", extra={"through_seq": through_seq, "next_seq": self._next_seq})
-            through_seq = self._next_seq - 1
-        with _transaction(self._db):
-            cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+            log.error("outbox.ack_beyond_assigned", extra={"through_seq": through_seq, "next_seq": self._next_seq,
+                                                           "epoch": self._epoch})
+            self.start_epoch(f"the hub acked seq {through_seq}, this outbox only assigned up to "
+                             f"{self._next_seq - 1}: its tail was lost")
+            return 0
+        if through_seq > self._sent_max:
+            log.info("outbox.ack_beyond_sent", extra={"through_seq": through_seq, "sent": self._sent_max})
+            through_seq = self._sent_max
+        try:
+            with _transaction(self._db):
+                cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot delete acked records: {exc}") from exc
         self._held -= cur.rowcount
         return cur.rowcount
 
+    def start_epoch(self, reason: str) -> int:
+        """Draw a new epoch; renumber the held records into it from seq 1 (they are sent again),
+        and record an ``outbox.new_epoch`` event. Returns the new epoch."""
+        old, epoch = self._epoch, new_epoch()
+        try:
+            rows = self._db.execute("SELECT seq, prio, ts, payload FROM records ORDER BY seq").fetchall()
+            renumbered = []
+            for i, (_, prio, ts, payload) in enumerate(rows, start=1):
+                rec = msgspec.structs.replace(decode_row(Row(0, prio, ts, payload)), seq=i)
+                renumbered.append((i, prio, ts, encode_record(rec)))
+            event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind="outbox.new_epoch",
+                          detail=reason[:1024], values={"old_epoch": old, "carried": len(rows)})
+            renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event)))
+            self._set_sync(True)
+            with _transaction(self._db):
+                self._db.execute("DELETE FROM records")
+                self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", renumbered)
+                self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (len(renumbered) + 1,))
+                self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+        except (sqlite3.Error, msgspec.DecodeError) as exc:
+            raise OutboxError(f"{self.path}: cannot start a new epoch: {exc}") from exc
+        self._epoch = epoch
+        self._next_seq = len(renumbered) + 1
+        self._held = len(renumbered)
+        self._sent_max = 0
+        log.warning("outbox.new_epoch", extra={"old_epoch": old, "epoch": epoch, "carried": len(rows),
+                                                "reason": reason})
+        return epoch
+
     def stats(self) -> OutboxStats:
-        critical = self._db.execute(
-            "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
-        ).fetchone()[0]
-        return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total)
+        try:
+            critical = self._db.execute(
+                "SELECT count(*) FROM records WHERE prio < ?", (_PRIO_CODE[Priority.TELEMETRY],)
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot count records: {exc}") from exc
+        return OutboxStats(self._held, int(critical), self._next_seq, self.thinned_total, self.appended_total,
+                           self._epoch)
 
     # --- command results (idempotency) -----------------------------------------------------
 
@@ -288,12 +399,147 @@ class Outbox:
         return (str(row[0]), str(row[1])) if row else None
 
     def store_command_result(self, cmd_id: str, status: str, reason: str) -> None:
-        self._set_sync(True)
-        with _transaction(self._db):
-            self._db.execute(
-                "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)",
-                (cmd_id, status, reason, self._clock()),
-            )
+        self.store_command_results([(cmd_id, status, reason, self._clock())])
+
+    def store_command_results(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
+        """(cmd_id, status, reason, ts) rows, on disk before this returns."""
+        try:
+            self._set_sync(True)
+            with _transaction(self._db):
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)", rows
+                )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot store a command result: {exc}") from exc
+
+
+# --- a corrupt outbox ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """What :func:`open_outbox` did with an outbox it could not use."""
+
+    error: str
+    moved_to: Path | None
+    """Where the old file now is (None if it could not be moved: then it is where it was)."""
+    salvaged: int
+    unreadable: int
+    """About how many seqs could not be read or decoded (an upper bound: some may have been
+    thinned or acked before); -1 when the file could not be read at all."""
+    commands: int
+
+
+def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> tuple[Outbox, Replaced | None]:
+    """Open the outbox at ``path``; if it fails to open or to pass its integrity check, move it
+    aside (renamed with a timestamp, never deleted), start a new one (a new epoch) holding what
+    could be read of the old one, and record an ``outbox.replaced`` event. If no outbox can be
+    made on disk at all, the agent gets one in memory, so that sensing and local safety go on.
+    """
+    try:
+        outbox = Outbox(path, max_records=max_records, clock=clock)
+        try:
+            outbox.check()
+        except OutboxError:
+            outbox.close()
+            raise
+        return outbox, None
+    except OutboxError as exc:
+        error = str(exc)
+    log.error("outbox.corrupt", extra={"path": str(path), "error": error})
+    moved = _move_aside(path, clock())
+    records, commands, unreadable = _salvage(moved) if moved is not None else ([], [], -1)
+    try:
+        outbox = Outbox(path, max_records=max_records, clock=clock)
+    except OutboxError as exc:
+        log.critical("outbox.in_memory", extra={"path": str(path), "error": str(exc)})
+        outbox = Outbox(Path(":memory:"), max_records=max_records, clock=clock)
+    report = Replaced(error, moved, len(records), unreadable, len(commands))
+    for i in range(0, len(records), 1000):
+        outbox.append(records[i : i + 1000])
+    if commands:
+        outbox.store_command_results(commands)
+    outbox.append([Event(
+        seq=0, ts=clock(), prio=Priority.EVENT, kind="outbox.replaced",
+        detail=(f"{error}; moved to {moved.name if moved else '(could not be moved)'}; "
+                f"{report.salvaged} record(s) salvaged")[:1024],
+        values={"salvaged": report.salvaged, "unreadable": unreadable, "commands": report.commands,
+                "moved_to": moved.name if moved else "", "epoch": outbox.epoch},
+    )])
+    log.warning("outbox.replaced", extra={"moved_to": str(moved), "salvaged": report.salvaged,
+                                          "unreadable": unreadable, "epoch": outbox.epoch})
+    return outbox, report
+
+
+def _move_aside(path: Path, now: float) -> Path | None:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        for suffix in ("-wal", "-shm", ""):  # the main file last: a WAL never outlives its database
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.rename(aside.with_name(aside.name + suffix))
+    except OSError as exc:
+        log.error("outbox.move_aside_failed", extra={"path": str(path), "error": str(exc)})
+        return None
+    return aside
+
+
+def _salvage(path: Path) -> tuple[list[Record], list[tuple[str, str, str, float]], int]:
+    """The records and command results that can still be read from a corrupt outbox."""
+    records: list[Record] = []
+    commands: list[tuple[str, str, str, float]] = []
+    unreadable = 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return records, commands, -1
+    try:
+        try:
+            top = int(conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)
+        except sqlite3.Error:
+            top = -1  # unknown: read until the first damaged page
+        lo, failed_at = 0, None
+        while top < 0 or lo <= top:
+            try:
+                rows = conn.execute("SELECT seq, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT 256",
+                                    (lo,)).fetchall()
+            except sqlite3.Error:
+                if top < 0:
+                    break
+                failed_at = lo if failed_at is None else failed_at
+                lo += 64  # step over the damaged part (its rows are lost)
+                continue
+            if failed_at is not None:
+                unreadable += (rows[0][0] if rows else top + 1) - failed_at
+                failed_at = None
+            if not rows:
+                break
+            for _, payload in rows:
+                try:
+                    records.append(_record_decoder.decode(payload))
+                except (msgspec.DecodeError, TypeError):
+                    unreadable += 1
+            lo = rows[-1][0] + 1
+        if failed_at is not None:
+            unreadable += top + 1 - failed_at
+        if not records and unreadable == 0 and top != 0:
+            unreadable = -1
+        with contextlib.suppress(sqlite3.Error):
+            for cmd_id, status, reason, ts in conn.execute("SELECT cmd_id, status, reason, ts FROM commands"):
+                commands.append((str(cmd_id), str(status), str(reason), float(ts)))
+    finally:
+        conn.close()
+    return records, commands, unreadable
+
+
+def new_epoch() -> int:
+    """A random epoch, 1 .. MAX_EPOCH (0 is the legacy epoch)."""
+    return secrets.randbelow(MAX_EPOCH) + 1
 
 
 def decode_row(row: Row) -> Record:

@@ -12,7 +12,12 @@ Rules and invariants:
    ``Ack.resend_from``) is *replayed*, flagged ``historical=true``, at most
    ``replay_rate`` records per second, and a pause in replay gives way at once to new live
    records.
-4. Every batch carries ``floor_seq`` (see :meth:`edge.outbox.Outbox.floor_seq`).
+4. Every batch carries the outbox's ``epoch`` and ``floor_seq`` (see
+   :meth:`edge.outbox.Outbox.floor_seq`), and names the thinned holes among and just before
+   its records (:func:`thinned_holes`), so the hub closes them at once. Records are marked
+   sent before they are published (an ack deletes only sent records); an ack for another
+   epoch is ignored, and when an ack makes the outbox start a new epoch every held record is
+   replayed.
 5. Reconnects back off with full jitter between ``reconnect_initial_s`` and
    ``reconnect_max_s`` (capped low, so the edge is back within seconds of the broker).
 6. Data publishes wait for their PUBACK without a timeout of their own (``math.inf``). A
@@ -21,6 +26,8 @@ Rules and invariants:
 7. A refused certificate or TLS failure is diagnosed with a direct handshake and logged and
    reported as such (``last_error`` starts with ``tls:``), never as a bare timeout or a
    closed connection (which is all MQTT can say about it).
+8. A storage error in the outbox ends the session (like a lost connection), never the agent:
+   the uplink reconnects and tries again.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from edge.errors import OutboxError
 from edge.outbox import Outbox, Row
 from shared import messages, topics
 from shared.errors import MqttError, WireError
@@ -68,10 +76,27 @@ class UplinkCounters:
     records_replayed: int = 0
     acks: int = 0
     resend_requests: int = 0
+    foreign_acks: int = 0
     bad_messages: int = 0
     last_error: str = ""
     connected_since: float | None = None
     history: list[str] = field(default_factory=list)
+
+
+def thinned_holes(rows: list[Row], from_seq: int) -> list[tuple[int, int]]:
+    """Pure: the seqs from ``from_seq`` up to the last of ``rows`` that are not among them.
+
+    ``rows`` were read in one go, in seq order, from ``from_seq`` (not below the outbox's
+    floor): a seq between them that the outbox did not return is not held, and above the
+    floor only thinning removes records (acks delete from the bottom), so it will never come.
+    """
+    holes: list[tuple[int, int]] = []
+    expect = from_seq
+    for row in rows:
+        if row.seq > expect:
+            holes.append((expect, row.seq - 1))
+        expect = row.seq + 1
+    return holes[: messages.MAX_THINNED]
 
 
 class Uplink:
@@ -134,6 +159,13 @@ class Uplink:
         """Connect, serve, and reconnect forever (until cancelled)."""
         await self._mqtt.run(self._session, on_lost=self._lost)
 
+    async def _session(self, client: Connection) -> None:
+        try:
+            await self._serve(client)
+        except* OutboxError as group:
+            # rule 8: the outbox failed; end this session as if the link were lost
+            raise MqttError(f"outbox: {group.exceptions[0]}") from group
+
     async def _lost(self, exc: MqttError) -> None:
         was_connected = self.connected.is_set()
         self.connected.clear()
@@ -158,7 +190,7 @@ class Uplink:
             return "tls: the broker closed the connection after the handshake (certificate refused?)"
         return f"mqtt: {mqtt_error}"
 
-    async def _session(self, client: Connection) -> None:
+    async def _serve(self, client: Connection) -> None:
         cfg = self.cfg
         await client.publish(
             topics.site_topic(cfg.site, topics.SiteChannel.STATUS),
@@ -189,7 +221,9 @@ class Uplink:
             self._wakeup.clear()
             rows = self.outbox.read(self._live, limit=limit)
             if rows:
-                await client.publish(data_topic, self._batch(rows, historical=False), qos=1, timeout_s=math.inf)
+                payload = self._batch(rows, self._live, historical=False)
+                self.outbox.mark_sent(rows[-1].seq)
+                await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
                 self._live = rows[-1].seq + 1
                 self._sent(rows, replayed=False)
                 continue
@@ -198,7 +232,9 @@ class Uplink:
                 if not rows:
                     self._replay = self._replay_end
                     continue
-                await client.publish(data_topic, self._batch(rows, historical=True), qos=1, timeout_s=math.inf)
+                payload = self._batch(rows, max(self._replay, 0), historical=True)
+                self.outbox.mark_sent(rows[-1].seq)
+                await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
                 self._replay = rows[-1].seq + 1
                 self._sent(rows, replayed=True)
                 # Rate limit replay, but let new live records through at once.
@@ -215,14 +251,17 @@ class Uplink:
         if replayed:
             self.counters.records_replayed += len(rows)
 
-    def _batch(self, rows: list[Row], *, historical: bool) -> bytes:
-        """The DataBatch of as many of ``rows`` as fit (the rest are dropped from ``rows``), from
-        the stored record encodings."""
+    def _batch(self, rows: list[Row], from_seq: int, *, historical: bool) -> bytes:
+        """The DataBatch of as many of ``rows`` (read from ``from_seq`` on) as fit (the rest are
+        dropped from ``rows``), from the stored record encodings, naming the thinned holes."""
+        floor = self.outbox.floor_seq()
         payload, n = messages.encode_batch(
             self.cfg.site,
             self.boot,
             [row.payload for row in rows],
-            floor_seq=self.outbox.floor_seq(),
+            floor_seq=floor,
+            epoch=self.outbox.epoch,
+            thinned=thinned_holes(rows, max(from_seq, floor)),
             historical=historical,
             max_bytes=MAX_BATCH_BYTES,
         )
@@ -246,8 +285,19 @@ class Uplink:
 
     def _on_ack(self, ack: messages.Ack) -> None:
         self.counters.acks += 1
+        epoch = self.outbox.epoch
+        if ack.epoch != epoch:
+            self.counters.foreign_acks += 1
+            log.info("uplink.ack_other_epoch", extra={"ack_epoch": ack.epoch, "epoch": epoch})
+            return
         if ack.through_seq is not None:
-            self.outbox.ack(ack.through_seq)
+            self.outbox.ack(ack.through_seq, epoch=ack.epoch)
+            if self.outbox.epoch != epoch:
+                # a new epoch: every held record was renumbered and is sent again
+                self._replay = self.outbox.floor_seq()
+                self._replay_end = self._live = self.outbox.next_seq
+                self._wakeup.set()
+                return
         if ack.resend_from is not None:
             self.counters.resend_requests += 1
             start = max(ack.resend_from, self.outbox.floor_seq())

@@ -65,7 +65,9 @@ class Engine:
 
     @property
     def seqs(self) -> dict[str, SiteSeqs]:
-        return self.state.seqs
+        """Each site's tracker for the epoch it last sent (all epochs: ``state.seqs``)."""
+        return {site: tr for site, epoch in self.state.epochs.items()
+                if (tr := self.state.seqs.get((site, epoch))) is not None}
 
     @property
     def alerts(self) -> AlarmAlerts | None:

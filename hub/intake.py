@@ -9,11 +9,15 @@ Rules of ingest:
 1. Malformed messages, and messages the store cannot hold (hub/validate.py: seq bounds, unique
    device ids, values, timestamps within the allowed clock skew), are quarantined with their
    reason (hub/quarantine.py) and counted before anything is changed; ingest goes on.
-2. A record is stored iff its (site, seq) is new (hub/seqs.py); duplicates are counted.
+2. A record is stored iff its (site, epoch, seq) is new (hub/seqs.py: one tracker per outbox
+   epoch, so a replaced or wiped edge starting again at seq 1 is new, never a duplicate);
+   duplicates are counted.
 3. A reading becomes the point's latest only if it is not older than the latest (a replayed
    historical reading is history, not news); only such readings are judged by the rules.
-4. Every message is PUBACKed, and every site in the transaction acked with its ``through_seq``
-   (and ``resend_from`` when a gap asks for it), only after COMMIT.
+4. Every message is PUBACKed, and every (site, epoch) in the transaction acked with its
+   ``through_seq`` (and ``resend_from`` when a gap asks for it), only after COMMIT. Only a
+   site's current epoch (the one it last sent) is asked to resend.
+   A batch's thinned ranges close those holes at once (hub/seqs.py rule 6).
 5. A site that goes offline marks its points stale and raises their stale alarms.
 6. A message's records go in with one statement (``json_each``), and the transaction's latest
    values with one ``executemany``: no per-record statement on the hot path.
@@ -59,11 +63,11 @@ _QUALITY = {q: q.value for q in Quality}
 # executemany steps once per row, releasing and re-taking the GIL each time, and with the
 # event loop busy in the other thread each re-take can wait a switch interval (measured: 2,500
 # rows 21 ms alone, 250 ms beside a busy thread). One statement takes the GIL back once.
-# ``value->9`` is the reading's value as JSON text, which is what the column holds.
+# ``value->10`` is the reading's value as JSON text, which is what the column holds.
 _SQL_RECORDS = (
-    "INSERT OR IGNORE INTO records (site, seq, type, ts, received_at, prio, historical, device, point,"
+    "INSERT OR IGNORE INTO records (site, epoch, seq, type, ts, received_at, prio, historical, device, point,"
     " value, num, quality, body) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-    " value->>6, value->>7, value->>8, value->9, value->>10, value->>11, value->>12 FROM json_each(?)"
+    " value->>6, value->>7, value->>8, value->>9, value->10, value->>11, value->>12, value->>13 FROM json_each(?)"
 )
 _SQL_LATEST = (
     "INSERT INTO latest (site, device, point, value, num, quality, unit, ts, seq, received_at, stale)"
@@ -88,6 +92,8 @@ class IngestCounters:
     acks: int = 0
     resend_asks: int = 0
     floor_closed: int = 0
+    new_epochs: int = 0
+    thinned_closed: int = 0
     rejected_sites: int = 0
 
 
@@ -112,7 +118,7 @@ class Intake:
         now = tx.now
         c = self.counters
         latest: dict[Key, tuple[object, ...]] = {}
-        touched: dict[str, int] = {}
+        touched: dict[tuple[str, int], int] = {}
         pubacks: dict[int, list[int]] = {}
         changed_points: dict[str, list[Key]] | None = {} if self.outlet.wants_live() else None
         skew = self.cfg.ingest.max_clock_skew_s
@@ -167,7 +173,7 @@ class Intake:
             if isinstance(msg, DataBatch):
                 c.batches += 1
                 c.records += n
-                touched[site] = touched.get(site, 0) + n
+                touched[(site, msg.epoch)] = touched.get((site, msg.epoch), 0) + n
                 latest.update(msg_latest)
                 if changed_points is not None and changed:
                     changed_points.setdefault(site, []).extend(changed.get(site, ()))
@@ -177,11 +183,14 @@ class Intake:
                 c.births += 1
         self._write_latest(conn, latest)
         acks: list[Ack] = []
-        for site, n in touched.items():
-            tr = self.state.seqs[site]
-            conn.execute("UPDATE sites SET through_seq = ?, last_seen = ?, records = records + ? WHERE site = ?",
-                         (tr.through, now, n, site))
-            ack = self._ack(site, tr, now, always=True)
+        for (site, epoch), n in touched.items():
+            tr = self.state.seqs[(site, epoch)]
+            conn.execute("UPDATE site_epochs SET through_seq = ?, last_seen = ?, records = records + ?"
+                         " WHERE site = ? AND epoch = ?", (tr.through, now, n, site, epoch))
+            if self.state.epochs.get(site) == epoch:
+                conn.execute("UPDATE sites SET through_seq = ?, last_seen = ?, records = records + ? WHERE site = ?",
+                             (tr.through, now, n, site))
+            ack = self._ack(site, epoch, tr, now, always=True)
             if ack is not None:
                 acks.append(ack)
         c.acks += len(acks)
@@ -207,23 +216,24 @@ class Intake:
 
         tx.after_commit(after)
 
-    def _ack(self, site: str, tr: SiteSeqs, now: float, *, always: bool) -> Ack | None:
+    def _ack(self, site: str, epoch: int, tr: SiteSeqs, now: float, *, always: bool) -> Ack | None:
         """The ack for ``site``: its watermark (``always``) and a ``resend_from`` when a gap is due one."""
         resend = tr.want_resend(now, self.cfg.ingest.gap_grace_s, self.cfg.ingest.resend_interval_s)
         if resend is not None:
             self.counters.resend_asks += 1
-            log.info("ingest.resend_asked", extra={"site": site, "resend_from": resend})
+            log.info("ingest.resend_asked", extra={"site": site, "epoch": epoch, "resend_from": resend})
         elif not (always and tr.through > 0):
             return None
-        return Ack(site=site, through_seq=tr.through if tr.through > 0 else None, resend_from=resend)
+        return Ack(site=site, epoch=epoch, through_seq=tr.through if tr.through > 0 else None, resend_from=resend)
 
     def ask_resends(self, tx: Tx) -> None:
         """The tick's part of rule 4: sites holding records above a gap are asked to resend it."""
         acks: list[Ack] = []
-        for site, tr in self.state.seqs.items():
-            if not tr.held:
-                continue
-            ack = self._ack(site, tr, tx.now, always=False)
+        epochs = self.state.epochs
+        for (site, epoch), tr in self.state.seqs.items():
+            if not tr.held or epochs.get(site) != epoch:
+                continue  # an old epoch's outbox is gone: nobody is left to resend it
+            ack = self._ack(site, epoch, tr, tx.now, always=False)
             if ack is not None:
                 acks.append(ack)
         if acks:
@@ -244,7 +254,6 @@ class Intake:
             conn.execute("INSERT OR IGNORE INTO sites (site, area, name, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
                          (site, area, entry.name if entry else "", now, now))
             s = st.sites[site] = SiteMem(area=area)
-            st.seqs[site] = SiteSeqs()
             log.info("ingest.new_site", extra={"site": site, "area": area})
         return s
 
@@ -265,7 +274,11 @@ class Intake:
                latest: dict[Key, tuple[object, ...]], changed: dict[str, list[Key]] | None,
                refused: frozenset[int]) -> int:
         st = self.state
-        tr = st.seqs[site]
+        epoch = batch.epoch
+        tr = st.seqs.get((site, epoch)) or self._epoch(tx, site, epoch)
+        if st.epochs.get(site) != epoch:
+            st.epochs[site] = epoch
+            tx.conn.execute("UPDATE sites SET epoch = ?, through_seq = ? WHERE site = ?", (epoch, tr.through, site))
         c = self.counters
         s = st.sites[site]
         points = st.latest
@@ -285,7 +298,7 @@ class Intake:
                 value = r.value
                 num = as_number(value)
                 quality = _QUALITY[r.quality]
-                rows.append((site, seq, "reading", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
+                rows.append((site, epoch, seq, "reading", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
                              r.point, value, num, quality, None))
                 key = (site, r.device, r.point)
                 pm = points.get(key)
@@ -305,21 +318,38 @@ class Intake:
                     if point_rules is not None:
                         alarms.judge(tx, site, r.device, r.point, point_rules, pm, Sample(r.ts, value, r.quality, num))
             elif isinstance(r, Event):
-                rows.append((site, seq, "event", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
+                rows.append((site, epoch, seq, "event", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
                              None, None, None, None, _enc.encode(r).decode()))
                 live_after(tx, self.outlet, SiteEvent(site=site, seq=seq, kind=r.kind, device=r.device,
                                                       detail=r.detail, ts=r.ts))
             else:
-                rows.append((site, seq, "reply", r.ts, received, _PRIO[r.prio], int(r.historical), None, None,
+                rows.append((site, epoch, seq, "reply", r.ts, received, _PRIO[r.prio], int(r.historical), None, None,
                              None, None, None, _enc.encode(r).decode()))
                 self.commands.reply(tx, site, r, received)
+        if batch.thinned:
+            thinned = sum(tr.close(lo, hi) for lo, hi in batch.thinned)
+            if thinned:
+                c.thinned_closed += thinned
+                tx.conn.execute("INSERT INTO seq_gaps (site, epoch, closed_at, through_seq, missing, how)"
+                                " VALUES (?, ?, ?, ?, ?, ?)", (site, epoch, tx.now, tr.through, thinned, "thinned"))
         closed = tr.settle(batch.floor_seq)
         if closed:
             c.floor_closed += closed
-            tx.conn.execute("INSERT INTO seq_gaps (site, closed_at, through_seq, missing, how) VALUES (?, ?, ?, ?, ?)",
-                            (site, tx.now, tr.through, closed, "floor_seq"))
-            log.warning("ingest.gap_closed_by_floor", extra={"site": site, "missing": closed, "through": tr.through})
+            tx.conn.execute("INSERT INTO seq_gaps (site, epoch, closed_at, through_seq, missing, how)"
+                            " VALUES (?, ?, ?, ?, ?, ?)", (site, epoch, tx.now, tr.through, closed, "floor_seq"))
+            log.warning("ingest.gap_closed_by_floor", extra={"site": site, "epoch": epoch, "missing": closed,
+                                                             "through": tr.through})
         return new
+
+    def _epoch(self, tx: Tx, site: str, epoch: int) -> SiteSeqs:
+        """A tracker for an outbox epoch never seen before: its seqs start afresh."""
+        tr = self.state.seqs[(site, epoch)] = SiteSeqs()
+        tx.conn.execute("INSERT OR IGNORE INTO site_epochs (site, epoch, first_seen, last_seen) VALUES (?, ?, ?, ?)",
+                        (site, epoch, tx.now, tx.now))
+        self.counters.new_epochs += 1
+        log.warning("ingest.new_epoch", extra={"site": site, "epoch": epoch,
+                                               "previous": self.state.epochs.get(site)})
+        return tr
 
     def _status(self, tx: Tx, site: str, st: Status) -> None:
         s = self.state.sites[site]

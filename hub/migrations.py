@@ -14,11 +14,11 @@ Rules:
    Each entry keeps its set and name, so a database made then upgrades cleanly now. A new
    migration goes in the ``jikimi.hub`` set.
 
-Tables (DESIGN §6): sites, devices, latest, records (the history, deduplicated by
-(site, seq)), history_agg (downsampled history), quarantine, seq_gaps, alarms,
-alarm_transitions, incidents, commands, command_replies, operations, operators, sessions and
-the hash-chained audit log (append-only: triggers refuse UPDATE and DELETE); forwarding's
-``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
+Tables (DESIGN §6): sites, site_epochs (each outbox epoch's watermark), devices, latest,
+records (the history, deduplicated by (site, epoch, seq)), history_agg (downsampled history),
+quarantine, seq_gaps, alarms, alarm_transitions, incidents, commands, command_replies,
+operations, operators, sessions and the hash-chained audit log (append-only: triggers refuse
+UPDATE and DELETE); forwarding's ``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
 """
 
 from __future__ import annotations
@@ -168,6 +168,40 @@ def m005_audit(db: Database) -> None:
     )
 
 
+def m007_epochs(db: Database) -> None:
+    """Seqs are per (site, outbox epoch) (DESIGN §3): the records' key gains the epoch; records
+    and watermarks from before epochs are the legacy epoch 0."""
+    db.execute(
+        "CREATE TABLE records_by_epoch ("
+        " site TEXT NOT NULL, epoch INTEGER NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, ts REAL NOT NULL,"
+        " received_at REAL NOT NULL, prio TEXT NOT NULL, historical INTEGER NOT NULL,"
+        " device TEXT, point TEXT, value TEXT, num REAL, quality TEXT, body TEXT,"
+        " PRIMARY KEY (site, epoch, seq)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO records_by_epoch (site, epoch, seq, type, ts, received_at, prio, historical, device, point,"
+        " value, num, quality, body) SELECT site, 0, seq, type, ts, received_at, prio, historical, device, point,"
+        " value, num, quality, body FROM records"
+    )
+    db.execute("DROP TABLE records")
+    db.execute("ALTER TABLE records_by_epoch RENAME TO records")
+    db.execute("CREATE INDEX records_point ON records (site, device, point, ts) WHERE type = 'reading'")
+    db.execute("CREATE INDEX records_other ON records (ts) WHERE type <> 'reading'")
+    # sites.epoch is the epoch the site last sent; sites.through_seq stays that epoch's watermark
+    db.execute("ALTER TABLE sites ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE TABLE site_epochs ("
+        " site TEXT NOT NULL, epoch INTEGER NOT NULL, through_seq INTEGER NOT NULL DEFAULT 0,"
+        " first_seen REAL NOT NULL, last_seen REAL NOT NULL, records INTEGER NOT NULL DEFAULT 0,"
+        " PRIMARY KEY (site, epoch)) WITHOUT ROWID"
+    )
+    db.execute(
+        "INSERT INTO site_epochs (site, epoch, through_seq, first_seen, last_seen, records)"
+        " SELECT site, 0, through_seq, first_seen, last_seen, records FROM sites"
+    )
+    db.execute("ALTER TABLE seq_gaps ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+
+
 def m001_outbox(db: Database) -> None:
     db.execute(
         "CREATE TABLE fwd_threads ("
@@ -254,6 +288,7 @@ MIGRATIONS: Final = (
     Migration(FORWARD, m001_outbox),
     Migration(CCTV, m001_evidence),
     Migration(CORE, m006_quarantine_bounds),
+    Migration(CORE, m007_epochs),
 )
 """The hub database's schema, in order (rule 1)."""
 

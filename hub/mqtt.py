@@ -57,13 +57,15 @@ class NotConnected(HubError):
 
 
 def merge_acks(old: Ack, new: Ack) -> Ack:
-    """Rule 5: one pending ack per site."""
+    """Rule 5: one pending ack per site (an ack for a newer epoch replaces one for another)."""
+    if old.epoch != new.epoch:
+        return new
     throughs = [t for t in (old.through_seq, new.through_seq) if t is not None]
     through = max(throughs) if throughs else None
     resend = new.resend_from
     if resend is None and old.resend_from is not None and (through is None or old.resend_from > through):
         resend = old.resend_from
-    return Ack(site=new.site, through_seq=through, resend_from=resend)
+    return Ack(site=new.site, epoch=new.epoch, through_seq=through, resend_from=resend)
 
 
 class HubMqtt:

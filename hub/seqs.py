@@ -16,14 +16,17 @@ Rules and invariants (DESIGN §3):
    replay, so a short gap is normal), and asked again only after ``interval_s`` without the
    watermark moving.
 5. Seqs start at 1 (the edge's outbox counter); a site the hub has never seen starts with
-   ``through = 0``.
+   ``through = 0``. One tracker serves one (site, outbox epoch).
+6. A batch's ``thinned`` ranges are seqs the edge will never send: :meth:`close` counts them
+   as held at once, so the watermark passes every hole thinning left between held records in
+   one round trip.
 
 No clock is read: every method that needs the time takes ``now``.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 
@@ -71,6 +74,24 @@ class SiteSeqs:
             else:
                 held.insert(i, [seq, seq])
         self._advance()
+
+    def close(self, lo: int, hi: int) -> int:
+        """Rule 6: seqs ``lo..hi`` will never come; returns how many of them were not held."""
+        lo = max(lo, self.through + 1)
+        if lo > hi:
+            return 0
+        held = self.held
+        i = bisect_left(held, [lo, -1])
+        if i > 0 and held[i - 1][1] >= lo - 1:
+            i -= 1
+        j, new_lo, new_hi, covered = i, lo, hi, 0
+        while j < len(held) and held[j][0] <= hi + 1:
+            covered += max(0, min(held[j][1], hi) - max(held[j][0], lo) + 1)
+            new_lo, new_hi = min(new_lo, held[j][0]), max(new_hi, held[j][1])
+            j += 1
+        held[i:j] = [[new_lo, new_hi]]
+        self._advance()
+        return hi - lo + 1 - covered
 
     def settle(self, floor_seq: int | None) -> int:
         """Apply a batch's ``floor_seq``; returns how many seqs the floor closed (never held)."""

@@ -11,8 +11,10 @@ Invariants:
    changes a row and its mirror entry together, and :meth:`HubState.load` rebuilds the mirror
    from the database at start-up (so a restart, or a rolled-back writer that ends the process,
    never leaves the two apart).
-2. Every site in ``sites`` has a tracker in ``seqs``; every point in ``latest`` is listed in its
-   site's ``points`` (when the site is known).
+2. ``seqs`` has one tracker per (site, epoch) the hub has seen (DESIGN §3: each outbox epoch
+   is tracked on its own); ``epochs`` maps a site to the epoch it last sent, whose watermark
+   is also ``sites.through_seq``. Every point in ``latest`` is listed in its site's ``points``
+   (when the site is known).
 3. ``alarms`` and ``alarm_ids`` hold the same alarms (by key and by id); ``shelved`` is exactly
    the ids of the alarms whose state is ``shelved``; a point's ``active`` set is exactly the
    rules of its alarms whose condition is active.
@@ -84,7 +86,10 @@ class HubState:
         self.sites: dict[str, SiteMem] = {}
         self.kinds: dict[tuple[str, str], str] = {}
         self.latest: dict[Key, PointMem] = {}
-        self.seqs: dict[str, SiteSeqs] = {}
+        self.seqs: dict[tuple[str, int], SiteSeqs] = {}
+        """(site, epoch) → its tracker."""
+        self.epochs: dict[str, int] = {}
+        """site → the epoch it last sent."""
         self.alarms: dict[AlarmKey, AlarmMem] = {}
         self.alarm_ids: dict[int, AlarmKey] = {}
         self.shelved: set[int] = set()
@@ -94,22 +99,29 @@ class HubState:
         self.alarms[key] = am
         self.alarm_ids[am.id] = key
 
+    def current_seqs(self, site: str) -> SiteSeqs | None:
+        """The tracker of the epoch ``site`` last sent."""
+        epoch = self.epochs.get(site)
+        return None if epoch is None else self.seqs.get((site, epoch))
+
     def alarm_by_id(self, alarm_id: int) -> AlarmMem | None:
         key = self.alarm_ids.get(alarm_id)
         return None if key is None else self.alarms[key]
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Rebuild the mirror from the database (the writer calls it once, on its thread)."""
-        for site, area, state, boot, state_ts, through in conn.execute(
-            "SELECT site, area, state, boot, state_ts, through_seq FROM sites"
+        for site, area, state, boot, state_ts, epoch in conn.execute(
+            "SELECT site, area, state, boot, state_ts, epoch FROM sites"
         ):
             self.sites[site] = SiteMem(area=area, online=state == SiteState.ONLINE.value, boot=boot,
                                        state_ts=state_ts or 0.0)
+            self.epochs[site] = epoch
+        for site, epoch, through in conn.execute("SELECT site, epoch, through_seq FROM site_epochs"):
             tr = SiteSeqs(through=through)
-            for (seq,) in conn.execute("SELECT seq FROM records WHERE site = ? AND seq > ? ORDER BY seq",
-                                       (site, through)):
+            for (seq,) in conn.execute("SELECT seq FROM records WHERE site = ? AND epoch = ? AND seq > ? ORDER BY seq",
+                                       (site, epoch, through)):
                 tr.add(seq)
-            self.seqs[site] = tr
+            self.seqs[(site, epoch)] = tr
         for site, device, kind in conn.execute("SELECT site, device, kind FROM devices"):
             self.kinds[(site, device)] = kind
         for site, device, point, value, num, quality, ts, seq in conn.execute(

@@ -102,6 +102,9 @@ def check(msg: EdgeMessage, received: float, max_skew_s: float) -> Verdict:
 def _batch(batch: DataBatch, limit: float) -> Verdict:
     if batch.floor_seq is not None and not _seq_ok(batch.floor_seq):
         return Verdict(Refusal(Reason.SEQ_RANGE, f"floor_seq {batch.floor_seq} is outside 1..2^63-1"))
+    for lo, hi in batch.thinned:
+        if not (_seq_ok(lo) and _seq_ok(hi)):
+            return Verdict(Refusal(Reason.SEQ_RANGE, f"thinned range [{lo}, {hi}] is outside 1..2^63-1"))
     future: list[int] = []
     for r in batch.records:
         if not 1 <= r.seq <= MAX_SEQ:

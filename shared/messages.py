@@ -5,8 +5,11 @@ version, currently :data:`VERSION`); a decoder refuses other versions, unknown f
 missing fields, wrong types and payloads over :data:`MAX_PAYLOAD_BYTES`, always with one
 :class:`shared.errors.WireError` whose message says what and where.
 
-Times are Unix time in seconds (float, UTC) throughout. ``seq`` is a per-site uint64 that is
-never reused (the edge's outbox persists it).
+Times are Unix time in seconds (float, UTC) throughout. ``seq`` is a uint64, per site and
+outbox *epoch*, that is never reused (the edge's outbox persists both). An epoch is a random id
+drawn when an outbox is created (:data:`MAX_EPOCH` bounds it so it is a positive SQLite
+INTEGER); epoch 0 is the *legacy* epoch of outboxes made before epochs, and of their records
+at the hub.
 
 Message                    topic (shared.topics)        direction
 -------------------------  ---------------------------  ---------------
@@ -36,6 +39,9 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 """Largest payload any jikimi message may have; the broker's ``max_packet_size`` is above it."""
 
 MAX_UINT64: Final = 2**64 - 1
+MAX_EPOCH: Final = 2**63 - 1
+MAX_THINNED: Final = 4096
+"""Most thinned ranges one :class:`DataBatch` may announce."""
 
 SiteId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 """A site's id, also its certificate CN, e.g. ``gg-suwon-up-0031``. No MQTT wildcards."""
@@ -50,6 +56,8 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_NAME)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT)]
 Seq = Annotated[int, msgspec.Meta(ge=0)]
 """uint64: msgspec decodes ``int`` up to 2**64 - 1; the bound below it is ``ge=0``."""
+Epoch = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH)]
+"""An outbox epoch: 0 (legacy) or random in 1 .. 2**63 - 1 (fits SQLite's signed INTEGER)."""
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Scalar: TypeAlias = bool | int | float | str | None
@@ -216,12 +224,29 @@ class DataBatch(_Message, frozen=True, kw_only=True):
     holds none): every seq below it is either acknowledged already or was thinned out of a
     full outbox (announced by an ``outbox.thinned`` event). The hub never asks to resend
     below it, so thinning closes gaps instead of leaving the hub waiting forever.
+
+    ``epoch`` names the outbox the seqs belong to: the hub tracks and dedupes each
+    (site, epoch) on its own, so a replaced or wiped edge, whose seqs start again at 1, is
+    never taken for a replay of the old one.
+
+    ``thinned`` lists inclusive [from, to] seq ranges whose every seq the edge does *not*
+    hold (a full outbox thinned them; they will never come): the hub closes those holes at
+    once instead of asking for them one round trip at a time. Seqs of the ranges are never
+    in ``records``.
     """
 
     site: SiteId
     boot: Name
     records: list[Record]
     floor_seq: Seq | None = None
+    epoch: Epoch = 0
+    thinned: Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)] = msgspec.field(
+        default_factory=list)
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.thinned:
+            if lo > hi:
+                raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
 
 
 class Command(_Message, frozen=True, kw_only=True):
@@ -247,10 +272,12 @@ class Command(_Message, frozen=True, kw_only=True):
 
 
 class Ack(_Message, frozen=True, kw_only=True):
-    """The hub's end-to-end acknowledgement: all of ``through_seq`` is committed, and/or
-    the edge should resend from ``resend_from``."""
+    """The hub's end-to-end acknowledgement: all of ``through_seq`` of ``epoch`` is committed,
+    and/or the edge should resend from ``resend_from``. An edge ignores an ack for an epoch
+    other than its outbox's."""
 
     site: SiteId
+    epoch: Epoch = 0
     through_seq: Seq | None = None
     resend_from: Seq | None = None
 
@@ -307,6 +334,8 @@ def encode_batch(
     records: Sequence[bytes],
     *,
     floor_seq: int | None,
+    epoch: int = 0,
+    thinned: Sequence[tuple[int, int]] = (),
     historical: bool = False,
     max_bytes: int = MAX_PAYLOAD_BYTES,
 ) -> tuple[bytes, int]:
@@ -321,7 +350,8 @@ def encode_batch(
     """
     head = b'{"v":%d,"site":%s,"boot":%s,"records":[' % (VERSION, _encoder.encode(site), _encoder.encode(boot))
     parts: list[bytes] = []
-    size = len(head) + 64  # room for the tail
+    ranges = b",".join(b"[%d,%d]" % (lo, hi) for lo, hi in thinned[:MAX_THINNED])
+    size = len(head) + 80 + len(ranges)  # room for the tail
     for record in records:
         part = record[:-1] + _HISTORICAL if historical else record
         size += len(part) + 1
@@ -329,7 +359,8 @@ def encode_batch(
             break
         parts.append(part)
     floor = b"null" if floor_seq is None else b"%d" % floor_seq
-    return head + b",".join(parts) + b'],"floor_seq":' + floor + b"}", len(parts)
+    tail = b'],"floor_seq":' + floor + b',"epoch":%d,"thinned":[' % epoch + ranges + b"]}"
+    return head + b",".join(parts) + tail, len(parts)
 
 
 def decode(kind: type[M], payload: bytes) -> M:

@@ -92,6 +92,8 @@ class SimDevice:
         self.profile = profile
         self.unit_id = profile.transport.unit_id if unit_id is None else unit_id
         self.physics: DevicePhysics = physics_for(profile)
+        self.writes: list[tuple[str, Value]] = []
+        """Every write the device accepted, in order (what tests count: writes at the device)."""
         self.faults = Faults()
         self.requests = 0
         self._clock = clock
@@ -183,6 +185,7 @@ class SimDevice:
             updates.append((p, value))
             a = p.end
         for p, value in updates:
+            self.writes.append((p.name, value))
             self.physics.command(p.name, value)
         return None
 

@@ -61,6 +61,14 @@ class RealHub:
     def replies(self, site: str, cmd_id: str) -> list[messages.Reply]:
         return [r for r in self.records(site) if isinstance(r, messages.Reply) and r.cmd_id == cmd_id]
 
+    def epochs(self, site: str) -> dict[int, int]:
+        """Records stored per outbox epoch."""
+        return {int(e): int(n) for e, n in self._rows(  # type: ignore[call-overload]
+            "SELECT epoch, count(*) FROM records WHERE site=? GROUP BY epoch", (site,))}
+
+    def active_alarms(self, site: str) -> set[str]:
+        return {str(r) for (r,) in self._rows("SELECT rule FROM alarms WHERE site=? AND active=1", (site,))}
+
     async def send_command(self, cmd: messages.Command) -> None:
         await self.commander.publish(topics.site_topic(cmd.site, topics.SiteChannel.CMD), messages.encode(cmd),
                                      qos=1)

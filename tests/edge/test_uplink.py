@@ -146,7 +146,8 @@ async def test_restarted_outbox_continues_seq(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     o = Outbox(path, clock=time.time)
     seqs = [r.seq for r in o.append([_reading(1.0), _reading(2.0)])]
-    o.ack(seqs[-1])
+    o.mark_sent(seqs[-1])
+    o.ack(seqs[-1], epoch=o.epoch)
     o.close()
     o2 = Outbox(path, clock=time.time)
     assert [r.seq for r in o2.append([_reading(3.0)])] == [3]
@@ -194,3 +195,26 @@ async def test_tls_refusal_is_reported_as_tls(broker: RunningBroker, test_pki: P
         await _until(lambda: up.counters.last_error != "", 30, "a connection attempt failed")
     assert up.counters.last_error.startswith("tls:"), up.counters.last_error
     assert not up.connected.is_set()
+
+
+async def test_a_thinned_outbox_drains_in_a_few_round_trips(
+    broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """30,000 readings into a 10,000-record outbox while offline, thinned many times over: once
+    connected, the batches name the thinned holes and the real hub closes them at once, so the
+    outbox drains with at most 5 resend round trips (not one per hole)."""
+    site = test_pki.take_site()
+    outbox = Outbox(tmp_path / "outbox.db", max_records=10_000, clock=time.time)
+    for i in range(0, 30_000, 100):
+        outbox.append([_reading(float(i + k)) for k in range(100)])
+    assert outbox.thinned_total > 0
+    async with (
+        running_real_hub(broker, test_pki, tmp_path) as hub,
+        running_uplink(broker, test_pki.files(site), site, outbox) as up,
+    ):
+        await _until(lambda: outbox.held == 0, 60, "the outbox drains")
+        counters = hub.hub.engine.counters
+    assert up.counters.resend_requests <= 5
+    assert counters.resend_asks <= 5
+    assert counters.thinned_closed + counters.floor_closed == outbox.thinned_total  # every hole, at once
+    assert len(hub.seqs(site)) == outbox.next_seq - 1 - outbox.thinned_total

@@ -31,6 +31,7 @@ class _SiteState:
     seen_above: set[int] = field(default_factory=set)
     gap_since: float | None = None
     resend_asked_at: float = 0.0
+    epoch: int = 0
 
 
 class FakeHub:
@@ -111,6 +112,7 @@ class FakeHub:
         self.duplicates += len(rows) - (self.db.total_changes - before)
         self.db.execute("COMMIT")
         st = self.sites.setdefault(batch.site, _SiteState())
+        st.epoch = batch.epoch  # the stand-in follows one outbox epoch per site (the real hub: each)
         st.seen_above.update(r.seq for r in batch.records if r.seq > st.through)
         if batch.floor_seq is not None and batch.floor_seq - 1 > st.through:
             st.through = batch.floor_seq - 1
@@ -119,7 +121,8 @@ class FakeHub:
         st.seen_above = {s for s in st.seen_above if s > st.through}
         st.gap_since = (st.gap_since or time.monotonic()) if st.seen_above else None
         if st.through > 0:
-            await self._ack(client, batch.site, messages.Ack(site=batch.site, through_seq=st.through))
+            await self._ack(client, batch.site, messages.Ack(site=batch.site, epoch=st.epoch,
+                                                                     through_seq=st.through))
 
     async def send_command(self, cmd: messages.Command) -> None:
         """Publish a (signed) command to its site, as the hub would."""
@@ -143,7 +146,8 @@ class FakeHub:
                 if st.gap_since and now - st.gap_since > self.gap_grace_s and now - st.resend_asked_at > 1.0:
                     st.resend_asked_at = now
                     self.resends_asked += 1
-                    ack = messages.Ack(site=site, through_seq=st.through or None, resend_from=st.through + 1)
+                    ack = messages.Ack(site=site, epoch=st.epoch, through_seq=st.through or None,
+                                       resend_from=st.through + 1)
                     await self._ack(client, site, ack)
 
 

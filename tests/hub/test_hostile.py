@@ -188,7 +188,7 @@ async def test_a_retained_poisonous_birth_does_not_stop_a_restarted_hub(
             await c.publish(topics.site_topic(evil, Ch.BIRTH), _dup_birth(evil), qos=1, retain=True)
         for _ in range(2):
             async with running(cfg) as hub, fake_edge(broker, test_pki.files(honest), honest) as good:
-                good.next_seq = hub.engine.state.seqs[honest].through + 1 if honest in hub.engine.state.seqs else 1
+                good.next_seq = hub.engine.seqs[honest].through + 1 if honest in hub.engine.seqs else 1
                 await eventually(lambda: hub.engine.intake.quarantine.counts[Reason.DUPLICATE_DEVICE.value] == 1)
                 await _good_traffic(good)
                 await _alive(hub)

@@ -47,10 +47,10 @@ def test_a_message_failing_in_the_store_is_rolled_back_alone_with_the_mirror(
     assert conn.execute("SELECT count(*) FROM sites WHERE site = ?", (bad,)).fetchone() == (0,)
     st = engine.state
     assert bad not in st.sites
-    assert bad not in st.seqs
+    assert bad not in engine.seqs
     assert not [k for k in st.latest if k[0] == bad]
     assert st.latest[(good, "gauge", "water_depth_cm")].value == 9.0
-    assert st.seqs[good].through == 6
+    assert engine.seqs[good].through == 6
     assert engine.intake.quarantine.counts[Reason.STORE.value] == 1
     (reason, error), = conn.execute("SELECT reason, error FROM quarantine WHERE site = ?", (bad,))
     assert reason == Reason.STORE.value
@@ -92,6 +92,9 @@ def test_the_quarantine_is_capped_by_rows_and_bytes_and_expires(
 @pytest.mark.parametrize(("msg", "reason"), [
     (DataBatch(site="gg-a-01", boot="b", records=[], floor_seq=0), Reason.SEQ_RANGE),
     (DataBatch(site="gg-a-01", boot="b", records=[], floor_seq=2**63 - 1), None),
+    (DataBatch(site="gg-a-01", boot="b", records=[], thinned=[(5, 2**63)]), Reason.SEQ_RANGE),
+    (DataBatch(site="gg-a-01", boot="b", records=[], thinned=[(0, 4)]), Reason.SEQ_RANGE),
+    (DataBatch(site="gg-a-01", boot="b", records=[], thinned=[(1, 2**63 - 1)], epoch=2**63 - 1), None),
     (DataBatch(site="gg-a-01", boot="b", records=[Reading(seq=0, ts=1, prio=Priority.TELEMETRY, device="d",
                                                           point="p", value=1, quality=Quality.GOOD)]),
      Reason.SEQ_RANGE),

@@ -54,8 +54,10 @@ births = st.builds(
     ),
     models=st.lists(st.builds(m.ModelInfo, name=names, sha256=st.none() | sha, health=names), max_size=2),
 )
+epochs = st.integers(min_value=0, max_value=m.MAX_EPOCH)
 batches = st.builds(
-    m.DataBatch, site=site_ids, boot=names, records=st.lists(records, max_size=20), floor_seq=st.none() | seqs
+    m.DataBatch, site=site_ids, boot=names, records=st.lists(records, max_size=20), floor_seq=st.none() | seqs,
+    epoch=epochs, thinned=st.lists(st.tuples(seqs, seqs).map(sorted).map(tuple), max_size=3),
 )
 commands = st.builds(
     m.Command, cmd_id=names, site=site_ids, device=names, action=st.sampled_from(m.Action),
@@ -63,8 +65,8 @@ commands = st.builds(
     approved_by=st.lists(names, max_size=2), issued_at=timestamps, not_after=timestamps, reason=texts,
 )
 acks = st.one_of(
-    st.builds(m.Ack, site=site_ids, through_seq=seqs),
-    st.builds(m.Ack, site=site_ids, resend_from=seqs),
-    st.builds(m.Ack, site=site_ids, through_seq=seqs, resend_from=seqs),
+    st.builds(m.Ack, site=site_ids, through_seq=seqs, epoch=epochs),
+    st.builds(m.Ack, site=site_ids, resend_from=seqs, epoch=epochs),
+    st.builds(m.Ack, site=site_ids, through_seq=seqs, resend_from=seqs, epoch=epochs),
 )
 hub_statuses = st.builds(m.HubStatus, hub=hub_ids, state=st.sampled_from(m.SiteState), ts=timestamps)

@@ -132,7 +132,8 @@ def test_a_batch_of_stored_records_decodes_as_the_batch_msgspec_encodes(batch: m
     records = [msgspec.structs.replace(r, historical=historical) for r in batch.records]
     expected = msgspec.structs.replace(batch, records=records)
     payload, n = m.encode_batch(batch.site, batch.boot, [_stored(r) for r in batch.records],
-                                floor_seq=batch.floor_seq, historical=historical)
+                                floor_seq=batch.floor_seq, epoch=batch.epoch, thinned=batch.thinned,
+                                historical=historical)
     assert n == len(records)
     assert m.decode(m.DataBatch, payload) == m.decode(m.DataBatch, m.encode(expected)) == expected
     if not historical:
@@ -143,14 +144,16 @@ def test_a_batch_of_stored_records_decodes_as_the_batch_msgspec_encodes(batch: m
 def test_a_batch_of_stored_records_stops_before_max_bytes(batch: m.DataBatch, historical: bool) -> None:
     """Records are taken in order while the payload fits; at least one always is."""
     stored = [_stored(r) for r in batch.records]
-    whole, _ = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, historical=historical)
-    payload, n = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, historical=historical,
-                                max_bytes=len(whole) - 1)
+    whole, _ = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, epoch=batch.epoch,
+                              thinned=batch.thinned, historical=historical)
+    payload, n = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, epoch=batch.epoch,
+                                thinned=batch.thinned, historical=historical, max_bytes=len(whole) - 1)
     assert 1 <= n < len(stored)
     assert len(payload) < len(whole)
     got = m.decode(m.DataBatch, payload)
     assert [r.seq for r in got.records] == [r.seq for r in batch.records[:n]]
     assert all(r.historical is historical for r in got.records)
-    tiny, one = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, max_bytes=1)
+    tiny, one = m.encode_batch(batch.site, batch.boot, stored, floor_seq=batch.floor_seq, epoch=batch.epoch,
+                               thinned=batch.thinned, max_bytes=1)
     assert one == 1
     assert m.decode(m.DataBatch, tiny).records == [msgspec.structs.replace(batch.records[0], historical=False)]

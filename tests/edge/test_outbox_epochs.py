@@ -1,0 +1,127 @@
+"""The outbox's epochs on a real SQLite file: which acks delete what (DESIGN §3, edge/outbox.py rule 6)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import msgspec
+
+from edge.outbox import MIGRATIONS, Outbox, decode_row, open_outbox
+from shared import messages
+from shared.messages import MAX_UINT64
+
+
+def _reading(value: float) -> messages.Reading:
+    return messages.Reading(seq=0, ts=time.time(), prio=messages.Priority.TELEMETRY, device="gauge",
+                            point="water_depth_cm", value=value, quality=messages.Quality.GOOD)
+
+
+def _alarm() -> messages.Event:
+    return messages.Event(seq=0, ts=time.time(), prio=messages.Priority.ALARM, kind="local.barrier.close")
+
+
+def _filled(path: Path, n: int = 10) -> Outbox:
+    o = Outbox(path, clock=time.time)
+    o.append([_reading(float(i)) for i in range(n - 1)] + [_alarm()])
+    return o
+
+
+def test_a_new_outbox_draws_a_random_epoch_and_keeps_it_across_reopening(tmp_path: Path) -> None:
+    """Two new outboxes get different non-zero epochs; reopening a file keeps its epoch."""
+    a, b = Outbox(tmp_path / "a.db", clock=time.time), Outbox(tmp_path / "b.db", clock=time.time)
+    assert a.epoch != b.epoch
+    assert 0 < a.epoch <= messages.MAX_EPOCH
+    epoch = a.epoch
+    a.close()
+    assert Outbox(tmp_path / "a.db", clock=time.time).epoch == epoch
+
+
+def test_an_outbox_made_before_epochs_keeps_the_legacy_epoch_and_its_seqs(tmp_path: Path) -> None:
+    """Upgrading an outbox written before epochs keeps epoch 0 (the hub's legacy epoch) and its counter."""
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, (_, sql) in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("UPDATE meta SET value = 42 WHERE key = 'next_seq'")
+    conn.close()
+    o = Outbox(path, clock=time.time)
+    assert o.epoch == 0
+    assert [r.seq for r in o.append([_reading(1.0)])] == [42]
+
+
+def test_an_ack_for_another_epoch_deletes_nothing(tmp_path: Path) -> None:
+    o = _filled(tmp_path / "o.db")
+    o.mark_sent(10)
+    assert o.ack(10, epoch=(o.epoch + 1) % messages.MAX_EPOCH) == 0
+    assert o.ack(10, epoch=0) == 0
+    assert o.held == 10
+    assert o.ack(10, epoch=o.epoch) == 10  # the right epoch does
+
+
+def test_an_ack_above_what_was_sent_deletes_only_what_was_sent(tmp_path: Path) -> None:
+    """Records 1..10 are held, 1..4 sent: an ack through 8 deletes 1..4 and keeps the unsent alarm."""
+    o = _filled(tmp_path / "o.db")
+    o.mark_sent(4)
+    assert o.ack(8, epoch=o.epoch) == 4
+    assert [r.seq for r in o.read(0, limit=100)] == list(range(5, 11))
+    o.close()
+    again = Outbox(tmp_path / "o.db", clock=time.time)  # a restarted process has sent nothing yet
+    assert again.ack(10, epoch=again.epoch) == 0
+    assert again.held == 6
+
+
+def test_an_ack_of_2_64_minus_1_deletes_nothing_and_starts_a_new_epoch(tmp_path: Path) -> None:
+    """An ack above every seq ever assigned means the file lost its tail: nothing is deleted, the
+    ten unsent records (the alarm too) are renumbered into a new epoch, and the change is an event."""
+    o = _filled(tmp_path / "o.db")
+    before = [decode_row(r) for r in o.read(0, limit=100)]
+    old = o.epoch
+    o.mark_sent(10)
+    assert o.ack(MAX_UINT64, epoch=old) == 0
+    assert o.epoch != old
+    after = [decode_row(r) for r in o.read(0, limit=100)]
+    assert [r.seq for r in after] == list(range(1, 12))
+    assert [msgspec_replace_seq(r) for r in after[:10]] == [msgspec_replace_seq(r) for r in before]
+    assert isinstance(after[-1], messages.Event)
+    assert after[-1].kind == "outbox.new_epoch"
+    assert after[-1].values["old_epoch"] == old
+    assert o.ack(10, epoch=o.epoch) == 0  # nothing of the new epoch was sent yet
+    o.close()
+    reopened = Outbox(tmp_path / "o.db", clock=time.time)
+    assert (reopened.epoch, reopened.next_seq, reopened.held) == (o.epoch, 12, 11)
+
+
+def msgspec_replace_seq(r: messages.Record) -> messages.Record:
+    return msgspec.structs.replace(r, seq=0)
+
+
+def test_a_torn_outbox_is_moved_aside_and_what_can_be_read_is_carried_over(tmp_path: Path) -> None:
+    """An outbox cut short (a torn write) fails its check: it is renamed, never deleted, the rows
+    still readable and the stored command results go into a new outbox with a new epoch."""
+    path = tmp_path / "outbox.db"
+    o = Outbox(path, clock=time.time)
+    o.append([_reading(float(i)) for i in range(3000)])
+    o.store_command_result("cmd-1", "verified", "barrier_state = 'closed'")
+    old_epoch = o.epoch
+    o._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    o.close()
+    size = path.stat().st_size
+    with path.open("r+b") as f:  # four pages in the middle are lost
+        f.seek((size // 2) & ~4095)
+        f.write(b"\0" * 4 * 4096)
+    damaged = path.read_bytes()
+    outbox, replaced = open_outbox(path, max_records=10_000, clock=time.time)
+    assert replaced is not None
+    assert replaced.moved_to is not None
+    assert replaced.moved_to.read_bytes() == damaged
+    assert outbox.epoch != old_epoch
+    assert 2000 < replaced.salvaged < 3000
+    assert replaced.salvaged + replaced.unreadable >= 3000
+    assert outbox.command_result("cmd-1") == ("verified", "barrier_state = 'closed'")
+    rows = [decode_row(r) for r in outbox.read(0, limit=10_000)]
+    assert [r.seq for r in rows] == list(range(1, replaced.salvaged + 2))
+    assert isinstance(rows[-1], messages.Event)
+    assert rows[-1].kind == "outbox.replaced"
