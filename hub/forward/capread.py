@@ -101,7 +101,12 @@ class CapSchema:
             root = parse_untrusted(data)
         except CapError as exc:
             return (str(exc),)
-        return tuple(f"{e.path or '/'}: {e.reason}" for e in self._schema.iter_errors(root))
+        try:
+            return tuple(f"{e.path or '/'}: {e.reason}" for e in self._schema.iter_errors(root))
+        except (OverflowError, ValueError) as exc:
+            # xmlschema's datatypes raise on some values instead of reporting them (a year
+            # past 9999 digits long: OverflowError); such a document does not validate.
+            return (f"/: a value the schema cannot read: {type(exc).__name__}: {exc}",)
 
     def check(self, data: bytes, what: str = "CAP message") -> None:
         """Raise :class:`CapError` listing the problems unless ``data`` validates."""
