@@ -3,8 +3,9 @@
 Rules:
 
 1. Every alarm that is raised (goes to ``unacknowledged``) is counted for its area with its time.
-2. When an area has more than ``flood_count`` alarms raised within ``window_s``, an incident is
-   opened for the area and every alarm counted in the window joins it.
+2. When an area has ``flood_count`` or more alarms raised within ``window_s`` (EEMUA 191's
+   alarm flood: 10 in 10 minutes, DESIGN §6), an incident is opened for the area and every
+   alarm counted in the window joins it.
 3. While the area's incident is open, every alarm raised in the area joins it.
 4. The incident is closed by the engine (all its alarms back to normal) or by a supervisor;
    the next flood in the area opens a new one.
@@ -48,7 +49,7 @@ class FloodGrouper:
             a.raised.popleft()
         if a.incident is not None:
             return Grouping(join=a.incident)
-        if len(a.raised) > self.flood_count:
+        if len(a.raised) >= self.flood_count:
             return Grouping(open_new=True, alarms=tuple(dict.fromkeys(i for _, i in a.raised)))
         return Grouping()
 

@@ -139,18 +139,20 @@ def test_resend_is_asked_after_the_grace_and_again_only_without_progress() -> No
 # --- flood grouping --------------------------------------------------------------------------
 
 
-def test_more_than_ten_alarms_in_ten_minutes_open_one_incident_per_area() -> None:
-    """The 11th alarm in an area within the window opens an incident holding all 11; later
-    alarms join it; another area is untouched; alarms spread over time never flood."""
+def test_ten_alarms_in_ten_minutes_open_one_incident_per_area() -> None:
+    """The 10th alarm in an area within the window opens an incident holding all 10 (DESIGN §6:
+    ≥ 10 in 10 minutes); later alarms join it; another area is untouched; alarms spread over
+    time never flood."""
     g = FloodGrouper(10, 600.0)
-    for i in range(10):
+    for i in range(9):
         assert g.raised("suwon", i, 100.0 + i).open_new is False
+    for i in range(10):
         assert g.raised("osan", 100 + i, i * 100.0).open_new is False
-    eleventh = g.raised("suwon", 10, 120.0)
-    assert eleventh.open_new
-    assert eleventh.alarms == tuple(range(11))
+    tenth = g.raised("suwon", 9, 120.0)
+    assert tenth.open_new
+    assert tenth.alarms == tuple(range(10))
     g.opened("suwon", 7)
-    assert g.raised("suwon", 11, 130.0).join == 7
+    assert g.raised("suwon", 10, 130.0).join == 7
     assert g.raised("osan", 200, 1700.0).open_new is False
     g.closed("suwon", 7)
     assert g.raised("suwon", 12, 140.0).join is None
