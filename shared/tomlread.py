@@ -62,6 +62,8 @@ def loads(data: bytes | str, file: str, *, base: Path | None = None,
         doc = tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, and the integer-length limit tomllib itself hits
         raise error(file, "", f"not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib parses nested arrays and tables recursively
+        raise error(file, "", "not valid TOML: nested too deeply") from exc
     return Table(file, doc, base=base, error=error)
 
 
