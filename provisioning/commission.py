@@ -141,13 +141,17 @@ def judge(point: Point, reading: Reading) -> PointResult:
 async def _open(profile: Profile, endpoint: Endpoint, unit_id: int | None, stack: AsyncExitStack) -> BusScheduler:
     link: DeviceLink
     if profile.transport.type is Transport.SERIAL_LINE:
-        link = await stack.enter_async_context(SerialLineDevice("device", profile, endpoint.path, unit_id=unit_id))
+        serial_link = await stack.enter_async_context(SerialLineDevice("device", profile, endpoint.path,
+                                                                       unit_id=unit_id))
+        await serial_link.connect()  # the technician hears "cannot open" at once, not per point
+        link = serial_link
     else:
         if profile.transport.type is Transport.MODBUS_TCP and endpoint.scheme != "tcp":
             raise CommissionError(f"{profile.model} speaks Modbus TCP: use --port tcp://HOST:PORT")
         line = (ModbusLine.tcp(endpoint.host, endpoint.port, profile.transport.timeout_s)
                 if endpoint.scheme == "tcp" else ModbusLine.rtu(endpoint.path, profile.transport))
         await stack.enter_async_context(line)
+        await line.connect()  # the technician hears "cannot connect" at once, not per point
         link = ModbusDevice("device", profile, line, unit_id)
     return BusScheduler([link], backoff_initial_s=0.0, backoff_max_s=0.0)
 

@@ -15,6 +15,7 @@ Errors are folded into the :mod:`edge.errors` tree at this seam:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -34,6 +35,8 @@ from edge.errors import (
     FramingError,
 )
 from shared.profiles import Point, Profile, Table, TransportSpec
+
+log = logging.getLogger(__name__)
 
 
 class ModbusLine:
@@ -87,13 +90,25 @@ class ModbusLine:
         return data
 
     async def __aenter__(self) -> ModbusLine:
+        """Try to connect, but never fail: a device that cannot be reached at start is a
+        ``comm_fail`` reading and an open breaker (edge/drivers/scheduler.py), not a stopped
+        agent; every later request tries to connect again, paced by that breaker."""
+        try:
+            await self.connect()
+        except DeviceError as exc:
+            log.warning("modbus.connect_failed", extra={"line": self.description, "error": str(exc)})
+        return self
+
+    async def connect(self) -> None:
+        """Connect now or raise :class:`DeviceError` saying why (the technician's tools ask first)."""
+        if self._client.connected:
+            return
         try:
             ok = await self._client.connect()
         except OSError as exc:
             raise DeviceError(f"{self.description}: cannot connect: {exc}") from exc
         if not ok:
             raise DeviceError(f"{self.description}: cannot connect")
-        return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -102,6 +117,8 @@ class ModbusLine:
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run one pymodbus request; translate every failure into the DeviceError tree."""
+        if not self._client.connected:
+            await self.connect()
         try:
             response = await getattr(self._client, method)(*args, **kwargs)
         except ModbusIOException as exc:

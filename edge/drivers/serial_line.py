@@ -21,6 +21,7 @@ ptys as well as real UARTs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -30,6 +31,8 @@ import serial
 from edge.drivers.codec import Raw, Value, raw_to_value, value_to_raw
 from edge.errors import CodecError, DeviceError, DeviceException, DeviceTimeout, FramingError
 from shared.profiles import Checksum, Point, PointType, Profile
+
+log = logging.getLogger(__name__)
 
 Decoded = tuple[Raw | str, Value] | CodecError
 
@@ -146,6 +149,21 @@ class SerialLineDevice:
         self._lock = asyncio.Lock()
 
     async def __aenter__(self) -> SerialLineDevice:
+        """Open the port, but never fail: a port missing at start (an unplugged adapter) is a
+        ``comm_fail`` reading and an open breaker, not a stopped agent; each later request
+        tries to open it again, paced by that breaker (edge/drivers/scheduler.py)."""
+        try:
+            await self.connect()
+        except DeviceError as exc:
+            log.warning("serial.open_failed", extra={"device": self.name, "port": self.port, "error": str(exc)})
+        return self
+
+    async def connect(self) -> None:
+        """Open the port now or raise :class:`DeviceError` saying why (the technician's tools ask first)."""
+        if self._serial is None:
+            self._open()
+
+    def _open(self) -> None:
         spec = self.profile.transport
         try:
             self._serial = serial.Serial(
@@ -161,7 +179,6 @@ class SerialLineDevice:
         fd = self._serial.fileno()
         os.set_blocking(fd, False)
         asyncio.get_running_loop().add_reader(fd, self._on_readable, fd)
-        return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -188,7 +205,8 @@ class SerialLineDevice:
     async def request(self, payload: str) -> str:
         """Send one request and return the reply's payload (after ``UU:OK:``)."""
         if self._serial is None:
-            raise DeviceError(f"{self.name}: not open")
+            self._open()
+        assert self._serial is not None
         async with self._lock:
             self._buf.clear()
             self._line = asyncio.get_running_loop().create_future()

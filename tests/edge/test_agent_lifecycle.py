@@ -210,3 +210,34 @@ async def test_a_codec_or_device_error_is_the_commands_reply_and_the_executor_go
         task.cancel()
     assert [s for _, s in replies if s.is_terminal] == [m.ReplyStatus.REJECTED, m.ReplyStatus.FAILED,
                                                          m.ReplyStatus.VERIFIED]
+
+
+async def test_a_device_that_cannot_be_reached_does_not_blind_the_site(
+    broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """One Modbus device refusing connections and one serial port that is not there at start:
+    the agent starts anyway, reports those devices comm_fail, polls the healthy barrier, and
+    closes it at 16 cm on its own."""
+    from shared.paths import profiles_dir
+    from trust.broker import free_port
+
+    site = test_pki.take_site()
+    refused = free_port()  # nothing listens there
+    async with underpass_sim() as sim:
+        config = write_config(tmp_path / "site.toml", test_pki, site, broker, sim)
+        config.write_text(config.read_text() + f"""
+[devices.barrier2]
+profile = "{profiles_dir() / "underpass-jk-up300.toml"}"
+transport = "tcp://127.0.0.1:{refused}"
+
+[devices.gate]
+profile = "{profiles_dir() / "river-gate-jk-rg10.toml"}"
+transport = "serial:///dev/ttyJIKIMI-UNPLUGGED"
+""")
+        async with running_agent(config) as agent:
+            await until(lambda: ("barrier", "water_depth_cm") in agent.latest, 15, "the healthy device's readings")
+            await until(lambda: any(k[0] == "barrier2" for k in agent.latest)
+                        and any(k[0] == "gate" for k in agent.latest), 15, "readings of the unreachable devices")
+            assert {r.quality for k, r in agent.latest.items() if k[0] in ("barrier2", "gate")} == {m.Quality.COMM_FAIL}
+            sim.physics.water.depth_cm = 16.0
+            await until(lambda: sim.physics.barrier.limit_closed, 15, "barrier closed by the edge")
