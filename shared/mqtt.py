@@ -400,7 +400,12 @@ class _PahoLink:
                 props.ReceiveMaximum = o.receive_maximum
             if o.session_expiry_s is not None:
                 props.SessionExpiryInterval = o.session_expiry_s
-        connect = functools.partial(self._client.connect, o.host, o.port, o.keepalive_s, properties=props)
+        # Every attempt is a new paho client, whose "clean start on the first connect only" would
+        # clean every time: with a session expiry, ask to resume the session instead, so what was
+        # queued for this client id while it was away is delivered, not lost and asked for again.
+        clean = o.session_expiry_s is None
+        connect = functools.partial(self._client.connect, o.host, o.port, o.keepalive_s, clean_start=clean,
+                                    properties=props)
         try:
             try:
                 await self._loop.run_in_executor(None, connect)  # blocks on TCP and the TLS handshake

@@ -104,3 +104,23 @@ async def test_thinned_seqs_below_floor_close_the_gap(
         await edge.wait_acked(20)
         assert hub.engine.counters.floor_closed == 10
     assert seqs(cfg.db_path, site_id) == list(range(11, 21))
+
+
+async def test_a_restarted_hub_resumes_its_session_without_asking_for_resends(
+    hub_config: ConfigFactory, broker: RunningBroker, site_id: str, test_pki: PkiFixture
+) -> None:
+    """What edges publish while the hub is down (within its session expiry) is queued by the
+    broker for the hub's session and delivered when it comes back: all of it is committed, with
+    no resend asked for."""
+    cfg = hub_config()
+    async with fake_edge(broker, test_pki.files(site_id), site_id) as edge:
+        async with running(cfg):
+            await edge.send(edge.readings(10))
+            await edge.wait_acked(10)
+        for _ in range(3):  # the hub is away
+            await edge.send(edge.readings(10))
+        async with running(cfg) as hub:
+            await edge.wait_acked(40)
+            assert hub.engine.counters.resend_asks == 0
+            assert edge.resends == 0
+    assert seqs(cfg.db_path, site_id) == list(range(1, 41))
