@@ -20,8 +20,10 @@ systemd is told READY=1 once every device has been read once, WATCHDOG=1 only wh
 keep coming (fed by acquisition progress, not a timer), and STOPPING=1 on shutdown.
 
 Queues between tasks are bounded: readings wait at most ``RECORD_FLUSH_S`` in memory
-(the recorder flushes every 100 ms; it never drops), the local-action queue holds 32 (the
-policy repeats an action only after the verify timeout, so it cannot flood), and the command
+(the recorder flushes every 100 ms; it never drops), local actions wait in a map holding the
+newest action per (device, written point): bounded by the site's devices, it coalesces instead
+of dropping, so a close is never lost behind other actions (a newer action for the same
+actuator replaces an older one not yet started), and the command
 queue holds 64 (more is refused with a reply, never dropped). The inference queue holds 256
 depth samples; if the forecaster falls that far behind, the oldest samples are dropped and
 counted (``inference.dropped``): the forecaster resamples its input, and the 15 cm rule acts
@@ -174,7 +176,9 @@ class Agent:
             (d.name, p) for d in cfg.devices for p in ("barrier_state", "gate_state", "displacement_mm", "siren_on")
         }
         self.forecast_warns: frozenset[str] = frozenset()
-        self._actions: asyncio.Queue[LocalAction] = asyncio.Queue(maxsize=32)
+        self._actions: dict[tuple[str, str], LocalAction] = {}
+        """Local actions not yet started, the newest per (device, point written); never dropped."""
+        self._actions_ready = asyncio.Event()
         self.schedulers: dict[str, BusScheduler] = {}
         self._scheduler_of: dict[str, BusScheduler] = {}
         self._hub_key = load_public_key(cfg.command_key)
@@ -264,10 +268,7 @@ class Agent:
                 seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"local.{action.action.value}",
                 device=action.device, detail=action.reason, values=dict(action.values),
             ))
-            try:
-                self._actions.put_nowait(action)
-            except asyncio.QueueFull:
-                log.error("policy.action_queue_full", extra={"device": action.device, "action": action.action.value})
+            self.enqueue_action(action)
         if d.actions or d.events:
             self.flush()  # alarms and events are on disk before anything else happens
 
@@ -359,27 +360,43 @@ class Agent:
 
     # --- local actions ------------------------------------------------------------------------
 
+    def enqueue_action(self, action: LocalAction) -> None:
+        """Queue a local action; one not yet started for the same actuator is replaced by it."""
+        write = vocabulary.write_of(action.action, {})
+        self._actions[(action.device, write[0] if write is not None else action.action.value)] = action
+        self._actions_ready.set()
+
+    def pending_actions(self) -> list[LocalAction]:
+        return list(self._actions.values())
+
     async def _local_actions(self) -> None:
         while True:
-            action = await self._actions.get()
-            write = vocabulary.write_of(action.action, {})  # local actions write fixed values
-            point, value = write if write is not None else ("", None)
-            profile = self.cfg.device(action.device).profile
-            p = profile.points.get(point)
-            kind = f"local.{action.action.value}"
-            if p is None or p.readback is None or not isinstance(value, bool | int | float | str):
-                self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"{kind}.failed",
-                                             device=action.device, detail=f"profile has no writable {point}"))
-                continue
-            expect = p.expect.get(str(value), value) if isinstance(value, str) else value
-            plan = cmdmod.WritePlan(action.device, point, value, p.readback, expect, self.cfg.policy.verify_timeout_s)
-            status, reason = await self.executor.write_and_verify(plan)
-            self._pending.append(m.Event(
-                seq=0, ts=self.clock(), prio=m.Priority.ALARM,
-                kind=f"{kind}.{'verified' if status is m.ReplyStatus.VERIFIED else 'failed'}",
-                device=action.device, detail=reason,
-            ))
+            await self._actions_ready.wait()
+            self._actions_ready.clear()
+            while self._actions:
+                key = next(iter(self._actions))
+                await self._run_action(self._actions.pop(key))
+
+    async def _run_action(self, action: LocalAction) -> None:
+        write = vocabulary.write_of(action.action, {})  # local actions write fixed values
+        point, value = write if write is not None else ("", None)
+        profile = self.cfg.device(action.device).profile
+        p = profile.points.get(point)
+        kind = f"local.{action.action.value}"
+        if p is None or p.readback is None or not isinstance(value, bool | int | float | str):
+            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"{kind}.failed",
+                                         device=action.device, detail=f"profile has no writable {point}"))
             self.flush()
+            return
+        expect = p.expect.get(str(value), value) if isinstance(value, str) else value
+        plan = cmdmod.WritePlan(action.device, point, value, p.readback, expect, self.cfg.policy.verify_timeout_s)
+        status, reason = await self.executor.write_and_verify(plan)
+        self._pending.append(m.Event(
+            seq=0, ts=self.clock(), prio=m.Priority.ALARM,
+            kind=f"{kind}.{'verified' if status is m.ReplyStatus.VERIFIED else 'failed'}",
+            device=action.device, detail=reason,
+        ))
+        self.flush()
 
     # --- commands ---------------------------------------------------------------------------
 

@@ -241,3 +241,30 @@ transport = "serial:///dev/ttyJIKIMI-UNPLUGGED"
             assert {r.quality for k, r in agent.latest.items() if k[0] in ("barrier2", "gate")} == {m.Quality.COMM_FAIL}
             sim.physics.water.depth_cm = 16.0
             await until(lambda: sim.physics.barrier.limit_closed, 15, "barrier closed by the edge")
+
+
+async def test_a_close_is_never_dropped_behind_other_local_actions(
+    broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """Local actions wait newest-per-actuator, never in a queue that drops: 40 actions for other
+    actuators do not push a barrier close out, a repeated close replaces the one waiting, and the
+    close then reaches the device."""
+    from edge.policy import LocalAction
+    from shared.messages import Action
+
+    site = test_pki.take_site()
+    async with underpass_sim() as sim:
+        config = write_config(tmp_path / "site.toml", test_pki, site, broker, sim)
+        async with running_agent(config) as agent:
+            await until(lambda: ("barrier", "water_depth_cm") in agent.latest, 15, "first readings")
+            others = [LocalAction(f"alarm-{i:02d}", Action.SIREN_ON, "test") for i in range(40)]
+            # no await from here to the swap below: the worker cannot run while the test queues
+            for a in others:
+                agent.enqueue_action(a)
+            agent.enqueue_action(LocalAction("barrier", Action.BARRIER_CLOSE, "first"))
+            agent.enqueue_action(LocalAction("barrier", Action.BARRIER_CLOSE, "second"))
+            pending = agent.pending_actions()
+            assert len(pending) == 41
+            assert [a.reason for a in pending if a.device == "barrier"] == ["second"]
+            agent._actions = {("barrier", "barrier_cmd"): pending[-1]}  # the rest name no real device
+            await until(lambda: sim.physics.barrier.limit_closed, 15, "the close reached the device")
