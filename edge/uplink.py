@@ -28,6 +28,8 @@ Rules and invariants:
    closed connection (which is all MQTT can say about it).
 8. A storage error in the outbox ends the session (like a lost connection), never the agent:
    the uplink reconnects and tries again.
+9. An ack asking for a *rebirth* (whatever its epoch) makes the sender publish the status and
+   the birth again before its next batch: the hub lost or dropped them.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class UplinkCounters:
     acks: int = 0
     resend_requests: int = 0
     foreign_acks: int = 0
+    rebirths: int = 0
     bad_messages: int = 0
     last_error: str = ""
     connected_since: float | None = None
@@ -120,6 +123,8 @@ class Uplink:
         self._on_command = on_command
         self._clock = clock
         self._wakeup = asyncio.Event()
+        self._rebirth = False
+        """The hub asked for status and birth again; the sender publishes them next."""
         self.connected = asyncio.Event()
         self.counters = UplinkCounters()
         self._tls = client_context(cfg.tls)
@@ -190,7 +195,8 @@ class Uplink:
             return "tls: the broker closed the connection after the handshake (certificate refused?)"
         return f"mqtt: {mqtt_error}"
 
-    async def _serve(self, client: Connection) -> None:
+    async def _announce(self, client: Connection) -> None:
+        """Status ``online`` and the birth, retained: on every connect, and again on a rebirth ask."""
         cfg = self.cfg
         await client.publish(
             topics.site_topic(cfg.site, topics.SiteChannel.STATUS),
@@ -201,6 +207,11 @@ class Uplink:
         await client.publish(
             topics.site_topic(cfg.site, topics.SiteChannel.BIRTH), messages.encode(self._birth()), qos=1, retain=True
         )
+
+    async def _serve(self, client: Connection) -> None:
+        cfg = self.cfg
+        self._rebirth = False
+        await self._announce(client)
         await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.ACK), qos=1)
         await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.CMD), qos=1)
         # Everything held is unacked: replay it; everything from now on is live.
@@ -219,6 +230,11 @@ class Uplink:
         limit = self.cfg.batch_max_records
         while True:
             self._wakeup.clear()
+            if self._rebirth:
+                self._rebirth = False
+                self.counters.rebirths += 1
+                log.info("uplink.rebirth", extra={"site": self.cfg.site})
+                await self._announce(client)
             rows = self.outbox.read(self._live, limit=limit)
             if rows:
                 payload = self._batch(rows, self._live, historical=False)
@@ -285,6 +301,9 @@ class Uplink:
 
     def _on_ack(self, ack: messages.Ack) -> None:
         self.counters.acks += 1
+        if ack.rebirth:  # the hub lacks our status or birth, whatever epoch it speaks of
+            self._rebirth = True
+            self._wakeup.set()
         epoch = self.outbox.epoch
         if ack.epoch != epoch:
             self.counters.foreign_acks += 1

@@ -26,6 +26,9 @@ Rules of ingest:
    after-commit effects dropped, and the mirror rebuilt from the database (``reload``, as at
    start-up; the latest values of the messages before it are written first): the writer never
    dies for one message, and the other messages of the transaction are committed and acked.
+8. A site that sends data while the hub holds no birth for it (the birth was lost, dropped on
+   overflow or quarantined) is asked for a *rebirth* in its ack, at most every
+   ``REBIRTH_EVERY_S``; the edge then publishes its status and birth again.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from shared import messages
 from shared.messages import Ack, Birth, DataBatch, Event, Quality, Reading, SiteState, Status
 
 log = logging.getLogger(__name__)
+
+REBIRTH_EVERY_S = 30.0
+"""How often a site without a birth at the hub is asked for one again (rule 8)."""
 
 _enc = msgspec.json.Encoder()
 # Enum ``.value`` is a descriptor call; the hot path looks the text up instead.
@@ -93,6 +99,7 @@ class IngestCounters:
     resend_asks: int = 0
     floor_closed: int = 0
     new_epochs: int = 0
+    rebirth_asks: int = 0
     thinned_closed: int = 0
     rejected_sites: int = 0
 
@@ -191,6 +198,9 @@ class Intake:
                 conn.execute("UPDATE sites SET through_seq = ?, last_seen = ?, records = records + ? WHERE site = ?",
                              (tr.through, now, n, site))
             ack = self._ack(site, epoch, tr, now, always=True)
+            if self._wants_rebirth(site, now):
+                ack = (Ack(site=site, epoch=epoch, through_seq=ack.through_seq, resend_from=ack.resend_from,
+                           rebirth=True) if ack is not None else Ack(site=site, epoch=epoch, rebirth=True))
             if ack is not None:
                 acks.append(ack)
         c.acks += len(acks)
@@ -215,6 +225,17 @@ class Intake:
                 outlet.live(event)
 
         tx.after_commit(after)
+
+    def _wants_rebirth(self, site: str, now: float) -> bool:
+        """Rule 8: a site sending data whose birth the hub lacks is asked for it, at most every
+        ``REBIRTH_EVERY_S``."""
+        st = self.state
+        if site in st.born or now - st.rebirth_asked.get(site, -REBIRTH_EVERY_S) < REBIRTH_EVERY_S:
+            return False
+        st.rebirth_asked[site] = now
+        self.counters.rebirth_asks += 1
+        log.info("ingest.rebirth_asked", extra={"site": site})
+        return True
 
     def _ack(self, site: str, epoch: int, tr: SiteSeqs, now: float, *, always: bool) -> Ack | None:
         """The ack for ``site``: its watermark (``always``) and a ``resend_from`` when a gap is due one."""
@@ -368,6 +389,7 @@ class Intake:
 
     def _birth(self, tx: Tx, site: str, b: Birth) -> None:
         conn = tx.conn
+        self.state.born.add(site)
         conn.execute(
             "UPDATE sites SET agent_version = ?, birth_ts = ?, boot = ?, models = ? WHERE site = ?",
             (b.agent_version, b.ts, b.boot, _enc.encode(b.models).decode(), site),

@@ -65,7 +65,8 @@ def merge_acks(old: Ack, new: Ack) -> Ack:
     resend = new.resend_from
     if resend is None and old.resend_from is not None and (through is None or old.resend_from > through):
         resend = old.resend_from
-    return Ack(site=new.site, epoch=new.epoch, through_seq=through, resend_from=resend)
+    return Ack(site=new.site, epoch=new.epoch, through_seq=through, resend_from=resend,
+               rebirth=old.rebirth or new.rebirth)
 
 
 class HubMqtt:

@@ -93,6 +93,10 @@ class HubState:
         self.alarms: dict[AlarmKey, AlarmMem] = {}
         self.alarm_ids: dict[int, AlarmKey] = {}
         self.shelved: set[int] = set()
+        self.born: set[str] = set()
+        """Sites whose birth the hub holds; data from any other site asks for a rebirth."""
+        self.rebirth_asked: dict[str, float] = {}
+        """When each site was last asked for a rebirth (not persisted: a restart asks again)."""
 
     def add_alarm(self, am: AlarmMem) -> None:
         key = (am.site, am.device, am.point, am.rule)
@@ -122,6 +126,7 @@ class HubState:
                                        (site, epoch, through)):
                 tr.add(seq)
             self.seqs[(site, epoch)] = tr
+        self.born.update(site for (site,) in conn.execute("SELECT site FROM sites WHERE birth_ts IS NOT NULL"))
         for site, device, kind in conn.execute("SELECT site, device, kind FROM devices"):
             self.kinds[(site, device)] = kind
         for site, device, point, value, num, quality, ts, seq in conn.execute(

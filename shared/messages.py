@@ -274,16 +274,18 @@ class Command(_Message, frozen=True, kw_only=True):
 class Ack(_Message, frozen=True, kw_only=True):
     """The hub's end-to-end acknowledgement: all of ``through_seq`` of ``epoch`` is committed,
     and/or the edge should resend from ``resend_from``. An edge ignores an ack for an epoch
-    other than its outbox's."""
+    other than its outbox's. ``rebirth`` asks the edge to publish its status and birth again
+    (the hub lacks them: a new site whose birth was lost, or one the hub had to drop)."""
 
     site: SiteId
     epoch: Epoch = 0
     through_seq: Seq | None = None
     resend_from: Seq | None = None
+    rebirth: bool = False
 
     def __post_init__(self) -> None:
-        if self.through_seq is None and self.resend_from is None:
-            raise ValueError("an ack needs through_seq or resend_from")
+        if self.through_seq is None and self.resend_from is None and not self.rebirth:
+            raise ValueError("an ack needs through_seq, resend_from or rebirth")
 
 
 class HubStatus(_Message, frozen=True, kw_only=True):

@@ -268,3 +268,30 @@ async def test_a_close_is_never_dropped_behind_other_local_actions(
             assert [a.reason for a in pending if a.device == "barrier"] == ["second"]
             agent._actions = {("barrier", "barrier_cmd"): pending[-1]}  # the rest name no real device
             await until(lambda: sim.physics.barrier.limit_closed, 15, "the close reached the device")
+
+
+async def test_a_hub_that_lost_a_sites_birth_gets_it_again(
+    broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """The hub forgets a site's birth (as when it dropped or quarantined one): the next data
+    the site sends is acked with a rebirth ask, the real agent publishes status and birth again,
+    and the hub holds the site's devices once more."""
+    site = test_pki.take_site()
+    async with (
+        underpass_sim() as sim,
+        running_real_hub(broker, test_pki, tmp_path) as hub,
+        running_agent(write_config(tmp_path / "site.toml", test_pki, site, broker, sim)) as agent,
+    ):
+        engine = hub.hub.engine
+        await until(lambda: site in engine.state.born, 15, "the first birth")
+
+        def forget(_tx: object) -> None:
+            engine.state.born.discard(site)
+            for key in [k for k in engine.state.kinds if k[0] == site]:
+                del engine.state.kinds[key]
+
+        await hub.hub.writer.call(forget)
+        await until(lambda: site in engine.state.born, 15, "the birth asked for again")
+        assert engine.counters.rebirth_asks == 1
+        assert agent.uplink.counters.rebirths == 1
+        assert (site, "barrier") in engine.state.kinds

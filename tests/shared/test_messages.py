@@ -110,9 +110,11 @@ def test_encode_refuses_oversize_message() -> None:
 
 
 def test_ack_needs_a_position() -> None:
-    """An ack with neither through_seq nor resend_from says nothing and is refused."""
-    with pytest.raises(WireError, match="through_seq or resend_from"):
+    """An ack with neither through_seq, resend_from nor a rebirth ask says nothing and is refused;
+    a rebirth ask alone is an ack."""
+    with pytest.raises(WireError, match="through_seq, resend_from or rebirth"):
         m.decode(m.Ack, b'{"v":1,"site":"gg-x-01"}')
+    assert m.decode(m.Ack, b'{"v":1,"site":"gg-x-01","rebirth":true}').rebirth
 
 
 def test_reply_status_terminality() -> None:
