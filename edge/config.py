@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Final
 
 from shared import tomlread
+from shared.addr import host_port
 from shared.errors import ConfigError, ProfileError
 from shared.paths import profiles_dir
 from shared.profiles import Profile, Transport, load_profile
@@ -198,10 +199,10 @@ def _endpoint(file: str, key: str, value: str) -> Endpoint:
         raise ConfigError(file, key, f"{value!r}: use tcp://HOST:PORT, rtu:///dev/PORT or serial:///dev/PORT")
     scheme, rest = m["scheme"], m["rest"]
     if scheme == "tcp":
-        host, _, port = rest.rpartition(":")
-        if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        addr = host_port(rest)
+        if addr is None:
             raise ConfigError(file, key, f"{value!r}: expected tcp://HOST:PORT")
-        return Endpoint("tcp", host=host.strip("[]"), port=int(port))
+        return Endpoint("tcp", host=addr[0].strip("[]"), port=addr[1])
     if not rest.startswith("/"):
         raise ConfigError(file, key, f"{value!r}: expected an absolute device path, e.g. {scheme}:///dev/ttyUSB0")
     return Endpoint(scheme, path=rest)

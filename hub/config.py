@@ -72,6 +72,7 @@ from hub.anchor import AuditConfig, parse_audit
 from hub.logins import IpNetwork, parse_proxies
 from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites
 from shared import tomlread
+from shared.addr import host_port
 from shared.tomlread import Table
 
 if TYPE_CHECKING:
@@ -238,9 +239,10 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
 
     a = root.table("api")
     listen = a.text("listen", "127.0.0.1:8443")
-    host, sep, port_s = listen.rpartition(":")
-    if not sep or not host or not (port_s.isascii() and port_s.isdigit()) or int(port_s) > 65535:
+    api_addr = host_port(listen, lowest_port=0)
+    if api_addr is None:
         raise a.error("listen", f"{listen!r} is not HOST:PORT")
+    host, api_port = api_addr
     proxy_header = a.optional_text("trusted_proxy_header", pattern=_HEADER_RE)
     try:
         proxies = parse_proxies(a.strings("trusted_proxies", ()))
@@ -250,7 +252,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         raise a.error("trusted_proxy_header", "needs trusted_proxies: the addresses of the proxies that set it")
     api = ApiConfig(
         host=host.strip("[]"),
-        port=int(port_s),
+        port=api_port,
         tls=TlsFiles(ca=broker_tls.ca, cert=a.path("cert", broker_tls.cert), key=a.path("key", broker_tls.key)),
         enabled=a.flag("enabled", True),
         trusted_proxy_header=proxy_header,
@@ -323,14 +325,15 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     enrolment = None
     if "enrolment" in raw:
         en = root.table("enrolment")
-        host, _, port = en.text("listen", "127.0.0.1:8443").rpartition(":")
-        if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        en_addr = host_port(en.text("listen", "127.0.0.1:8443"))
+        if en_addr is None:
             raise en.error("listen", "expected HOST:PORT")
+        host, en_port = en_addr
         pki_dir = en.path("pki")
         if not os.path.isfile(pki_dir / "issuing-ca" / "key.pem"):
             raise en.error("pki", f"{pki_dir}: no issuing CA here ('jikimi pki init')")
         enrolment = EnrolmentConfig(
-            host=host, port=int(port), pki_dir=pki_dir, db_path=en.path("db"),
+            host=host, port=en_port, pki_dir=pki_dir, db_path=en.path("db"),
             mqtt_host=en.text("mqtt_host", broker.host), mqtt_port=en.integer("mqtt_port", broker.port, lo=1, hi=65535),
             broker_dir=en.optional_path("broker_dir"),
             broker_pid_file=en.optional_path("broker_pid_file"),

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from shared.addr import host_port
 from shared.errors import ConfigError, JikimiError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -114,12 +115,10 @@ if __name__ == "__main__":
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``tcp://HOST:PORT`` (or ``HOST:PORT``) → (host, port); ConfigError otherwise."""
-    rest = value.removeprefix("tcp://")
-    host, sep, port = rest.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+    addr = host_port(value.removeprefix("tcp://"), lowest_port=0)
+    if addr is None or not addr[0].strip("[]"):
         raise ConfigError("--listen", "", f"{value!r}: expected tcp://HOST:PORT")
-    return host, int(port)
+    return addr[0].strip("[]"), addr[1]
 
 
 async def until_stopped() -> None:
