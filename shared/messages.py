@@ -167,12 +167,29 @@ class Event(_Record, frozen=True, kw_only=True, tag="event"):
     values: dict[Name, Scalar] = msgspec.field(default_factory=dict)
 
 
+MAX_REPORT: Final = 256
+"""At most this many points in a self-test report (a profile has far fewer)."""
+
+
+class PointCheck(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One point as ``device.selftest`` found it: its value and quality, and whether it passed."""
+
+    point: Name
+    value: Param = None
+    quality: Quality
+    ok: bool
+    why: Text = ""
+    """Empty when ``ok``; otherwise what was wrong (``comm_fail``, ``out of range 0..300``, ...)."""
+
+
 class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
-    """The edge's answer to a command: ``received`` then one terminal status."""
+    """The edge's answer to a command: ``received`` then one terminal status. A terminal reply
+    to ``device.selftest`` carries the per-point ``report`` (empty for every other action)."""
 
     cmd_id: Name
     status: ReplyStatus
     reason: Text = ""
+    report: Annotated[list[PointCheck], msgspec.Meta(max_length=MAX_REPORT)] = msgspec.field(default_factory=list)
 
 
 Record: TypeAlias = Reading | Event | Reply
@@ -267,6 +284,8 @@ class Command(_Message, frozen=True, kw_only=True):
     issued_at: Timestamp
     not_after: Timestamp
     reason: Text = ""
+    exercise: bool = False
+    """An exercise (drill): the edge answers with a dry run, interlocks checked and nothing written."""
     key_id: Annotated[str, msgspec.Meta(max_length=64)] = ""
     sig: Annotated[str, msgspec.Meta(max_length=128)] = ""
 
