@@ -8,11 +8,15 @@
 // - Nothing is sent on one click: a command opens a confirm dialog (target, live values and
 //   their age, the rule that fired, the camera snapshot, a countdown), and only "Execute" sends.
 // - The hub decides who may do what; the page only hides what a role cannot do.
+// - An escalated alert (a recipient that did not acknowledge in time) is a banner and a tone
+//   until an operator acknowledges its alarm; an active exercise is a banner too, and every
+//   command, operation and alert of an exercise carries the exercise mark wherever it is shown.
 import { api, ApiError, serverNow, setCsrf } from "./api.js";
 import { h, replace, s } from "./dom.js";
 import { t, toggleLang, currentLang } from "./i18n.js";
 import { Projection, boundaries, citiesOf, fit } from "./map.js";
 import { lineChart } from "./charts.js";
+import { isMuted, onSound, setDue, soundState, toggleMute, tonesPlayed } from "./sound.js";
 
 const RANK = { critical: 0, high: 1, medium: 2, low: 3 };
 const ROLE = { viewer: 0, operator: 1, supervisor: 2, admin: 3 };
@@ -28,6 +32,7 @@ const S = {
   me: null, hub: "", view: "map", sites: [], places: [], alarms: [], incidents: [], commands: [],
   siteId: null, siteDetail: null, latest: [], history: {}, selectedAlarm: null, geo: null, proj: null,
   connected: false, lastEventAt: null, slowView: null, slowAt: 0, fitKey: null, cities: new Set(), viewBox: null,
+  escalations: [], exercises: [], operations: [], events: [],
 };
 const $ = (id) => document.getElementById(id);
 
@@ -116,6 +121,9 @@ async function flush() {
   if (parts.has("alarms")) jobs.push(api("GET", "/api/alarms?limit=2000").then((x) => { S.alarms = x; }));
   if (parts.has("incidents")) jobs.push(api("GET", "/api/incidents").then((x) => { S.incidents = x; }));
   if (parts.has("commands")) jobs.push(api("GET", "/api/commands?limit=200").then((x) => { S.commands = x; }));
+  if (parts.has("commands")) jobs.push(optional("/api/operations?limit=50", []).then((x) => { S.operations = x; }));
+  if (parts.has("escalations")) jobs.push(optional("/api/escalations", []).then((x) => { S.escalations = x; }));
+  if (parts.has("exercises")) jobs.push(optional("/api/exercises", []).then((x) => { S.exercises = x; }));
   if (parts.has("site") && S.siteId) jobs.push(loadSite());
   try {
     await Promise.all(jobs);
@@ -127,15 +135,27 @@ async function flush() {
   if (parts.has("commands")) openDialogs.forEach((d) => d.refresh());
 }
 
+/** TEMPORARY until the hub branches land: a list route the hub does not serve yet reads as empty. */
+async function optional(path, fallback) {
+  try {
+    return await api("GET", path);
+  } catch (ex) {
+    if (ex instanceof ApiError && ex.status === 404) return fallback;
+    throw ex;
+  }
+}
+
 async function loadSite() {
   const id = S.siteId;
-  const [detail, latest] = await Promise.all([
+  const [detail, latest, events] = await Promise.all([
     api("GET", `/api/sites/${encodeURIComponent(id)}`),
     api("GET", `/api/sites/${encodeURIComponent(id)}/latest`),
+    optional(`/api/sites/${encodeURIComponent(id)}/events?limit=15`, []),
   ]);
   if (id !== S.siteId) return;
   S.siteDetail = detail;
   S.latest = latest;
+  S.events = events;
   const since = serverNow() - 3600;
   const hist = {};
   await Promise.all(CHART_POINTS.flatMap(([point]) => latest.filter((v) => v.point === point).map(async (v) => {
@@ -150,6 +170,7 @@ async function loadSite() {
 // --- live ---------------------------------------------------------------------------------------
 
 let source = null;
+const ALL_PARTS = ["sites", "alarms", "incidents", "commands", "site", "escalations", "exercises"];
 
 function connectLive() {
   if (source) source.close();
@@ -158,7 +179,7 @@ function connectLive() {
     const wasDown = !S.connected;
     S.connected = true;
     S.lastEventAt = serverNow();
-    if (wasDown) schedule("sites", "alarms", "incidents", "commands", "site");
+    if (wasDown) schedule(...ALL_PARTS);
     renderConn();
   };
   source.onerror = () => { S.connected = false; renderConn(); };
@@ -173,7 +194,9 @@ function connectLive() {
   on("operation", () => schedule("commands"));
   on("incident", () => schedule("incidents", "alarms"));
   on("event", (d) => { if (d.site === S.siteId) schedule("site"); });
-  on("resync", () => schedule("sites", "alarms", "incidents", "commands", "site"));
+  on("escalation", () => schedule("escalations", "alarms"));
+  on("exercise", () => schedule("exercises", "commands"));
+  on("resync", () => schedule(...ALL_PARTS));
   // the hub ends the stream with the session (logout elsewhere, expiry, a disabled account)
   source.addEventListener("session_ended", () => showLogin());
 }
@@ -188,6 +211,103 @@ function renderConn() {
     el.className = "conn down";
     el.replaceChildren(`■ ${t("disconnected")}`);
   }
+}
+
+// --- banners: escalations and exercises -----------------------------------------------------------
+
+/** Escalations still waiting for an operator: their alarm is not acknowledged yet. */
+function pendingEscalations() {
+  return S.escalations.filter((e) => {
+    const a = S.alarms.find((x) => x.id === e.alarm_id);
+    return !a || a.state === "unacknowledged" || a.state === "rtn_unacknowledged";
+  });
+}
+
+function renderBanners() {
+  const box = $("banners");
+  if (!box) return;
+  const esc = pendingEscalations();
+  setDue(esc.map((e) => e.delivery_id));
+  const escRows = esc.map((e) => h("div", { class: "banner escalation", role: "alert", id: `esc-${e.delivery_id}`,
+    dataset: { delivery: String(e.delivery_id), alarm: String(e.alarm_id ?? "") } },
+  h("b", {}, `⚠ ${t("escalation")}`),
+  h("span", { class: "esc-recipient" }, `${t("recipient")}: ${e.recipient}`),
+  h("span", { class: "esc-alert" }, `${t("alert")}: ${e.headline || e.alert_id}`, e.site ? ` · ${siteName(e.site)}` : ""),
+  h("span", { class: "esc-since" }, `${t("since")} `, clock(e.since), " (", age(e.since, 1e9), ")"),
+  soundState() === "blocked" ? h("button", { class: "sound-unlock", id: "sound-unlock", onclick: () => renderSound() }, t("sound_blocked")) : null,
+  can("operator") && e.alarm_id !== null && e.alarm_id !== undefined
+    ? h("button", { class: "primary esc-ack", dataset: { key: `esc-ack-${e.delivery_id}` }, onclick: () => alarmAction({ id: e.alarm_id }, "ack", {}) }, t("esc_ack"))
+    : null));
+  const exRows = S.exercises.map((x) => h("div", { class: "banner exercise-banner", id: `exercise-${x.id}`, dataset: { area: x.area } },
+    h("b", {}, `▣ ${t("exercise_active")}: ${x.area}`), h("span", {}, x.reason),
+    h("span", { class: "small" }, `${t("started_by")}: ${x.started_by} · `, age(x.started_at, 1e9)),
+    h("span", { class: "small" }, t("exercise_note")),
+    can("supervisor") ? h("button", { class: "exercise-end", dataset: { key: `ex-end-${x.id}` }, onclick: () => endExercise(x) }, t("exercise_end")) : null));
+  replace(box, escRows, exRows);
+}
+
+function renderSound() {
+  const b = $("mute");
+  if (!b) return;
+  const st = soundState();
+  b.textContent = isMuted() ? t("sound_off") : t("sound_on");
+  b.setAttribute("aria-pressed", isMuted() ? "true" : "false");
+  b.dataset.sound = st;
+  b.dataset.tones = String(tonesPlayed());
+  const unlock = $("sound-unlock");
+  if (unlock && st !== "blocked") unlock.remove();
+}
+
+onSound(() => renderSound());
+
+/** A wall-clock time on the hub's clock, in the operator's language. */
+function clock(ts) {
+  if (ts === null || ts === undefined) return "—";
+  return new Date(ts * 1000).toLocaleTimeString(currentLang() === "ko" ? "ko-KR" : "en-GB");
+}
+
+function areaOf(site) {
+  const st = S.sites.find((x) => x.site === site);
+  const p = S.places.find((x) => x.site === site);
+  return (st && st.area) || (p && p.area) || null;
+}
+
+const exerciseIn = (area) => S.exercises.find((x) => x.area === area) || null;
+const exerciseMark = (x) => (x && x.exercise_id ? h("span", { class: "chip exercise", title: x.exercise_id }, t("exercise")) : null);
+
+/** A "send as exercise" box when an exercise covers ``area``; unticked by default, so a real
+ * emergency during a drill is never sent as a dry run by a forgotten click. */
+function exerciseBox(area) {
+  if (!exerciseIn(area)) return null;
+  return h("input", { type: "checkbox", id: "send-exercise", dataset: { key: "send-exercise" } });
+}
+
+function exerciseStartDialog(area) {
+  const areas = [...new Set([...S.places.map((p) => p.area), ...S.sites.map((x) => x.area)])].sort();
+  const sel = h("select", { id: "ex-area" }, areas.map((a) => h("option", { value: a, selected: a === area }, a)));
+  const reason = h("input", { id: "ex-reason", required: true, maxlength: 200 });
+  const err = h("p", { class: "error", role: "alert", id: "ex-error" });
+  const dlg = dialog("ex-dlg", t("exercise_start"), [h("p", { class: "note" }, t("exercise_note")),
+    h("label", {}, t("area"), sel), h("label", {}, t("reason"), reason), err],
+  [h("button", { class: "primary", id: "ex-ok", onclick: async () => {
+    if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+    try {
+      await api("POST", "/api/exercises", { area: sel.value, reason: reason.value });
+      dlg.close();
+    } catch (ex) { if (!(ex instanceof ApiError)) throw ex; err.textContent = ex.message; }
+    schedule("exercises");
+  } }, t("exercise_start")), h("button", { onclick: () => dlg.close() }, t("cancel"))]);
+  reason.focus();
+}
+
+async function endExercise(x) {
+  try {
+    await api("POST", `/api/exercises/${encodeURIComponent(x.id)}/end`, {});
+  } catch (ex) {
+    if (!(ex instanceof ApiError)) throw ex;
+    toast(ex.message);
+  }
+  schedule("exercises");
 }
 
 // --- login --------------------------------------------------------------------------------------
@@ -234,7 +354,7 @@ async function start(me) {
   S.proj = new Projection(geo);
   shell();
   connectLive();
-  schedule("sites", "alarms", "incidents", "commands");
+  schedule(...ALL_PARTS);
 }
 
 // --- the shell ----------------------------------------------------------------------------------
@@ -255,14 +375,17 @@ function shell() {
     h("strong", { class: "brand" }, t("app")), h("span", { class: "hub" }, S.hub), tabs,
     h("span", { id: "approvals", class: "approvals" }),
     h("span", { id: "conn", class: "conn" }),
+    h("button", { id: "mute", class: "mute", onclick: () => toggleMute() }),
     h("span", { class: "me", id: "me" }, `${S.me.username} · ${S.me.role}`),
     h("button", { id: "lang", onclick: () => { toggleLang(); shell(); render(); } }, t("lang")),
     h("button", { id: "logout", onclick: logout }, t("logout")));
   const main = h("main", { class: "grid" },
     h("section", { id: "view", class: "view", "aria-live": "off" }),
     h("aside", { id: "alarms", class: "alarms", "aria-label": t("alarms") }));
-  replace(document.body, header, main, h("div", { id: "flood", class: "flood", hidden: true }));
+  replace(document.body, header, h("div", { id: "banners", class: "banners" }), main,
+    h("div", { id: "flood", class: "flood", hidden: true }));
   renderConn();
+  renderSound();
 }
 
 document.addEventListener("keydown", (e) => {
@@ -298,6 +421,7 @@ function render() {
   document.querySelectorAll(".tab").forEach((b) => b.setAttribute("aria-current", b.id === `tab-${S.view}` ? "page" : "false"));
   renderAlarms();
   renderApprovals();
+  renderBanners();
   const v = $("view");
   if (S.view === "map") replace(v, mapView());
   else if (S.view === "site") replace(v, siteView());
@@ -383,6 +507,7 @@ function mapView() {
       h("label", {}, `${t("area")} `, areaSel),
       can("operator") ? h("button", { id: "block-area", class: "danger", onclick: () => operationDialog("block", areaSel.value) }, t("block_area")) : null,
       can("operator") ? h("button", { id: "evacuate-area", class: "danger", onclick: () => operationDialog("evacuate", areaSel.value) }, t("evacuate_area")) : null,
+      can("supervisor") ? h("button", { id: "exercise-start", class: "exercise-btn", onclick: () => exerciseStartDialog(areaSel.value) }, t("exercise_start")) : null,
       legend),
     h("div", { class: "map-wrap" }, svg, h("p", { class: "attribution", id: "attribution" }, t("attribution"))),
     unplaced.length ? h("div", { class: "unplaced" }, h("h3", {}, t("unplaced")), unplaced.map((id) => {
@@ -453,13 +578,16 @@ function alarmRow(a) {
     if (a.state === "out_of_service") acts.push(h("button", { class: "restore", dataset: { key: `rs-${a.id}` }, onclick: () => reasonDialog(a, "restore") }, t("restore")));
     else acts.push(h("button", { class: "remove", dataset: { key: `rm-${a.id}` }, onclick: () => reasonDialog(a, "remove") }, t("remove")));
   }
-  return h("li", { class: `alarm-row ${a.priority} st-${a.state}${a.active ? "" : " inactive"}`, id: `alarm-${a.id}`, dataset: { alarm: String(a.id), state: a.state } },
+  return h("li", { class: `alarm-row ${a.priority} st-${a.state}${a.active ? "" : " inactive"}${a.late ? " late" : ""}`, id: `alarm-${a.id}`,
+    dataset: { alarm: String(a.id), state: a.state, source: a.source || "rule" } },
     h("span", { class: `prio ${a.priority}` }, t(a.priority)),
     h("button", { class: "alarm-open link", dataset: { key: `open-${a.id}` }, onclick: () => openSite(a.site, a.id) },
       h("b", {}, siteName(a.site)), " ", h("span", { class: "msg" }, a.message || a.rule)),
     h("span", { class: "alarm-meta" }, h("span", { class: "state" }, t(a.state)),
       a.state === "shelved" && a.shelved_until ? [" · ", a.shelve_reason, " · ", countdown(a.shelved_until, "shelved")] : null,
-      " · ", age(a.raised_at || a.changed_at, 1e9), " · ", `${a.device}/${a.rule}`),
+      " · ", age(a.raised_at || a.changed_at, 1e9), " · ", `${a.device}/${a.rule}`,
+      a.source && a.source !== "rule" ? [" · ", h("span", { class: "source" }, t(`source_${a.source}`))] : null,
+      a.late ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
     acts.length ? h("span", { class: "acts" }, acts) : null);
 }
 
@@ -576,6 +704,7 @@ function commandDialog(site, device, kind, action) {
   const progress = h("div", { class: "progress", id: "cmd-progress", "aria-live": "polite" });
   const values = h("div", { class: "dlg-values" }, valuesTable(S.latest, device));
   const [rule, alarmId] = ruleBlock(site);
+  const exBox = exerciseBox(areaOf(site));
   const exec = h("button", { class: "danger", id: "cmd-execute" }, `${t("execute")}: ${t(action)}`);
   const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
     if (dlg.dataset.cmd) return;
@@ -590,6 +719,7 @@ function commandDialog(site, device, kind, action) {
     h("h3", {}, t("rule_fired")), rule,
     snapshotSlot(alarmId),
     h("label", {}, t("reason"), reason), inputs.map(([p, el]) => h("label", {}, t(p.name), el)),
+    exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
     h("p", { class: "select-cd" }, cd), err, progress,
   ];
   const dlg = dialog("cmd-dlg", `${t(action)} — ${siteName(site)}`, body,
@@ -608,7 +738,7 @@ function commandDialog(site, device, kind, action) {
     err.textContent = "";
     try {
       const out = await api("POST", "/api/commands", {
-        site, device, action, reason: reason.value, params: paramValues(inputs),
+        site, device, action, reason: reason.value, params: paramValues(inputs), ...(exBox && exBox.checked ? { exercise: true } : {}),
       });
       dlg.dataset.cmd = out.cmd_id;
       cd.remove();
@@ -635,7 +765,8 @@ function paramValues(inputs) {
 
 function renderProgress(box, c) {
   const lines = [h("p", { class: `cmd-state st-${c.state}`, id: "cmd-state", dataset: { state: c.state } },
-    `${t("state")}: `, h("b", {}, c.state === "verified" ? `✔ ${t("verified")}` : t(c.state)), c.detail ? ` — ${c.detail}` : "")];
+    exerciseMark(c), " ", `${t("state")}: `, h("b", {}, c.state === "verified" ? `✔ ${t("verified")}` : t(c.state)), c.detail ? ` — ${c.detail}` : "")];
+  if (c.report && c.report.length) lines.push(reportTable(c.report));
   if (c.state === "awaiting_approval") lines.push(h("p", { class: "waiting", id: "cmd-waiting" }, `⏳ ${t("waiting_second")}`));
   if (c.not_after && !["verified", "rejected", "expired", "failed", "timed_out", "refused", "cancelled", "send_failed"].includes(c.state)) {
     lines.push(h("p", {}, countdown(c.not_after, "cmd_expires")));
@@ -643,6 +774,17 @@ function renderProgress(box, c) {
   lines.push(h("p", { class: "small" }, `${t("issued_by")}: ${c.issued_by}`, c.approved_by.length ? ` · ${t("approved_by")}: ${c.approved_by.join(", ")}` : ""));
   if (c.replies.length) lines.push(h("ol", { class: "replies" }, c.replies.map((r) => h("li", {}, `${r.status}${r.reason ? ` — ${r.reason}` : ""} · `, age(r.ts, 1e9)))));
   replace(box, lines);
+}
+
+/** A self-test's per-point report (the terminal reply's ``report``), failures first and marked. */
+function reportTable(report) {
+  const rows = [...report].sort((a, b) => Number(a.ok) - Number(b.ok));
+  return [h("h3", {}, t("report")), h("table", { class: "values report", id: "cmd-report" },
+    h("thead", {}, h("tr", {}, ["point", "value", "quality", "state", "why"].map((k) => h("th", {}, t(k))))),
+    h("tbody", {}, rows.map((r) => h("tr", { class: r.ok ? "ok" : "fail", dataset: { point: r.point, ok: String(r.ok) } },
+      h("td", {}, r.point), h("td", { class: "num" }, r.value === null || r.value === undefined ? "—" : String(r.value)),
+      h("td", {}, h("span", { class: `q q-${r.quality}` }, t(r.quality))),
+      h("td", {}, h("b", {}, r.ok ? `✔ ${t("ok")}` : `✘ ${t("fail")}`)), h("td", {}, r.why || "")))))];
 }
 
 /** A supervisor's approval of an opening: the same select-before-operate view, then approve/reject. */
@@ -691,7 +833,9 @@ async function approvalDialog(c) {
   reason.focus();
 }
 
-/** Block / evacuate an area: list what the hub will act on (the vocabulary's steps per kind, as plan_operation). */
+/** Block / evacuate an area: list what the hub will act on (the vocabulary's steps per kind, as
+ * plan_operation), with each step's parameters as the vocabulary gives them (the sign's preset
+ * text, the broadcast's value), then each device's state as the operation runs. */
 async function operationDialog(kind, area) {
   const ids = [...new Set([...S.places.filter((p) => p.area === area).map((p) => p.site),
     ...S.sites.filter((x) => x.area === area).map((x) => x.site)])].sort();
@@ -701,38 +845,41 @@ async function operationDialog(kind, area) {
   })));
   const plan = [];
   for (const d of details.filter(Boolean)) for (const dev of d.devices) {
-    for (const step of stepsOf(dev.kind, kind)) plan.push([d.site.site, dev.device, step.action]);
+    for (const step of stepsOf(dev.kind, kind)) plan.push([d.site.site, dev.device, step]);
   }
   const reason = h("input", { id: "op-reason", required: true, maxlength: 200 });
   const err = h("p", { class: "error", role: "alert", id: "op-error" });
-  const progress = h("div", { class: "progress", id: "op-progress" });
-  const exec = h("button", { class: "danger", id: "op-execute", disabled: !plan.length }, `${t("execute")}: ${t(kind === "block" ? "block_area" : "evacuate_area")}`);
+  const progress = h("div", { class: "progress", id: "op-progress", "aria-live": "polite" });
+  const exBox = exerciseBox(area);
+  const title = t(kind === "block" ? "block_area" : "evacuate_area");
+  const exec = h("button", { class: "danger", id: "op-execute", disabled: !plan.length }, `${t("execute")}: ${title}`);
   const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
     if (dlg.dataset.op) return;
     exec.disabled = true;
     err.textContent = t("select_expired");
   });
-  const dlg = dialog("op-dlg", `${t(kind === "block" ? "block_area" : "evacuate_area")}: ${area}`, [
+  const dlg = dialog("op-dlg", `${title}: ${area}`, [
     h("p", { class: "note" }, t("selection_note")),
     h("h3", {}, `${t("devices_acted")} (${plan.length})`),
-    plan.length ? h("ul", { class: "op-plan", id: "op-plan" }, plan.map(([site, dev, act]) => {
+    plan.length ? h("ul", { class: "op-plan", id: "op-plan" }, plan.map(([site, dev, step]) => {
       const st = siteStatus(site);
-      return h("li", {}, h("span", { class: `chip ${st.worst}` }, t(st.worst)), ` ${siteName(site)} (${site}) / ${dev} → ${t(act)}`);
+      return h("li", { dataset: { action: step.action, device: dev } }, h("span", { class: `chip ${st.worst}` }, t(st.worst)),
+        ` ${siteName(site)} (${site}) / ${dev} → ${t(step.action)}`, paramsText(step.action, argsOf(step)));
     })) : h("p", { class: "empty" }, t("no_devices")),
-    h("label", {}, t("reason"), reason), h("p", { class: "select-cd" }, cd), err, progress,
+    h("label", {}, t("reason"), reason),
+    exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
+    h("p", { class: "select-cd" }, cd), err, progress,
   ], [exec, h("button", { onclick: () => dlg.close() }, t("close"))]);
   dlg.refresh = async () => {
     if (!dlg.dataset.op) return;
-    const op = await api("GET", `/api/operations/${dlg.dataset.op}`);
-    replace(progress, h("ul", { class: "op-states" }, op.commands.map((c) =>
-      h("li", { class: `st-${c.state}` }, `${siteName(c.site)} / ${c.device} → ${t(c.action)}: `, h("b", {}, t(c.state))))));
+    replace(progress, operationTable(await api("GET", `/api/operations/${encodeURIComponent(dlg.dataset.op)}`)));
   };
   openDialogs.add(dlg);
   exec.addEventListener("click", async () => {
     if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
     exec.disabled = true;
     try {
-      const out = await api("POST", "/api/operations", { kind, area, reason: reason.value });
+      const out = await api("POST", "/api/operations", { kind, area, reason: reason.value, ...(exBox && exBox.checked ? { exercise: true } : {}) });
       dlg.dataset.op = out.operation_id;
       cd.remove();
       await dlg.refresh();
@@ -743,6 +890,39 @@ async function operationDialog(kind, area) {
     }
   });
   reason.focus();
+}
+
+/** An action's parameters as an operator reads them: ": 표시 문구 “…”", a closed value translated. */
+function paramsText(action, params) {
+  const spec = V.actions.get(action);
+  if (!spec || !spec.params.length) return "";
+  return spec.params.filter((p) => p.name in params).map((p) => {
+    const v = params[p.name];
+    return ` · ${t(p.name)}: ${v === "" ? t("sign_blank") : (p.type === "str" && p.name === "text" ? `“${v}”` : t(String(v)))}`;
+  }).join("");
+}
+
+/** One operation, per device: what was planned, refused up front (with why), sent, and how it ended. */
+function operationTable(op) {
+  const counts = Object.entries(op.counts || {}).filter(([, n]) => n > 0);
+  return [
+    h("p", { class: "op-counts", id: "op-counts" }, exerciseMark(op), " ", counts.map(([st, n]) =>
+      h("span", { class: `chip count st-${st}`, dataset: { state: st, n: String(n) } }, `${t(st)} ${n}`))),
+    h("table", { class: "grid-table op-devices", id: "op-devices" },
+      h("thead", {}, h("tr", {}, [t("site"), t("device"), t("kind"), t("action"), t("state"), t("reason")].map((x) => h("th", {}, x)))),
+      h("tbody", {}, op.devices.map((d) => h("tr", { class: `st-${d.state}`, dataset: { state: d.state, device: `${d.site}/${d.device}`, action: d.action } },
+        h("td", {}, siteName(d.site)), h("td", {}, d.device), h("td", {}, d.kind),
+        h("td", {}, t(d.action), paramsText(d.action, d.params || {})),
+        h("td", {}, h("b", {}, t(d.state))), h("td", { class: "small" }, d.reason || ""))))),
+  ];
+}
+
+async function operationView(id) {
+  const box = h("div", { id: "op-progress" });
+  const dlg = dialog("op-dlg", t("operation"), [box], [h("button", { onclick: () => dlg.close() }, t("close"))]);
+  dlg.refresh = async () => replace(box, operationTable(await api("GET", `/api/operations/${encodeURIComponent(id)}`)));
+  openDialogs.add(dlg);
+  await dlg.refresh();
 }
 
 // --- site view ----------------------------------------------------------------------------------
@@ -774,8 +954,20 @@ function siteView() {
         alarms.length ? h("ol", { class: "alarm-list" }, alarms.map(alarmRow)) : h("p", { class: "empty" }, t("no_alarms")),
         snapshotSlot(sel),
         recent.length ? [h("h3", {}, t("commands")), h("ul", { class: "cmd-mini" }, recent.map((c) =>
-          h("li", { class: `st-${c.state}` }, `${t(c.action)} · ${c.device} · `, h("b", {}, t(c.state)), " · ", age(c.created_at, 1e9))))] : null)),
+          h("li", { class: `st-${c.state}` }, exerciseMark(c), ` ${t(c.action)} · ${c.device} · `, h("b", {}, t(c.state)), " · ", age(c.created_at, 1e9))))] : null),
+      h("section", { class: "card wide", id: "site-events" }, h("h3", {}, t("events")), eventsList(S.events))),
   ];
+}
+
+/** The site's recent edge events, newest first; one that arrived late says so. */
+function eventsList(events) {
+  if (!events.length) return h("p", { class: "empty" }, t("no_events"));
+  return h("table", { class: "grid-table events" },
+    h("thead", {}, h("tr", {}, [t("time"), t("kind"), t("device"), t("detail")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, events.map((e) => h("tr", { class: `${e.prio ? `prio-${e.prio}` : ""}${e.late ? " late" : ""}`, dataset: { kind: e.kind } },
+      h("td", {}, clock(e.ts), e.late ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
+      h("td", {}, e.prio ? [h("span", { class: `prio ${e.prio}` }, t(e.prio)), " "] : null, e.kind),
+      h("td", {}, e.device || "—"), h("td", { class: "small" }, e.detail)))));
 }
 
 /** Up to the last hour; a shorter history is drawn over its own span (at least 10 minutes). */
@@ -818,12 +1010,19 @@ function incidentsView() {
 }
 
 function commandsView() {
-  return h("table", { class: "grid-table", id: "commands" },
+  return [S.operations.length ? h("details", { class: "more", id: "operations", open: true }, h("summary", {}, `${t("operations")} (${S.operations.length})`),
+    h("table", { class: "grid-table" },
+      h("thead", {}, h("tr", {}, [t("time"), t("action"), t("area"), t("issued_by"), t("counts"), ""].map((x) => h("th", {}, x)))),
+      h("tbody", {}, S.operations.map((o) => h("tr", { dataset: { op: o.id } },
+        h("td", {}, age(o.created_at, 1e9)), h("td", {}, exerciseMark(o), " ", t(o.kind)), h("td", {}, o.area), h("td", {}, o.issued_by),
+        h("td", {}, Object.entries(o.counts || {}).filter(([, n]) => n > 0).map(([st, n]) => h("span", { class: `chip count st-${st}` }, `${t(st)} ${n}`))),
+        h("td", {}, h("button", { dataset: { key: `op-${o.id}` }, onclick: () => operationView(o.id) }, t("view")))))))) : null,
+  h("table", { class: "grid-table", id: "commands" },
     h("thead", {}, h("tr", {}, [t("time"), t("target"), t("action"), t("state"), t("issued_by"), t("approved_by"), ""].map((x) => h("th", {}, x)))),
     h("tbody", {}, S.commands.map((c) => h("tr", { class: `st-${c.state}`, dataset: { cmd: c.cmd_id } },
-      h("td", {}, age(c.created_at, 1e9)), h("td", {}, `${siteName(c.site)} / ${c.device}`), h("td", {}, t(c.action)),
+      h("td", {}, age(c.created_at, 1e9)), h("td", {}, `${siteName(c.site)} / ${c.device}`), h("td", {}, exerciseMark(c), " ", t(c.action)),
       h("td", {}, h("b", {}, t(c.state)), c.detail ? ` — ${c.detail}` : ""), h("td", {}, c.issued_by), h("td", {}, c.approved_by.join(", ")),
-      h("td", {}, approvable(c) ? h("button", { class: "primary approve", dataset: { key: `ap-${c.cmd_id}` }, onclick: () => approvalDialog(c) }, t("approve")) : null)))));
+      h("td", {}, approvable(c) ? h("button", { class: "primary approve", dataset: { key: `ap-${c.cmd_id}` }, onclick: () => approvalDialog(c) }, t("approve")) : null)))))];
 }
 
 function approvable(c) {
@@ -851,7 +1050,12 @@ async function forwardingView(v) {
   const rows = data.deliveries || [];
   const order = { escalated: 0, retrying: 1, delivered: 2, acknowledged: 3 };
   rows.sort((a, b) => (order[a.state] ?? 1) - (order[b.state] ?? 1));
-  replace(v, rows.length ? h("table", { class: "grid-table", id: "forwarding" },
+  const missed = Object.entries(data.not_forwarded || {}).filter(([, n]) => n > 0);
+  const notForwarded = h("section", { class: "card", id: "not-forwarded" }, h("h3", {}, t("not_forwarded")),
+    missed.length ? h("table", { class: "grid-table" }, h("thead", {}, h("tr", {}, [t("reason"), t("count")].map((x) => h("th", {}, x)))),
+      h("tbody", {}, missed.map(([why, n]) => h("tr", { dataset: { reason: why } }, h("td", {}, why), h("td", { class: "num" }, String(n))))))
+      : h("p", { class: "empty" }, t("all_forwarded")));
+  replace(v, notForwarded, h("h3", {}, t("deliveries")), rows.length ? h("table", { class: "grid-table", id: "forwarding" },
     h("thead", {}, h("tr", {}, [t("alert"), t("recipient"), t("state"), t("attempts"), t("age")].map((x) => h("th", {}, x)))),
     h("tbody", {}, rows.map((d) => h("tr", { class: `st-${d.state}` }, h("td", {}, d.alert || d.alert_id || ""),
       h("td", {}, d.recipient), h("td", {}, h("b", {}, t(d.state))), h("td", { class: "num" }, String(d.attempts ?? "")),
@@ -892,7 +1096,7 @@ async function quarantineView(v) {
 
 // --- boot ---------------------------------------------------------------------------------------
 
-setInterval(() => { if (S.me) { schedule("sites", "alarms", "incidents", "commands"); } }, 30000);
+setInterval(() => { if (S.me) { schedule(...ALL_PARTS); } }, 30000);
 setInterval(() => { if (S.me && S.view === "map") renderMapOnly(); }, 5000);
 
 function renderMapOnly() { replace($("view"), mapView()); }
