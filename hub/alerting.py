@@ -48,6 +48,7 @@ from hub.forward.outbox import Escalation, count_not_forwarded
 from hub.forward.plan import Change, Hazard, Notice, Source
 from hub.rules import AlarmPriority
 from hub.store import Tx
+from trust.enrolment import EnrolmentError, registered_places
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +150,20 @@ class AlarmAlerts:
         """The alarm desk escalation alarms are raised on (set by the hub)."""
 
     def position(self, site: str) -> GeoPoint | None:
+        """The site's position: from the registry, else from its enrolment (a site enrolled
+        since the hub started), else None."""
         entry = self.cfg.sites.registry.get(site)
-        if entry is None or entry.lat is None or entry.lon is None:
-            return None
-        return GeoPoint(entry.lat, entry.lon)
+        if entry is not None and entry.lat is not None and entry.lon is not None:
+            return GeoPoint(entry.lat, entry.lon)
+        if self.cfg.enrolment is not None:
+            try:
+                place = registered_places(self.cfg.enrolment.db_path, site).get(site)
+            except EnrolmentError as exc:
+                log.error("forward.enrolment_unreadable", extra={"site": site, "error": str(exc)})
+                return None
+            if place is not None:
+                return GeoPoint(place.lat, place.lon)
+        return None
 
     def on_transition(self, tx: Tx, f: AlarmFacts, tr: isa.Transition, *, raised: bool) -> None:
         """Called by the engine inside the transaction that recorded ``tr``."""

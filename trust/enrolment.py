@@ -168,10 +168,10 @@ class EnrolmentStore:
 _PLACE_COLUMNS: Final = ("lat REAL", "lon REAL", "area TEXT")
 
 
-def registered_places(path: Path) -> dict[str, Place | None]:
-    """Every registered site and its place (None: registered before places were asked for),
-    read without writing; no database yet: none. Raises :class:`EnrolmentError` for a file
-    that is not an enrolment database."""
+def registered_places(path: Path, site: str | None = None) -> dict[str, Place | None]:
+    """Every registered site (or only ``site``) and its place (None: registered before places
+    were asked for), read without writing; no database yet: none. Raises :class:`EnrolmentError`
+    for a file that is not an enrolment database."""
     if not path.exists():
         return {}
     try:
@@ -182,12 +182,13 @@ def registered_places(path: Path) -> dict[str, Place | None]:
         have = {str(r[1]) for r in db.execute("PRAGMA table_info(enrolments)")}
         if not have:
             return {}
+        where, args = (" WHERE site = ?", (site,)) if site is not None else ("", ())
         if "lat" not in have:
-            return {str(r[0]): None for r in db.execute("SELECT site FROM enrolments")}
+            return {str(r[0]): None for r in db.execute("SELECT site FROM enrolments" + where, args)}
         out: dict[str, Place | None] = {}
-        for site, lat, lon, area in db.execute("SELECT site, lat, lon, area FROM enrolments ORDER BY site"):
+        for name, lat, lon, area in db.execute("SELECT site, lat, lon, area FROM enrolments" + where, args):
             ok = lat is not None and lon is not None and position_problem(lat, lon) is None
-            out[str(site)] = Place(float(lat), float(lon), None if area is None else str(area)) if ok else None
+            out[str(name)] = Place(float(lat), float(lon), None if area is None else str(area)) if ok else None
         return out
     except sqlite3.Error as exc:
         raise EnrolmentError(f"{path}: cannot read the enrolment database: {exc}") from exc
