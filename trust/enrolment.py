@@ -182,11 +182,13 @@ def registered_places(path: Path, site: str | None = None) -> dict[str, Place | 
         have = {str(r[1]) for r in db.execute("PRAGMA table_info(enrolments)")}
         if not have:
             return {}
-        where, args = (" WHERE site = ?", (site,)) if site is not None else ("", ())
+        args = (site, site)
         if "lat" not in have:
-            return {str(r[0]): None for r in db.execute("SELECT site FROM enrolments" + where, args)}
+            return {str(r[0]): None for r in db.execute("SELECT site FROM enrolments WHERE ? IS NULL OR site = ?",
+                                                         args)}
         out: dict[str, Place | None] = {}
-        for name, lat, lon, area in db.execute("SELECT site, lat, lon, area FROM enrolments" + where, args):
+        for name, lat, lon, area in db.execute(
+                "SELECT site, lat, lon, area FROM enrolments WHERE ? IS NULL OR site = ?", args):
             ok = lat is not None and lon is not None and position_problem(lat, lon) is None
             out[str(name)] = Place(float(lat), float(lon), None if area is None else str(area)) if ok else None
         return out

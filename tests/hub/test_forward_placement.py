@@ -6,7 +6,6 @@ and the counts survive a restart."""
 from __future__ import annotations
 
 import math
-import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from trust.places import Place
 
 pytestmark = pytest.mark.broker
 
-CAP_NS = "{urn:oasis:names:tc:emergency:cap:1.2}"
 CENTRE = {"kind": "city_centre", "url": "http://127.0.0.1:9/alerts"}
 
 
@@ -132,7 +130,8 @@ async def test_an_unplaced_site_alerts_by_its_area_geocode_and_skips_are_counted
 
                 await until(fault_alarm_raised, 20)
                 forwarding = await (await c.get("/api/forwarding")).json()
-            assert hub.engine.alerts is not None and hub.engine.alerts.unplaced == 2
+            assert hub.engine.alerts is not None
+            assert hub.engine.alerts.unplaced == 2
         (alert,) = centre.alerts()
         async with running(cfg) as again, api_client(again, test_pki.dir / "ca.pem") as c:
             await c.login("vera")
@@ -142,8 +141,6 @@ async def test_an_unplaced_site_alerts_by_its_area_geocode_and_skips_are_counted
     for info in cap.infos:
         (where,) = info.areas
         assert (where.circles, where.polygons, where.geocodes) == ((), (), ((AREA_GEOCODE, area),))
-    xml_areas = ET.fromstring(alert.body).findall(f"{CAP_NS}info/{CAP_NS}area")
-    assert [[child.tag.removeprefix(CAP_NS) for child in a] for a in xml_areas] == [["areaDesc", "geocode"]] * 2
     assert forwarding["not_forwarded"] == {"no_recipient": 1}
     assert after_restart["not_forwarded"] == {"no_recipient": 1}
 
