@@ -98,7 +98,7 @@ async def test_an_unacknowledged_alert_raises_an_alarm_that_clears_when_the_reci
         faults.strip_ack = False  # the centre's gateway is fixed: the next retry is acknowledged
 
         async def back_to_normal() -> bool:
-            return (await _alarm(vera, esc["alarm_id"]))["state"] == "normal"
+            return bool((await _alarm(vera, esc["alarm_id"]))["state"] == "normal")
 
         await until(back_to_normal, 20)
         assert await _escalations(vera) == []
