@@ -46,7 +46,7 @@ from hub.live import Broadcaster, EscalationRaised, LiveEvent
 from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
-from hub.store import Clock, Reader, Writer
+from hub.store import Clock, Reader, Tx, Writer
 from shared.messages import Command
 from shared.signing import load_private_key
 
@@ -92,6 +92,7 @@ class Hub:
         if cfg.forward is not None:
             self.engine.alerts = AlarmAlerts(cfg, wake=self._wake_forwarder,
                                              capture=self.captures.put if cfg.cctv is not None else None)
+            self.engine.alerts.desk = self.engine.alarms  # escalations are alarms (hub/alerting.py rule 6)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
         self.anchor = Anchor(cfg.audit, clock) if cfg.audit is not None else None
@@ -105,7 +106,12 @@ class Hub:
             self.ops.forwarder.wake()
 
     def _escalated(self, tx: WriteTx, esc: Escalation, /) -> None:
-        """An alert was not acknowledged in time: the console shows it at once (and the log)."""
+        """An alert was not acknowledged in time: an alarm in the console (hub/alerting.py rule 6),
+        the live event at once, and the log."""
+        alerts = self.engine.alerts
+        if alerts is not None:
+            assert isinstance(tx, Tx)  # the forwarder writes through the hub's writer
+            alerts.escalated(tx, esc)
         log.error("forward.escalated", extra={"identifier": esc.identifier, "recipient": esc.recipient,
                                               "escalated_to": esc.escalated_to, "last_error": esc.last_error})
         self.bus.publish(LiveEvent.of(EscalationRaised(
@@ -147,7 +153,12 @@ class Hub:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self.writer.call(self.engine.tick)
+            await self.writer.call(self._tick)
+
+    def _tick(self, tx: Tx) -> None:
+        self.engine.tick(tx)
+        if self.engine.alerts is not None:
+            self.engine.alerts.settle(tx)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until :meth:`stop`; a crash in any task ends the hub (systemd restarts it)."""
