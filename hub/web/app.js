@@ -121,9 +121,9 @@ async function flush() {
   if (parts.has("alarms")) jobs.push(api("GET", "/api/alarms?limit=2000").then((x) => { S.alarms = x; }));
   if (parts.has("incidents")) jobs.push(api("GET", "/api/incidents").then((x) => { S.incidents = x; }));
   if (parts.has("commands")) jobs.push(api("GET", "/api/commands?limit=200").then((x) => { S.commands = x; }));
-  if (parts.has("commands")) jobs.push(optional("/api/operations?limit=50", []).then((x) => { S.operations = x; }));
-  if (parts.has("escalations")) jobs.push(optional("/api/escalations", []).then((x) => { S.escalations = x; }));
-  if (parts.has("exercises")) jobs.push(optional("/api/exercises", []).then((x) => { S.exercises = x; }));
+  if (parts.has("commands")) jobs.push(api("GET", "/api/operations?limit=50").then((x) => { S.operations = x; }));
+  if (parts.has("escalations")) jobs.push(api("GET", "/api/escalations").then((x) => { S.escalations = x; }));
+  if (parts.has("exercises")) jobs.push(api("GET", "/api/exercises").then((x) => { S.exercises = x; }));
   if (parts.has("site") && S.siteId) jobs.push(loadSite());
   try {
     await Promise.all(jobs);
@@ -135,22 +135,12 @@ async function flush() {
   if (parts.has("commands")) openDialogs.forEach((d) => d.refresh());
 }
 
-/** TEMPORARY until the hub branches land: a list route the hub does not serve yet reads as empty. */
-async function optional(path, fallback) {
-  try {
-    return await api("GET", path);
-  } catch (ex) {
-    if (ex instanceof ApiError && ex.status === 404) return fallback;
-    throw ex;
-  }
-}
-
 async function loadSite() {
   const id = S.siteId;
   const [detail, latest, events] = await Promise.all([
     api("GET", `/api/sites/${encodeURIComponent(id)}`),
     api("GET", `/api/sites/${encodeURIComponent(id)}/latest`),
-    optional(`/api/sites/${encodeURIComponent(id)}/events?limit=15`, []),
+    api("GET", `/api/sites/${encodeURIComponent(id)}/events?limit=15`),
   ]);
   if (id !== S.siteId) return;
   S.siteDetail = detail;
@@ -229,13 +219,13 @@ function renderBanners() {
   const esc = pendingEscalations();
   setDue(esc.map((e) => e.delivery_id));
   const escRows = esc.map((e) => h("div", { class: "banner escalation", role: "alert", id: `esc-${e.delivery_id}`,
-    dataset: { delivery: String(e.delivery_id), alarm: String(e.alarm_id ?? "") } },
+    dataset: { delivery: String(e.delivery_id), alarm: String(e.alarm_id) } },
   h("b", {}, `⚠ ${t("escalation")}`),
   h("span", { class: "esc-recipient" }, `${t("recipient")}: ${e.recipient}`),
-  h("span", { class: "esc-alert" }, `${t("alert")}: ${e.headline || e.alert_id}`, e.site ? ` · ${siteName(e.site)}` : ""),
+  h("span", { class: "esc-alert" }, `${t("alert")}: ${e.alert_id} · ${siteName(e.site)}`),
   h("span", { class: "esc-since" }, `${t("since")} `, clock(e.since), " (", age(e.since, 1e9), ")"),
   soundState() === "blocked" ? h("button", { class: "sound-unlock", id: "sound-unlock", onclick: () => renderSound() }, t("sound_blocked")) : null,
-  can("operator") && e.alarm_id !== null && e.alarm_id !== undefined
+  can("operator")
     ? h("button", { class: "primary esc-ack", dataset: { key: `esc-ack-${e.delivery_id}` }, onclick: () => alarmAction({ id: e.alarm_id }, "ack", {}) }, t("esc_ack"))
     : null));
   const exRows = S.exercises.map((x) => h("div", { class: "banner exercise-banner", id: `exercise-${x.id}`, dataset: { area: x.area } },
@@ -776,13 +766,14 @@ function renderProgress(box, c) {
   replace(box, lines);
 }
 
-/** A self-test's per-point report (the terminal reply's ``report``), failures first and marked. */
+/** A self-test's per-point report (the terminal reply's ``report``), failures first and marked; a
+ * point the device's birth does not name is shown with "(?)": the hub shows a report, never trusts it. */
 function reportTable(report) {
   const rows = [...report].sort((a, b) => Number(a.ok) - Number(b.ok));
   return [h("h3", {}, t("report")), h("table", { class: "values report", id: "cmd-report" },
     h("thead", {}, h("tr", {}, ["point", "value", "quality", "state", "why"].map((k) => h("th", {}, t(k))))),
     h("tbody", {}, rows.map((r) => h("tr", { class: r.ok ? "ok" : "fail", dataset: { point: r.point, ok: String(r.ok) } },
-      h("td", {}, r.point), h("td", { class: "num" }, r.value === null || r.value === undefined ? "—" : String(r.value)),
+      h("td", {}, r.point, r.known === false ? h("span", { class: "small", title: t("unknown_point") }, " (?)") : null), h("td", { class: "num" }, r.value === null || r.value === undefined ? "—" : String(r.value)),
       h("td", {}, h("span", { class: `q q-${r.quality}` }, t(r.quality))),
       h("td", {}, h("b", {}, r.ok ? `✔ ${t("ok")}` : `✘ ${t("fail")}`)), h("td", {}, r.why || "")))))];
 }
@@ -959,14 +950,15 @@ function siteView() {
   ];
 }
 
-/** The site's recent edge events, newest first; one that arrived late says so. */
+/** The site's recent edge events, newest first: the hub alarm priority of a kind that raises one
+ * (``alarm``), and a late mark for one replayed after an outage (``historical``). */
 function eventsList(events) {
   if (!events.length) return h("p", { class: "empty" }, t("no_events"));
   return h("table", { class: "grid-table events" },
     h("thead", {}, h("tr", {}, [t("time"), t("kind"), t("device"), t("detail")].map((x) => h("th", {}, x)))),
-    h("tbody", {}, events.map((e) => h("tr", { class: `${e.prio ? `prio-${e.prio}` : ""}${e.late ? " late" : ""}`, dataset: { kind: e.kind } },
-      h("td", {}, clock(e.ts), e.late ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
-      h("td", {}, e.prio ? [h("span", { class: `prio ${e.prio}` }, t(e.prio)), " "] : null, e.kind),
+    h("tbody", {}, events.map((e) => h("tr", { class: e.historical ? "late" : "", dataset: { kind: e.kind, seq: String(e.seq) } },
+      h("td", {}, clock(e.ts), e.historical ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
+      h("td", {}, e.alarm ? [h("span", { class: `prio ${e.alarm}` }, t(e.alarm)), " "] : null, e.kind),
       h("td", {}, e.device || "—"), h("td", { class: "small" }, e.detail)))));
 }
 
@@ -1050,14 +1042,17 @@ async function forwardingView(v) {
   const rows = data.deliveries || [];
   const order = { escalated: 0, retrying: 1, delivered: 2, acknowledged: 3 };
   rows.sort((a, b) => (order[a.state] ?? 1) - (order[b.state] ?? 1));
-  const missed = Object.entries(data.not_forwarded || {}).filter(([, n]) => n > 0);
+  const missed = Object.entries(data.not_forwarded).filter(([, n]) => n > 0);
+  // an operation's alert is the thread "operation:<id>" (hub/alerting.py operation_notice)
+  const drills = new Set(S.operations.filter((o) => o.exercise_id).map((o) => `operation:${o.id}`));
   const notForwarded = h("section", { class: "card", id: "not-forwarded" }, h("h3", {}, t("not_forwarded")),
     missed.length ? h("table", { class: "grid-table" }, h("thead", {}, h("tr", {}, [t("reason"), t("count")].map((x) => h("th", {}, x)))),
       h("tbody", {}, missed.map(([why, n]) => h("tr", { dataset: { reason: why } }, h("td", {}, why), h("td", { class: "num" }, String(n))))))
       : h("p", { class: "empty" }, t("all_forwarded")));
   replace(v, notForwarded, h("h3", {}, t("deliveries")), rows.length ? h("table", { class: "grid-table", id: "forwarding" },
     h("thead", {}, h("tr", {}, [t("alert"), t("recipient"), t("state"), t("attempts"), t("age")].map((x) => h("th", {}, x)))),
-    h("tbody", {}, rows.map((d) => h("tr", { class: `st-${d.state}` }, h("td", {}, d.alert || d.alert_id || ""),
+    h("tbody", {}, rows.map((d) => h("tr", { class: `st-${d.state}`, dataset: { thread: d.thread } },
+      h("td", {}, drills.has(d.thread) ? [h("span", { class: "chip exercise" }, t("exercise")), " "] : null, d.headline || d.alert_id),
       h("td", {}, d.recipient), h("td", {}, h("b", {}, t(d.state))), h("td", { class: "num" }, String(d.attempts ?? "")),
       h("td", {}, age(d.updated_at, 1e9)))))) : h("p", { class: "empty", id: "forwarding-empty" }, t("no_deliveries")));
 }

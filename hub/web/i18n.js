@@ -74,7 +74,8 @@ const L = {
   late_note: ["통신 두절 중에 발생해 나중에 수신됨: 표시 시각은 원래 발생 시각", "Happened during an outage and arrived late: times shown are the original ones"],
   source_rule: ["허브 규칙", "hub rule"], source_edge: ["현장 장치", "edge"], source_forwarding: ["전파", "forwarding"],
   not_forwarded: ["전파되지 않은 경보", "Alerts not forwarded"], all_forwarded: ["전파되지 않은 경보 없음", "Nothing left unforwarded"],
-  count: ["건수", "Count"], view: ["보기", "View"], deliveries: ["전파 기록", "Deliveries"],
+  count: ["건수", "Count"], view: ["보기", "View"],
+  unknown_point: ["장치 등록 정보에 없는 항목 (참고용)", "Not a point of this device's birth (shown, not trusted)"], deliveries: ["전파 기록", "Deliveries"],
   reopen_note: ["열기는 두 사람 승인: 다른 감독자가 승인해야 전송됩니다", "Opening needs two people: another supervisor must approve before it is sent"],
 };
 

@@ -66,15 +66,21 @@ def extra_sites() -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture
+def hub_sections() -> dict[str, dict[str, Any]]:
+    """More sections of the hub's config, e.g. ``forward`` (a test module overrides this)."""
+    return {}
+
+
+@pytest.fixture
 async def console(test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path,
-                  extra_sites: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
+                  extra_sites: dict[str, dict[str, Any]], hub_sections: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
     """A hub with its API and the test users, and one real edge agent (underpass simulator) whose
     site is registered at Seryu underpass, Suwon. Only registered sites are accepted, so retained
     messages of other tests' edges on the shared broker stay out of the picture."""
     site = test_pki.take_site()
     extra = extra_sites
     raw = raw_config(test_pki, broker.port, tmp_path / "hub.db", api={"enabled": True},
-                     sites={"accept_any": False, "registry": {site: SURWON_UNDERPASS, **extra}})
+                     sites={"accept_any": False, "registry": {site: SURWON_UNDERPASS, **extra}}, **hub_sections)
     cfg = parse(raw, tmp_path / "hub.toml")
     add_users(cfg)
     async with run_simulator(load_profile(UNDERPASS), transport="tcp") as sim:
