@@ -131,7 +131,7 @@ async def test_blocking_an_area_from_the_map_lists_its_devices_and_closes_them(b
         assert console.sim.physics.barrier.position == 0.0
         await dlg.locator("#op-reason").fill("typhoon: close the underpasses")
         await dlg.locator("#op-execute").click()
-        await expect(dlg.locator("#op-progress li.st-verified")).to_have_count(1, timeout=15_000)
+        await expect(dlg.locator('#op-devices tr[data-state="verified"]')).to_have_count(1, timeout=15_000)
         assert console.sim.physics.barrier.limit_closed
 
 
