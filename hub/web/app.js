@@ -1047,7 +1047,7 @@ async function forwardingView(v) {
   const drills = new Set(S.operations.filter((o) => o.exercise_id).map((o) => `operation:${o.id}`));
   const notForwarded = h("section", { class: "card", id: "not-forwarded" }, h("h3", {}, t("not_forwarded")),
     missed.length ? h("table", { class: "grid-table" }, h("thead", {}, h("tr", {}, [t("reason"), t("count")].map((x) => h("th", {}, x)))),
-      h("tbody", {}, missed.map(([why, n]) => h("tr", { dataset: { reason: why } }, h("td", {}, why), h("td", { class: "num" }, String(n))))))
+      h("tbody", {}, missed.map(([why, n]) => h("tr", { dataset: { reason: why } }, h("td", {}, t(why)), h("td", { class: "num" }, String(n))))))
       : h("p", { class: "empty" }, t("all_forwarded")));
   replace(v, notForwarded, h("h3", {}, t("deliveries")), rows.length ? h("table", { class: "grid-table", id: "forwarding" },
     h("thead", {}, h("tr", {}, [t("alert"), t("recipient"), t("state"), t("attempts"), t("age")].map((x) => h("th", {}, x)))),

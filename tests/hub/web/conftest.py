@@ -18,6 +18,7 @@ from edge.agent import Agent
 from edge.sim.servers import Simulator, run_simulator
 from hub.config import parse
 from hub.service import Hub, running
+from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from tests.conftest import PkiFixture
 from tests.edge.harness import UNDERPASS, running_agent, write_config
@@ -73,7 +74,8 @@ def hub_sections() -> dict[str, dict[str, Any]]:
 
 @pytest.fixture
 async def console(test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path,
-                  extra_sites: dict[str, dict[str, Any]], hub_sections: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
+                  extra_sites: dict[str, dict[str, Any]],
+                  hub_sections: dict[str, dict[str, Any]]) -> AsyncIterator[Console]:
     """A hub with its API and the test users, and one real edge agent (underpass simulator) whose
     site is registered at Seryu underpass, Suwon. Only registered sites are accepted, so retained
     messages of other tests' edges on the shared broker stay out of the picture."""
@@ -95,6 +97,51 @@ async def console(test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path,
             async with running_agent(edge_cfg) as agent:
                 await asyncio.wait_for(agent.uplink.connected.wait(), 10)
                 yield Console(hub=hub, url=f"https://127.0.0.1:{hub.api_port}", site=site, sim=sim, agent=agent)
+
+
+RIVER_GATE = profiles_dir() / "river-gate-jk-rg10.toml"
+# Suwon's Hwanggujicheon trail entrance (WGS84), in the same area as the underpass.
+GATE_PLACE = {"area": "gg-suwon", "name": "황구지천 산책로 입구", "lat": 37.2690, "lon": 126.9740}
+
+
+@pytest.fixture
+def gate_site(test_pki: PkiFixture) -> str:
+    return test_pki.take_site()
+
+
+@pytest.fixture
+async def gate(console: Console, gate_site: str, test_pki: PkiFixture, broker: RunningBroker,
+               tmp_path: Path) -> AsyncIterator[Simulator]:
+    """A real agent beside a river-gate simulator (serial line on a pseudo-terminal) at ``gate_site``;
+    a module registers the site (``extra_sites``, e.g. at GATE_PLACE)."""
+    async with run_simulator(load_profile(RIVER_GATE)) as sim:
+        d = tmp_path / "gate"
+        d.mkdir()
+        pki = test_pki.dir
+        cfg = d / "site.toml"
+        cfg.write_text(f"""
+[site]
+id = "{gate_site}"
+state_dir = "{d / "state"}"
+
+[hub]
+host = "{broker.host}"
+port = {broker.port}
+ca = "{pki / "ca.pem"}"
+cert = "{pki / gate_site / "cert.pem"}"
+key = "{pki / gate_site / "key.pem"}"
+command_key = "{pki / "command-signing" / "pub.pem"}"
+
+[policy]
+verify_timeout_s = 5.0
+
+[devices.gate]
+profile = "{RIVER_GATE}"
+transport = "serial://{sim.path}"
+""")
+        async with running_agent(cfg) as agent:
+            await asyncio.wait_for(agent.uplink.connected.wait(), 10)
+            yield sim
 
 
 @pytest.fixture

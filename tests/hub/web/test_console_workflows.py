@@ -6,70 +6,20 @@ failure highlighted, and an exercise over the area from start to end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from edge.sim.servers import Simulator, run_simulator
-from shared.paths import profiles_dir
-from shared.profiles import load_profile
-from tests.conftest import PkiFixture
-from tests.edge.harness import running_agent
-from tests.hub.web.conftest import Console, logged_in
-from trust.broker import RunningBroker
+from edge.sim.servers import Simulator
+from tests.hub.web.conftest import GATE_PLACE, Console, logged_in
 
 pytestmark = pytest.mark.broker
-
-RIVER_GATE = profiles_dir() / "river-gate-jk-rg10.toml"
-# Suwon's Hwanggujicheon trail entrance (WGS84), in the same area as the underpass.
-GATE_PLACE = {"area": "gg-suwon", "name": "황구지천 산책로 입구", "lat": 37.2690, "lon": 126.9740}
-
-
-@pytest.fixture
-def gate_site(test_pki: PkiFixture) -> str:
-    return test_pki.take_site()
 
 
 @pytest.fixture
 def extra_sites(gate_site: str) -> dict[str, dict[str, Any]]:
     return {gate_site: GATE_PLACE}
-
-
-@pytest.fixture
-async def gate(console: Console, gate_site: str, test_pki: PkiFixture, broker: RunningBroker,
-               tmp_path: Path) -> AsyncIterator[Simulator]:
-    """A real agent beside a river-gate simulator (serial line on a pseudo-terminal)."""
-    async with run_simulator(load_profile(RIVER_GATE)) as sim:
-        d = tmp_path / "gate"
-        d.mkdir()
-        pki = test_pki.dir
-        cfg = d / "site.toml"
-        cfg.write_text(f"""
-[site]
-id = "{gate_site}"
-state_dir = "{d / "state"}"
-
-[hub]
-host = "{broker.host}"
-port = {broker.port}
-ca = "{pki / "ca.pem"}"
-cert = "{pki / gate_site / "cert.pem"}"
-key = "{pki / gate_site / "key.pem"}"
-command_key = "{pki / "command-signing" / "pub.pem"}"
-
-[policy]
-verify_timeout_s = 5.0
-
-[devices.gate]
-profile = "{RIVER_GATE}"
-transport = "serial://{sim.path}"
-""")
-        async with running_agent(cfg) as agent:
-            await asyncio.wait_for(agent.uplink.connected.wait(), 10)
-            yield sim
 
 
 async def _open_site(page: Page, site: str) -> None:
