@@ -163,3 +163,22 @@ async def _evacuate_arg(browser: Browser, console: Console, action: str, name: s
             return step.args.find((a) => a.name === name).value;
         }""", [action, name])
     return value
+
+
+async def test_a_barrier_that_jams_at_the_edge_is_a_critical_alarm_and_an_event_of_the_site(
+    browser: Browser, console: Console
+) -> None:
+    """The water passes the edge's own closing depth and the barrier jams: the edge's failed local
+    close arrives as a critical alarm from the edge in the list, and the site view's recent
+    events list the failure with that priority."""
+    console.sim.physics.barrier.jammed = True
+    async with logged_in(browser, console, "olive") as page:
+        await _open_site(page, console.site)
+        console.sim.physics.water.depth_cm = 45.0  # over the edge's closing depth (40 cm here)
+        row = page.locator('#alarms .alarm-row.critical[data-source="edge"]')
+        await expect(row).to_be_visible(timeout=30_000)
+        await expect(row).to_contain_text("현장 장치")
+        failed = page.locator('#site-events tr[data-kind="local.barrier.close.failed"]')
+        await expect(failed).to_be_visible(timeout=10_000)
+        await expect(failed.locator(".prio.critical")).to_be_visible()
+        await expect(failed.locator(".chip.late")).to_have_count(0)  # it came live
