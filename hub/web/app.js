@@ -795,6 +795,7 @@ async function approvalDialog(c) {
   const values = h("div", { class: "dlg-values" }, valuesTable(S.latest, c.device));
   const dlg = dialog("approve-dlg", `${t("approve")}: ${t(c.action)} — ${siteName(c.site)}`, [
     h("p", { class: "note" }, t("selection_note")),
+    c.exercise_id ? h("p", { class: "note warn", id: "approve-exercise" }, exerciseMark(c), ` ${t("exercise_cmd")}`) : null,
     h("dl", { class: "target" }, h("dt", {}, t("target")), h("dd", {}, `${siteName(c.site)} (${c.site}) / ${c.device} / ${t(c.action)}`),
       h("dt", {}, t("issued_by")), h("dd", {}, `${c.issued_by} — ${c.reason}`)),
     h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId),

@@ -69,6 +69,7 @@ const L = {
   exercise_start: ["훈련 시작", "Start exercise"], exercise_end: ["훈련 종료", "End exercise"],
   send_as_exercise: ["훈련으로 보내기 (모의 실행: 장치는 움직이지 않음)", "Send as exercise (dry run: nothing moves)"],
   exercise_note: ["훈련 경보는 CAP status Exercise로 전파됩니다", "Alerts of the exercise go out with CAP status Exercise"],
+  exercise_cmd: ["훈련 명령: 모의 실행 (장치는 움직이지 않음)", "Exercise command: a dry run (nothing moves)"],
   started_by: ["시작한 사람", "Started by"], operations: ["구역 작업", "Area operations"],
   planned: ["계획됨", "planned"], kind: ["종류", "Kind"], params: ["설정값", "Parameters"], counts: ["집계", "Counts"],
   report: ["자가 진단 결과", "Self-test report"], ok: ["정상", "OK"], fail: ["이상", "FAIL"], why: ["원인", "Why"],
