@@ -569,14 +569,14 @@ function alarmRow(a) {
     else acts.push(h("button", { class: "remove", dataset: { key: `rm-${a.id}` }, onclick: () => reasonDialog(a, "remove") }, t("remove")));
   }
   return h("li", { class: `alarm-row ${a.priority} st-${a.state}${a.active ? "" : " inactive"}${a.late ? " late" : ""}`, id: `alarm-${a.id}`,
-    dataset: { alarm: String(a.id), state: a.state, source: a.source || "rule" } },
+    dataset: { alarm: String(a.id), state: a.state, source: a.source } },
     h("span", { class: `prio ${a.priority}` }, t(a.priority)),
     h("button", { class: "alarm-open link", dataset: { key: `open-${a.id}` }, onclick: () => openSite(a.site, a.id) },
       h("b", {}, siteName(a.site)), " ", h("span", { class: "msg" }, a.message || a.rule)),
     h("span", { class: "alarm-meta" }, h("span", { class: "state" }, t(a.state)),
       a.state === "shelved" && a.shelved_until ? [" · ", a.shelve_reason, " · ", countdown(a.shelved_until, "shelved")] : null,
       " · ", age(a.raised_at || a.changed_at, 1e9), " · ", `${a.device}/${a.rule}`,
-      a.source && a.source !== "rule" ? [" · ", h("span", { class: "source" }, t(`source_${a.source}`))] : null,
+      a.source !== "rule" ? [" · ", h("span", { class: "source" }, t(`source_${a.source}`))] : null,
       a.late ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
     acts.length ? h("span", { class: "acts" }, acts) : null);
 }
@@ -756,7 +756,7 @@ function paramValues(inputs) {
 function renderProgress(box, c) {
   const lines = [h("p", { class: `cmd-state st-${c.state}`, id: "cmd-state", dataset: { state: c.state } },
     exerciseMark(c), " ", `${t("state")}: `, h("b", {}, c.state === "verified" ? `✔ ${t("verified")}` : t(c.state)), c.detail ? ` — ${c.detail}` : "")];
-  if (c.report && c.report.length) lines.push(reportTable(c.report));
+  if (c.report.length) lines.push(reportTable(c.report));
   if (c.state === "awaiting_approval") lines.push(h("p", { class: "waiting", id: "cmd-waiting" }, `⏳ ${t("waiting_second")}`));
   if (c.not_after && !["verified", "rejected", "expired", "failed", "timed_out", "refused", "cancelled", "send_failed"].includes(c.state)) {
     lines.push(h("p", {}, countdown(c.not_after, "cmd_expires")));
@@ -884,19 +884,21 @@ async function operationDialog(kind, area) {
   reason.focus();
 }
 
-/** An action's parameters as an operator reads them: ": 표시 문구 “…”", a closed value translated. */
+/** An action's parameters as an operator reads them (" · 표시 문구: “…”"): a value with a label
+ * (a broadcast's "evacuate") is translated, free text is quoted as it will be shown. */
 function paramsText(action, params) {
   const spec = V.actions.get(action);
-  if (!spec || !spec.params.length) return "";
+  if (!spec) return "";
   return spec.params.filter((p) => p.name in params).map((p) => {
-    const v = params[p.name];
-    return ` · ${t(p.name)}: ${v === "" ? t("sign_blank") : (p.type === "str" && p.name === "text" ? `“${v}”` : t(String(v)))}`;
+    const v = String(params[p.name]);
+    const label = v === "" ? t("sign_blank") : t(v);
+    return ` · ${t(p.name)}: ${label === v ? `“${v}”` : label}`;
   }).join("");
 }
 
 /** One operation, per device: what was planned, refused up front (with why), sent, and how it ended. */
 function operationTable(op) {
-  const counts = Object.entries(op.counts || {}).filter(([, n]) => n > 0);
+  const counts = Object.entries(op.counts).filter(([, n]) => n > 0);
   return [
     h("p", { class: "op-counts", id: "op-counts" }, exerciseMark(op), " ", counts.map(([st, n]) =>
       h("span", { class: `chip count st-${st}`, dataset: { state: st, n: String(n) } }, `${t(st)} ${n}`))),
@@ -1008,7 +1010,7 @@ function commandsView() {
       h("thead", {}, h("tr", {}, [t("time"), t("action"), t("area"), t("issued_by"), t("counts"), ""].map((x) => h("th", {}, x)))),
       h("tbody", {}, S.operations.map((o) => h("tr", { dataset: { op: o.id } },
         h("td", {}, age(o.created_at, 1e9)), h("td", {}, exerciseMark(o), " ", t(o.kind)), h("td", {}, o.area), h("td", {}, o.issued_by),
-        h("td", {}, Object.entries(o.counts || {}).filter(([, n]) => n > 0).map(([st, n]) => h("span", { class: `chip count st-${st}` }, `${t(st)} ${n}`))),
+        h("td", {}, Object.entries(o.counts).filter(([, n]) => n > 0).map(([st, n]) => h("span", { class: `chip count st-${st}` }, `${t(st)} ${n}`))),
         h("td", {}, h("button", { dataset: { key: `op-${o.id}` }, onclick: () => operationView(o.id) }, t("view")))))))) : null,
   h("table", { class: "grid-table", id: "commands" },
     h("thead", {}, h("tr", {}, [t("time"), t("target"), t("action"), t("state"), t("issued_by"), t("approved_by"), ""].map((x) => h("th", {}, x)))),
