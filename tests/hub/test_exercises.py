@@ -67,7 +67,7 @@ async def test_a_supervisor_starts_and_ends_an_exercise_audited_and_announced(
             assert await (await c.get("/api/exercises")).json() == []
             again = await c.post(f"/api/exercises/{ex['id']}/end", {"reason": "twice"})
             assert again.status == 409
-            events = []
+            events: list[ExerciseChanged] = []
             async with asyncio.timeout(5):
                 while len(events) < 2:
                     ev = await live.get()
