@@ -52,7 +52,11 @@ transport = "serial://{sim.address}"
 
 
 async def latest(c: ApiClient, site: str, device: str, point: str) -> Any:
-    rows = await (await c.get(f"/api/sites/{site}/latest")).json()
+    resp = await c.get(f"/api/sites/{site}/latest")
+    if resp.status == 404:  # the site has not reported yet
+        return None
+    assert resp.status == 200, await resp.text()
+    rows = await resp.json()
     return next((r["value"] for r in rows if (r["device"], r["point"]) == (device, point)), None)
 
 
