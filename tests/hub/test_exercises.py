@@ -67,7 +67,7 @@ async def test_a_supervisor_starts_and_ends_an_exercise_audited_and_announced(
             assert await (await c.get("/api/exercises")).json() == []
             again = await c.post(f"/api/exercises/{ex['id']}/end", {"reason": "twice"})
             assert again.status == 409
-            events = []
+            events: list[ExerciseChanged] = []
             async with asyncio.timeout(5):
                 while len(events) < 2:
                     ev = await live.get()
@@ -144,8 +144,10 @@ async def test_an_exercise_flag_without_an_active_exercise_is_refused_with_the_r
         ex = await start(sam)
         assert (await sam.post(f"/api/exercises/{ex['id']}/end", {"reason": "done"})).status == 200
         await refused("no active exercise covers")
-        mistyped = await sam.post("/api/commands", {**cmd, "exercise": "yes"})
-        assert mistyped.status == 422
+        for path, body in (("/api/commands", cmd), ("/api/operations", op)):
+            mistyped = await sam.post(path, {**body, "exercise": "yes"})
+            assert mistyped.status == 422, path
+            assert "$.exercise" in (await mistyped.json())["error"]
         assert await (await sam.get("/api/commands")).json() == []
         assert await (await sam.get("/api/operations")).json() == []
         await asyncio.sleep(0.5)  # anything wrongly published would have reached the edge by now

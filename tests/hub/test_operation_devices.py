@@ -210,3 +210,31 @@ async def test_an_oversized_report_is_quarantined_and_the_command_is_untouched(
         assert view["report"] == []
         with pytest.raises(msgspec.ValidationError, match=f"length <= {MAX_REPORT}"):
             msgspec.json.decode(msgspec.json.encode(reply), type=messages.Reply)
+
+
+async def test_another_sites_reply_and_report_never_touch_a_command(
+    api_hub: Hub, broker: RunningBroker, test_pki: PkiFixture, site_id: str
+) -> None:
+    """A second site answers the first site's self-test with ``verified`` and a report: its reply
+    is stored as received, but the command stays sent and shows neither the reply nor the report."""
+    other = test_pki.take_site()
+    async with fake_edge(broker, test_pki.files(site_id), site_id) as edge, \
+            fake_edge(broker, test_pki.files(other), other) as intruder, \
+            api_client(api_hub, test_pki.dir / "ca.pem") as c:
+        await _online(edge, UNDERPASS, point="water_depth_cm", value=3.0)
+        await _online(intruder, UNDERPASS, point="water_depth_cm", value=3.0)
+        await c.login("olive")
+        cmd_id = await _issue(c, site_id, "device.selftest")
+        await edge.wait_commands(1)
+        forged = [PointCheck(point="water_depth_cm", value=0.0, quality=Quality.GOOD, ok=True)]
+        await intruder.send([_reply(intruder, cmd_id, ReplyStatus.VERIFIED, forged)])
+        await intruder.wait_acked(intruder.next_seq - 1)
+
+        def kept(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute("SELECT site, status FROM command_replies WHERE cmd_id = ?", (cmd_id,)).fetchall()
+
+        assert await api_hub.reader.run(kept) == [(other, "verified")]
+        view = await (await c.get(f"/api/commands/{cmd_id}")).json()
+        assert view["state"] == "sent"
+        assert view["replies"] == []
+        assert view["report"] == []
