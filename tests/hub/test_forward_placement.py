@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 
 from hub import receiver
-from hub.alerting import AREA_GEOCODE
+from hub.alerting import AREA_GEOCODE, AlarmFacts, EvidenceQueue, count_drops
+from hub.cctv_geo import GeoPoint
 from hub.config import parse
 from hub.forward import capread
 from hub.forward.capread import CapSchema
+from hub.forward.outbox import not_forwarded
+from hub.migrations import connect
 from hub.service import running
+from hub.store import Tx
 from shared.errors import ConfigError
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
@@ -172,3 +176,23 @@ async def test_a_failed_delivery_is_counted_as_not_forwarded(
                 forwarding = await (await c.get("/api/forwarding")).json()
     assert forwarding["not_forwarded"] == {"delivery_failed": 1}
     assert [d["state"] for d in forwarding["deliveries"]] == ["failed"]
+
+
+def test_captures_dropped_on_a_full_queue_are_counted_as_not_forwarded(tmp_path: Path) -> None:
+    """A camera picture dropped because the capture queue was full is counted (evidence_queue_full)
+    in the database, once per drop, when the hub's next tick takes the count."""
+    queue = EvidenceQueue(size=1)
+    facts = AlarmFacts(alarm_id=1, site="gg-a-01", site_name="", device="d", point="p", rule="high", area="gg-a",
+                       priority="critical", kind="underpass", message="m", ts=1.0, event="activate")
+    for _ in range(3):
+        queue.put(facts, GeoPoint(37.0, 127.0))
+    n = queue.take_uncounted()
+    assert (n, queue.take_uncounted()) == (2, 0)
+    conn = connect(tmp_path / "hub.db")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        count_drops(Tx(conn, 5.0), n)
+        conn.execute("COMMIT")
+        assert not_forwarded(conn) == {"evidence_queue_full": 2}
+    finally:
+        conn.close()
