@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from hub import receiver
-from hub.alerting import AREA_GEOCODE, AlarmFacts, EvidenceQueue, count_drops
+from hub.alerting import AREA_GEOCODE, AlarmAlerts, AlarmFacts, EvidenceQueue, count_drops
 from hub.cctv_geo import GeoPoint
 from hub.config import parse
 from hub.forward import capread
@@ -196,3 +196,18 @@ def test_captures_dropped_on_a_full_queue_are_counted_as_not_forwarded(tmp_path:
         assert not_forwarded(conn) == {"evidence_queue_full": 2}
     finally:
         conn.close()
+
+
+def test_a_site_enrolled_after_start_is_placed_by_its_registration(
+    test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """The hub's registry is read at start; a site enrolled later (the hub runs the enrolment
+    endpoint) has its alerts placed by the position stored with its registration."""
+    raw = raw_config(test_pki, broker.port, tmp_path / "hub.db", enrolment=_enrolment(test_pki, tmp_path),
+                     forward={"recipients": {"c": CENTRE}})
+    alerts = AlarmAlerts(parse(raw, tmp_path / "hub.toml"), wake=lambda: None, capture=None)
+    assert alerts.position("gg-late-up-0001") is None
+    service = EnrolmentService(Pki(test_pki.dir), EnrolmentStore(tmp_path / "enrol.db"), mqtt_host="localhost",
+                               mqtt_port=broker.port, on_issued=lambda _cn: None)
+    service.register("gg-late-up-0001", "https://hub.example:8443", actor="admin", place=Place(37.5, 127.1))
+    assert alerts.position("gg-late-up-0001") == GeoPoint(37.5, 127.1)
