@@ -76,7 +76,7 @@ AlarmKey = tuple[str, str, str, str]
 class SourceAlarms(Protocol):
     """The alarm desk as alerting uses it (hub/alarmdesk.py): conditions of other hub parts."""
 
-    def source_raise(self, tx: Tx, key: AlarmKey, area: str, priority: AlarmPriority, reason: str) -> int: ...
+    def source_raise(self, tx: Tx, key: AlarmKey, area: str, priority: str, reason: str) -> int: ...
 
     def source_clear(self, tx: Tx, alarm_id: int, reason: str) -> bool: ...
 
@@ -205,7 +205,7 @@ class AlarmAlerts:
         site = esc.site or self.cfg.hub_id
         area = esc.area or self.cfg.sites.area_of(site)
         alarm_id = self.desk.source_raise(tx, escalation_key(site, esc.recipient, esc.delivery_id), area,
-                                          ESCALATION_PRIORITY, escalation_text(esc))
+                                          ESCALATION_PRIORITY.value, escalation_text(esc))
         tx.conn.execute(
             "INSERT INTO fwd_escalation_alarms (delivery_id, alarm_id, raised_at) VALUES (?, ?, ?)"
             " ON CONFLICT (delivery_id) DO UPDATE SET alarm_id = excluded.alarm_id, raised_at = excluded.raised_at,"
