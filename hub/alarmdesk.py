@@ -72,7 +72,6 @@ from hub.incidents import FloodGrouper
 from hub.live import AlarmChanged, IncidentChanged
 from hub.outlet import Outlet, live_after
 from hub.rules import (
-    AlarmPriority,
     Rule,
     RuleKind,
     Sample,
@@ -83,7 +82,7 @@ from hub.rules import (
     rules_for,
     stale_verdict,
 )
-from hub.state import AlarmKey, AlarmMem, HistoryCursor, HubState, PointMem
+from hub.state import AlarmMem, HistoryCursor, HubState, PointMem
 from hub.store import Tx
 from shared import messages, site_events
 from shared.messages import Event, Quality, Scalar
@@ -297,34 +296,6 @@ class AlarmDesk:
                          message=verdict.reason, cond=(at, late))
         return True
 
-    def source_raise(self, tx: Tx, key: AlarmKey, area: str, priority: AlarmPriority, reason: str) -> int:
-        """Another part of the hub reports a condition active (forwarding's escalations,
-        hub/alerting.py rule 6): rules 1-3 as for a rule's verdict, for a key whose site need not
-        be an edge's. Returns the alarm's id."""
-        st = self.state
-        am = st.alarms.get(key)
-        if am is None:
-            site, device, point, rule = key
-            cur = tx.conn.execute(
-                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at,"
-                " source) VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?, ?)",
-                (site, device, point, rule, area, priority.value, reason, tx.now, device),
-            )
-            assert cur.lastrowid is not None
-            am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority.value, isa.Alarm(), source=device)
-            st.add_alarm(am)
-        if not am.alarm.active:
-            self._transition(tx, am, isa.Action(isa.AlarmEvent.ACTIVATE, isa.SYSTEM, reason, tx.now), message=reason)
-        return am.id
-
-    def source_clear(self, tx: Tx, alarm_id: int, reason: str) -> bool:
-        """The condition of a :meth:`source_raise` alarm is over; False if it was not active."""
-        am = self.state.alarm_by_id(alarm_id)
-        if am is None or not am.alarm.active:
-            return False
-        self._transition(tx, am, isa.Action(isa.AlarmEvent.CLEAR, isa.SYSTEM, reason, tx.now), message=reason)
-        return True
-
     def _transition(self, tx: Tx, am: AlarmMem, action: isa.Action, message: str | None = None,
                     cond: tuple[float, bool] | None = None) -> isa.Transition:
         """Record one transition (rule 2). ``cond``: for a process event, the time of the record
@@ -454,6 +425,36 @@ class AlarmDesk:
         if not reason.strip():
             raise Refused("closing an incident needs a reason")
         self._close_incident(tx, inc, row[0], actor, reason)
+
+    # --- conditions of other hub parts --------------------------------------------------------
+
+    def source_raise(self, tx: Tx, key: tuple[str, str, str, str], area: str, priority: str, reason: str) -> int:
+        """Another part of the hub reports a condition active (forwarding's escalations,
+        hub/alerting.py rule 6): rules 1-3 as for a rule's verdict, for a key whose site need not
+        be an edge's. Returns the alarm's id."""
+        st = self.state
+        am = st.alarms.get(key)
+        if am is None:
+            site, device, point, rule = key
+            cur = tx.conn.execute(
+                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at,"
+                " source) VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?, ?)",
+                (site, device, point, rule, area, priority, reason, tx.now, device),
+            )
+            assert cur.lastrowid is not None
+            am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority, isa.Alarm(), source=device)
+            st.add_alarm(am)
+        if not am.alarm.active:
+            self._transition(tx, am, isa.Action(isa.AlarmEvent.ACTIVATE, isa.SYSTEM, reason, tx.now), message=reason)
+        return am.id
+
+    def source_clear(self, tx: Tx, alarm_id: int, reason: str) -> bool:
+        """The condition of a :meth:`source_raise` alarm is over; False if it was not active."""
+        am = self.state.alarm_by_id(alarm_id)
+        if am is None or not am.alarm.active:
+            return False
+        self._transition(tx, am, isa.Action(isa.AlarmEvent.CLEAR, isa.SYSTEM, reason, tx.now), message=reason)
+        return True
 
 
 def _slide(w: deque[tuple[float, float]], ts: float, num: float, span: float) -> None:

@@ -17,7 +17,9 @@ Rules:
    (hub/sites.py, :func:`hub.sites.check_placed`).
 5. Whatever is not forwarded is counted by reason in ``fwd_not_forwarded``, in the transaction
    of the event (so the counts survive a restart): ``no_recipient`` (a raise that no recipient
-   takes), and forwarding's own ``delivery_failed`` and ``undeliverable`` (hub/forward/outbox.py).
+   takes), ``evidence_queue_full`` (a camera picture not taken, so not sent; counted at the next
+   tick, as the drop happens outside a transaction), and forwarding's own ``delivery_failed``
+   and ``undeliverable`` (hub/forward/outbox.py).
    ``GET /api/forwarding`` shows them.
 6. An escalation (hub/forward/outbox.py rule 6) raises an ISA-18.2 alarm of priority high from
    the source ``forwarding`` (the alarm's device), one per delivery: site = the alert's site (the
@@ -66,6 +68,7 @@ FORWARDING: Final = "forwarding"
 """The source of escalation alarms: their ``device`` (rule 6)."""
 ESCALATION_PRIORITY: Final = AlarmPriority.HIGH
 NO_RECIPIENT: Final = "no_recipient"
+EVIDENCE_QUEUE_FULL: Final = "evidence_queue_full"
 
 AlarmKey = tuple[str, str, str, str]
 
@@ -73,7 +76,7 @@ AlarmKey = tuple[str, str, str, str]
 class SourceAlarms(Protocol):
     """The alarm desk as alerting uses it (hub/alarmdesk.py): conditions of other hub parts."""
 
-    def source_raise(self, tx: Tx, key: AlarmKey, area: str, priority: AlarmPriority, reason: str) -> int: ...
+    def source_raise(self, tx: Tx, key: AlarmKey, area: str, priority: str, reason: str) -> int: ...
 
     def source_clear(self, tx: Tx, alarm_id: int, reason: str) -> bool: ...
 
@@ -202,7 +205,7 @@ class AlarmAlerts:
         site = esc.site or self.cfg.hub_id
         area = esc.area or self.cfg.sites.area_of(site)
         alarm_id = self.desk.source_raise(tx, escalation_key(site, esc.recipient, esc.delivery_id), area,
-                                          ESCALATION_PRIORITY, escalation_text(esc))
+                                          ESCALATION_PRIORITY.value, escalation_text(esc))
         tx.conn.execute(
             "INSERT INTO fwd_escalation_alarms (delivery_id, alarm_id, raised_at) VALUES (?, ?, ?)"
             " ON CONFLICT (delivery_id) DO UPDATE SET alarm_id = excluded.alarm_id, raised_at = excluded.raised_at,"
@@ -249,13 +252,27 @@ class EvidenceQueue:
     def __init__(self, size: int = 64) -> None:
         self.queue: asyncio.Queue[tuple[AlarmFacts, GeoPoint]] = asyncio.Queue(maxsize=size)
         self.dropped = 0
+        self._uncounted = 0
 
     def put(self, f: AlarmFacts, position: GeoPoint) -> None:
         try:
             self.queue.put_nowait((f, position))
         except asyncio.QueueFull:
             self.dropped += 1
+            self._uncounted += 1
             log.error("cctv.capture_queue_full", extra={"alarm": f.alarm_id, "site": f.site})
+
+    def take_uncounted(self) -> int:
+        """The drops since the last call (on the event loop, where :meth:`put` runs); the
+        caller counts them with :func:`count_drops` in its next transaction."""
+        n, self._uncounted = self._uncounted, 0
+        return n
+
+
+def count_drops(tx: Tx, n: int) -> None:
+    """Count ``n`` dropped captures as not forwarded (rule 5), in ``tx``."""
+    if n:
+        count_not_forwarded(tx.conn, EVIDENCE_QUEUE_FULL, tx.now, n)
 
 
 def operation_notice(cfg: HubConfig, operation_id: str, kind: str, area: str, actor: str, reason: str,

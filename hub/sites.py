@@ -5,7 +5,8 @@ and which rule parameters apply to a site of a kind. Parsed once at start-up (hu
 
 A site is registered by ``[sites.registry]`` or by enrolment (``jikimi provision register``,
 which stores its place: trust/enrolment.py); :func:`with_enrolled` adds the enrolled sites'
-places to the registry (the config's own entry wins). A hub that forwards alerts refuses to
+places to the registry (the config's own entry wins), so an enrolled site is a registered one,
+accepted even when ``accept_any`` is false. A hub that forwards alerts refuses to
 start while a registered site has no position (:func:`unplaced_problem`): its alerts could
 then only name an area.
 """

@@ -203,10 +203,11 @@ DELIVERY_FAILED: Final = "delivery_failed"
 UNDELIVERABLE: Final = "undeliverable"
 
 
-def count_not_forwarded(conn: sqlite3.Connection, reason: str, now: float) -> None:
-    """Count one thing not forwarded, by ``reason`` (rule 8), in the caller's transaction."""
-    conn.execute("INSERT INTO fwd_not_forwarded (reason, count, last_at) VALUES (?, 1, ?)"
-                 " ON CONFLICT (reason) DO UPDATE SET count = count + 1, last_at = excluded.last_at", (reason, now))
+def count_not_forwarded(conn: sqlite3.Connection, reason: str, now: float, n: int = 1) -> None:
+    """Count ``n`` things not forwarded, by ``reason`` (rule 8), in the caller's transaction."""
+    conn.execute("INSERT INTO fwd_not_forwarded (reason, count, last_at) VALUES (?, ?, ?)"
+                 " ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at",
+                 (reason, n, now))
 
 
 def not_forwarded(conn: sqlite3.Connection) -> dict[str, int]:

@@ -5,6 +5,7 @@ to normal when the recipient acknowledges. A deleted delivery settles its escala
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -72,14 +73,23 @@ async def test_an_unacknowledged_alert_raises_an_alarm_that_clears_when_the_reci
             api_client(hub, test_pki.dir / "ca.pem") as vera, api_client(hub, test_pki.dir / "ca.pem") as olive:
         await vera.login("vera")
         await olive.login("olive")
-        sent = await _alert(hub)
-        ((delivery_id, _name),) = sent.deliveries
+        with hub.bus.subscription() as live:
+            sent = await _alert(hub)
+            ((delivery_id, _name),) = sent.deliveries
 
-        async def escalated() -> bool:
-            return bool(await _escalations(vera))
+            async def escalated() -> bool:
+                return bool(await _escalations(vera))
 
-        await until(escalated, 20)
-        (esc,) = await _escalations(vera)
+            await until(escalated, 20)
+            (esc,) = await _escalations(vera)
+            kinds = []
+            while not live.empty():
+                event = live.get_nowait()
+                kinds.append(event.kind)
+                if event.kind == "escalation":
+                    assert json.loads(event.data)["delivery_id"] == delivery_id
+        assert "escalation" in kinds  # the live event still flows
+        assert "alarm" in kinds
         assert {k: esc[k] for k in ("delivery_id", "recipient", "alert_id", "site")} == {
             "delivery_id": delivery_id, "recipient": "centre", "alert_id": sent.identifier, "site": PLACE}
         assert esc["since"] > 0

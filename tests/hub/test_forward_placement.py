@@ -12,11 +12,15 @@ from typing import Any
 import pytest
 
 from hub import receiver
-from hub.alerting import AREA_GEOCODE
+from hub.alerting import AREA_GEOCODE, AlarmAlerts, AlarmFacts, EvidenceQueue, count_drops
+from hub.cctv_geo import GeoPoint
 from hub.config import parse
 from hub.forward import capread
 from hub.forward.capread import CapSchema
+from hub.forward.outbox import not_forwarded
+from hub.migrations import connect
 from hub.service import running
+from hub.store import Tx
 from shared.errors import ConfigError
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
@@ -172,3 +176,38 @@ async def test_a_failed_delivery_is_counted_as_not_forwarded(
                 forwarding = await (await c.get("/api/forwarding")).json()
     assert forwarding["not_forwarded"] == {"delivery_failed": 1}
     assert [d["state"] for d in forwarding["deliveries"]] == ["failed"]
+
+
+def test_captures_dropped_on_a_full_queue_are_counted_as_not_forwarded(tmp_path: Path) -> None:
+    """A camera picture dropped because the capture queue was full is counted (evidence_queue_full)
+    in the database, once per drop, when the hub's next tick takes the count."""
+    queue = EvidenceQueue(size=1)
+    facts = AlarmFacts(alarm_id=1, site="gg-a-01", site_name="", device="d", point="p", rule="high", area="gg-a",
+                       priority="critical", kind="underpass", message="m", ts=1.0, event="activate")
+    for _ in range(3):
+        queue.put(facts, GeoPoint(37.0, 127.0))
+    n = queue.take_uncounted()
+    assert (n, queue.take_uncounted()) == (2, 0)
+    conn = connect(tmp_path / "hub.db")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        count_drops(Tx(conn, 5.0), n)
+        conn.execute("COMMIT")
+        assert not_forwarded(conn) == {"evidence_queue_full": 2}
+    finally:
+        conn.close()
+
+
+def test_a_site_enrolled_after_start_is_placed_by_its_registration(
+    test_pki: PkiFixture, broker: RunningBroker, tmp_path: Path
+) -> None:
+    """The hub's registry is read at start; a site enrolled later (the hub runs the enrolment
+    endpoint) has its alerts placed by the position stored with its registration."""
+    raw = raw_config(test_pki, broker.port, tmp_path / "hub.db", enrolment=_enrolment(test_pki, tmp_path),
+                     forward={"recipients": {"c": CENTRE}})
+    alerts = AlarmAlerts(parse(raw, tmp_path / "hub.toml"), wake=lambda: None, capture=None)
+    assert alerts.position("gg-late-up-0001") is None
+    service = EnrolmentService(Pki(test_pki.dir), EnrolmentStore(tmp_path / "enrol.db"), mqtt_host="localhost",
+                               mqtt_port=broker.port, on_issued=lambda _cn: None)
+    service.register("gg-late-up-0001", "https://hub.example:8443", actor="admin", place=Place(37.5, 127.1))
+    assert alerts.position("gg-late-up-0001") == GeoPoint(37.5, 127.1)
