@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hub.engine import Engine
 from hub.inbound import Inbound, classify
 from hub.migrations import connect
-from shared import messages, topics
+from hub.rules import AlarmPriority
+from shared import messages, site_events, topics
 from shared.messages import Action, Birth, DataBatch, DeviceInfo, Event, Priority, Quality, Reading, Record
 from shared.site_events import local_outcome
 from tests.conftest import PkiFixture
@@ -257,3 +258,8 @@ def test_junk_kinds_huge_details_unknown_devices_and_floods_of_events_are_stored
     assert site.engine.alarms.unknown_device_events == 2001
     site.send(T0 + 2, [site.event(T0 + 2, CLOSE_FAILED, detail="z" * messages.MAX_TEXT)])
     assert [(a[0], a[3]) for a in site.alarms()] == [(CLOSE_FAILED, 1)]
+
+
+def test_edge_alarm_priorities_are_the_hubs() -> None:
+    """shared/site_events.py cannot import the hub; its priorities are AlarmPriority values."""
+    assert {a.priority for a in site_events.ALARMS} <= {p.value for p in AlarmPriority}
