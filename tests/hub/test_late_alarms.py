@@ -263,3 +263,17 @@ def test_junk_kinds_huge_details_unknown_devices_and_floods_of_events_are_stored
 def test_edge_alarm_priorities_are_the_hubs() -> None:
     """shared/site_events.py cannot import the hub; its priorities are AlarmPriority values."""
     assert {a.priority for a in site_events.ALARMS} <= {p.value for p in AlarmPriority}
+
+
+def test_a_replay_does_not_clear_a_stale_alarm_only_live_data_does(site: Site) -> None:
+    """The site went offline (stale alarm, at the hub's time); a replayed good reading says
+    nothing of now and leaves the alarm active; the first live reading clears it."""
+    site.send(T0, [site.depth(T0, 3.0)])
+    status = messages.Status(site=site.site, state=messages.SiteState.OFFLINE, boot="b", ts=T0 + 5)
+    run(site.engine, site.conn, T0 + 5, [classify(topics.site_topic(site.site, topics.SiteChannel.STATUS),
+                                                  messages.encode(status), received=T0 + 5)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 1)]
+    site.send(NOW, [site.depth(T0 + 60, 3.0, historical=True)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 1)]
+    site.send(NOW + 1, [site.depth(NOW + 1, 3.0)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 0)]
