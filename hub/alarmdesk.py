@@ -217,7 +217,7 @@ class AlarmDesk:
                 known.append((pm.ts, f"{c.point} = {as_text(pm.value)}"))
         if known:
             at, why = min(known)
-            self.condition(tx, site, device, spec.point, Verdict(rule, False, why), ts=at, late=True,
+            self.condition(tx, site, device, spec.point, Verdict(rule, False, why), ts=at, late=late,
                            ordered=False)
 
     def edge_reading(self, tx: Tx, site: str, device: str, point: str, value: Scalar, quality: Quality, ts: float,

@@ -211,6 +211,15 @@ def test_a_late_failure_behind_a_newer_verified_close_is_recorded_as_a_closed_ep
     assert [a[5] for a in site.alarms()] == [1]
 
 
+def test_a_failure_behind_a_newer_closed_reading_is_raised_and_cleared_at_that_reading(site: Site) -> None:
+    """The barrier reads ``closed`` at +30 s before the replayed failure of +10 s reaches the hub:
+    the alarm's episode is recorded, from +10 s to +30 s, not left open."""
+    site.send(NOW, [site.state(T0 + 30, "closed")])
+    site.send(NOW + 1, [site.event(T0 + 10, CLOSE_FAILED, historical=True)])
+    assert site.transitions(CLOSE_FAILED) == [("activate", "unacknowledged", T0 + 10, 1),
+                                              ("clear", "rtn_unacknowledged", T0 + 30, 1)]
+
+
 def test_slope_grades_raise_and_clear_their_alarms(test_pki: PkiFixture, tmp_path: Path,
                                                    conn: sqlite3.Connection) -> None:
     """displacement.warning (high) and displacement.alarm (critical); a fall to warning clears the
