@@ -34,8 +34,9 @@ carries the original times):
    latest (hub/intake.py rule 3) and is judged by the point's history cursor instead, which
    follows the point's past in the order the late readings come. A cursor starts from what
    the alarms say held at the reading's time: an alarm's condition at ``t`` is its current one
-   if it last changed at or before ``t``, else the opposite. Stale rules are not judged from
-   history (staleness is about now).
+   if it last changed at or before ``t``, else the opposite. Stale rules judge no late or
+   ``historical`` reading (staleness is about now: live data, which the edge sends first,
+   clears a stale alarm).
 9. A verdict from a late reading, or from an edge event, at ``t`` changes an alarm only if
    ``t > cond_ts``: the newer record has the last word. So judging history never re-raises an
    alarm that a newer reading cleared, nor clears one that a newer reading raised; what it can
@@ -141,8 +142,11 @@ class AlarmDesk:
     def judge(self, tx: Tx, site: str, device: str, point: str, point_rules: PointRules, pm: PointMem,
               sample: Sample, *, late: bool = False) -> None:
         """Judge a point's new latest sample against its rules (the hot path: changes only).
-        ``late``: the reading was replayed after an outage (rule 10)."""
+        ``late``: the reading was replayed after an outage (rule 10); it says nothing of now, so
+        the stale rules do not judge it (rule 8)."""
         rules, span = point_rules
+        if late:
+            rules = tuple(r for r in rules if r.kind is not RuleKind.STALE)
         window: Sequence[tuple[float, float]] = pm.window or ()
         for verdict in evaluate(rules, sample, window, pm.active, changes_only=True):
             self.condition(tx, site, device, point, verdict, ts=sample.ts, late=late)
@@ -223,7 +227,7 @@ class AlarmDesk:
                 known.append((pm.ts, f"{c.point} = {as_text(pm.value)}"))
         if known:
             at, why = min(known)
-            self.condition(tx, site, device, spec.point, Verdict(rule, False, why), ts=at, late=True,
+            self.condition(tx, site, device, spec.point, Verdict(rule, False, why), ts=at, late=late,
                            ordered=False)
 
     def edge_reading(self, tx: Tx, site: str, device: str, point: str, value: Scalar, quality: Quality, ts: float,

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hub.engine import Engine
 from hub.inbound import Inbound, classify
 from hub.migrations import connect
-from shared import messages, topics
+from hub.rules import AlarmPriority
+from shared import messages, site_events, topics
 from shared.messages import Action, Birth, DataBatch, DeviceInfo, Event, Priority, Quality, Reading, Record
 from shared.site_events import local_outcome
 from tests.conftest import PkiFixture
@@ -128,25 +129,26 @@ def test_late_readings_behind_live_data_still_raise_and_clear_with_original_time
 
 
 def test_history_never_reraises_an_alarm_a_newer_reading_cleared(site: Site) -> None:
-    """Raised live at +0 s, cleared live at +500 s; a late 20 cm at +100 s (between them) changes
-    nothing: the newer reading has the last word."""
+    """Raised live at +0 s, cleared live at +500 s; late readings between them (2 cm at +100 s,
+    then 20 cm at +200 s: a dip and a rise history alone would call a new episode) change nothing:
+    the newer reading has the last word."""
     site.send(T0, [site.depth(T0, 20.0)])
     site.send(T0 + 500, [site.depth(T0 + 500, 2.0)])
     before = site.transitions("closing_depth")
-    site.send(NOW, [site.depth(T0 + 100, 20.0, historical=True), site.depth(T0 + 400, 20.5, historical=True)])
+    site.send(NOW, [site.depth(T0 + 100, 2.0, historical=True), site.depth(T0 + 200, 20.0, historical=True)])
     assert site.transitions("closing_depth") == before
     assert [(e, s) for e, s, _ts, _late in before] == [("activate", "unacknowledged"), ("clear", "rtn_unacknowledged")]
-    assert [(a[0], a[3]) for a in site.alarms()] == [("closing_depth", 0)]
+    assert [a[3] for a in site.alarms() if a[0] == "closing_depth"] == [0]
 
 
 def test_history_never_clears_an_alarm_a_newer_reading_raised(site: Site) -> None:
-    """Raised live at +500 s; a late 2 cm at +100 s does not clear it."""
+    """Raised live at +500 s; late readings before it (20 cm at +100 s, 2 cm at +200 s) do not
+    clear it."""
     site.send(T0, [site.depth(T0, 3.0)])
     site.send(T0 + 500, [site.depth(T0 + 500, 20.0)])
-    site.send(NOW, [site.depth(T0 + 100, 2.0, historical=True)])
+    site.send(NOW, [site.depth(T0 + 100, 20.0, historical=True), site.depth(T0 + 200, 2.0, historical=True)])
     assert [(e, s) for e, s, _ts, _late in site.transitions("closing_depth")] == [("activate", "unacknowledged")]
-    ((_rule, _prio, state, active, _raised, late, _src),) = site.alarms()
-    assert (state, active, late) == ("unacknowledged", 1, 0)
+    assert [a[2:6:] for a in site.alarms() if a[0] == "closing_depth"] == [("unacknowledged", 1, T0 + 500, 0)]
 
 
 def test_a_late_episode_without_its_end_is_closed_by_the_next_live_reading(site: Site) -> None:
@@ -209,6 +211,15 @@ def test_a_late_failure_behind_a_newer_verified_close_is_recorded_as_a_closed_ep
     assert [a[5] for a in site.alarms()] == [1]
 
 
+def test_a_failure_behind_a_newer_closed_reading_is_raised_and_cleared_at_that_reading(site: Site) -> None:
+    """The barrier reads ``closed`` at +30 s before the replayed failure of +10 s reaches the hub:
+    the alarm's episode is recorded, from +10 s to +30 s, not left open."""
+    site.send(NOW, [site.state(T0 + 30, "closed")])
+    site.send(NOW + 1, [site.event(T0 + 10, CLOSE_FAILED, historical=True)])
+    assert site.transitions(CLOSE_FAILED) == [("activate", "unacknowledged", T0 + 10, 1),
+                                              ("clear", "rtn_unacknowledged", T0 + 30, 1)]
+
+
 def test_slope_grades_raise_and_clear_their_alarms(test_pki: PkiFixture, tmp_path: Path,
                                                    conn: sqlite3.Connection) -> None:
     """displacement.warning (high) and displacement.alarm (critical); a fall to warning clears the
@@ -257,3 +268,22 @@ def test_junk_kinds_huge_details_unknown_devices_and_floods_of_events_are_stored
     assert site.engine.alarms.unknown_device_events == 2001
     site.send(T0 + 2, [site.event(T0 + 2, CLOSE_FAILED, detail="z" * messages.MAX_TEXT)])
     assert [(a[0], a[3]) for a in site.alarms()] == [(CLOSE_FAILED, 1)]
+
+
+def test_edge_alarm_priorities_are_the_hubs() -> None:
+    """shared/site_events.py cannot import the hub; its priorities are AlarmPriority values."""
+    assert {a.priority for a in site_events.ALARMS} <= {p.value for p in AlarmPriority}
+
+
+def test_a_replay_does_not_clear_a_stale_alarm_only_live_data_does(site: Site) -> None:
+    """The site went offline (stale alarm, at the hub's time); a replayed good reading says
+    nothing of now and leaves the alarm active; the first live reading clears it."""
+    site.send(T0, [site.depth(T0, 3.0)])
+    status = messages.Status(site=site.site, state=messages.SiteState.OFFLINE, boot="b", ts=T0 + 5)
+    run(site.engine, site.conn, T0 + 5, [classify(topics.site_topic(site.site, topics.SiteChannel.STATUS),
+                                                  messages.encode(status), received=T0 + 5)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 1)]
+    site.send(NOW, [site.depth(T0 + 60, 3.0, historical=True)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 1)]
+    site.send(NOW + 1, [site.depth(NOW + 1, 3.0)])
+    assert [(a[0], a[3]) for a in site.alarms()] == [("stale", 0)]
