@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from typing import NoReturn
 
 from shared.errors import TrustError
 from shared.topics import ROOT, SiteChannel
@@ -125,8 +125,7 @@ def render_conf(
         lines += ["persistence false"]
     if log_file is not None:
         lines += [f"log_dest file {log_file.resolve()}"]
-    else:
-        lines += ["log_dest stderr"]
+    lines += ["log_dest stderr"]
     lines += [
         "log_type error",
         "log_type warning",
@@ -160,9 +159,15 @@ def write_config(
     bind: str = "127.0.0.1",
     user: str | None = None,
     persistence: bool = True,
+    log_file: Path | None = None,
     dry_run: bool = False,
 ) -> BrokerConfig:
     """Write ``OUT/mosquitto.conf`` and ``OUT/acl`` for the PKI in ``pki_dir``.
+
+    With ``persistence`` Mosquitto keeps sessions, queued QoS 1 messages and retained messages
+    in ``OUT/data/mosquitto.db`` (saved every 30 s and at a clean stop); without, a restart
+    forgets them (the end-to-end acks recover what edges sent). ``log_file`` adds a log file to
+    the log on stderr.
 
     ``user`` is the account Mosquitto runs as after start; it defaults to the current user,
     so that the generated files (and the private key) stay readable without widening their
@@ -183,16 +188,19 @@ def write_config(
         bind=bind,
         user=user or getpass.getuser(),
         persistence_dir=(out_dir / "data") if persistence else None,
-        log_file=None,
+        log_file=log_file,
     )
     if not dry_run:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if persistence:
-            (out_dir / "data").mkdir(exist_ok=True)
-        for path, text in ((acl_path, acl), (conf_path, conf)):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if persistence:
+                (out_dir / "data").mkdir(exist_ok=True)
+            for path, text in ((acl_path, acl), (conf_path, conf)):
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise BrokerError(f"{out_dir}: cannot write the broker's config there: {exc}") from exc
     return BrokerConfig(conf=conf_path, acl=acl_path, port=port)
 
 
@@ -284,22 +292,20 @@ def reload(pid: int) -> None:
     os.kill(pid, signal.SIGHUP)
 
 
-def run(config: BrokerConfig) -> int:
-    """Run Mosquitto in the foreground until Ctrl-C or SIGTERM; return its exit code."""
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(config.conf)])
-    print(f"mosquitto (pid {proc.pid}) listening on port {config.port} with mTLS; Ctrl-C stops it",
-          file=sys.stderr)
+def exec_broker(config: BrokerConfig, pid_file: Path) -> NoReturn:
+    """Replace this process by Mosquitto (``exec``), after writing its pid to ``pid_file``.
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, forward)
+    The process keeps its pid, so a supervisor's signals (SIGTERM, SIGINT, SIGHUP to reload)
+    and a SIGKILL reach Mosquitto itself: there is no parent left to die and orphan it.
+    """
+    binary = mosquitto_binary()
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        pid_file.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise BrokerError(f"{pid_file}: cannot write the broker's pid: {exc}") from exc
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(binary, [binary, "-c", str(config.conf)])  # noqa: S606 - a fixed argument list, no shell
 
 
 def free_port(host: str = "127.0.0.1") -> int:
