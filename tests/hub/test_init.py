@@ -11,6 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import aiohttp
@@ -25,7 +26,7 @@ from trust.enrolment import EnrolmentStore
 from trust.pki import Pki
 
 
-def registry(path: Path, sites: list[str], *, enrolled: set[str] = frozenset()) -> Path:  # type: ignore[assignment]
+def registry(path: Path, sites: list[str], *, enrolled: Collection[str] = ()) -> Path:
     """An enrolment registry as 'jikimi provision register' leaves it."""
     store = EnrolmentStore(path)
     now = time.time()

@@ -63,7 +63,7 @@ def broker_cli(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Pop
 def _client(test_pki: PkiFixture, cn: str, port: int, *, persistent: bool) -> aiomqtt.Client:
     props = None
     if persistent:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
     return aiomqtt.Client(hostname="localhost", port=port, identifier=cn, protocol=aiomqtt.ProtocolVersion.V5,
                           tls_context=client_context(test_pki.files(cn)), timeout=5,
