@@ -159,13 +159,15 @@ def write_config(
     bind: str = "127.0.0.1",
     user: str | None = None,
     persistence: bool = True,
+    persistence_dir: Path | None = None,
     log_file: Path | None = None,
     dry_run: bool = False,
 ) -> BrokerConfig:
     """Write ``OUT/mosquitto.conf`` and ``OUT/acl`` for the PKI in ``pki_dir``.
 
     With ``persistence`` Mosquitto keeps sessions, queued QoS 1 messages and retained messages
-    in ``OUT/data/mosquitto.db`` (saved every 30 s and at a clean stop); without, a restart
+    in ``persistence_dir`` (default ``OUT/data``; a systemd unit that mounts OUT read-only gives its
+    state directory) as ``mosquitto.db``, saved every 30 s and at a clean stop; without, a restart
     forgets them (the end-to-end acks recover what edges sent). ``log_file`` adds a log file to
     the log on stderr.
 
@@ -187,13 +189,13 @@ def write_config(
         port=port,
         bind=bind,
         user=user or getpass.getuser(),
-        persistence_dir=(out_dir / "data") if persistence else None,
+        persistence_dir=(persistence_dir or out_dir / "data") if persistence else None,
         log_file=log_file,
     )
     if not dry_run:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            if persistence:
+            if persistence and persistence_dir is None:
                 (out_dir / "data").mkdir(exist_ok=True)
             for path, text in ((acl_path, acl), (conf_path, conf)):
                 tmp = path.with_suffix(".tmp")

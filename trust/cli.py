@@ -111,7 +111,7 @@ def _provision_serve(args: argparse.Namespace) -> int:
 def _broker_config(args: argparse.Namespace) -> int:
     cfg = broker.write_config(
         args.pki, args.out, port=args.port, bind=args.bind, user=args.user, persistence=not args.no_persistence,
-        dry_run=args.dry_run,
+        persistence_dir=args.persistence_dir, dry_run=args.dry_run,
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
     return 0
@@ -196,6 +196,8 @@ def register(cli: Cli) -> None:
     p.add_argument("--user", help="account Mosquitto runs as (default: the current user)")
     p.add_argument("--no-persistence", action="store_true",
                    help="keep no sessions, queued or retained messages across a restart")
+    p.add_argument("--persistence-dir", type=Path,
+                   help="where Mosquitto keeps them (default OUT/data)")
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)

@@ -181,3 +181,13 @@ def test_broker_config_no_persistence(test_pki: PkiFixture, tmp_path: Path) -> N
     conf = (tmp_path / "b" / "mosquitto.conf").read_text()
     assert "persistence false" in conf
     assert "persistence_location" not in conf
+
+
+def test_broker_config_persistence_elsewhere(test_pki: PkiFixture, tmp_path: Path) -> None:
+    """``broker config --persistence-dir``: the database goes where the broker may write (a systemd
+    unit mounts the config folder read-only), not beside the config."""
+    assert main(["broker", "config", "--pki", str(test_pki.dir), "--out", str(tmp_path / "b"),
+                 "--persistence-dir", str(tmp_path / "state")]) == 0
+    conf = (tmp_path / "b" / "mosquitto.conf").read_text()
+    assert f"persistence_location {(tmp_path / 'state').resolve()}/" in conf
+    assert not (tmp_path / "b" / "data").exists()
