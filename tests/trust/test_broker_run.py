@@ -191,3 +191,17 @@ def test_broker_config_persistence_elsewhere(test_pki: PkiFixture, tmp_path: Pat
     conf = (tmp_path / "b" / "mosquitto.conf").read_text()
     assert f"persistence_location {(tmp_path / 'state').resolve()}/" in conf
     assert not (tmp_path / "b" / "data").exists()
+
+
+def test_corrupt_pki_index_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A PKI whose index is garbage (the ACL is made from it): a one-line error naming the file, no broker."""
+    from trust.pki import Pki, Role
+
+    pki = Pki(tmp_path / "pki")
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    pki.index_file.write_bytes(b"\x00{not json")
+    assert main(["broker", "run", "--pki", str(pki.dir), "--out", str(tmp_path / "b"), "--port", "18884"]) == 2
+    err = capsys.readouterr().err
+    assert "index.json: not valid JSON" in err
+    assert not (tmp_path / "b" / "mosquitto.conf").exists()
