@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,8 @@ from trust.pki import Pki, PkiError, Role
 DEFAULT_PORT = 8883
 MAX_QUEUED_MESSAGES = 1_000_000
 MAX_PACKET_SIZE = 512 * 1024
+_BIND_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 class BrokerError(TrustError):
@@ -93,6 +96,14 @@ def render_conf(
     log_file: Path | None,
 ) -> str:
     broker_cert, broker_key = pki.cert("broker"), pki.key("broker")
+    if not _BIND_RE.match(bind):
+        raise BrokerError(f"--bind {bind!r}: expected an IP address or a host name")
+    if not _USER_RE.match(user):
+        raise BrokerError(f"--user {user!r}: not an account name")
+    for path in (acl_path, persistence_dir, log_file, pki.dir):
+        # one directive per line: a line break in a path would add directives of its own
+        if path is not None and any(c in str(path.resolve()) for c in "\r\n\0"):
+            raise BrokerError(f"{str(path)!r}: a path with a line break cannot go into mosquitto.conf")
     for path in (pki.ca_chain, pki.crl, broker_cert, broker_key):
         if not path.exists():
             hint = (

@@ -205,3 +205,21 @@ def test_corrupt_pki_index_is_refused(tmp_path: Path, capsys: pytest.CaptureFixt
     err = capsys.readouterr().err
     assert "index.json: not valid JSON" in err
     assert not (tmp_path / "b" / "mosquitto.conf").exists()
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["--bind", "127.0.0.1\nallow_anonymous true"], "--bind"),
+    (["--bind", ""], "--bind"),
+    (["--user", "root\nallow_anonymous true"], "--user"),
+    (["--out", "{tmp}/b\nallow_anonymous true"], "line break"),
+])
+def test_values_cannot_add_directives(test_pki: PkiFixture, tmp_path: Path, argv: list[str], says: str,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A value carrying a line break (or none at all) could add a directive such as
+    'allow_anonymous true' to mosquitto.conf: refused, nothing written."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "b")]
+    assert main(["broker", "config", "--pki", str(test_pki.dir), *argv]) == 2
+    assert says in capsys.readouterr().err
+    assert not list(tmp_path.rglob("mosquitto.conf"))
