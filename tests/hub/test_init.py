@@ -242,3 +242,17 @@ def test_pki_without_command_key(tmp_path: Path, capsys: pytest.CaptureFixture[s
                        "--out", str(tmp_path / "hub.toml"))
     assert rc == 2
     assert "command-signing/key.pem is missing" in err
+
+
+def test_paths_cannot_inject_keys(test_pki: PkiFixture, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A database path with quotes and a line break stays one string in the config (no key
+    added): the hub reads back exactly that path."""
+    reg = registry(tmp_path / "enrol.db", [test_pki.take_site()])
+    db = tmp_path / 'we"ird\n[api]\nlisten = "0.0.0.0:1".db'
+    out = tmp_path / "hub.toml"
+    rc, _, err = _init(capsys, "--city", test_pki.take_hub()[4:], "--pki", str(test_pki.dir), "--sites", str(reg),
+                       "--out", str(out), "--db", str(db))
+    assert rc == 0, err
+    cfg = load(out)
+    assert cfg.db_path == db
+    assert cfg.api.host == "127.0.0.1"
