@@ -63,7 +63,7 @@ from edge.drivers.modbus import ModbusDevice, ModbusLine
 from edge.drivers.scheduler import BusScheduler, DeviceLink
 from edge.drivers.serial_line import SerialLineDevice
 from edge.errors import DeviceError, OutboxError
-from edge.outbox import open_outbox
+from edge.outbox import OUTBOX_FILE, open_outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
@@ -164,7 +164,7 @@ class Agent:
         self.stats = AgentStats()
         # A corrupt outbox is moved aside and replaced, never a reason not to start (rule: storage
         # never stands between a reading and the local policy).
-        self.outbox, self.outbox_replaced = open_outbox(cfg.state_dir / "outbox.db",
+        self.outbox, self.outbox_replaced = open_outbox(cfg.state_dir / OUTBOX_FILE,
                                                         max_records=cfg.outbox.max_records, clock=clock)
         self.storage_failures = 0
         self.pending_dropped = 0
