@@ -90,6 +90,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
           for verb, (_e, role) in act.ALARM_ACTIONS.items()],
         ("GET", "/api/evidence/{id}", v, act.get_evidence),
         ("GET", "/api/forwarding", v, read.list_forwarding),
+        ("GET", "/api/escalations", v, read.list_escalations),
         ("GET", "/api/incidents", v, read.list_incidents),
         ("POST", "/api/incidents/{id}/close", s, act.close_incident),
         ("GET", "/api/commands", v, read.list_commands),

@@ -202,6 +202,22 @@ def m007_epochs(db: Database) -> None:
     db.execute("ALTER TABLE seq_gaps ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
+def m008_forward_visibility(db: Database) -> None:
+    """What forwarding did not send, counted by reason (persisted: they count real events), and
+    the console alarm each escalation raised (hub/alerting.py rules 5-6)."""
+    db.execute(
+        "CREATE TABLE fwd_not_forwarded ("
+        " reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE fwd_escalation_alarms ("
+        " delivery_id INTEGER PRIMARY KEY, alarm_id INTEGER NOT NULL REFERENCES alarms (id),"
+        " raised_at REAL NOT NULL, settled_at REAL)"
+    )
+    db.execute("CREATE INDEX fwd_escalation_alarms_open ON fwd_escalation_alarms (delivery_id)"
+               " WHERE settled_at IS NULL")
+
+
 def m001_outbox(db: Database) -> None:
     db.execute(
         "CREATE TABLE fwd_threads ("
@@ -289,6 +305,7 @@ MIGRATIONS: Final = (
     Migration(CCTV, m001_evidence),
     Migration(CORE, m006_quarantine_bounds),
     Migration(CORE, m007_epochs),
+    Migration(CORE, m008_forward_visibility),
 )
 """The hub database's schema, in order (rule 1)."""
 

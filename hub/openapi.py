@@ -39,6 +39,8 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/evidence/{id}"): ("A camera snapshot (image/jpeg); every view is audited", None, None, False),
     ("GET", "/api/forwarding"): ("Alert deliveries per recipient: pending (retrying), acked, failed, escalated",
                                  None, q.ForwardingView, False),
+    ("GET", "/api/escalations"): ("Escalations not settled: an alert a recipient has not acknowledged in time,"
+                                  " with the alarm it raised", None, q.EscalationView, True),
     ("POST", "/api/alarms/{id}/ack"): ("Acknowledge", t.AlarmActionBody, q.AlarmDetail, False),
     ("POST", "/api/alarms/{id}/shelve"): ("Shelve with a reason for duration_s", t.AlarmActionBody, q.AlarmDetail,
                                           False),

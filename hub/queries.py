@@ -18,6 +18,7 @@ from hub.views import (
     CommandView,
     DeliveryView,
     DeviceView,
+    EscalationView,
     EvidenceRef,
     History,
     HistoryPoint,
@@ -157,6 +158,20 @@ def deliveries(conn: sqlite3.Connection, limit: int = 500) -> list[DeliveryView]
     return [DeliveryView(id=r[0], alert_id=r[1], thread=r[2], msg_type=r[3], headline=r[4], recipient=r[5],
                          state=_delivery_state(r[6], r[7], bool(r[11])), attempts=r[7], last_error=r[8],
                          created_at=r[9], updated_at=r[10], escalated=bool(r[11])) for r in rows]
+
+
+def escalations(conn: sqlite3.Connection) -> list[EscalationView]:
+    """Escalations not yet settled (hub/alerting.py rule 6), oldest first; an escalation whose
+    delivery no longer exists is not one."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fwd_escalation_alarms'").fetchone():
+        return []
+    rows = conn.execute(
+        "SELECT e.delivery_id, d.recipient, d.identifier, a.site, coalesce(d.escalated_at, e.raised_at), e.alarm_id"
+        " FROM fwd_escalation_alarms e JOIN fwd_deliveries d ON d.id = e.delivery_id"
+        " JOIN alarms a ON a.id = e.alarm_id"
+        " WHERE e.settled_at IS NULL AND d.state <> 'acked' ORDER BY e.raised_at, e.delivery_id")
+    return [EscalationView(delivery_id=r[0], recipient=r[1], alert_id=r[2], site=r[3], since=r[4], alarm_id=r[5])
+            for r in rows]
 
 
 def _delivery_state(state: str, attempts: int, escalated: bool) -> str:

@@ -215,3 +215,16 @@ class QuarantineRow(View, frozen=True, kw_only=True):
 
 class ForwardingView(View, frozen=True, kw_only=True):
     deliveries: list[DeliveryView]
+    not_forwarded: dict[str, int] = {}
+    """What was not forwarded since the database was made, by reason (hub/alerting.py rule 5)."""
+
+
+class EscalationView(View, frozen=True, kw_only=True):
+    """An alert a recipient has not acknowledged in time, and the console alarm it raised."""
+
+    delivery_id: int
+    recipient: str
+    alert_id: str
+    site: str
+    since: float
+    alarm_id: int

@@ -6,12 +6,14 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.cli import Cli
 from trust import broker
 from trust.pki import DEFAULT_DAYS, Pki, Plan, Role
+from trust.places import Place, area_problem, degrees
 
 if TYPE_CHECKING:
     from trust.enrolment import EnrolmentService
@@ -57,7 +59,8 @@ def _provision_register(args: argparse.Namespace) -> int:
 
     service = _enrol_service(args)
     token = service.register(args.site, enroll.hub_url_ok(args.url), actor=args.actor,
-                             needs_approval=args.needs_approval, ttl_s=args.ttl)
+                             needs_approval=args.needs_approval, ttl_s=args.ttl,
+                             place=Place(args.lat, args.lon, args.area))
     text = token.encode()
     print(text)
     if not args.no_qr:
@@ -133,6 +136,22 @@ def _broker_run(args: argparse.Namespace) -> int:
     broker.exec_broker(cfg, out / "mosquitto.pid")
 
 
+def _degrees(name: str) -> Callable[[str], float]:
+    def read(text: str) -> float:
+        try:
+            return degrees(text, name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return read
+
+
+def _area(text: str) -> str:
+    problem = area_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _enrol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pki", type=Path, required=True)
     p.add_argument("--db", type=Path, required=True, help="the enrolment database")
@@ -148,6 +167,10 @@ def register(cli: Cli) -> None:
     _enrol_args(p)
     p.add_argument("--site", required=True)
     p.add_argument("--url", required=True, help="the hub's enrolment URL, https://HOST:PORT")
+    p.add_argument("--lat", type=_degrees("lat"), required=True,
+                   help="the site's WGS84 latitude in degrees: alerts and cameras place the site by it")
+    p.add_argument("--lon", type=_degrees("lon"), required=True, help="the site's WGS84 longitude in degrees")
+    p.add_argument("--area", type=_area, help="the site's area id (as in the hub's [sites.registry]), e.g. gg-suwon")
     p.add_argument("--needs-approval", action="store_true", help="the site waits for 'provision approve'")
     p.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds (default 1 hour)")
     p.add_argument("--actor", default=os.environ.get("USER", "admin"))
