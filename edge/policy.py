@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from edge.config import PolicySection
+from shared import vocabulary
 from shared.messages import Action, Quality, Reading
 from shared.profiles import Kind
 
@@ -91,7 +92,9 @@ class Decision:
 
 
 def default_depth(name: str, kind: Kind) -> Key | None:
-    return (name, "water_depth_cm") if kind in (Kind.UNDERPASS, Kind.FLOOD_ALARM) else None
+    """The device's own depth point (shared/vocabulary.py), watched unless the config names another."""
+    point = vocabulary.depth_point(kind)
+    return (name, point) if point is not None else None
 
 
 def _fresh(r: Reading | None, now: float, limit_s: float) -> bool:

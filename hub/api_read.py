@@ -130,3 +130,7 @@ async def get_quarantine(request: web.Request, sess: auth.Session) -> web.Respon
     limit = int_param(request, "limit", 100, 1, 1000)
     reason = request.query.get("reason")
     return json_response(await ops_of(request).reader.run(lambda c: queries.quarantine(c, limit, reason)))
+
+
+async def list_exercises(request: web.Request, sess: auth.Session) -> web.Response:
+    return json_response(await ops_of(request).reader.run(queries.exercises))
