@@ -48,7 +48,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Final, Protocol
@@ -189,7 +189,7 @@ class Agent:
         self.executor = CommandExecutor(
             store=self.outbox,
             reply=self._reply,
-            bus=Bus(write=self._write, read=self._read),
+            bus=Bus(write=self._write, read=self._read, read_fresh=self._read_fresh),
             planner=self._plan,
             authenticate=lambda cmd: cmdmod.authenticate(cmd, site=cfg.site.id, key=self._hub_key),
             clock=clock,
@@ -404,7 +404,7 @@ class Agent:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest:
+    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest | cmdmod.DryRun:
         depth_of = {pd.name: pd.depth for pd in self._policy_devices if pd.depth}
         return cmdmod.plan(
             cmd, site=self.cfg.site.id, key=self._hub_key,
@@ -412,9 +412,10 @@ class Agent:
             latest=self.latest, policy=self.cfg.policy, now=self.clock(),
         )
 
-    async def _reply(self, cmd_id: str, status: m.ReplyStatus, reason: str) -> None:
+    async def _reply(self, cmd_id: str, status: m.ReplyStatus, reason: str,
+                     report: Sequence[m.PointCheck] = ()) -> None:
         self._pending.append(m.Reply(seq=0, ts=self.clock(), prio=m.Priority.REPLY, cmd_id=cmd_id, status=status,
-                                     reason=reason[:1024]))
+                                     reason=reason[:1024], report=list(report)))
         self.flush()
 
     async def _write(self, device: str, point: str, value: m.Scalar) -> None:
@@ -428,6 +429,10 @@ class Agent:
             if r.point == point:
                 return _scalar(r.value), r.quality
         raise DeviceError(f"{device}.{point}: no reading")
+
+    async def _read_fresh(self, device: str, points: Sequence[str]) -> dict[str, tuple[m.Scalar, m.Quality]]:
+        got = await self._scheduler_of[device].read_now(device, points)
+        return {r.point: (_scalar(r.value), r.quality) for r in got}
 
     # --- birth and health ---------------------------------------------------------------------
 
