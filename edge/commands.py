@@ -178,13 +178,14 @@ def judge_selftest(
     report: list[PointCheck] = []
     for p in test.points:
         value, quality = got.get(p.name, (None, Quality.COMM_FAIL))
+        outside = isinstance(value, int | float) and not isinstance(value, bool) and (
+            (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi))
         why = ""
-        if quality is not Quality.GOOD:
-            why = quality.value
-        elif isinstance(value, int | float) and not isinstance(value, bool) and (
-            (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi)
-        ):
+        if quality is Quality.OUT_OF_RANGE or (quality is Quality.GOOD and outside):
+            quality = Quality.OUT_OF_RANGE
             why = f"out of range {p.lo:g}..{p.hi:g}" if p.lo is not None and p.hi is not None else "out of range"
+        elif quality is not Quality.GOOD:
+            why = quality.value
         if isinstance(value, str):
             value = value[:MAX_TEXT]
         report.append(PointCheck(point=p.name, value=value, quality=quality, ok=not why, why=why))

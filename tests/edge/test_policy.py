@@ -303,12 +303,14 @@ GOOD = m.Quality.GOOD
          [True, True]),
         ({"water_depth_cm": (600.0, GOOD), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
          "water_depth_cm (out of range 0..500)", [False, True]),
+        ({"water_depth_cm": (612.0, m.Quality.OUT_OF_RANGE), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
+         "water_depth_cm (out of range 0..500)", [False, True]),
         ({"water_depth_cm": (None, m.Quality.SENSOR_FAULT), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
          "water_depth_cm (sensor_fault)", [False, True]),
         ({"barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED, "water_depth_cm (comm_fail)", [False, True]),
         ({}, m.ReplyStatus.FAILED, "cannot be reached", [False, False]),
     ],
-    ids=["healthy", "out-of-range", "sensor-fault", "point-not-read", "unreachable"],
+    ids=["healthy", "out-of-range", "classified-out-of-range", "sensor-fault", "point-not-read", "unreachable"],
 )
 def test_selftest_verdict_names_what_was_wrong(got: dict[str, tuple[m.Scalar, m.Quality]], status: m.ReplyStatus,
                                                reason: str, oks: list[bool]) -> None:
@@ -318,7 +320,8 @@ def test_selftest_verdict_names_what_was_wrong(got: dict[str, tuple[m.Scalar, m.
     assert reason in out_reason
     assert [c.point for c in report] == ["water_depth_cm", "barrier_state"]
     assert [c.ok for c in report] == oks
-    assert all(c.why == "" for c in report if c.ok) and all(c.why for c in report if not c.ok)
+    assert all(c.why == "" for c in report if c.ok)
+    assert all(c.why for c in report if not c.ok)
 
 
 def test_an_exercise_close_is_planned_as_a_dry_run_of_the_same_write() -> None:
@@ -329,18 +332,19 @@ def test_an_exercise_close_is_planned_as_a_dry_run_of_the_same_write() -> None:
 @pytest.mark.parametrize(
     ("command", "readings", "reason"),
     [
-        (cmd(m.Action.BARRIER_OPEN, approved_by=["lee"], exercise=True), [r("water_depth_cm", 7.0, time.time())],
+        (cmd(m.Action.BARRIER_OPEN, approved_by=["lee"], exercise=True), [("water_depth_cm", 7.0)],
          "reopening depth"),
-        (cmd(m.Action.BARRIER_OPEN, exercise=True), [r("water_depth_cm", 1.0, time.time())], "second approver"),
-        (cmd(m.Action.BARRIER_CLOSE, exercise=True), [r("mode", "local", time.time())], "local mode"),
+        (cmd(m.Action.BARRIER_OPEN, exercise=True), [("water_depth_cm", 1.0)], "second approver"),
+        (cmd(m.Action.BARRIER_CLOSE, exercise=True), [("mode", "local")], "local mode"),
         (cmd(m.Action.BARRIER_CLOSE, exercise=True, site="gg-b-01"), [], "addressed to"),
         (cmd(m.Action.BARRIER_CLOSE, exercise=True, issued_at=1.0, not_after=2.0), [], "expired"),
     ],
     ids=["water-high", "no-approver", "local-mode", "other-site", "expired"],
 )
-def test_an_exercise_meets_every_check_a_real_command_meets(command: m.Command, readings: list[m.Reading],
+def test_an_exercise_meets_every_check_a_real_command_meets(command: m.Command, readings: list[tuple[str, m.Scalar]],
                                                            reason: str) -> None:
-    out = do_plan(command, *readings)
+    """``readings``: (point, value), read just now."""
+    out = do_plan(command, *(r(point, value, time.time()) for point, value in readings))
     assert isinstance(out, Refusal)
     assert reason in out.reason
 
