@@ -122,7 +122,7 @@ def plan(
     latest: Latest,
     policy: PolicySection,
     now: float,
-) -> Refusal | WritePlan | SelfTest:
+) -> Refusal | WritePlan | SelfTest | DryRun:
     """Decide what a command does, or why it is refused (pure)."""
     refusal = authenticate(cmd, site=site, key=key)
     if refusal is not None:
