@@ -82,7 +82,7 @@ from edge.outbox import OUTBOX_FILE, open_outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
-from shared import vocabulary
+from shared import site_events, vocabulary
 from shared.errors import ConfigError
 from shared.profiles import Kind, Point, Profile
 from shared.signing import load_public_key
@@ -317,7 +317,7 @@ class Agent:
         for action in d.actions:
             self.stats.local_actions += 1
             self._pending.append(m.Event(
-                seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"local.{action.action.value}",
+                seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=site_events.local(action.action),
                 device=action.device, detail=action.reason, values=dict(action.values),
             ))
             self.enqueue_action(action)
@@ -348,7 +348,7 @@ class Agent:
                 self.forecast_warns = (self.forecast_warns | {device}) if warns else (self.forecast_warns - {device})
                 if warns:
                     self._pending.append(m.Event(
-                        seq=0, ts=ts, prio=m.Priority.EVENT, kind="forecast.flood_warning", device=device,
+                        seq=0, ts=ts, prio=m.Priority.EVENT, kind=site_events.FORECAST_FLOOD_WARNING, device=device,
                         detail=f"forecast: depth reaches {self.cfg.policy.closing_depth_cm:g} cm soon",
                         values={"water_depth_cm": depth},
                     ))
@@ -495,9 +495,9 @@ class Agent:
         point, value = write if write is not None else ("", None)
         profile = self.cfg.device(action.device).profile
         p = profile.points.get(point)
-        kind = f"local.{action.action.value}"
         if p is None or p.readback is None or not isinstance(value, bool | int | float | str):
-            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM, kind=f"{kind}.failed",
+            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.ALARM,
+                                         kind=site_events.local_outcome(action.action, False),
                                          device=action.device, detail=f"profile has no writable {point}"))
             self.flush()
             return
@@ -506,7 +506,7 @@ class Agent:
         status, reason = await self.executor.write_and_verify(plan)
         self._pending.append(m.Event(
             seq=0, ts=self.clock(), prio=m.Priority.ALARM,
-            kind=f"{kind}.{'verified' if status is m.ReplyStatus.VERIFIED else 'failed'}",
+            kind=site_events.local_outcome(action.action, status is m.ReplyStatus.VERIFIED),
             device=action.device, detail=reason,
         ))
         self.flush()
@@ -585,7 +585,8 @@ class Agent:
         while True:
             await asyncio.sleep(HEALTH_EVERY_S)
             values = {k: v for k, v in self.health().items()}
-            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.TELEMETRY, kind="agent.health",
+            self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.TELEMETRY,
+                                         kind=site_events.AGENT_HEALTH,
                                          values=msgspec.convert(values, dict[str, m.Scalar])))
 
     def close(self) -> None:

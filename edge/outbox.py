@@ -49,6 +49,7 @@ from typing import Final
 import msgspec
 
 from edge.errors import OutboxError
+from shared import site_events
 from shared.messages import MAX_EPOCH, Event, Priority, Reading, Record, Reply, encode_record
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class Outbox:
             seq=0,
             ts=self._clock(),
             prio=Priority.EVENT,
-            kind="outbox.thinned",
+            kind=site_events.OUTBOX_THINNED,
             detail=f"outbox over {self.max_records} records: every other telemetry record removed",
             values={"removed": len(victims), "from_seq": victims[0], "to_seq": victims[-1]},
         )
@@ -369,7 +370,7 @@ class Outbox:
             for i, (_, prio, ts, payload) in enumerate(rows, start=1):
                 rec = msgspec.structs.replace(decode_row(Row(0, prio, ts, payload)), seq=i)
                 renumbered.append((i, prio, ts, encode_record(rec)))
-            event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind="outbox.new_epoch",
+            event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind=site_events.OUTBOX_NEW_EPOCH,
                           detail=reason[:1024], values={"old_epoch": old, "carried": len(rows)})
             renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event)))
             self._set_sync(True)
@@ -467,7 +468,7 @@ def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> 
     if commands:
         outbox.store_command_results(commands)
     outbox.append([Event(
-        seq=0, ts=clock(), prio=Priority.EVENT, kind="outbox.replaced",
+        seq=0, ts=clock(), prio=Priority.EVENT, kind=site_events.OUTBOX_REPLACED,
         detail=(f"{error}; moved to {moved.name if moved else '(could not be moved)'}; "
                 f"{report.salvaged} record(s) salvaged")[:1024],
         values={"salvaged": report.salvaged, "unreadable": unreadable, "commands": report.commands,

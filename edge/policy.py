@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from edge.config import PolicySection
-from shared import vocabulary
+from shared import site_events, vocabulary
 from shared.messages import Action, Quality, Reading
 from shared.profiles import Kind
 
@@ -133,7 +133,7 @@ def decide(
             if depth is not None and not _fresh(depth, now, params.data_age_limit_s):
                 if dev.name not in untrusted:
                     untrusted.add(dev.name)
-                    events.append(PolicyEvent("policy.depth_untrusted", dev.name,
+                    events.append(PolicyEvent(site_events.POLICY_DEPTH_UNTRUSTED, dev.name,
                                               f"depth reading is {depth.quality.value}, no local action on it",
                                               {"quality": depth.quality.value}))
                 above.pop(dev.name, None)
@@ -193,7 +193,7 @@ def decide(
             elif v >= params.displacement_warn_mm_per_day:
                 grade = Grade.WARNING
             if grade != grades.get(dev.name, Grade.NORMAL):
-                events.append(PolicyEvent(f"displacement.{grade.name.lower()}", dev.name,
+                events.append(PolicyEvent(site_events.displacement(grade.name.lower()), dev.name,
                                           f"velocity {v:.2f} mm/day", {"velocity_mm_per_day": round(v, 3)}))
                 grades[dev.name] = grade
 

@@ -18,11 +18,49 @@ Rules and invariants:
    with a reason; both are audited.
 5. Operators act only with operator events (ack, shelve, unshelve, remove, restore); activate
    and clear are the process's.
+
+Sources, time and order (DESIGN §6: late data is judged too; the alarm it raises or clears
+carries the original times):
+
+6. An alarm's ``source`` is ``rule`` (the hub's rules on readings, hub/rules.py) or ``edge``
+   (the edge's own alarm events, shared/site_events.py); both take the one path of rules 1-5,
+   so an edge alarm is grouped, forwarded (CAP) and gets camera evidence like any other.
+7. Every verdict comes from a record (a reading or an event) with its time ``ts``, the edge's
+   acquisition or occurrence time (the hub's own stale checks use the check's time). Each alarm
+   keeps ``cond_ts``, the time of the record that last *changed* its condition.
+8. Readings not older than their point's latest are judged in order by the point's live judge
+   (its latest value, rate-of-rise window and active rules), as they always were. A reading
+   older than the latest (a replay that live data overtook) is *late*: it never becomes the
+   latest (hub/intake.py rule 3) and is judged by the point's history cursor instead, which
+   follows the point's past in the order the late readings come. A cursor starts from what
+   the alarms say held at the reading's time: an alarm's condition at ``t`` is its current one
+   if it last changed at or before ``t``, else the opposite. Stale rules judge no late or
+   ``historical`` reading (staleness is about now: live data, which the edge sends first,
+   clears a stale alarm).
+9. A verdict from a late reading, or from an edge event, at ``t`` changes an alarm only if
+   ``t > cond_ts``: the newer record has the last word. So judging history never re-raises an
+   alarm that a newer reading cleared, nor clears one that a newer reading raised; what it can
+   add is an episode the hub did not see, after ``cond_ts``: raised at ``t`` and cleared at the
+   next late reading that says so (failing that, by the next live reading: the live judge finds
+   the rule in its point's active set and judges it afresh).
+10. A transition judged from a record that came late (flagged ``historical``, replayed after an
+    outage, or older than its point's latest) happens at the record's time, not at receipt, and
+    is marked ``late``; so is its alarm, for the episode (a raise sets ``late`` anew, a clear can
+    only set it). Other process transitions happen at the transaction's time.
+11. Edge alarms: an event of a raising kind raises its alarm at (site, device); a clearing
+    event, or a reading of the device that the kind names (e.g. ``barrier_state = closed``),
+    clears it; both under rule 9. The newest clearing event of each edge alarm is remembered
+    even while the alarm is clear, so a raise that arrives after a newer clear (the live record
+    overtook the replay) is raised at its time and cleared at once at that clear's time (or at
+    the latest clearing reading's): the episode is recorded, never left open. Only a device
+    the site's birth names raises an alarm (a hostile edge cannot mint alarms for made-up
+    devices); an unknown kind raises nothing; every event is stored either way.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections import deque
 from collections.abc import Sequence
@@ -34,16 +72,21 @@ from hub.errors import Conflict, NotFound, Refused
 from hub.incidents import FloodGrouper
 from hub.live import AlarmChanged, IncidentChanged
 from hub.outlet import Outlet, live_after
-from hub.rules import Rule, RuleKind, Sample, Verdict, evaluate, rules_for, stale_verdict
-from hub.state import AlarmMem, HubState, PointMem
+from hub.rules import Rule, RuleKind, Sample, Verdict, as_text, edge_rule, evaluate, rules_for, stale_verdict
+from hub.state import AlarmMem, HistoryCursor, HubState, PointMem
 from hub.store import Tx
-from shared import messages
-from shared.messages import Quality
+from shared import messages, site_events
+from shared.messages import Event, Quality, Scalar
+from shared.site_events import EventAlarm
 
 log = logging.getLogger(__name__)
 
 PointRules = tuple[tuple[Rule, ...], float]
 """A point's rules, with the longest rate-of-rise window among them (0: none)."""
+
+EDGE_CLEAR_POINTS = frozenset(c.point for a in site_events.ALARMS for c in a.cleared_when)
+"""Points whose readings may clear an edge alarm (rule 11)."""
+_EDGE_RULES = {a.name: edge_rule(a) for a in site_events.ALARMS}
 
 
 class AlarmDesk:
@@ -55,6 +98,8 @@ class AlarmDesk:
         self._rules: dict[tuple[str, str], dict[str, PointRules]] = {}
         self.alerts: AlarmAlerts | None = None
         """Set by the hub when ``[forward]`` is configured: alarm raises and clears become alerts."""
+        self.unknown_device_events = 0
+        """Alarm events naming a device the site's birth does not (rule 11): stored, no alarm."""
 
     def load(self, conn: sqlite3.Connection) -> None:
         """Reopen the flood grouper's open incidents (start-up, after the state is loaded)."""
@@ -85,19 +130,111 @@ class AlarmDesk:
             del self._rules[k]
 
     def judge(self, tx: Tx, site: str, device: str, point: str, point_rules: PointRules, pm: PointMem,
-              sample: Sample) -> None:
-        """Judge a point's new latest sample against its rules (the hot path: changes only)."""
+              sample: Sample, *, late: bool = False) -> None:
+        """Judge a point's new latest sample against its rules (the hot path: changes only).
+        ``late``: the reading was replayed after an outage (rule 10); it says nothing of now, so
+        the stale rules do not judge it (rule 8)."""
         rules, span = point_rules
+        if late:
+            rules = tuple(r for r in rules if r.kind is not RuleKind.STALE)
         window: Sequence[tuple[float, float]] = pm.window or ()
         for verdict in evaluate(rules, sample, window, pm.active, changes_only=True):
-            self.condition(tx, site, device, point, verdict)
+            self.condition(tx, site, device, point, verdict, ts=sample.ts, late=late)
         if span and sample.quality is Quality.GOOD and sample.num is not None:
             w = pm.window
             if w is None:
                 w = pm.window = deque()
-            w.append((sample.ts, sample.num))
-            while w[0][0] < sample.ts - span:
-                w.popleft()
+            _slide(w, sample.ts, sample.num, span)
+
+    def judge_late(self, tx: Tx, site: str, device: str, point: str, point_rules: PointRules,
+                   sample: Sample) -> None:
+        """Judge a reading older than its point's latest with the point's history cursor (rule 8)."""
+        st = self.state
+        key = (site, device, point)
+        rules = tuple(r for r in point_rules[0] if r.kind is not RuleKind.STALE)
+        cur = st.history.get(key)
+        if cur is None or sample.ts < cur.ts:
+            cur = st.history[key] = HistoryCursor(sample.ts, {
+                r.name for r in rules if self._held_at(st.alarms.get((site, device, point, r.name)), sample.ts)})
+        for verdict in evaluate(rules, sample, cur.window or (), cur.active, changes_only=True):
+            if verdict.active:
+                cur.active.add(verdict.rule.name)
+            else:
+                cur.active.discard(verdict.rule.name)
+            self.condition(tx, site, device, point, verdict, ts=sample.ts, late=True, ordered=False)
+        cur.ts = sample.ts
+        span = point_rules[1]
+        if span and sample.quality is Quality.GOOD and sample.num is not None:
+            if cur.window is None:
+                cur.window = deque()
+            _slide(cur.window, sample.ts, sample.num, span)
+
+    @staticmethod
+    def _held_at(am: AlarmMem | None, ts: float) -> bool:
+        """Whether an alarm's condition held at ``ts``, as far as the hub knows (rule 8)."""
+        if am is None:
+            return False
+        return am.alarm.active if am.cond_ts <= ts else not am.alarm.active
+
+    # --- the edge's alarm events (rule 11) ---------------------------------------------------
+
+    def edge_event(self, tx: Tx, site: str, ev: Event, *, late: bool) -> None:
+        """An event from ``site``: raise or clear the edge alarms shared/site_events.py names."""
+        spec = site_events.alarm_of(ev.kind)
+        clears = site_events.cleared_by_event(ev.kind)
+        if (spec is None and not clears) or ev.device is None:
+            return
+        device = ev.device
+        st = self.state
+        if (site, device) not in st.kinds:
+            self.unknown_device_events += 1
+            return
+        what = f"{ev.kind}: {ev.detail}" if ev.detail else ev.kind
+        for a in clears:
+            key = (site, device, a.point, a.name)
+            if st.edge_clears.get(key, -math.inf) < ev.ts:
+                st.edge_clears[key] = ev.ts
+            self.condition(tx, site, device, a.point, Verdict(_EDGE_RULES[a.name], False, what), ts=ev.ts,
+                           late=late, ordered=False)
+        if spec is not None:
+            self._edge_raise(tx, site, device, spec, ev.ts, what, late=late)
+
+    def _edge_raise(self, tx: Tx, site: str, device: str, spec: EventAlarm, ts: float, what: str, *,
+                    late: bool) -> None:
+        rule = _EDGE_RULES[spec.name]
+        if not self.condition(tx, site, device, spec.point, Verdict(rule, True, what), ts=ts, late=late,
+                              ordered=False):
+            return
+        st = self.state
+        # a clear newer than this raise is known already: the episode is over (rule 11)
+        known: list[tuple[float, str]] = []
+        cleared = st.edge_clears.get((site, device, spec.point, spec.name))
+        if cleared is not None and cleared > ts:
+            known.append((cleared, "cleared by a newer event"))
+        for c in spec.cleared_when:
+            pm = st.latest.get((site, device, c.point))
+            if pm is not None and pm.ts > ts and pm.quality is Quality.GOOD and as_text(pm.value) in c.values:
+                known.append((pm.ts, f"{c.point} = {as_text(pm.value)}"))
+        if known:
+            at, why = min(known)
+            self.condition(tx, site, device, spec.point, Verdict(rule, False, why), ts=at, late=late,
+                           ordered=False)
+
+    def edge_reading(self, tx: Tx, site: str, device: str, point: str, value: Scalar, quality: Quality, ts: float,
+                     *, late: bool) -> None:
+        """A reading of a point that may clear edge alarms of its device (``EDGE_CLEAR_POINTS``)."""
+        if quality is not Quality.GOOD:
+            return
+        st = self.state
+        text: str | None = None
+        for a, values in site_events.cleared_by_reading(point):
+            am = st.alarms.get((site, device, a.point, a.name))
+            if am is None or not am.alarm.active or ts <= am.cond_ts:
+                continue
+            text = as_text(value) if text is None else text
+            if text in values:
+                self.condition(tx, site, device, a.point, Verdict(_EDGE_RULES[a.name], False, f"{point} = {text}"),
+                               ts=ts, late=late, ordered=False)
 
     def stale_site(self, tx: Tx, site: str, now: float) -> None:
         """Judge the stale rules of every point of ``site`` (offline, or no data for too long)."""
@@ -117,42 +254,64 @@ class AlarmDesk:
 
     # --- transitions -----------------------------------------------------------------------
 
-    def condition(self, tx: Tx, site: str, device: str, point: str, verdict: Verdict) -> None:
-        """A rule's condition is (still, or no longer) active: rule 1, then a transition if it changed."""
+    def condition(self, tx: Tx, site: str, device: str, point: str, verdict: Verdict, *, ts: float | None = None,
+                  late: bool = False, ordered: bool = True) -> bool:
+        """A rule's condition is (still, or no longer) active: rule 1, then a transition if it changed.
+
+        ``ts`` is the time of the record judged (None: the hub's own check, now); ``late`` that the
+        record came late (rule 10); ``ordered`` false that it may be older than what the alarm
+        knows, so it changes the alarm only if newer than ``cond_ts`` (rule 9). True when the
+        condition changed.
+        """
         st = self.state
+        at = tx.now if ts is None else ts
         am = st.alarms.get((site, device, point, verdict.rule.name))
+        if am is not None and not ordered and at <= am.cond_ts:
+            return False
         if am is None:
             if not verdict.active:
-                return
+                return False
             area = st.sites[site].area
+            source = "edge" if verdict.rule.kind is RuleKind.EDGE else "rule"
             cur = tx.conn.execute(
-                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?)",
-                (site, device, point, verdict.rule.name, area, verdict.rule.priority.value, verdict.reason, tx.now),
+                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at,"
+                " source) VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?, ?)",
+                (site, device, point, verdict.rule.name, area, verdict.rule.priority.value, verdict.reason,
+                 at if late else tx.now, source),
             )
             assert cur.lastrowid is not None
             am = AlarmMem(cur.lastrowid, site, device, point, verdict.rule.name, area,
-                          verdict.rule.priority.value, isa.Alarm())
+                          verdict.rule.priority.value, isa.Alarm(), source=source)
             st.add_alarm(am)
         if am.alarm.active == verdict.active:
-            return
+            return False
         event = isa.AlarmEvent.ACTIVATE if verdict.active else isa.AlarmEvent.CLEAR
-        self._transition(tx, am, isa.Action(event, isa.SYSTEM, verdict.reason, tx.now), message=verdict.reason)
+        self._transition(tx, am, isa.Action(event, isa.SYSTEM, verdict.reason, at if late else tx.now),
+                         message=verdict.reason, cond=(at, late))
+        return True
 
-    def _transition(self, tx: Tx, am: AlarmMem, action: isa.Action, message: str | None = None) -> isa.Transition:
+    def _transition(self, tx: Tx, am: AlarmMem, action: isa.Action, message: str | None = None,
+                    cond: tuple[float, bool] | None = None) -> isa.Transition:
+        """Record one transition (rule 2). ``cond``: for a process event, the time of the record
+        that changed the condition and whether it came late (rules 7 and 10)."""
         new, tr = isa.apply(am.alarm, action, max_shelve_s=self.cfg.alarms.max_shelve_s)
         raised = tr.to_state is isa.AlarmState.UNACK and tr.from_state is not isa.AlarmState.UNACK
+        late = False
+        if cond is not None:
+            am.cond_ts, late = cond
+            am.late = late if tr.event is isa.AlarmEvent.ACTIVATE else am.late or late
         conn = tx.conn
         conn.execute(
             "UPDATE alarms SET state = ?, active = ?, changed_at = ?, shelved_until = ?, shelve_reason = ?,"
-            " message = coalesce(?, message), raised_at = CASE WHEN ? THEN ? ELSE raised_at END WHERE id = ?",
-            (new.state.value, int(new.active), tx.now, new.shelved_until, new.shelve_reason, message, raised,
-             tx.now, am.id),
+            " message = coalesce(?, message), raised_at = CASE WHEN ? THEN ? ELSE raised_at END, cond_ts = ?,"
+            " late = ? WHERE id = ?",
+            (new.state.value, int(new.active), tr.ts, new.shelved_until, new.shelve_reason, message, raised,
+             tr.ts, am.cond_ts if math.isfinite(am.cond_ts) else None, int(am.late), am.id),
         )
         conn.execute(
-            "INSERT INTO alarm_transitions (alarm_id, ts, event, from_state, to_state, actor, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (am.id, tr.ts, tr.event.value, tr.from_state.value, tr.to_state.value, tr.actor, tr.reason),
+            "INSERT INTO alarm_transitions (alarm_id, ts, event, from_state, to_state, actor, reason, late)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (am.id, tr.ts, tr.event.value, tr.from_state.value, tr.to_state.value, tr.actor, tr.reason, int(late)),
         )
         am.alarm = new
         st = self.state
@@ -180,9 +339,10 @@ class AlarmDesk:
         live_after(tx, self.outlet, AlarmChanged(
             id=am.id, site=am.site, device=am.device, point=am.point, rule=am.rule, priority=am.priority,
             state=new.state.value, active=new.active, event=tr.event.value, actor=tr.actor, reason=tr.reason,
-            ts=tr.ts, incident_id=am.incident_id))
+            ts=tr.ts, incident_id=am.incident_id, late=am.late, source=am.source))
         if tr.event is isa.AlarmEvent.ACTIVATE:
-            log.info("alarm.raised", extra={"alarm": am.id, "site": am.site, "rule": am.rule, "reason": tr.reason})
+            log.info("alarm.raised", extra={"alarm": am.id, "site": am.site, "rule": am.rule, "reason": tr.reason,
+                                            "late": late})
         return tr
 
     def unshelve_expired(self, tx: Tx) -> None:
@@ -271,12 +431,13 @@ class AlarmDesk:
         if am is None:
             site, device, point, rule = key
             cur = tx.conn.execute(
-                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?)",
-                (site, device, point, rule, area, priority, reason, tx.now),
+                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at,"
+                " source) VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?, ?)",
+                (site, device, point, rule, area, priority, reason, tx.now, device),
             )
             assert cur.lastrowid is not None
-            am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority, isa.Alarm())
+            # the source is the reporting part, named as the alarm's device (``forwarding``)
+            am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority, isa.Alarm(), source=device)
             st.add_alarm(am)
         if not am.alarm.active:
             self._transition(tx, am, isa.Action(isa.AlarmEvent.ACTIVATE, isa.SYSTEM, reason, tx.now), message=reason)
@@ -289,3 +450,9 @@ class AlarmDesk:
             return False
         self._transition(tx, am, isa.Action(isa.AlarmEvent.CLEAR, isa.SYSTEM, reason, tx.now), message=reason)
         return True
+
+def _slide(w: deque[tuple[float, float]], ts: float, num: float, span: float) -> None:
+    """Append a good sample to a rate-of-rise window and drop what is older than ``span``."""
+    w.append((ts, num))
+    while w[0][0] < ts - span:
+        w.popleft()

@@ -84,6 +84,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/sites/{site}", v, read.get_site),
         ("GET", "/api/sites/{site}/latest", v, read.get_latest),
         ("GET", "/api/sites/{site}/history", v, read.get_history),
+        ("GET", "/api/sites/{site}/events", v, read.get_events),
         ("GET", "/api/alarms", v, read.list_alarms),
         ("GET", "/api/alarms/{id}", v, read.get_alarm),
         *[("POST", f"/api/alarms/{{id}}/{verb}", role, act.alarm_action(verb))

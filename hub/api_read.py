@@ -60,6 +60,12 @@ async def get_history(request: web.Request, sess: auth.Session) -> web.Response:
         lambda c: queries.history(c, site, device, point, since, until, limit)))
 
 
+async def get_events(request: web.Request, sess: auth.Session) -> web.Response:
+    site = request.match_info["site"]
+    limit = int_param(request, "limit", 100, 1, 1000)
+    return json_response(await ops_of(request).reader.run(lambda c: queries.events(c, site, limit)))
+
+
 # --- alarms, incidents, forwarding -----------------------------------------------------------
 
 

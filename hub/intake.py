@@ -13,7 +13,11 @@ Rules of ingest:
    epoch, so a replaced or wiped edge starting again at seq 1 is new, never a duplicate);
    duplicates are counted.
 3. A reading becomes the point's latest only if it is not older than the latest (a replayed
-   historical reading is history, not news); only such readings are judged by the rules.
+   historical reading is history, not news). Every reading is judged: one that becomes the
+   latest by the point's live judge, an older one by its history cursor; a reading flagged
+   ``historical`` or older than the latest raises or clears alarms at its own time, marked late
+   (hub/alarmdesk.py rules 7-10 say in which order, and why history never re-raises an alarm
+   that a newer reading cleared).
 4. Every message is PUBACKed, and every (site, epoch) in the transaction acked with its
    ``through_seq`` (and ``resend_from`` when a gap asks for it), only after COMMIT. Only a
    site's current epoch (the one it last sent) is asked to resend.
@@ -29,6 +33,9 @@ Rules of ingest:
 8. A site that sends data while the hub holds no birth for it (the birth was lost, dropped on
    overflow or quarantined) is asked for a *rebirth* in its ack, at most every
    ``REBIRTH_EVERY_S``; the edge then publishes its status and birth again.
+9. Every event is stored whatever its kind; the alarm desk raises or clears the edge alarms
+   shared/site_events.py names for it (hub/alarmdesk.py rule 11), and readings of the points
+   that clear an edge alarm are shown to the desk too.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from dataclasses import dataclass
 import msgspec
 
 from hub import validate
-from hub.alarmdesk import AlarmDesk
+from hub.alarmdesk import EDGE_CLEAR_POINTS, AlarmDesk
 from hub.commanddesk import CommandDesk
 from hub.config import HubConfig
 from hub.inbound import Inbound
@@ -324,6 +331,7 @@ class Intake:
                 key = (site, r.device, r.point)
                 pm = points.get(key)
                 if pm is not None and r.ts < pm.ts:
+                    self._judge_late(tx, site, r, value, num)  # history, not news (rule 3)
                     continue
                 if pm is None:
                     pm = points[key] = PointMem(r.ts, value, num, r.quality, seq)
@@ -337,10 +345,14 @@ class Intake:
                 if kind is not None:
                     point_rules = alarms.rules_of(site, kind).get(r.point)
                     if point_rules is not None:
-                        alarms.judge(tx, site, r.device, r.point, point_rules, pm, Sample(r.ts, value, r.quality, num))
+                        alarms.judge(tx, site, r.device, r.point, point_rules, pm, Sample(r.ts, value, r.quality, num),
+                                     late=r.historical)
+                if r.point in EDGE_CLEAR_POINTS:
+                    alarms.edge_reading(tx, site, r.device, r.point, value, r.quality, r.ts, late=r.historical)
             elif isinstance(r, Event):
                 rows.append((site, epoch, seq, "event", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
                              None, None, None, None, _enc.encode(r).decode()))
+                alarms.edge_event(tx, site, r, late=r.historical)
                 live_after(tx, self.outlet, SiteEvent(site=site, seq=seq, kind=r.kind, device=r.device,
                                                       detail=r.detail, ts=r.ts))
             else:
@@ -361,6 +373,16 @@ class Intake:
             log.warning("ingest.gap_closed_by_floor", extra={"site": site, "epoch": epoch, "missing": closed,
                                                              "through": tr.through})
         return new
+
+    def _judge_late(self, tx: Tx, site: str, r: Reading, value: messages.Scalar, num: float | None) -> None:
+        """A reading older than its point's latest: judged by the point's history cursor (rule 3)."""
+        kind = self.state.kinds.get((site, r.device))
+        if kind is not None:
+            point_rules = self.alarms.rules_of(site, kind).get(r.point)
+            if point_rules is not None:
+                self.alarms.judge_late(tx, site, r.device, r.point, point_rules, Sample(r.ts, value, r.quality, num))
+        if r.point in EDGE_CLEAR_POINTS:
+            self.alarms.edge_reading(tx, site, r.device, r.point, value, r.quality, r.ts, late=True)
 
     def _epoch(self, tx: Tx, site: str, epoch: int) -> SiteSeqs:
         """A tracker for an outbox epoch never seen before: its seqs start afresh."""

@@ -70,6 +70,10 @@ class AlarmChanged(msgspec.Struct, frozen=True):
     reason: str
     ts: float
     incident_id: int | None
+    late: bool = False
+    """Its current episode was raised or cleared from late data (hub/alarmdesk.py rule 10)."""
+    source: str = "rule"
+    """``rule`` (the hub's rules) or ``edge`` (the edge's events)."""
 
 
 class IncidentChanged(msgspec.Struct, frozen=True):

@@ -307,6 +307,19 @@ def m006_quarantine_bounds(db: Database) -> None:
     db.execute("CREATE INDEX quarantine_received ON quarantine (received_at)")
 
 
+def m010_alarm_sources(db: Database) -> None:
+    """Alarms from the edge's own events (shared/site_events.py) beside the rules' (``source``),
+    and alarms judged from late data (DESIGN §6): ``late`` marks an alarm whose current episode
+    was raised or cleared from a record that came late, ``cond_ts`` is the record time of the last
+    change of its condition (hub/alarmdesk.py, the ordering rules), and each transition says
+    whether it came late. The site view lists a site's recent events by time."""
+    db.execute("ALTER TABLE alarms ADD COLUMN source TEXT NOT NULL DEFAULT 'rule'")
+    db.execute("ALTER TABLE alarms ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE alarms ADD COLUMN cond_ts REAL")
+    db.execute("ALTER TABLE alarm_transitions ADD COLUMN late INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX records_site_events ON records (site, ts) WHERE type = 'event'")
+
+
 @dataclass(frozen=True)
 class Migration:
     set: str
@@ -329,6 +342,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m007_epochs),
     Migration(CORE, m008_forward_visibility),
     Migration(CORE, m009_exercises),
+    Migration(CORE, m010_alarm_sources),
 )
 """The hub database's schema, in order (rule 1)."""
 

@@ -33,7 +33,11 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
                                           q.LatestView, True),
     ("GET", "/api/sites/{site}/history"): ("History of one point: ?device&point&since&until&limit", None,
                                            q.History, False),
-    ("GET", "/api/alarms"): ("Alarms (default: not normal; ?state=all|<state>&site)", None, q.AlarmView, True),
+    ("GET", "/api/sites/{site}/events"): ("The site's recent events, newest first (?limit, at most 1000), each "
+                                          "with the priority of the alarm its kind raises", None, q.SiteEventView,
+                                          True),
+    ("GET", "/api/alarms"): ("Alarms (default: not normal; ?state=all|<state>&site); source rule|edge, late when "
+                             "raised or cleared from data that came late", None, q.AlarmView, True),
     ("GET", "/api/alarms/{id}"): ("One alarm with every transition (who, when, why) and its camera evidence",
                                   None, q.AlarmDetail, False),
     ("GET", "/api/evidence/{id}"): ("A camera snapshot (image/jpeg); every view is audited", None, None, False),

@@ -32,10 +32,12 @@ from hub.views import (
     QuarantineRow,
     ReplyView,
     SiteDetail,
+    SiteEventView,
     SiteView,
     TransitionView,
 )
-from shared.messages import Action, PointCheck, ReplyStatus
+from shared import site_events
+from shared.messages import Action, Event, PointCheck, ReplyStatus
 
 _dec = msgspec.json.Decoder()
 _report = msgspec.json.Decoder(list[PointCheck])
@@ -107,14 +109,34 @@ def history(conn: sqlite3.Connection, site_id: str, device: str, point: str, sin
     return History(site=site_id, device=device, point=point, raw=raw, downsampled=agg)
 
 
+_event = msgspec.json.Decoder(Event)
+
+
+def events(conn: sqlite3.Connection, site_id: str, limit: int) -> list[SiteEventView]:
+    """A site's newest events, newest first."""
+    if conn.execute("SELECT 1 FROM sites WHERE site = ?", (site_id,)).fetchone() is None:
+        raise NotFound(f"no site {site_id}")
+    out = []
+    for seq, ts, received, prio, historical, body in conn.execute(
+        "SELECT seq, ts, received_at, prio, historical, body FROM records WHERE site = ? AND type = 'event'"
+        " ORDER BY ts DESC, seq DESC LIMIT ?", (site_id, limit),
+    ):
+        ev = _event.decode(body)
+        alarm = site_events.alarm_of(ev.kind)
+        out.append(SiteEventView(ts=ts, kind=ev.kind, device=ev.device, detail=ev.detail, values=ev.values, prio=prio,
+                                 alarm=alarm.priority if alarm is not None else None, historical=bool(historical),
+                                 seq=seq, received_at=received))
+    return out
+
+
 _ALARM_COLS = ("id, site, device, point, rule, area, priority, state, active, message, raised_at, changed_at,"
-               " shelved_until, shelve_reason, incident_id")
+               " shelved_until, shelve_reason, incident_id, late, source")
 
 
 def _alarm(r: tuple[Any, ...]) -> AlarmView:
     return AlarmView(id=r[0], site=r[1], device=r[2], point=r[3], rule=r[4], area=r[5], priority=r[6], state=r[7],
                      active=bool(r[8]), message=r[9], raised_at=r[10], changed_at=r[11], shelved_until=r[12],
-                     shelve_reason=r[13], incident_id=r[14])
+                     shelve_reason=r[13], incident_id=r[14], late=bool(r[15]), source=r[16])
 
 
 def alarms(conn: sqlite3.Connection, *, state: str | None, site_id: str | None, limit: int) -> list[AlarmView]:
@@ -139,9 +161,10 @@ def alarm(conn: sqlite3.Connection, alarm_id: int) -> AlarmDetail:
     row = conn.execute(f"SELECT {_ALARM_COLS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
     if row is None:
         raise NotFound(f"no alarm {alarm_id}")
-    trs = [TransitionView(id=r[0], ts=r[1], event=r[2], from_state=r[3], to_state=r[4], actor=r[5], reason=r[6])
-           for r in conn.execute("SELECT id, ts, event, from_state, to_state, actor, reason FROM alarm_transitions"
-                                 " WHERE alarm_id = ? ORDER BY id", (alarm_id,))]
+    trs = [TransitionView(id=r[0], ts=r[1], event=r[2], from_state=r[3], to_state=r[4], actor=r[5], reason=r[6],
+                          late=bool(r[7]))
+           for r in conn.execute("SELECT id, ts, event, from_state, to_state, actor, reason, late"
+                                 " FROM alarm_transitions WHERE alarm_id = ? ORDER BY id", (alarm_id,))]
     evidence: list[EvidenceRef] = []
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'cctv_evidence'").fetchone():
         evidence = [EvidenceRef(id=r[0], camera=r[1], ts=r[2], sha256=r[3]) for r in conn.execute(

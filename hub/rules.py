@@ -19,6 +19,8 @@ Rules of evaluation:
   the site is offline (its Will fired).
 - Fault: the quality is ``comm_fail``, ``sensor_fault`` or ``out_of_range``, or the point
   reports a fault state (``barrier_state = fault``, ``motor_fault = true``).
+- Edge: an alarm the edge's own events raise and clear (shared/site_events.py,
+  :func:`edge_rule`); :func:`evaluate` never judges it from a reading.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from shared.messages import Quality, Scalar
+from shared.site_events import EventAlarm
 
 
 class AlarmPriority(enum.StrEnum):
@@ -45,6 +48,8 @@ class RuleKind(enum.StrEnum):
     FAULT = "fault"
     STATE = "state"
     """Active while the point holds one of ``values`` (e.g. a flood alarm sounding)."""
+    EDGE = "edge"
+    """Raised and cleared by the edge's events (shared/site_events.py), not by a reading."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +187,11 @@ def rules_for(kind: str, p: RuleParams) -> dict[str, tuple[Rule, ...]]:
         add(_threshold("heavy_rain", "rain_mm_10min", AlarmPriority.MEDIUM, p.rain_10min_mm, p, unit="mm"))
         health("rain_mm_total")
     return {point: tuple(rules) for point, rules in table.items()}
+
+
+def edge_rule(alarm: EventAlarm) -> Rule:
+    """The rule of an alarm the edge's events raise (its name is the raising event's kind)."""
+    return Rule(alarm.name, alarm.point, RuleKind.EDGE, AlarmPriority(alarm.priority))
 
 
 def evaluate(

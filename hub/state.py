@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import deque
 from dataclasses import dataclass, field
@@ -77,6 +78,25 @@ class AlarmMem:
     priority: str
     alarm: isa.Alarm
     incident_id: int | None = None
+    source: str = "rule"
+    """``rule`` (the hub's rules, hub/rules.py), ``edge`` (the edge's events, shared/site_events.py), or
+    another hub part that reported a condition (``forwarding``: an escalation)."""
+    cond_ts: float = -math.inf
+    """The record time of the last change of the condition (hub/alarmdesk.py, ordering rules)."""
+    late: bool = False
+
+
+class HistoryCursor:
+    """A point's judge of late readings (older than its latest): the time of the last late sample
+    judged, the rules active at that time as history tells them, and its good samples for
+    rate-of-rise rules (hub/alarmdesk.py rule 7)."""
+
+    __slots__ = ("active", "ts", "window")
+
+    def __init__(self, ts: float, active: set[str]) -> None:
+        self.ts = ts
+        self.active = active
+        self.window: deque[tuple[float, float]] | None = None
 
 
 class HubState:
@@ -97,6 +117,11 @@ class HubState:
         """Sites whose birth the hub holds; data from any other site asks for a rebirth."""
         self.rebirth_asked: dict[str, float] = {}
         """When each site was last asked for a rebirth (not persisted: a restart asks again)."""
+        self.history: dict[Key, HistoryCursor] = {}
+        """Points that received late readings → their history judge (not persisted)."""
+        self.edge_clears: dict[AlarmKey, float] = {}
+        """(site, device, point, name) of an edge alarm → the newest clearing event seen for it,
+        whether or not the alarm exists (not persisted)."""
 
     def add_alarm(self, am: AlarmMem) -> None:
         key = (am.site, am.device, am.point, am.rule)
@@ -137,11 +162,13 @@ class HubState:
                 self.sites[site].points.add((device, point))
         for row in conn.execute(
             "SELECT id, site, device, point, rule, area, priority, state, active, shelved_until, shelve_reason,"
-            " incident_id FROM alarms"
+            " incident_id, source, cond_ts, late FROM alarms"
         ):
-            aid, site, device, point, rule, area, prio, state, active, until, sreason, inc = row
+            aid, site, device, point, rule, area, prio, state, active, until, sreason, inc = row[:12]
+            source, cond_ts, late = row[12:]
             alarm = isa.Alarm(isa.AlarmState(state), bool(active), until, sreason or "")
-            self.add_alarm(AlarmMem(aid, site, device, point, rule, area, prio, alarm, inc))
+            self.add_alarm(AlarmMem(aid, site, device, point, rule, area, prio, alarm, inc, source,
+                                    -math.inf if cond_ts is None else cond_ts, bool(late)))
             if alarm.state is isa.AlarmState.SHELVED:
                 self.shelved.add(aid)
             pm = self.latest.get((site, device, point))

@@ -96,16 +96,42 @@ class AlarmView(View, frozen=True, kw_only=True):
     shelved_until: float | None
     shelve_reason: str
     incident_id: int | None
+    late: bool = False
+    """Its current episode was raised or cleared from data that came late (after an outage):
+    ``raised_at`` and the transitions carry the records' original times."""
+    source: str = "rule"
+    """``rule``: the hub's rules on readings; ``edge``: the edge's own alarm events."""
 
 
 class TransitionView(View, frozen=True, kw_only=True):
     id: int
     ts: float
+    """When it happened: for a transition judged from a late record, that record's time."""
     event: str
     from_state: str
     to_state: str
     actor: str
     reason: str
+    late: bool = False
+
+
+class SiteEventView(View, frozen=True, kw_only=True):
+    """One event an edge sent (shared/site_events.py lists the kinds)."""
+
+    ts: float
+    """When it happened at the edge."""
+    kind: str
+    device: str | None
+    detail: str
+    values: dict[str, Scalar]
+    prio: str
+    """The edge's priority class (``alarm``, ``event``, ...)."""
+    alarm: str | None
+    """The priority of the alarm this kind raises at the hub (``critical``...), None if none."""
+    historical: bool
+    """Replayed after an outage rather than sent live."""
+    seq: int
+    received_at: float
 
 
 class EvidenceRef(View, frozen=True, kw_only=True):
