@@ -28,6 +28,7 @@ from hub.sites import KINDS, SITE_RE
 from shared.addr import host_port
 from shared.topics import check_hub_id
 from trust.pki import Pki, PkiError, Role
+from trust.places import area_problem, position_problem
 
 DEFAULT_DB = "var/hub.db"
 """Relative to the config file's folder."""
@@ -38,6 +39,11 @@ class RegisteredSite:
     site: str
     enrolled: bool
     """Its one-time token was used: the box holds its certificate."""
+    lat: float | None = None
+    lon: float | None = None
+    area: str | None = None
+    """Its place as registered (``provision register --lat --lon --area``); None in registries
+    made before registrations had places."""
 
 
 @dataclass(frozen=True)
@@ -68,16 +74,24 @@ def read_registry(path: Path) -> list[RegisteredSite]:
     except sqlite3.Error as exc:
         raise Refused(f"--sites {path}: cannot open: {exc}") from exc
     try:
-        rows = conn.execute("SELECT site, used_at FROM enrolments ORDER BY site").fetchall()
+        have = {str(r[1]) for r in conn.execute("PRAGMA table_info(enrolments)")}
+        place = "lat, lon, area" if {"lat", "lon", "area"} <= have else "NULL, NULL, NULL"
+        rows = conn.execute(f"SELECT site, used_at, {place} FROM enrolments ORDER BY site").fetchall()  # noqa: S608 - constant column lists
     except sqlite3.Error as exc:
         raise Refused(f"--sites {path}: not an enrolment registry ({exc})") from exc
     finally:
         conn.close()
     sites = []
-    for site, used_at in rows:
+    for site, used_at, lat, lon, area in rows:
         if not isinstance(site, str) or not SITE_RE.match(site):
             raise Refused(f"--sites {path}: holds {site!r}, which is not a site id")
-        sites.append(RegisteredSite(site, used_at is not None))
+        if lat is not None or lon is not None:  # the registry is outside input: checked like enrolment does
+            problem = position_problem(lat, lon)
+            if problem is not None:
+                raise Refused(f"--sites {path}: site {site}: {problem}")
+        if area is not None and (not isinstance(area, str) or area_problem(area) is not None):
+            raise Refused(f"--sites {path}: site {site}: area {area!r} is not an area id")
+        sites.append(RegisteredSite(site, used_at is not None, lat, lon, area))
     return sites
 
 
@@ -203,14 +217,17 @@ def _sites(p: InitPlan) -> list[str]:
             out += [f"# {what}: {', '.join(name)}"]
     out += [""]
     for s in p.sites:
-        area = "-".join(s.site.split("-")[:2])
+        area = s.area or "-".join(s.site.split("-")[:2])
         state = "enrolled" if s.enrolled else "registered, not enrolled yet"
+        where = ([f"lat = {s.lat!r}                   # WGS84, as registered: alert areas and the nearest CCTV",
+                  f"lon = {s.lon!r}"] if s.lat is not None and s.lon is not None else
+                 ["# lat = 37.2636                   # WGS84 (both or neither): alert areas and the nearest CCTV",
+                  "# lon = 127.0286                  # (registered without a place: a forwarding hub needs one)"])
         out += [
             f"[sites.registry.{s.site}]        # {state}",
             f"area = {_q(area)}               # the area alarms and block/evacuate operations group by",
             'name = ""                         # shown on the console and in alerts',
-            "# lat = 37.2636                   # WGS84 (both or neither): alert areas and the nearest CCTV",
-            "# lon = 127.0286",
+            *where,
             "",
         ]
     return out

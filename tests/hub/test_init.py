@@ -11,7 +11,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -24,14 +24,16 @@ from tests.conftest import PkiFixture, build_test_pki
 from trust.broker import RunningBroker, free_port
 from trust.enrolment import EnrolmentStore
 from trust.pki import Pki
+from trust.places import Place
 
 
-def registry(path: Path, sites: list[str], *, enrolled: Collection[str] = ()) -> Path:
+def registry(path: Path, sites: list[str], *, enrolled: Collection[str] = (),
+             places: Mapping[str, Place] | None = None) -> Path:
     """An enrolment registry as 'jikimi provision register' leaves it."""
     store = EnrolmentStore(path)
     now = time.time()
     for site in sites:
-        store.register(site, "0" * 64, now + 3600, False, "admin", now)
+        store.register(site, "0" * 64, now + 3600, False, "admin", now, (places or {}).get(site))
         if site in enrolled:
             store.mark_used(site, now)
     store.close()
@@ -120,6 +122,38 @@ def test_config_is_commented_and_lists_what_it_left_out(tmp_path: Path, capsys: 
     assert not (tmp_path / "var").exists()
 
 
+def test_registered_places_are_written_and_read_by_the_hub(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A site registered with --lat/--lon/--area gets that place in the config (a forwarding hub
+    needs one); a site registered without one keeps the commented placeholder."""
+    fx = build_test_pki(tmp_path / "pki", n_edges=2, n_hubs=1)
+    placed, unplaced = fx.edges[0], fx.edges[1]
+    reg = registry(tmp_path / "enrol.db", [placed, unplaced],
+                   places={placed: Place(37.2585, 127.0155, "suwon-seryu")})
+    out = tmp_path / "hub.toml"
+    rc, _said, err = _init(capsys, "--city", fx.hubs[0][4:], "--pki", str(fx.dir), "--sites", str(reg),
+                           "--out", str(out))
+    assert rc == 0, err
+    cfg = load(out)
+    got = cfg.sites.registry[placed]
+    assert (got.lat, got.lon, got.area) == (37.2585, 127.0155, "suwon-seryu")
+    assert cfg.sites.registry[unplaced].lat is None
+    assert "registered without a place" in out.read_text()
+
+
+def test_a_registry_with_a_hostile_place_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fx = build_test_pki(tmp_path / "pki", n_edges=1, n_hubs=1)
+    reg = registry(tmp_path / "enrol.db", [fx.edges[0]])
+    with sqlite3.connect(reg) as conn:
+        conn.execute("UPDATE enrolments SET lat = 91.5, lon = 'x'")
+    out = tmp_path / "hub.toml"
+    rc, _said, err = _init(capsys, "--city", fx.hubs[0][4:], "--pki", str(fx.dir), "--sites", str(reg),
+                           "--out", str(out))
+    assert rc == 2
+    assert "lat 91.5 is out of range" in err
+    assert not out.exists()
+
+
 def test_empty_registry_lets_any_certified_site_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A city with no site registered yet still gets a config the hub accepts (accept_any, said why)."""
     fx = build_test_pki(tmp_path / "pki", n_edges=0, n_hubs=1)
@@ -201,7 +235,8 @@ def _foreign(tmp_path: Path) -> str:
 def _hostile_site(tmp_path: Path) -> str:
     p = registry(tmp_path / "hostile.db", [])
     with sqlite3.connect(p) as conn:
-        conn.execute("INSERT INTO enrolments VALUES ('x\"]\\n[hub]', '', 0, 0, NULL, NULL, 'a', 0)")
+        conn.execute("INSERT INTO enrolments (site, secret_hash, expires, needs_approval, approved_by, used_at,"
+                     " registered_by, registered_at) VALUES ('x\"]\\n[hub]', '', 0, 0, NULL, NULL, 'a', 0)")
     return str(p)
 
 
