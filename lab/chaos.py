@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -473,7 +474,8 @@ class Chaos:
             self.sites[sid] = site
             await sim.start()
         for site in self.sites.values():
-            await self._until(lambda s=site: self._control_up(s), 30.0, f"{site.id}: the simulator's control API")
+            await self._until(functools.partial(self._control_up, site), 30.0,
+                              f"{site.id}: the simulator's control API")
             await self._post(site, "/travel", {"seconds": TRAVEL_S})
             await site.edge.start()
         self.say(f"up: broker, hub, {len(self.sites)} edges each beside its simulator")
@@ -864,10 +866,10 @@ class Chaos:
                 "device_writes": writes,
                 "edge_unexpected_exits": site.edge.unexpected_exits,
             }
-            for k in ("produced", "committed", "lost", "moved_to_new_epoch", "destroyed_with_storage",
+            for name in ("produced", "committed", "lost", "moved_to_new_epoch", "destroyed_with_storage",
                       "pending_in_outbox", "committed_twice", "committed_twice_across_epochs", "floods",
                       "floods_not_closed", "double_actuations", "unexpected_writes", "edge_unexpected_exits"):
-                totals[k] += sites_out[sid][k]
+                totals[name] += sites_out[sid][name]
         faults_out, recovery = await asyncio.to_thread(self._recoveries)
         unrecovered = sum(1 for f in faults_out if f["recovery_s"] is None)
         invariants = {
