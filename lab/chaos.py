@@ -75,6 +75,7 @@ import msgspec
 
 from edge.outbox import Row, decode_row
 from lab.demo import HUB, fresh_pki
+from shared.errors import JikimiError
 from shared.messages import Event, Reading, Record
 from shared.paths import profiles_dir
 from trust.broker import free_port, mosquitto_binary, write_config
@@ -89,6 +90,10 @@ CLOSING_CM: Final = 15.0
 TRAVEL_S: Final = 3.0
 RECOVERY_TIMEOUT_S: Final = 60.0
 REPO: Final = Path(__file__).resolve().parents[1]
+
+class ChaosError(JikimiError):
+    """The deployment could not be brought up (or back up) at all."""
+
 
 Key = tuple[str, float, str, str]
 """A record's identity across epochs: (type, acquisition ts, device, point / event kind / cmd_id:status)."""
@@ -509,7 +514,7 @@ class Chaos:
         deadline = time.monotonic() + timeout_s
         while not await cond():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"chaos: gave up waiting for {what} after {timeout_s:g} s")
+                raise ChaosError(f"chaos: gave up waiting for {what} after {timeout_s:g} s (logs under {self.root})")
             await asyncio.sleep(0.1)
 
     # --- the simulators -------------------------------------------------------------------------
@@ -674,6 +679,8 @@ class Chaos:
             Path(f"{path}-shm").unlink(missing_ok=True)  # as after a power cut: rebuilt from the log
             return {"wal_bytes": size, "cut_at": cut}
         if kind == "outbox_garbage":
+            # random bytes over the file's header or over pages inside it, and over the log's
+            # header (else the log's newer copies of those pages would hide the damage)
             size = path.stat().st_size if path.exists() else 0
             where = rng.choice(("header", "pages"))
             with path.open("r+b") as f:
@@ -684,6 +691,11 @@ class Chaos:
                     for _ in range(3):
                         f.seek(rng.randrange(4096, size - 512))
                         f.write(rng.randbytes(512))
+            wal = Path(f"{path}-wal")
+            if wal.exists():
+                with wal.open("r+b") as f:
+                    f.write(rng.randbytes(32))
+            Path(f"{path}-shm").unlink(missing_ok=True)
             return {"where": where, "bytes": size}
         return {}
 
@@ -733,21 +745,28 @@ class Chaos:
                 await self.setup()
                 await asyncio.sleep(3.0)
                 end = time.time() + self.seconds
-                async with asyncio.TaskGroup() as tg:
-                    bg = [tg.create_task(self.sampler(), name="chaos.sampler"),
-                          tg.create_task(self.weather(), name="chaos.weather"),
-                          tg.create_task(self.supervise(), name="chaos.supervise")]
-                    await self.run_faults(end - 15.0)
-                    await asyncio.sleep(max(0.0, end - time.time()))
-                    self.say("stopping the floods; draining")
-                    self.dry = True
-                    await bg[1]  # a flood under way ends first
-                    await self.drain()
-                    bg[0].cancel()
-                    bg[2].cancel()
+                try:
+                    await self._run_until(end)
+                except* ChaosError as group:
+                    raise group.exceptions[0] from None
                 return await self.count()
             finally:
                 await self.teardown()
+
+    async def _run_until(self, end: float) -> None:
+        """Faults and floods until ``end``, then the drain."""
+        async with asyncio.TaskGroup() as tg:
+            bg = [tg.create_task(self.sampler(), name="chaos.sampler"),
+                  tg.create_task(self.weather(), name="chaos.weather"),
+                  tg.create_task(self.supervise(), name="chaos.supervise")]
+            await self.run_faults(end - 15.0)
+            await asyncio.sleep(max(0.0, end - time.time()))
+            self.say("stopping the floods; draining")
+            self.dry = True
+            await bg[1]  # a flood under way ends first
+            await self.drain()
+            bg[0].cancel()
+            bg[2].cancel()
 
     async def drain(self) -> None:
         """Wait (up to a minute) until the hub committed everything each outbox held, stop the
@@ -801,6 +820,7 @@ class Chaos:
 
     async def count(self) -> dict[str, Any]:
         hub_rows = await asyncio.to_thread(self._hub_rows)
+        outbox_events = await asyncio.to_thread(self._outbox_events)
         sites_out: dict[str, Any] = {}
         totals: Counter[str] = Counter()
         for sid, site in self.sites.items():
@@ -865,6 +885,7 @@ class Chaos:
                 "unexpected_writes": unexpected,
                 "device_writes": writes,
                 "edge_unexpected_exits": site.edge.unexpected_exits,
+                "outbox_events": outbox_events.get(sid, {}),
             }
             for name in ("produced", "committed", "lost", "moved_to_new_epoch", "destroyed_with_storage",
                       "pending_in_outbox", "committed_twice", "committed_twice_across_epochs", "floods",
@@ -898,6 +919,19 @@ class Chaos:
                        for f in self.floods],
             "timeline": self.timeline,
         }
+
+    def _outbox_events(self) -> dict[str, dict[str, int]]:
+        """Per site, how many ``outbox.*`` events (replaced, new_epoch, thinned) the hub committed."""
+        out: dict[str, dict[str, int]] = {}
+        conn = self._hub_db()
+        try:
+            for site, body in conn.execute("SELECT site, body FROM records WHERE type = 'event'"):
+                kind = str(json.loads(body or "{}").get("kind", ""))
+                if kind.startswith("outbox."):
+                    out.setdefault(site, Counter())[kind] += 1
+        finally:
+            conn.close()
+        return {site: dict(c) for site, c in out.items()}
 
     def _hub_rows(self) -> dict[str, list[tuple[int, int, Key]]]:
         out: dict[str, list[tuple[int, int, Key]]] = {}
