@@ -682,9 +682,9 @@ class Chaos:
             # random bytes over the file's header or over pages inside it, and over the log's
             # header (else the log's newer copies of those pages would hide the damage)
             size = path.stat().st_size if path.exists() else 0
-            where = rng.choice(("header", "pages"))
+            where = rng.choice(("header", "pages")) if size >= 8192 else "header"
             with path.open("r+b") as f:
-                if where == "header" or size < 8192:
+                if where == "header":
                     f.seek(0)
                     f.write(rng.randbytes(4096))
                 else:
