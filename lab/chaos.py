@@ -7,7 +7,9 @@ run --listen ... --control ...`` (an underpass barrier on Modbus TCP) beside ``j
 --config``. Each edge reaches the broker through a TCP proxy of this process's own, so a
 partition cuts exactly one edge off.
 
-The faults (``KINDS``), drawn from ``random.Random(seed)``, one at a time:
+The faults (``KINDS``), drawn from ``random.Random(seed)``, one at a time: first every kind
+asked for once (in a shuffled order, however long that takes), then random ones until the time
+is up:
 
 - ``broker_kill`` / ``broker_kill_volatile``: SIGKILL Mosquitto, start it again with its
   persistence, or without it (its saved state deleted);
@@ -592,7 +594,7 @@ class Chaos:
     async def run_faults(self, until: float) -> None:
         plan = self.schedule()
         i = 0
-        while time.time() < until:
+        while i < len(plan) or time.time() < until:  # every kind once, whatever the time
             kind = plan[i] if i < len(plan) else self.rng.choice(self.kinds)
             i += 1
             fault = await self.inject(kind)

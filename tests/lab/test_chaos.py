@@ -29,7 +29,7 @@ def chaos(tmp_path: Path, *args: str, timeout_s: float = 300.0) -> subprocess.Co
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("chaos")
     out = tmp / "chaos.json"
-    done = chaos(tmp, "--seconds", "90", "--seed", "7", "--edges", "2", "--json", str(out))
+    done = chaos(tmp, "--seconds", "70", "--seed", "7", "--edges", "2", "--json", str(out))
     assert out.exists(), done.stderr[-3000:]
     return done.returncode, json.loads(out.read_text())
 
