@@ -429,6 +429,7 @@ class Chaos:
         self.root = root
         self.seconds = seconds
         self.rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not cryptography
+        self.wx = random.Random(seed + 1)  # noqa: S311 - the floods' own, so the faults' draws stay the seed's
         self.seed = seed
         self.n_edges = edges
         self.kinds = kinds
@@ -539,10 +540,11 @@ class Chaos:
     def _writes(dev: dict[str, Any], value: str) -> int:
         return int(dev["writes_by_value"].get("barrier_cmd", {}).get(value, 0))
 
-    async def flood(self, site: Site, high_s: float, *, then: Callable[[], Awaitable[None]] | None = None) -> None:
+    async def flood(self, site: Site, high_s: float, rng: random.Random, *,
+                    then: Callable[[], Awaitable[None]] | None = None) -> None:
         """One flood: water above the closing depth for ``high_s``, the barrier checked closed at the
         end, then the water lowered and the barrier opened from its panel."""
-        dev = await self._post(site, "/water", {"depth_cm": self.rng.uniform(CLOSING_CM + 5, CLOSING_CM + 25)})
+        dev = await self._post(site, "/water", {"depth_cm": rng.uniform(CLOSING_CM + 5, CLOSING_CM + 25)})
         fl = Flood(site.id, time.time(), self._writes(dev, "close"),
                    during_fault=self.fault_now if site.id in self.fault_sites else "")
         self.floods.append(fl)
@@ -560,17 +562,17 @@ class Chaos:
             self.say(f"{site.id}: FLOOD ENDED WITH THE BARRIER NOT CLOSED")
 
     async def weather(self) -> None:
-        """Floods at random sites, now and then, until cancelled."""
+        """Floods at random sites, now and then, until ``dry``."""
         while not self.dry:
-            await asyncio.sleep(self.rng.uniform(4.0, 12.0))
-            site = self.rng.choice(list(self.sites.values()))
+            await asyncio.sleep(self.wx.uniform(4.0, 12.0))
+            site = self.wx.choice(list(self.sites.values()))
             if self.dry:
                 return
             if site.lock.locked():
                 continue
             async with site.lock:
                 self.say(f"{site.id}: flood")
-                await self.flood(site, self.rng.uniform(10.0, 16.0))
+                await self.flood(site, self.wx.uniform(10.0, 16.0), self.wx)
 
     # --- sampling -------------------------------------------------------------------------------
 
@@ -620,7 +622,7 @@ class Chaos:
                         await site.edge.start()
                         fault.ended = time.time()
 
-                    await self.flood(site, rng.uniform(12.0, 16.0), then=kill_soon)
+                    await self.flood(site, rng.uniform(12.0, 16.0), rng, then=kill_soon)
                 return fault
             # a flood may be under way at the site: the fault does not wait for it
             if kind == "partition":
