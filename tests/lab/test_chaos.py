@@ -4,6 +4,7 @@ to close closed, every part recovered."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -11,9 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from lab.chaos import KINDS
+from lab.chaos import KINDS, Proxy, SiteBook, Snapshot, hub_key, record_key
+from shared.messages import Event, Priority, Quality, Reading, Reply, ReplyStatus
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,3 +91,73 @@ def test_bad_options_are_refused_in_one_line_before_anything_starts(
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("type_", "rec"), [
+    ("reading", Reading(seq=7, ts=1_795_000_000.123456, prio=Priority.TELEMETRY, device="barrier",
+                        point="water_depth_cm", value=21.5, quality=Quality.GOOD)),
+    ("event", Event(seq=8, ts=1_795_000_000.5, prio=Priority.ALARM, kind="local.barrier.close", device="barrier")),
+    ("reply", Reply(seq=9, ts=1_795_000_001.0, prio=Priority.REPLY, cmd_id="c-1", status=ReplyStatus.VERIFIED)),
+])
+def test_a_record_is_the_same_record_in_the_outbox_and_at_the_hub_in_any_epoch(type_: str, rec: Any) -> None:
+    """The count matches records by content, so a record carried into a new epoch is found."""
+    renumbered = msgspec.structs.replace(rec, seq=1, historical=True)
+    body = None if isinstance(rec, Reading) else msgspec.json.encode(renumbered).decode()
+    device = getattr(rec, "device", None)
+    point = rec.point if isinstance(rec, Reading) else None
+    assert record_key(rec) == hub_key(type_, rec.ts, device, point, body)
+    assert record_key(rec) != record_key(msgspec.structs.replace(rec, ts=rec.ts + 0.5))
+
+
+def test_what_a_fault_destroyed_is_what_the_file_no_longer_holds() -> None:
+    book = SiteBook()
+    k = [("reading", float(i), "barrier", "p") for i in range(6)]
+    before = Snapshot(epoch=5, next_seq=7, rows={4: k[4], 5: k[5], 6: k[0]})
+    book.note(before)
+    torn = Snapshot(epoch=5, next_seq=5, rows={4: k[4]})  # the log's tail is gone
+    assert book.destroy(before, torn) == 2
+    assert book.destroyed == {(5, 5), (5, 6)}
+    assert book.produced == {5: 6}  # what was produced stays produced
+    assert book.cursor[5] == 4  # reused seqs are read again
+    assert SiteBook().destroy(before, None) == 3  # a wiped box: everything it held
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(4), 5) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1024):
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def test_the_proxy_relays_resets_on_drop_and_holds_bytes_until_healed() -> None:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    proxy = Proxy(server.sockets[0].getsockname()[1])
+    await proxy.start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w.write(b"ping")
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        proxy.cut("hold")
+        w.write(b"held")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(r.readexactly(4), 0.5)
+        proxy.heal()
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"held"  # nothing lost, only late
+        proxy.cut("drop")
+        assert await _closed(r)  # the connection was reset
+        r2, _ = await asyncio.open_connection("127.0.0.1", proxy.port)
+        assert await _closed(r2)  # and a new one is refused
+        proxy.heal()
+        r3, w3 = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w3.write(b"back")
+        assert await asyncio.wait_for(r3.readexactly(4), 5) == b"back"
+    finally:
+        proxy.close()
+        server.close()
