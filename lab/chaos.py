@@ -314,8 +314,11 @@ class SiteBook:
     """(epoch, seq) whose only copy a fault destroyed (with their contents, if known)."""
     destroyed_keys: set[Key] = field(default_factory=set)
     final: Snapshot | None = None
+    current: int | None = None
+    """The epoch of the last look at the outbox."""
 
     def note(self, snap: Snapshot) -> None:
+        self.current = snap.epoch
         top = max([snap.next_seq - 1, *snap.rows])
         self.produced[snap.epoch] = max(self.produced.get(snap.epoch, 0), top)
         for seq, key in snap.rows.items():
@@ -773,12 +776,13 @@ class Chaos:
             bg[2].cancel()
 
     async def drain(self) -> None:
-        """Wait (up to a minute) until the hub committed everything each outbox held, stop the
-        edges, and read their outboxes one last time."""
+        """Wait (up to a minute) until the hub committed everything each outbox's current epoch
+        held, stop the edges, and read their outboxes one last time."""
         for site in self.sites.values():
             site.proxy.heal()
         deadline = time.time() + 60.0
-        marks = {s.id: dict(s.book.produced) for s in self.sites.values()}
+        marks = {s.id: {s.book.current: s.book.produced[s.book.current]} if s.book.current is not None else {}
+                 for s in self.sites.values()}
         while time.time() < deadline:
             if await asyncio.to_thread(self._committed_through, marks):
                 break
