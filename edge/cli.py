@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -61,6 +62,8 @@ def register(cli: Cli) -> None:
         "--replay", metavar="floodnet[:SEL]|walnut-creek[:DAY]", help="drive the water/rain from a recorded event"
     )
     p.add_argument("--speed", type=float, default=60.0, help="replay speed-up (default 60)")
+    p.add_argument("--control", metavar="HOST:PORT",
+                   help="serve the HTTP control API here (loopback only; see edge/sim/control.py)")
 
     g = "the edge agent (one per site, a systemd service)"
     p = cli.subcommand("edge", "status", "what the site's outbox holds: epoch, seqs, records waiting, last ack",
@@ -205,7 +208,13 @@ async def _serve(args: argparse.Namespace, profile: Profile) -> int:
         kwargs = {"transport": "pty"}
     else:
         kwargs = {"transport": "serial", "serial_device": args.serial}
-    async with run_simulator(profile, unit_id=args.unit_id, **kwargs) as sim:
+    from edge.sim.control import loopback, serve_control  # only here: the other commands need no aiohttp
+
+    control_addr = loopback(args.control) if args.control else None
+    async with run_simulator(profile, unit_id=args.unit_id, **kwargs) as sim, contextlib.AsyncExitStack() as stack:
+        if control_addr is not None:
+            ctl = await stack.enter_async_context(serve_control(sim.devices, *control_addr))
+            print(f"control {ctl.url}", file=sys.stderr, flush=True)
         _faults_from(args, sim.faults, profile)
         if args.water_cm is not None:
             sim.physics.water.depth_cm = args.water_cm
