@@ -45,6 +45,7 @@ from shared.tls import TlsFiles
 from shared.tomlread import Table
 
 _SITE_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+MAX_SLOPE_WINDOW_SAMPLES: Final = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,6 +171,10 @@ def _slope(file: str, t: Table) -> SlopeSection:
     if s.velocity_window_days * 86400.0 < 3 * s.sample_every_s:
         raise ConfigError(file, "slope.velocity_window_days", f"a window of {s.velocity_window_days:g} days holds "
                           f"fewer than 3 samples taken every {s.sample_every_s:g} s (slope.sample_every_s)")
+    if s.velocity_window_days * 86400.0 > MAX_SLOPE_WINDOW_SAMPLES * s.sample_every_s:
+        raise ConfigError(file, "slope.sample_every_s", f"{s.sample_every_s:g} s puts more than "
+                          f"{MAX_SLOPE_WINDOW_SAMPLES} samples in a {s.velocity_window_days:g}-day window "
+                          "(the detector refits its windows at every sample)")
     return s
 
 

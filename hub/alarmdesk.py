@@ -72,17 +72,7 @@ from hub.errors import Conflict, NotFound, Refused
 from hub.incidents import FloodGrouper
 from hub.live import AlarmChanged, IncidentChanged
 from hub.outlet import Outlet, live_after
-from hub.rules import (
-    Rule,
-    RuleKind,
-    Sample,
-    Verdict,
-    as_text,
-    edge_rule,
-    evaluate,
-    rules_for,
-    stale_verdict,
-)
+from hub.rules import Rule, RuleKind, Sample, Verdict, as_text, edge_rule, evaluate, rules_for, stale_verdict
 from hub.state import AlarmMem, HistoryCursor, HubState, PointMem
 from hub.store import Tx
 from shared import messages, site_events
@@ -446,6 +436,7 @@ class AlarmDesk:
                 (site, device, point, rule, area, priority, reason, tx.now, device),
             )
             assert cur.lastrowid is not None
+            # the source is the reporting part, named as the alarm's device (``forwarding``)
             am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority, isa.Alarm(), source=device)
             st.add_alarm(am)
         if not am.alarm.active:
@@ -459,7 +450,6 @@ class AlarmDesk:
             return False
         self._transition(tx, am, isa.Action(isa.AlarmEvent.CLEAR, isa.SYSTEM, reason, tx.now), message=reason)
         return True
-
 
 def _slide(w: deque[tuple[float, float]], ts: float, num: float, span: float) -> None:
     """Append a good sample to a rate-of-rise window and drop what is older than ``span``."""

@@ -203,7 +203,23 @@ def m007_epochs(db: Database) -> None:
     db.execute("ALTER TABLE seq_gaps ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
-def m008_exercises(db: Database) -> None:
+def m008_forward_visibility(db: Database) -> None:
+    """What forwarding did not send, counted by reason (persisted: they count real events), and
+    the console alarm each escalation raised (hub/alerting.py rules 5-6)."""
+    db.execute(
+        "CREATE TABLE fwd_not_forwarded ("
+        " reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE fwd_escalation_alarms ("
+        " delivery_id INTEGER PRIMARY KEY, alarm_id INTEGER NOT NULL REFERENCES alarms (id),"
+        " raised_at REAL NOT NULL, settled_at REAL)"
+    )
+    db.execute("CREATE INDEX fwd_escalation_alarms_open ON fwd_escalation_alarms (delivery_id)"
+               " WHERE settled_at IS NULL")
+
+
+def m009_exercises(db: Database) -> None:
     """Exercises (DESIGN §3: a drill over an area), the exercise each command and operation
     belongs to, a self-test reply's per-point report, and each operation's plan per device."""
     db.execute(
@@ -222,22 +238,6 @@ def m008_exercises(db: Database) -> None:
         " cmd_id TEXT REFERENCES commands (cmd_id), reason TEXT NOT NULL DEFAULT '',"
         " PRIMARY KEY (operation_id, n)) WITHOUT ROWID"
     )
-
-
-def m008_forward_visibility(db: Database) -> None:
-    """What forwarding did not send, counted by reason (persisted: they count real events), and
-    the console alarm each escalation raised (hub/alerting.py rules 5-6)."""
-    db.execute(
-        "CREATE TABLE fwd_not_forwarded ("
-        " reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE fwd_escalation_alarms ("
-        " delivery_id INTEGER PRIMARY KEY, alarm_id INTEGER NOT NULL REFERENCES alarms (id),"
-        " raised_at REAL NOT NULL, settled_at REAL)"
-    )
-    db.execute("CREATE INDEX fwd_escalation_alarms_open ON fwd_escalation_alarms (delivery_id)"
-               " WHERE settled_at IS NULL")
 
 
 def m001_outbox(db: Database) -> None:
@@ -307,7 +307,7 @@ def m006_quarantine_bounds(db: Database) -> None:
     db.execute("CREATE INDEX quarantine_received ON quarantine (received_at)")
 
 
-def m008_alarm_sources(db: Database) -> None:
+def m010_alarm_sources(db: Database) -> None:
     """Alarms from the edge's own events (shared/site_events.py) beside the rules' (``source``),
     and alarms judged from late data (DESIGN §6): ``late`` marks an alarm whose current episode
     was raised or cleared from a record that came late, ``cond_ts`` is the record time of the last
@@ -340,9 +340,9 @@ MIGRATIONS: Final = (
     Migration(CCTV, m001_evidence),
     Migration(CORE, m006_quarantine_bounds),
     Migration(CORE, m007_epochs),
-    Migration(CORE, m008_exercises),
     Migration(CORE, m008_forward_visibility),
-    Migration(CORE, m008_alarm_sources),
+    Migration(CORE, m009_exercises),
+    Migration(CORE, m010_alarm_sources),
 )
 """The hub database's schema, in order (rule 1)."""
 

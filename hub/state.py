@@ -79,7 +79,8 @@ class AlarmMem:
     alarm: isa.Alarm
     incident_id: int | None = None
     source: str = "rule"
-    """``rule`` (the hub's rules, hub/rules.py) or ``edge`` (the edge's events, shared/site_events.py)."""
+    """``rule`` (the hub's rules, hub/rules.py), ``edge`` (the edge's events, shared/site_events.py), or
+    another hub part that reported a condition (``forwarding``: an escalation)."""
     cond_ts: float = -math.inf
     """The record time of the last change of the condition (hub/alarmdesk.py, ordering rules)."""
     late: bool = False

@@ -1,4 +1,4 @@
-"""``jikimi demo`` and ``jikimi bench …``: the commands that wire whole systems together."""
+"""``jikimi demo``, ``jikimi chaos`` and ``jikimi bench …``: the commands that wire whole systems together."""
 
 from __future__ import annotations
 
@@ -36,10 +36,35 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return bench_ingest.main(args)
 
 
+def _bench_latency(args: argparse.Namespace) -> int:
+    from lab.bench_edge import machine, write_report
+    from lab.bench_latency import measure_latency
+
+    report = {"machine": machine(), **asyncio.run(measure_latency(trials=args.trials, seed=args.seed))}
+    write_report(args.json, report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _bench_fuzz(args: argparse.Namespace) -> int:
     from lab import fuzz
 
     return fuzz.main(args)
+
+
+def _chaos(args: argparse.Namespace) -> int:
+    from lab import chaos
+
+    try:
+        kinds = chaos.parse_kinds(args.faults)
+    except ValueError as exc:
+        raise JikimiError(str(exc)) from None
+    if not 30 <= args.seconds <= 86400:
+        raise JikimiError("--seconds: between 30 and 86400")
+    if not 1 <= args.edges <= 32:
+        raise JikimiError("--edges: between 1 and 32")
+    return asyncio.run(chaos.run_chaos(args.dir, seconds=args.seconds, seed=args.seed, edges=args.edges,
+                                       kinds=kinds, json_out=args.json, quiet=args.quiet))
 
 
 def register(cli: Cli) -> None:
@@ -49,6 +74,16 @@ def register(cli: Cli) -> None:
     p.add_argument("--json", type=Path, help="write the timeline and its figures here")
     p.add_argument("--forward-to", help="also send every alert as CAP 1.2 over HTTP POST to this URL")
     p.add_argument("--speed", type=float, help="storm replay speed (default: the storm fits the duration)")
+
+    p = cli.command("chaos", "a real multi-process deployment under a seeded schedule of faults; counts what was lost",
+                    _chaos)
+    p.add_argument("--seconds", type=float, default=600.0, help="how long faults are injected (default 600)")
+    p.add_argument("--seed", type=int, default=1, help="the schedule's random seed (default 1)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the figures here")
+    p.add_argument("--edges", type=int, default=4, help="sites, each an edge beside its simulator (default 4)")
+    p.add_argument("--faults", metavar="KIND,KIND", help="only these fault kinds (default: all; see lab/chaos.py)")
+    p.add_argument("--dir", type=Path, default=Path("var/chaos"), help="state of the run (deleted first)")
+    p.add_argument("--quiet", action="store_true", help="no timeline on stdout")
 
     g = "benchmarks, each with the machine and a reference measured in the same run"
     p = cli.subcommand("bench", "edge", "measure the edge's device I/O", _bench_edge, group_help=g)
@@ -63,6 +98,12 @@ def register(cli: Cli) -> None:
     p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--json", type=Path, required=True, help="write the results here")
+
+    p = cli.subcommand("bench", "latency", "water crossing → barrier write, console alarm, CAP acknowledged",
+                       _bench_latency)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seed", type=int, default=7, help="the trials' phases against the polls")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE")
 
     p = cli.subcommand("bench", "fuzz", "fuzz every parser of outside input (atheris; Hypothesis where it cannot run)",
                        _bench_fuzz)

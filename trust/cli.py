@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,7 +113,8 @@ def _provision_serve(args: argparse.Namespace) -> int:
 
 def _broker_config(args: argparse.Namespace) -> int:
     cfg = broker.write_config(
-        args.pki, args.out, port=args.port, bind=args.bind, user=args.user, dry_run=args.dry_run
+        args.pki, args.out, port=args.port, bind=args.bind, user=args.user, persistence=not args.no_persistence,
+        persistence_dir=args.persistence_dir, dry_run=args.dry_run,
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
     return 0
@@ -127,10 +127,13 @@ def _broker_acl(args: argparse.Namespace) -> int:
 
 
 def _broker_run(args: argparse.Namespace) -> int:
-    out = args.out or Path(tempfile.mkdtemp(prefix="jikimi-broker-"))
-    cfg = broker.write_config(args.pki, out, port=args.port, bind=args.bind)
-    print(f"config in {cfg.conf}", file=sys.stderr)
-    return broker.run(cfg)
+    out: Path = args.out
+    cfg = broker.write_config(args.pki, out, port=args.port, bind=args.bind, persistence=not args.no_persistence,
+                              log_file=out / "mosquitto.log")
+    state = f"persistence in {out / 'data'}" if not args.no_persistence else "no persistence (a restart forgets)"
+    print(f"broker state in {out}: config {cfg.conf.name}, log mosquitto.log, pid mosquitto.pid, {state}; "
+          f"mTLS on {args.bind}:{cfg.port}", file=sys.stderr)
+    broker.exec_broker(cfg, out / "mosquitto.pid")
 
 
 def _degrees(name: str) -> Callable[[str], float]:
@@ -214,6 +217,10 @@ def register(cli: Cli) -> None:
     p.add_argument("--port", type=int, default=broker.DEFAULT_PORT)
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--user", help="account Mosquitto runs as (default: the current user)")
+    p.add_argument("--no-persistence", action="store_true",
+                   help="keep no sessions, queued or retained messages across a restart")
+    p.add_argument("--persistence-dir", type=Path,
+                   help="where Mosquitto keeps them (default OUT/data)")
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)
@@ -221,9 +228,13 @@ def register(cli: Cli) -> None:
     p.add_argument("--out", type=Path, required=True, help="the broker config folder")
     p.add_argument("--pid", type=int, help="the running broker to reload (SIGHUP)")
 
-    p = cli.subcommand("broker", "run", "run Mosquitto with that config in the foreground", _broker_run)
+    p = cli.subcommand("broker", "run", "write the config, then become Mosquitto (exec) in the foreground",
+                       _broker_run)
     p.add_argument("--pki", type=Path, required=True)
-    p.add_argument("--out", type=Path, help="where to write the config (default: a new temp folder)")
+    p.add_argument("--out", type=Path, default=Path("var/broker"),
+                   help="the broker's state: config, ACL, persistence, log, pid file (default var/broker)")
     p.add_argument("--port", type=int, default=broker.DEFAULT_PORT)
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--no-persistence", action="store_true",
+                   help="keep no sessions, queued or retained messages across a restart")
 

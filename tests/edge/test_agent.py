@@ -122,8 +122,14 @@ async def _terminal(hub: RealHub, site: str, cmd_id: str, n: int = 1) -> list[m.
             m.ReplyStatus.REJECTED,
             "not an action of barrier",
         ),
+        (
+            lambda s, k: sign_command(_command(s, m.Action.BARRIER_CLOSE, exercise=True), k).__replace__(
+                exercise=False),
+            m.ReplyStatus.REJECTED,
+            "signature",
+        ),
     ],
-    ids=["forged", "expired", "unknown-device", "unknown-action"],
+    ids=["forged", "expired", "unknown-device", "unknown-action", "drill-turned-real"],
 )
 async def test_bad_commands_are_refused_with_the_reason(
     commanded_site: tuple[str, Simulator, RealHub],

@@ -86,6 +86,7 @@ def test_a_slope_section_sets_the_detector(site_cfg: tuple[Path, str]) -> None:
         (("[policy]", "[slope]\nvelocity_window_days = 0.5\n[policy]"), "slope.velocity_window_days",
          "fewer than 3 samples"),
         (("[policy]", "[slope]\nwindow_days = 2\n[policy]"), "slope.window_days", "unknown key"),
+        (("[policy]", "[slope]\nsample_every_s = 1\n[policy]"), "slope.sample_every_s", "more than 2000 samples"),
     ],
     ids=[
         "unknown-key",
@@ -102,6 +103,7 @@ def test_a_slope_section_sets_the_detector(site_cfg: tuple[Path, str]) -> None:
         "slope-noise",
         "slope-window-too-short",
         "slope-unknown-key",
+        "slope-window-too-many-samples",
     ],
 )
 def test_errors_name_file_and_key(site_cfg: tuple[Path, str], edit: tuple[str, str], key: str, problem: str) -> None:
