@@ -262,6 +262,7 @@ class SimDevice:
                 return f"{unit}:ER:{ERR_BAD_VALUE}"
             if point.allowed and value not in point.allowed:
                 return f"{unit}:ER:{ERR_BAD_VALUE}"
+            self.writes.append((point.name, value))
             self.physics.command(point.name, value)
         return f"{unit}:OK:{key}:{self.text(point)}"
 
