@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -151,8 +152,8 @@ async def system(test_pki: PkiFixture, broker: RunningBroker,
             try:
                 system = System(hub, sites, ca, centre)
                 async with client(system, "olive") as c:
-                    for s in sites.values():  # every device known to the hub (its birth) before any command
-                        await _until(lambda s=s: _has_device(c, s.site), 30.0, f"{s.site} reported its device")
+                    for site in (s.site for s in sites.values()):  # the hub knows every device (its birth)
+                        await _until(partial(_has_device, c, site), 30.0, f"{site} reported its device")
                 yield system
             finally:
                 for t in tasks:
@@ -161,24 +162,13 @@ async def system(test_pki: PkiFixture, broker: RunningBroker,
             s.agent.close()
 
 
-def client(system: System, user: str) -> Any:
-    return _LoggedIn(system, user)
-
-
-class _LoggedIn:
-    def __init__(self, system: System, user: str) -> None:
-        self.system, self.user = system, user
-        self._cm: Any = None
-
-    async def __aenter__(self) -> ApiClient:
-        self._cm = api_client(self.system.hub, self.system.ca)
-        c: ApiClient = await self._cm.__aenter__()
-        r = await c.login(self.user)
+@asynccontextmanager
+async def client(system: System, user: str) -> AsyncIterator[ApiClient]:
+    """An HTTPS API session logged in as ``user`` (tests/hub/conftest.py USERS)."""
+    async with api_client(system.hub, system.ca) as c:
+        r = await c.login(user)
         assert r.status == 200, await r.text()
-        return c
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._cm.__aexit__(*exc)
+        yield c
 
 
 async def _has_device(c: ApiClient, site: str) -> bool:
@@ -377,6 +367,22 @@ async def test_params_the_vocabulary_does_not_allow_are_refused_before_signing(
     assert len(site.sim.device.writes) == writes_before
 
 
+@pytest.mark.parametrize(("device", "action", "status", "says"), [
+    ("barrier-9", Action.BARRIER_CLOSE.value, 422, "unknown device"),
+    (DEVICE, "barrier.explode", 422, "barrier.explode"),
+], ids=["unknown-device", "unknown-action"])
+async def test_a_command_for_no_such_device_or_action_is_refused(
+        system: System, device: str, action: str, status: int, says: str) -> None:
+    site = system.sites[Kind.UNDERPASS]
+    writes_before = len(site.sim.device.writes)
+    async with client(system, "sam") as sam:
+        r = await sam.post("/api/commands", {"site": site.site, "device": device, "action": action,
+                                             "reason": "hostile sender"})
+        assert r.status == status, await r.text()
+        assert says in (await r.json())["error"]
+    assert len(site.sim.device.writes) == writes_before
+
+
 # --- the operator's storm: evacuate, block, reopen ----------------------------------------------
 
 
@@ -455,7 +461,8 @@ async def test_reopen_after_the_water_falls_needs_two_supervisors_and_is_verifie
     await _water(system, site, high)
     await _until(lambda: site.shows(readback) == closed, 30.0, f"{site.site} closed at high water")
     async with client(system, "sam") as sam, client(system, "sue") as sue:
-        req = {"site": site.site, "device": DEVICE, "action": opening.value, "params": {}, "reason": "reopen"}
+        req: dict[str, Any] = {"site": site.site, "device": DEVICE, "action": opening.value, "params": {},
+                               "reason": "reopen"}
         r = await sam.post("/api/commands", req)
         assert r.status == 422, await r.text()  # the water is high: refused, with the reading that fails
         assert "reopening depth" in (await r.json())["error"]

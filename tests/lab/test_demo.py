@@ -23,7 +23,9 @@ def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_a
     assert figures["barrier_closed_locally"] is True
     assert len(figures["barriers_closed_locally"]) == 4  # every underpass of the demo
     assert figures["records_sent"] > 1000
+    assert figures["outboxes_drained"] is True  # stopped producing, drained, then counted
     assert figures["records_committed"] == figures["records_sent"]
+    assert figures["forwarding_settled"] is True
     assert figures["alerts"] > 0
     assert figures["alerts_acknowledged"] is True
     assert figures["city_centre_received"] == figures["alerts"]
@@ -31,5 +33,12 @@ def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_a
     assert figures["cap_signed_verified"] == figures["cap_received"]  # every CAP message verified with the CA
     assert figures["latency_ms"]["crossing_to_closed"] is not None
     assert figures["latency_ms"]["crossing_to_cap_ack"] is not None
+    for site, up in figures["underpasses"].items():  # each crossing's own alert, acknowledged after it
+        assert up["crossing_alert"], site
+        assert up["crossing_to_cap_ack_ms"] is not None, site
+        assert up["crossing_to_cap_ack_ms"] > 0, site
+    # the storm drains: every underpass and gate falls below its reopening depth within the demo
+    assert len(figures["below_reopening_s"]) == 6
+    assert all(t is not None and t < 120 for t in figures["below_reopening_s"].values()), figures["below_reopening_s"]
     assert any("barrier closed" in line["what"] for line in figures["timeline"])
     assert (tmp_path / "var" / "demo" / "credentials.txt").is_file()  # fresh passwords, no defaults
