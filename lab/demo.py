@@ -22,7 +22,8 @@ acknowledgements, how many CAP messages the receivers got and how many of those 
 signature that verified against the demo CA (``cap_received``, ``cap_signed_verified``); per
 underpass the latency from the water crossing 15 cm to the barrier closed and to the city
 centre's acknowledgement of the crossing's own CAP alert (the first raise of the underpass's
-closing-depth alarm); and per underpass and gate when its water fell below its reopening depth.
+closing-depth alarm; ``crossing_to_alarm_ms``: that raise committed at the hub); and per
+underpass and gate when its water fell below its reopening depth (``below_reopening_s``).
 """
 
 from __future__ import annotations
@@ -180,7 +181,7 @@ async def _watch_underpasses(sims: dict[str, Any], ups: dict[str, Underpass], dr
                 d.flooded = True
             elif d.flooded and d.below_at_s is None and depth < d.reopening_cm:
                 d.below_at_s = round(time.monotonic() - tl.started, 1)
-                tl.say(f"{site}: water {depth:.1f} cm, below the reopening depth {d.reopening_cm:g} cm: "
+                tl.say(f"{site}: water {depth:.2f} cm, below the reopening depth {d.reopening_cm:g} cm: "
                        "a reopen may be asked for (one supervisor asks, another approves)")
         await asyncio.sleep(0.02)
 
@@ -420,9 +421,11 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
             return conn.execute(sql).fetchone()[0]
 
         # the crossing's own alert: the first raise (CAP Alert) of the underpass's closing-depth
-        # alarm, and the city centre's acknowledgement of that message
+        # alarm, queued in the transaction that raised the alarm, and the city centre's
+        # acknowledgement of that message
         acked_at = {site: conn.execute(
-            "SELECT d.acked_at, m.identifier FROM fwd_messages m JOIN alarms a ON m.thread = 'alarm:' || a.id"
+            "SELECT d.acked_at, m.identifier, m.created_at"
+            " FROM fwd_messages m JOIN alarms a ON m.thread = 'alarm:' || a.id"
             " LEFT JOIN fwd_deliveries d ON d.identifier = m.identifier AND d.recipient = 'city-centre'"
             " WHERE a.site = ? AND a.point = 'water_depth_cm' AND a.rule = 'closing_depth'"
             " AND m.msg_type = 'Alert' ORDER BY m.created_at LIMIT 1", (site,)).fetchone()
@@ -445,16 +448,19 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
     per_site = {}
     for site, up in ups.items():
         row = got["acked_at"].get(site)
-        ack, alert = row if row is not None else (None, None)
+        ack, alert, raised = row if row is not None else (None, None, None)
         per_site[site] = {
             "crossing_to_closed_ms": None if up.crossed_wall is None or up.closed_wall is None
             else round((up.closed_wall - up.crossed_wall) * 1000),
+            "crossing_to_alarm_ms": None if up.crossed_wall is None or raised is None
+            else round((raised - up.crossed_wall) * 1000),
             "crossing_to_cap_ack_ms": None if up.crossed_wall is None or ack is None
             else round((ack - up.crossed_wall) * 1000),
             "crossing_alert": alert,
         }
     closed = [v["crossing_to_closed_ms"] for v in per_site.values() if v["crossing_to_closed_ms"] is not None]
     acked = [v["crossing_to_cap_ack_ms"] for v in per_site.values() if v["crossing_to_cap_ack_ms"] is not None]
+    alarmed = [v["crossing_to_alarm_ms"] for v in per_site.values() if v["crossing_to_alarm_ms"] is not None]
     received = centre.alerts()
     cap = [a for a in received + fire.alerts() if a.format == "cap"]
     return {
@@ -473,6 +479,7 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         "cap_signed_verified": sum(1 for a in cap if a.verified),
         "latency_ms": {
             "crossing_to_closed": max(closed) if closed else None,
+            "crossing_to_alarm": max(alarmed) if alarmed else None,
             "crossing_to_cap_ack": max(acked) if acked else None,
         },
         "underpasses": per_site,

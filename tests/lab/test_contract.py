@@ -52,6 +52,9 @@ DEVICE = "device"
 GATE_CLOSING_CM = 100.0
 GATE_REOPENING_CM = 50.0
 """A river gate's policy (as the demo's): it closes at 100 cm of river and reopens below 50 cm."""
+DEPTH = {Kind.UNDERPASS: "water_depth_cm", Kind.RIVER_GATE: "water_level_cm"}
+"""The point whose water an opening is checked against: the underpass's own depth (the edge's
+default) and the gate's river level (its ``depth_source``)."""
 PROFILES: dict[Kind, Path] = {load_profile(p).kind: p for p in sorted(profiles_dir().glob("*.toml"))}
 COMMAND_S = 40.0
 """Generous: a command's whole path, poll to read-back, is a few seconds here."""
@@ -90,7 +93,7 @@ def _site_toml(path: Path, pki: PkiFixture, broker: RunningBroker, site: str, ki
     d = pki.dir
     gate = kind is Kind.RIVER_GATE
     policy = f"closing_depth_cm = {GATE_CLOSING_CM}\nreopening_depth_cm = {GATE_REOPENING_CM}\n" if gate else ""
-    depth_source = f'depth_source = "{DEVICE}.water_level_cm"\n' if gate else ""
+    depth_source = f'depth_source = "{DEVICE}.{DEPTH[Kind.RIVER_GATE]}"\n' if gate else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""[site]
 id = "{site}"
@@ -251,7 +254,7 @@ async def _water(system: System, site: Site, depth_cm: float) -> None:
     site.sim.physics.water.series = ()
     site.sim.physics.water.rain_mm_per_h = 0.0
     site.sim.physics.water.depth_cm = depth_cm
-    point = "water_level_cm" if site.kind is Kind.RIVER_GATE else "water_depth_cm"
+    point = DEPTH[site.kind]
     async with client(system, "vera") as c:
         async def seen() -> bool:
             r = await c.get(f"/api/sites/{site.site}/latest")
