@@ -37,7 +37,7 @@ from hub.forward import capread
 from hub.forward.capread import shipped_schema
 from hub.service import Hub, running
 from shared import vocabulary
-from shared.messages import Action
+from shared.messages import Action, Quality
 from shared.paths import profiles_dir
 from shared.profiles import Kind, Profile, Transport, load_profile
 from shared.vocabulary import Operation
@@ -321,12 +321,15 @@ async def test_an_offered_action_is_verified_and_the_device_shows_it(system: Sys
 
 
 SELFTESTS = [k for k in PROFILES if Action.DEVICE_SELFTEST in vocabulary.offers(k)]
+SENSOR_FAULTS = [(k, p.name) for k in SELFTESTS for p in load_profile(PROFILES[k]).polled if p.sensor_fault is not None]
+"""Points whose profile declares the raw value the device reports when the sensor failed."""
 
 
-@pytest.mark.parametrize("kind", SELFTESTS, ids=lambda k: k.value)
-async def test_a_selftest_of_a_device_with_a_faulty_sensor_fails_naming_the_point(system: System, kind: Kind) -> None:
+@pytest.mark.parametrize("case", SENSOR_FAULTS, ids=lambda c: f"{c[0].value}-{c[1]}")
+async def test_a_selftest_of_a_device_with_a_failed_sensor_fails_naming_the_point(
+        system: System, case: tuple[Kind, str]) -> None:
+    kind, point = case
     site = system.sites[kind]
-    point = next(p.name for p in site.profile.polled if not p.writable)
     site.sim.faults.sensor_fault.add(point)
     try:
         cmd = await _send(system, site, Action.DEVICE_SELFTEST, {})
@@ -334,6 +337,21 @@ async def test_a_selftest_of_a_device_with_a_faulty_sensor_fails_naming_the_poin
         site.sim.faults.sensor_fault.discard(point)
     assert cmd["state"] == "failed", cmd
     assert point in cmd["detail"], cmd
+
+
+@pytest.mark.parametrize("kind", SELFTESTS, ids=lambda k: k.value)
+async def test_a_selftest_of_a_device_that_does_not_answer_fails(system: System, kind: Kind) -> None:
+    site = system.sites[kind]
+    site.sim.faults.silent = True
+    try:
+        cmd = await _send(system, site, Action.DEVICE_SELFTEST, {})
+    finally:
+        site.sim.faults.silent = False
+        back = time.time()
+    assert cmd["state"] == "failed", cmd
+    assert cmd["detail"], cmd
+    await _until(lambda: any(r.ts > back and r.quality is Quality.GOOD for r in site.agent.latest.values()),
+                 COMMAND_S, f"{site.site} answering again")
 
 
 @pytest.mark.parametrize("case", NOT_OFFERED, ids=_id)
