@@ -165,12 +165,21 @@ def _drains(spec: SiteSpec) -> Drains | None:
 
 async def _watch_underpasses(sims: dict[str, Any], ups: dict[str, Underpass], drains: dict[str, Drains],
                              tl: Timeline) -> None:
+    """Every 20 ms: each device's physics advanced to now; the crossing's time is interpolated
+    between the last two looks, so it is never later than when the device first reported it."""
+    last: dict[str, tuple[float, float]] = {}
     while True:
         for site, up in ups.items():
+            sims[site].device.refresh()
             phys = sims[site].physics
-            if up.crossed_wall is None and phys.water.depth_cm >= CLOSING_CM:
-                up.crossed_wall = time.time()
-                tl.say(f"{site}: water crossed {CLOSING_CM:g} cm ({phys.water.depth_cm:.1f} cm)")
+            now, depth = time.time(), phys.water.depth_cm
+            before = last.get(site, (now, depth))
+            last[site] = (now, depth)
+            if up.crossed_wall is None and depth >= CLOSING_CM:
+                t0, d0 = before
+                rose = d0 < CLOSING_CM and depth > d0
+                up.crossed_wall = t0 + (now - t0) * (CLOSING_CM - d0) / (depth - d0) if rose else now
+                tl.say(f"{site}: water crossed {CLOSING_CM:g} cm ({depth:.1f} cm)")
             if up.crossed_wall is not None and up.closed_wall is None and phys.barrier.limit_closed:
                 up.closed_wall = time.time()
                 tl.say(f"{site}: barrier closed (limit switch), "

@@ -42,3 +42,21 @@ def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_a
     assert all(t is not None and t < 120 for t in figures["below_reopening_s"].values()), figures["below_reopening_s"]
     assert any("barrier closed" in line["what"] for line in figures["timeline"])
     assert (tmp_path / "var" / "demo" / "credentials.txt").is_file()  # fresh passwords, no defaults
+
+
+def test_the_shipped_storm_floods_every_underpass_and_gate_and_drains_below_their_reopening_depth() -> None:
+    """The demo's water (the creek's measured rise × each site's scale) crosses each closing depth
+    and ends below each reopening depth, so a reopen can be practised before the demo ends."""
+    from lab import demo
+
+    stage, rain = demo.storm_series()
+    assert [t for t, _ in stage] == [i * 300.0 for i in range(len(stage))]  # every 5 minutes, no gap
+    assert stage[-1][0] == demo.STORM_S - 300.0
+    assert len(rain) == len(stage)
+    for spec in demo.SITES:
+        d = demo._drains(spec)
+        if d is None:
+            continue
+        water = [v * spec.scale for _t, v in stage]
+        assert max(water) >= d.closing_cm, spec.site
+        assert water[-1] < d.reopening_cm, spec.site
