@@ -429,6 +429,8 @@ async def test_evacuate_verifies_every_device_command_and_the_centre_acknowledge
     before = {a.identifier for a in system.centre.alerts()}
     cmds = await _operation(system, Operation.EVACUATE)
     assert sorted((c["site"], c["action"], c["params"]) for c in cmds) == _planned(system, Operation.EVACUATE)
+    assert {Kind.FLOOD_ALARM, Kind.RIVER_GATE} <= {k for k, s in system.sites.items()  # and an underpass: no steps
+                                                  if any(c["site"] == s.site for c in cmds)}
     assert {c["state"] for c in cmds} == {"verified"}, cmds
     kinds = {s.site: s for s in system.sites.values()}
     for c in cmds:
