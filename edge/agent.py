@@ -29,6 +29,21 @@ depth samples; if the forecaster falls that far behind, the oldest samples are d
 counted (``inference.dropped``): the forecaster resamples its input, and the 15 cm rule acts
 on every reading regardless.
 
+**Stale.** A point's *age limit* is ``STALE_AFTER_POLLS`` (3) times its poll interval from the
+profile (a derived point: its source's): a value not read again within two missed polls and
+a period of slack is no longer the device's present state. The recorder checks every
+``RECORD_FLUSH_S``; a ``good`` value older than its limit becomes ``stale`` in ``latest`` and
+goes out as a ``stale`` reading with its original value and acquisition time (never
+re-stamped), once; the policy then treats it as untrusted. A failed poll is ``comm_fail``, not
+stale: stale is what a stalled or lagging line produces.
+
+**Slope.** Every displacement meter's ``displacement_mm`` feeds a :class:`SlopeDetector`
+(edge/inference/slope.py, settings from the site's ``[slope]``), one sample per
+``slope.sample_every_s``. A meter's grade is the more severe of the detector's level
+(normal, watch, warning, alarm) and the policy's velocity grade (normal, warning, alarm);
+each change of it is one ``displacement.<grade>`` event, of ``alarm`` priority for
+``displacement.alarm``, naming both sources.
+
 A device whose config names ``model = "flood"`` gets a :class:`FloodForecaster` on its
 ``water_depth_cm``; the forecaster's history restarts when the surface goes from dry to wet
 (the FloodNet events the model learnt from start that way). Its warning is the policy's
@@ -48,10 +63,10 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import msgspec
 
@@ -63,13 +78,17 @@ from edge.drivers.modbus import ModbusDevice, ModbusLine
 from edge.drivers.scheduler import BusScheduler, DeviceLink
 from edge.drivers.serial_line import SerialLineDevice
 from edge.errors import DeviceError, OutboxError
-from edge.outbox import open_outbox
+from edge.outbox import OUTBOX_FILE, open_outbox
 from edge.policy import Decision, LocalAction, PolicyDevice, PolicyEvent, PolicyState, decide, default_depth
 from edge.uplink import Uplink, UplinkConfig
 from shared import messages as m
 from shared import vocabulary
 from shared.errors import ConfigError
+from shared.profiles import Kind, Point, Profile
 from shared.signing import load_public_key
+
+if TYPE_CHECKING:
+    from edge.inference.slope import SlopeDetector
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +97,14 @@ RECORD_FLUSH_S: Final = 0.1
 WET_CM: Final = 0.5  # below this a surface counts as dry (a new flood event starts when it gets wet)
 HEALTH_EVERY_S: Final = 60.0
 MAX_PENDING: Final = 100_000  # records held in memory while the outbox cannot take them
+STALE_AFTER_POLLS: Final = 3.0
+DISPLACEMENT_GRADES: Final = ("normal", "watch", "warning", "alarm")  # in rising severity
+
+
+def age_limit_s(profile: Profile, point: Point) -> float:
+    """How old a point's value may be before it is ``stale`` (see the module docstring)."""
+    source = profile.points.get(point.derived.source, point) if point.derived is not None else point
+    return STALE_AFTER_POLLS * source.poll_s
 
 
 class Forecaster(Protocol):
@@ -127,6 +154,7 @@ class AgentStats:
     local_actions: int = 0
     policy_events: int = 0
     ready: bool = False
+    stale: int = 0
     read_once: set[str] = field(default_factory=set)
 
 
@@ -151,7 +179,28 @@ class Agent:
                                       f"unknown model {d.model!r} (known: flood)")
                 from edge.inference.flood import FloodForecaster  # numpy + LiteRT only when used
 
-                self.forecasters[d.name] = FloodForecaster()
+                # One interpreter (and its worker thread) for every device: the model keeps no
+                # state between calls, each forecaster keeps its own series. Ten devices once
+                # held ten interpreters, ~30 MB more RSS.
+                shared = next((f for f in self.forecasters.values() if isinstance(f, FloodForecaster)), None)
+                self.forecasters[d.name] = FloodForecaster(runner=shared.runner if shared else None)
+        self.slope: dict[str, SlopeDetector] = {}
+        if any(d.profile.kind is Kind.DISPLACEMENT for d in cfg.devices):
+            from edge.inference.slope import SlopeConfig, SlopeDetector  # numpy only when used
+
+            sc = cfg.slope
+            slope_cfg = SlopeConfig(noise_mm=sc.noise_mm, baseline_mm_per_day=sc.baseline_mm_per_day,
+                                    watch_mm_per_day=sc.watch_mm_per_day,
+                                    velocity_window_days=sc.velocity_window_days, downslope_sign=sc.downslope_sign,
+                                    alarm_horizon_days=sc.alarm_horizon_days)
+            self.slope = {d.name: SlopeDetector(slope_cfg) for d in cfg.devices if d.profile.kind is Kind.DISPLACEMENT}
+        self._slope_fed: dict[str, float] = {}
+        # device -> (grade, detail, values) from each source; the grade last sent per device
+        self._slope_grade: dict[str, tuple[str, str, dict[str, float | str]]] = {}
+        self._velocity_grade: dict[str, tuple[str, str, dict[str, float | str]]] = {}
+        self._displacement_sent: dict[str, str] = {}
+        self._age_limit = {(d.name, p.name): age_limit_s(d.profile, p)
+                           for d in cfg.devices for p in d.profile.points.values()}
         self._samples: asyncio.Queue[tuple[str, float, float]] = asyncio.Queue(maxsize=256)
         self._wet: dict[str, bool] = {}
         self.inference_dropped = 0
@@ -160,7 +209,7 @@ class Agent:
         self.stats = AgentStats()
         # A corrupt outbox is moved aside and replaced, never a reason not to start (rule: storage
         # never stands between a reading and the local policy).
-        self.outbox, self.outbox_replaced = open_outbox(cfg.state_dir / "outbox.db",
+        self.outbox, self.outbox_replaced = open_outbox(cfg.state_dir / OUTBOX_FILE,
                                                         max_records=cfg.outbox.max_records, clock=clock)
         self.storage_failures = 0
         self.pending_dropped = 0
@@ -185,7 +234,7 @@ class Agent:
         self.executor = CommandExecutor(
             store=self.outbox,
             reply=self._reply,
-            bus=Bus(write=self._write, read=self._read),
+            bus=Bus(write=self._write, read=self._read, read_fresh=self._read_fresh),
             planner=self._plan,
             authenticate=lambda cmd: cmdmod.authenticate(cmd, site=cfg.site.id, key=self._hub_key),
             clock=clock,
@@ -250,6 +299,9 @@ class Agent:
         if (r.point == "water_depth_cm" and r.device in self.forecasters and rec.quality is m.Quality.GOOD
                 and isinstance(rec.value, int | float)):
             self._sample(r.device, rec.ts, float(rec.value))
+        if (r.point == "displacement_mm" and r.device in self.slope and rec.quality is m.Quality.GOOD
+                and isinstance(rec.value, int | float)):
+            self._slope_sample(r.device, rec.ts, float(rec.value))
         self._pending.append(rec)
         self.stats.readings += 1
         self.stats.read_once.add(r.device)
@@ -302,7 +354,53 @@ class Agent:
                     ))
                 self._evaluate()
 
+    def _slope_sample(self, device: str, ts: float, displacement_mm: float) -> None:
+        last = self._slope_fed.get(device)
+        if last is not None and ts - last < self.cfg.slope.sample_every_s:
+            return
+        self._slope_fed[device] = ts
+        a = self.slope[device].update(ts, displacement_mm)  # a few hundred samples at most: microseconds
+        level = a.level.name.lower()
+        if level == self._slope_grade.get(device, ("normal", "", {}))[0]:
+            return
+        values: dict[str, float | str] = {}
+        parts = []
+        if a.velocity_mm_per_day is not None:
+            values["slope_velocity_mm_per_day"] = round(a.velocity_mm_per_day, 3)
+            parts.append(f"velocity {a.velocity_mm_per_day:.2f} mm/day")
+        if a.acceleration_mm_per_day2 is not None:
+            values["slope_acceleration_mm_per_day2"] = round(a.acceleration_mm_per_day2, 3)
+            parts.append(f"acceleration {a.acceleration_mm_per_day2:.2f} mm/day²")
+        if a.time_of_failure_secs is not None:
+            days = (a.time_of_failure_secs - ts) / 86400.0
+            values["time_of_failure_in_days"] = round(days, 4)
+            parts.append(f"inverse-velocity time of failure in {days:.2f} days")
+        self._slope_grade[device] = (level, ", ".join(parts), values)
+        self._grade_displacement(device)
+
+    def _grade_displacement(self, device: str) -> None:
+        """Send ``displacement.<grade>`` when the more severe of the two sources changes."""
+        det, det_why, det_values = self._slope_grade.get(device, ("normal", "", {}))
+        vel, vel_why, vel_values = self._velocity_grade.get(device, ("normal", "", {}))
+        grade = max(det, vel, key=DISPLACEMENT_GRADES.index)
+        if grade == self._displacement_sent.get(device, "normal"):
+            return
+        self._displacement_sent[device] = grade
+        self.stats.policy_events += 1
+        detail = (f"slope detector: {det}" + (f" ({det_why})" if det_why else "")
+                  + f"; velocity grade: {vel}" + (f" ({vel_why})" if vel_why else ""))
+        self._pending.append(m.Event(
+            seq=0, ts=self.clock(), prio=m.Priority.ALARM if grade == "alarm" else m.Priority.EVENT,
+            kind=f"displacement.{grade}", device=device, detail=detail[:1024],
+            values={**vel_values, **det_values, "detector": det, "velocity_grade": vel},
+        ))
+        self.flush()
+
     def _event(self, ev: PolicyEvent) -> None:
+        if ev.kind.startswith("displacement.") and ev.device in self.slope:
+            self._velocity_grade[ev.device] = (ev.kind.removeprefix("displacement."), ev.detail, dict(ev.values))
+            self._grade_displacement(ev.device)
+            return
         self.stats.policy_events += 1
         self._pending.append(m.Event(seq=0, ts=self.clock(), prio=m.Priority.EVENT, kind=ev.kind, device=ev.device,
                                      detail=ev.detail, values=dict(ev.values)))
@@ -331,6 +429,20 @@ class Agent:
             return
         self.uplink.notify()
 
+    def mark_stale(self) -> None:
+        """Downgrade good values older than their point's age limit to ``stale`` (module docstring)."""
+        now = self.clock()
+        watched = False
+        for key, rec in list(self.latest.items()):
+            if rec.quality is m.Quality.GOOD and now - rec.ts > self._age_limit.get(key, math.inf):
+                stale = rec.__replace__(quality=m.Quality.STALE)  # same value, same acquisition time
+                self.latest[key] = stale
+                self._pending.append(stale)
+                self.stats.stale += 1
+                watched = watched or key in self._watched
+        if watched:
+            self._evaluate()
+
     def _shed_pending(self) -> None:
         excess = len(self._pending) - MAX_PENDING
         kept: list[m.Record] = []
@@ -347,6 +459,7 @@ class Agent:
         last_feed, fed_at_count = time.monotonic(), -1
         while True:
             await asyncio.sleep(RECORD_FLUSH_S)
+            self.mark_stale()
             self.flush()
             if not self.stats.ready and self.stats.read_once >= {d.name for d in self.cfg.devices}:
                 self.stats.ready = True
@@ -400,7 +513,7 @@ class Agent:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest:
+    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest | cmdmod.DryRun:
         depth_of = {pd.name: pd.depth for pd in self._policy_devices if pd.depth}
         return cmdmod.plan(
             cmd, site=self.cfg.site.id, key=self._hub_key,
@@ -408,9 +521,10 @@ class Agent:
             latest=self.latest, policy=self.cfg.policy, now=self.clock(),
         )
 
-    async def _reply(self, cmd_id: str, status: m.ReplyStatus, reason: str) -> None:
+    async def _reply(self, cmd_id: str, status: m.ReplyStatus, reason: str,
+                     report: Sequence[m.PointCheck] = ()) -> None:
         self._pending.append(m.Reply(seq=0, ts=self.clock(), prio=m.Priority.REPLY, cmd_id=cmd_id, status=status,
-                                     reason=reason[:1024]))
+                                     reason=reason[:1024], report=list(report)))
         self.flush()
 
     async def _write(self, device: str, point: str, value: m.Scalar) -> None:
@@ -424,6 +538,10 @@ class Agent:
             if r.point == point:
                 return _scalar(r.value), r.quality
         raise DeviceError(f"{device}.{point}: no reading")
+
+    async def _read_fresh(self, device: str, points: Sequence[str]) -> dict[str, tuple[m.Scalar, m.Quality]]:
+        got = await self._scheduler_of[device].read_now(device, points)
+        return {r.point: (_scalar(r.value), r.quality) for r in got}
 
     # --- birth and health ---------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The edge package's commands: ``profile show|check``, ``sim run`` and ``sim camera``."""
+"""The edge package's commands: ``profile show|check``, ``sim run``, ``sim camera``, ``edge status``
+and ``edge template``."""
 
 from __future__ import annotations
 
@@ -6,14 +7,20 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import re
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from edge.sim.servers import Faults, Simulator, run_simulator
+from shared.addr import host_port
 from shared.cli import Cli, parse_listen, until_stopped
-from shared.errors import ConfigError
-from shared.profiles import Point, Profile, load_profile
+from shared.errors import ConfigError, JikimiError
+from shared.paths import REPO_ROOT, firmware_configs
+from shared.profiles import Kind, Point, Profile, load_profile
+from shared.topics import check_site_id
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +61,20 @@ def register(cli: Cli) -> None:
         "--replay", metavar="floodnet[:SEL]|walnut-creek[:DAY]", help="drive the water/rain from a recorded event"
     )
     p.add_argument("--speed", type=float, default=60.0, help="replay speed-up (default 60)")
+
+    g = "the edge agent (one per site, a systemd service)"
+    p = cli.subcommand("edge", "status", "what the site's outbox holds: epoch, seqs, records waiting, last ack",
+                       _status, group_help=g)
+    p.add_argument("--config", type=Path, required=True, help="the site config (TOML)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = cli.subcommand("edge", "template", "print a commented site config for a kind of device", _template)
+    p.add_argument("--kind", required=True, choices=[k.value for k in Kind])
+    p.add_argument("--site", help="the site id (the CN of its certificate); default: an example id")
+    p.add_argument("--hub", metavar="HOST:PORT", help="the city hub's broker; default: an example")
+    p.add_argument("--transport", metavar="URL", help="the device's address, e.g. tcp://192.0.2.10:502 or "
+                   "rtu:///dev/ttyUSB0; default: left to fill in")
+    p.add_argument("--out", type=Path, help="write the config here (default: standard output)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets", _camera)
     p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
@@ -236,4 +257,114 @@ def _camera(args: argparse.Namespace) -> int:
             await until_stopped()
 
     asyncio.run(main())
+    return 0
+
+
+# --- edge status -------------------------------------------------------------------------------
+
+
+def _status(args: argparse.Namespace) -> int:
+    from edge.config import load_site_config
+    from edge.outbox import OUTBOX_FILE
+    from edge.outbox_status import read_status
+
+    cfg = load_site_config(args.config)
+    st = read_status(cfg.state_dir / OUTBOX_FILE)
+    now = time.time()
+    if args.json:
+        print(json.dumps({"site": cfg.site.id, **st.as_json(now)}, indent=2))
+        return 0
+    by_prio = ", ".join(f"{p.value} {n}" for p, n in st.held.items())
+    age = st.oldest_age_s(now)
+    lines = [
+        f"site       {cfg.site.id}",
+        f"outbox     {st.path}",
+        f"epoch      {st.epoch}" + ("  (legacy: made before epochs)" if st.epoch == 0 else ""),
+        f"next seq   {st.next_seq}",
+        f"held       {st.held_total} ({by_prio})" + (f", lowest seq {st.lowest_seq}" if st.lowest_seq else ""),
+        "oldest     " + ("-" if age is None or st.oldest_ts is None else f"{_ago(age)} ({_utc(st.oldest_ts)})"),
+        "last ack   " + ("none in this epoch" if st.last_ack is None else
+                         f"seq {st.last_ack.seq}, {_ago(now - st.last_ack.at)} ({_utc(st.last_ack.at)})"),
+        f"commands   {st.commands} result(s) kept",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    s = max(0.0, seconds)
+    if s < 120:
+        return f"{s:.1f} s ago"
+    if s < 7200:
+        return f"{s / 60:.1f} min ago"
+    return f"{s / 3600:.1f} h ago"
+
+
+def _utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+# --- edge template -----------------------------------------------------------------------------
+
+_TRANSPORT_OK: Final = re.compile(r"^(tcp|rtu|serial)://[A-Za-z0-9._:/\[\]-]+$")
+_HOST_OK: Final = re.compile(r"^[A-Za-z0-9.\-\[\]:]+$")
+
+
+class TemplateError(JikimiError):
+    """A site config template cannot be made as asked."""
+
+
+def site_templates_dir() -> Path:
+    """``firmware-configs/sites/``: one commented site config per device kind (installed, else
+    this checkout's: an editable install may point at another checkout)."""
+    shipped = firmware_configs() / "sites"
+    return shipped if shipped.is_dir() else REPO_ROOT / "firmware-configs" / "sites"
+
+
+def render_template(kind: Kind, *, site: str | None = None, hub: str | None = None,
+                    transport: str | None = None) -> str:
+    """The commented site config template of ``kind``, with what is given filled in."""
+    path = site_templates_dir() / f"{kind.value}.toml"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read the {kind.value} template: {exc}") from exc
+    if site is not None:
+        check_site_id(site)
+        example = re.search(r'^id = "([^"]+)"', text, re.MULTILINE)
+        if example is None:
+            raise TemplateError(f"{path}: the template has no [site] id to fill in")
+        text = text.replace(example[1], site)
+    if hub is not None:
+        addr = host_port(hub)
+        if addr is None or not _HOST_OK.match(addr[0]):
+            raise TemplateError(f"--hub {hub!r}: expected HOST:PORT")
+        text = re.sub(r'^host = "[^"]*"', f'host = "{addr[0].strip("[]")}"', text, count=1, flags=re.MULTILINE)
+        text = re.sub(r"^port = \d+", f"port = {addr[1]}", text, count=1, flags=re.MULTILINE)
+    if transport is not None:
+        if not _TRANSPORT_OK.match(transport):
+            raise TemplateError(f"--transport {transport!r}: expected tcp://HOST:PORT, rtu:///dev/PORT or "
+                                "serial:///dev/PORT")
+        text = re.sub(r'^transport = "[^"]*" *#[^\n]*', f'transport = "{transport}"', text, count=1,
+                      flags=re.MULTILINE)
+    return text
+
+
+def _template(args: argparse.Namespace) -> int:
+    text = render_template(Kind(args.kind), site=args.site, hub=args.hub, transport=args.transport)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    out: Path = args.out
+    if os.path.lexists(out) and not args.force:
+        raise TemplateError(f"{out} exists; give --force to overwrite it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise TemplateError(f"{out}: cannot write: {exc}") from exc
+    print(f"{out}: {args.kind} site config written; fill in what it says, then 'jikimi edge check --config {out}'",
+          file=sys.stderr)
     return 0

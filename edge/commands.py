@@ -26,6 +26,15 @@ Rules and invariants (DESIGN §3, §5):
    again: the device is read back and the command answered ``verified`` or ``failed``.
 7. Errors of one command (device, codec, storage) become its reply; they never end the
    executor. Without a durable ``executing`` mark nothing is written.
+8. An ``exercise`` command (a drill) passes every check of rule 2 exactly as a real one —
+   signature, expiry, vocabulary, profile, interlocks — and then writes nothing: its terminal
+   reply is ``verified`` saying it was a dry run (:class:`DryRun`), or the refusal a real one
+   would have met. Its result is stored like any other, so a repeat is answered, not re-run.
+9. ``device.selftest`` reads every polled point of the device fresh from the device (never the
+   cache) and replies ``verified`` with a per-point report only when every point read ``good``
+   and inside the profile's range; otherwise ``failed`` naming what was wrong, with the full
+   report. A device that cannot be reached is ``failed`` with every point ``comm_fail``.
+   (Derived points are computed by the edge, not read, so they are not in the report.)
 
 :func:`plan` is pure; :class:`CommandExecutor` is the shell that writes and reads back.
 """
@@ -34,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,7 +55,7 @@ from edge.errors import CodecError, DeviceError, OutboxError
 from edge.policy import Latest
 from shared import vocabulary
 from shared.errors import SigningError
-from shared.messages import Command, Quality, ReplyStatus, Scalar
+from shared.messages import MAX_REPORT, MAX_TEXT, Command, PointCheck, Quality, ReplyStatus, Scalar
 from shared.profiles import Profile
 from shared.signing import verify_command
 
@@ -69,8 +78,23 @@ class WritePlan:
 
 
 @dataclass(frozen=True)
+class DryRun:
+    """Rule 8: what an exercise command would have written, had it been real."""
+
+    plan: WritePlan
+
+
+@dataclass(frozen=True)
+class SelfTestPoint:
+    name: str
+    lo: float | None
+    hi: float | None
+
+
+@dataclass(frozen=True)
 class SelfTest:
     device: str
+    points: tuple[SelfTestPoint, ...] = ()
 
 
 EXECUTING = "executing"
@@ -98,7 +122,7 @@ def plan(
     latest: Latest,
     policy: PolicySection,
     now: float,
-) -> Refusal | WritePlan | SelfTest:
+) -> Refusal | WritePlan | SelfTest | DryRun:
     """Decide what a command does, or why it is refused (pure)."""
     refusal = authenticate(cmd, site=site, key=key)
     if refusal is not None:
@@ -118,7 +142,8 @@ def plan(
         return Refusal(ReplyStatus.REJECTED, problem)
     write = vocabulary.write_of(cmd.action, cmd.params)
     if write is None:
-        return SelfTest(cmd.device)
+        return SelfTest(cmd.device, tuple(SelfTestPoint(p.name, p.valid_min, p.valid_max)
+                                          for p in profile.polled[:MAX_REPORT]))
     point_name, raw = write
     if not isinstance(raw, bool | int | float | str):
         return Refusal(ReplyStatus.REJECTED, f"{cmd.action.value}: no value to write to {point_name}")
@@ -139,7 +164,40 @@ def plan(
     mode = latest.get((cmd.device, "mode"))
     if mode is not None and mode.value == "local":
         return Refusal(ReplyStatus.REJECTED, f"{cmd.device} is in local mode")
-    return WritePlan(cmd.device, point_name, value, point.readback, expect, policy.verify_timeout_s)
+    wp = WritePlan(cmd.device, point_name, value, point.readback, expect, policy.verify_timeout_s)
+    return DryRun(wp) if cmd.exercise else wp
+
+
+def judge_selftest(
+    test: SelfTest, got: Mapping[str, tuple[Scalar, Quality]]
+) -> tuple[ReplyStatus, str, list[PointCheck]]:
+    """Rule 9: the verdict, its reason and the per-point report of a self-test (pure).
+
+    ``got`` holds what each point read; a point missing from it was not read (``comm_fail``).
+    """
+    report: list[PointCheck] = []
+    for p in test.points:
+        value, quality = got.get(p.name, (None, Quality.COMM_FAIL))
+        outside = isinstance(value, int | float) and not isinstance(value, bool) and (
+            (p.lo is not None and value < p.lo) or (p.hi is not None and value > p.hi))
+        why = ""
+        if quality is Quality.OUT_OF_RANGE or (quality is Quality.GOOD and outside):
+            quality = Quality.OUT_OF_RANGE
+            why = f"out of range {p.lo:g}..{p.hi:g}" if p.lo is not None and p.hi is not None else "out of range"
+        elif quality is not Quality.GOOD:
+            why = quality.value
+        if isinstance(value, str):
+            value = value[:MAX_TEXT]
+        report.append(PointCheck(point=p.name, value=value, quality=quality, ok=not why, why=why))
+    bad = [c for c in report if not c.ok]
+    if not report:
+        return ReplyStatus.FAILED, "self-test: the profile has no point to read", report
+    if not bad:
+        return ReplyStatus.VERIFIED, f"self-test passed: {len(report)} point(s) read good and in range", report
+    if all(c.quality is Quality.COMM_FAIL for c in report):
+        return ReplyStatus.FAILED, f"self-test failed: {test.device} cannot be reached (every point comm_fail)", report
+    listed = ", ".join(f"{c.point} ({c.why})" for c in bad[:8]) + (", ..." if len(bad) > 8 else "")
+    return ReplyStatus.FAILED, f"self-test failed: {len(bad)} of {len(report)} point(s) wrong: {listed}", report
 
 
 def _opening_interlock(
@@ -165,7 +223,11 @@ def _opening_interlock(
 
 # --- the shell ----------------------------------------------------------------------------------
 
-Reply = Callable[[str, ReplyStatus, str], Awaitable[None]]
+class Reply(Protocol):
+    """Send one reply (``report`` only for a self-test's terminal reply)."""
+
+    def __call__(self, cmd_id: str, status: ReplyStatus, reason: str,
+                 report: Sequence[PointCheck] = ()) -> Awaitable[None]: ...
 
 
 class CommandStore(Protocol):
@@ -181,6 +243,8 @@ class Bus:
 
     write: Callable[[str, str, Scalar], Awaitable[None]]
     read: Callable[[str, str], Awaitable[tuple[Scalar, Quality]]]
+    read_fresh: Callable[[str, Sequence[str]], Awaitable[Mapping[str, tuple[Scalar, Quality]]]]
+    """Read these points of a device from the device now (not the cache), by point name."""
 
 
 _plan_json = msgspec.json.Encoder()
@@ -195,7 +259,7 @@ class CommandExecutor:
         store: CommandStore,
         reply: Reply,
         bus: Bus,
-        planner: Callable[[Command], Refusal | WritePlan | SelfTest],
+        planner: Callable[[Command], Refusal | WritePlan | SelfTest | DryRun],
         authenticate: Callable[[Command], Refusal | None],
         clock: Callable[[], float],
         poll_s: float = 0.25,
@@ -242,17 +306,32 @@ class CommandExecutor:
             return status
         await self._reply(cmd.cmd_id, ReplyStatus.RECEIVED, "")
         decision = self._plan(cmd)
+        report: list[PointCheck] = []
         if isinstance(decision, Refusal):
             status, reason = decision.status, decision.reason
         elif isinstance(decision, SelfTest):
-            status, reason = ReplyStatus.VERIFIED, "self-test passed"
+            status, reason, report = await self.selftest(decision)
+        elif isinstance(decision, DryRun):  # rule 8: every check passed; nothing is written
+            p = decision.plan
+            status, reason = ReplyStatus.VERIFIED, (f"exercise: dry run, checks and interlocks passed, nothing "
+                                                    f"written (would write {p.point}={p.value!r})")
         else:
             try:  # rule 6: durably "executing" before the write, or no write at all
                 self._store.store_command_result(cmd.cmd_id, EXECUTING, _plan_json.encode(decision).decode())
             except OutboxError as exc:
                 return await self._refuse_unstored(cmd, f"storage unavailable, not written: {exc}")
             status, reason = await self.write_and_verify(decision)
-        return await self._finish(cmd, status, reason)
+        return await self._finish(cmd, status, reason, report)
+
+    async def selftest(self, test: SelfTest) -> tuple[ReplyStatus, str, list[PointCheck]]:
+        """Rule 9: read every point from the device now and judge it."""
+        names = [p.name for p in test.points]
+        try:
+            got = await self._bus.read_fresh(test.device, names)
+        except (DeviceError, CodecError) as exc:
+            log.warning("command.selftest_read_failed", extra={"device": test.device, "error": str(exc)})
+            got = {}
+        return judge_selftest(test, got)
 
     async def _refuse_unstored(self, cmd: Command, reason: str) -> ReplyStatus:
         log.error("command.storage_failed", extra={"cmd_id": cmd.cmd_id, "reason": reason})
@@ -276,14 +355,15 @@ class CommandExecutor:
         return await self._finish(cmd, ReplyStatus.FAILED, f"interrupted by a restart before it was verified; not "
                                   f"written again ({p.readback}: {value!r})")
 
-    async def _finish(self, cmd: Command, status: ReplyStatus, reason: str) -> ReplyStatus:
+    async def _finish(self, cmd: Command, status: ReplyStatus, reason: str,
+                      report: Sequence[PointCheck] = ()) -> ReplyStatus:
         try:
             self._store.store_command_result(cmd.cmd_id, status.value, reason)
         except OutboxError as exc:
             log.error("command.result_not_stored", extra={"cmd_id": cmd.cmd_id, "error": str(exc)})
         log.info("command.done", extra={"cmd_id": cmd.cmd_id, "action": cmd.action.value, "status": status.value,
                                         "reason": reason})
-        await self._reply(cmd.cmd_id, status, reason)
+        await self._reply(cmd.cmd_id, status, reason, report)
         return status
 
     async def write_and_verify(self, p: WritePlan) -> tuple[ReplyStatus, str]:

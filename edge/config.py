@@ -22,6 +22,9 @@ relative to the config file. Example::
     [devices.barrier]
     profile = "underpass-jk-up300.toml"      # a file, or a name in firmware-configs/profiles
     transport = "tcp://192.0.2.10:502"        # or "rtu:///dev/ttyUSB0", "serial:///dev/ttyUSB1"
+
+    [slope]                                   # optional: the slope detector of displacement meters
+    noise_mm = 0.5
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from shared.tls import TlsFiles
 from shared.tomlread import Table
 
 _SITE_ID: Final = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+MAX_SLOPE_WINDOW_SAMPLES: Final = 2000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +81,26 @@ class PolicySection:
     displacement_alarm_mm_per_day: float = 10.0
     verify_timeout_s: float = 30.0
     max_clock_skew_s: float = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlopeSection:
+    """The slope detector's settings for the site's displacement meters (edge/inference/slope.py).
+
+    The defaults are those the detector was evaluated with (a meter read every 6 hours with
+    0.5 mm noise and 0.06 mm/day background creep); a site calibrated from its own history
+    (``jikimi model ...`` / slope_eval.calibrate) sets its own.
+    """
+
+    noise_mm: float = 0.5
+    baseline_mm_per_day: float = 0.06
+    watch_mm_per_day: float = 0.18
+    velocity_window_days: float = 2.0
+    downslope_sign: float = -1.0
+    """+1 when the meter's displacement grows downslope, -1 when it falls."""
+    sample_every_s: float = 21600.0
+    """One detector sample per this many seconds of readings (the rest are only recorded)."""
+    alarm_horizon_days: float = 7.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,6 +152,30 @@ def _policy(t: Table) -> PolicySection:
     )
     t.done()
     return p
+
+
+def _slope(file: str, t: Table) -> SlopeSection:
+    d = SlopeSection()
+    s = SlopeSection(
+        noise_mm=t.number("noise_mm", d.noise_mm, positive=True),
+        baseline_mm_per_day=t.number("baseline_mm_per_day", d.baseline_mm_per_day, lo=0.0),
+        watch_mm_per_day=t.number("watch_mm_per_day", d.watch_mm_per_day, positive=True),
+        velocity_window_days=t.number("velocity_window_days", d.velocity_window_days, positive=True),
+        downslope_sign=t.number("downslope_sign", d.downslope_sign),
+        sample_every_s=t.number("sample_every_s", d.sample_every_s, positive=True),
+        alarm_horizon_days=t.number("alarm_horizon_days", d.alarm_horizon_days, positive=True),
+    )
+    t.done()
+    if s.downslope_sign not in (-1.0, 1.0):
+        raise ConfigError(file, "slope.downslope_sign", f"{s.downslope_sign:g}: must be 1 or -1")
+    if s.velocity_window_days * 86400.0 < 3 * s.sample_every_s:
+        raise ConfigError(file, "slope.velocity_window_days", f"a window of {s.velocity_window_days:g} days holds "
+                          f"fewer than 3 samples taken every {s.sample_every_s:g} s (slope.sample_every_s)")
+    if s.velocity_window_days * 86400.0 > MAX_SLOPE_WINDOW_SAMPLES * s.sample_every_s:
+        raise ConfigError(file, "slope.sample_every_s", f"{s.sample_every_s:g} s puts more than "
+                          f"{MAX_SLOPE_WINDOW_SAMPLES} samples in a {s.velocity_window_days:g}-day window "
+                          "(the detector refits its windows at every sample)")
+    return s
 
 
 def _outbox(t: Table) -> OutboxSection:
@@ -182,6 +230,7 @@ class SiteConfig:
     policy: PolicySection
     outbox: OutboxSection
     devices: tuple[DeviceConfig, ...]
+    slope: SlopeSection = SlopeSection()
 
     def device(self, name: str) -> DeviceConfig:
         for d in self.devices:
@@ -231,6 +280,7 @@ def load_site_config(path: Path) -> SiteConfig:
     hub = _hub(root.table("hub", required=True))
     policy = _policy(root.table("policy"))
     outbox = _outbox(root.table("outbox"))
+    slope = _slope(file, root.table("slope"))
     dt = root.table("devices", required=True)
     raw_devices = {name: _device(dt.table(name, required=True)) for name in dt.names()}
     root.done()
@@ -294,4 +344,5 @@ def load_site_config(path: Path) -> SiteConfig:
         policy=policy,
         outbox=outbox,
         devices=tuple(devices),
+        slope=slope,
     )

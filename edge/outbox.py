@@ -53,6 +53,8 @@ from shared.messages import MAX_EPOCH, Event, Priority, Reading, Record, Reply, 
 
 log = logging.getLogger(__name__)
 
+OUTBOX_FILE: Final = "outbox.db"
+"""The outbox's file name in the site's ``state_dir``."""
 CRITICAL: Final = frozenset({Priority.ALARM, Priority.EVENT, Priority.REPLY})
 _PRIO_CODE: Final = {Priority.ALARM: 0, Priority.REPLY: 1, Priority.EVENT: 2, Priority.TELEMETRY: 3}
 
@@ -342,12 +344,16 @@ class Outbox:
             self.start_epoch(f"the hub acked seq {through_seq}, this outbox only assigned up to "
                              f"{self._next_seq - 1}: its tail was lost")
             return 0
+        acked = through_seq
         if through_seq > self._sent_max:
             log.info("outbox.ack_beyond_sent", extra={"through_seq": through_seq, "sent": self._sent_max})
             through_seq = self._sent_max
         try:
             with _transaction(self._db):
                 cur = self._db.execute("DELETE FROM records WHERE seq <= ?", (through_seq,))
+                # the last ack, for 'jikimi edge status' (meta holds integers: the time in ms)
+                self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_ack_seq', ?), "
+                                 "('last_ack_ms', ?)", (acked, round(self._clock() * 1000)))
         except sqlite3.Error as exc:
             raise OutboxError(f"{self.path}: cannot delete acked records: {exc}") from exc
         self._held -= cur.rowcount
@@ -372,6 +378,7 @@ class Outbox:
                 self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", renumbered)
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (len(renumbered) + 1,))
                 self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
+                self._db.execute("DELETE FROM meta WHERE key IN ('last_ack_seq', 'last_ack_ms')")  # the old epoch's
         except (sqlite3.Error, msgspec.DecodeError) as exc:
             raise OutboxError(f"{self.path}: cannot start a new epoch: {exc}") from exc
         self._epoch = epoch

@@ -8,7 +8,12 @@ Rules:
    times), or when the forecaster says the depth will get there within the lead time.
    It never waits for the hub.
 2. The policy asks for a close only when the barrier is not already closed or closing, and
-   asks again only after ``verify_timeout_s`` (a close in progress is not repeated).
+   asks again only after ``verify_timeout_s`` (a close in progress is not repeated). It never
+   acts on an actuator state it has not read: after a (re)start, nothing is asked until a
+   reading of the barrier's (gate's) state has arrived — in the underpass the state comes in
+   the same poll as the depth, so the close still goes out within that poll. A state that was
+   read but is not ``good`` (comm_fail, sensor_fault) does not hold a close back: closing is
+   the fail-safe direction.
 3. A semi-basement alarm sounds its siren when the depth reaches its siren depth.
 4. A displacement meter's velocity (mm/day over at least an hour, sampled once a minute) is
    graded normal / warning / alarm; every change of grade is an event.
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from edge.config import PolicySection
+from shared import vocabulary
 from shared.messages import Action, Quality, Reading
 from shared.profiles import Kind
 
@@ -91,7 +97,9 @@ class Decision:
 
 
 def default_depth(name: str, kind: Kind) -> Key | None:
-    return (name, "water_depth_cm") if kind in (Kind.UNDERPASS, Kind.FLOOD_ALARM) else None
+    """The device's own depth point (shared/vocabulary.py), watched unless the config names another."""
+    point = vocabulary.depth_point(kind)
+    return (name, point) if point is not None else None
 
 
 def _fresh(r: Reading | None, now: float, limit_s: float) -> bool:
@@ -142,7 +150,9 @@ def decide(
             if want is None and (dev.name in forecast_warns or (dev.depth and dev.depth[0] in forecast_warns)):
                 want = f"forecast: depth reaches {params.closing_depth_cm:g} cm within {params.forecast_lead_s:g} s"
                 values["forecast"] = "warn"
-            if want is not None and not barrier_closed:
+            if want is not None and state_r is None:
+                pass  # rule 2: the actuator's state is not known yet (just started); its reading re-runs this
+            elif want is not None and not barrier_closed:
                 last = requested.get(dev.name)
                 if last is None or now - last >= params.verify_timeout_s:
                     requested[dev.name] = now

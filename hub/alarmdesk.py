@@ -259,3 +259,33 @@ class AlarmDesk:
         if not reason.strip():
             raise Refused("closing an incident needs a reason")
         self._close_incident(tx, inc, row[0], actor, reason)
+
+    # --- conditions of other hub parts --------------------------------------------------------
+
+    def source_raise(self, tx: Tx, key: tuple[str, str, str, str], area: str, priority: str, reason: str) -> int:
+        """Another part of the hub reports a condition active (forwarding's escalations,
+        hub/alerting.py rule 6): rules 1-3 as for a rule's verdict, for a key whose site need not
+        be an edge's. Returns the alarm's id."""
+        st = self.state
+        am = st.alarms.get(key)
+        if am is None:
+            site, device, point, rule = key
+            cur = tx.conn.execute(
+                "INSERT INTO alarms (site, device, point, rule, area, priority, state, active, message, changed_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'normal', 0, ?, ?)",
+                (site, device, point, rule, area, priority, reason, tx.now),
+            )
+            assert cur.lastrowid is not None
+            am = AlarmMem(cur.lastrowid, site, device, point, rule, area, priority, isa.Alarm())
+            st.add_alarm(am)
+        if not am.alarm.active:
+            self._transition(tx, am, isa.Action(isa.AlarmEvent.ACTIVATE, isa.SYSTEM, reason, tx.now), message=reason)
+        return am.id
+
+    def source_clear(self, tx: Tx, alarm_id: int, reason: str) -> bool:
+        """The condition of a :meth:`source_raise` alarm is over; False if it was not active."""
+        am = self.state.alarm_by_id(alarm_id)
+        if am is None or not am.alarm.active:
+            return False
+        self._transition(tx, am, isa.Action(isa.AlarmEvent.CLEAR, isa.SYSTEM, reason, tx.now), message=reason)
+        return True

@@ -1,5 +1,5 @@
-"""The operator API's acting routes: log in and out, alarm actions, incidents, commands and
-operations and the evidence viewer. Each calls one use case of
+"""The operator API's acting routes: log in and out, alarm actions, incidents, commands,
+operations and exercises, and the evidence viewer. Each calls one use case of
 hub/operations.py (or auth for sessions); every one is audited there."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from hub.apitypes import (
     CommandAccepted,
     CommandBody,
     DecisionBody,
+    ExerciseBody,
     LoginBody,
     OperationAccepted,
     OperationBody,
@@ -124,7 +125,7 @@ async def get_evidence(request: web.Request, sess: auth.Session) -> web.Response
 async def post_command(request: web.Request, sess: auth.Session) -> web.Response:
     body = await read_body(request, CommandBody)
     out = await ops_of(request).issue_command(Draft(body.site, body.device, body.action, dict(body.params)),
-                                              sess.username, sess.role, body.reason)
+                                              sess.username, sess.role, body.reason, exercise=body.exercise)
     return json_response(CommandAccepted(cmd_id=out.cmd_id, state=out.state.value), status=202)
 
 
@@ -145,6 +146,25 @@ async def reject_command(request: web.Request, sess: auth.Session) -> web.Respon
 
 async def post_operation(request: web.Request, sess: auth.Session) -> web.Response:
     body = await read_body(request, OperationBody)
-    out = await ops_of(request).start_operation(body.kind, body.area, sess.username, sess.role, body.reason)
+    out = await ops_of(request).start_operation(body.kind, body.area, sess.username, sess.role, body.reason,
+                                                exercise=body.exercise)
     return json_response(OperationAccepted(operation_id=out.operation_id, commands=[
         CommandAccepted(cmd_id=c.cmd_id, state=c.state.value) for c in out.commands]), status=202)
+
+
+# --- exercises -------------------------------------------------------------------------------
+
+
+async def post_exercise(request: web.Request, sess: auth.Session) -> web.Response:
+    ops = ops_of(request)
+    body = await read_body(request, ExerciseBody)
+    ex_id = await ops.start_exercise(body.area, sess.username, sess.role, body.reason)
+    return json_response(await ops.reader.run(lambda c: queries.exercise(c, ex_id)), status=201)
+
+
+async def end_exercise(request: web.Request, sess: auth.Session) -> web.Response:
+    ops = ops_of(request)
+    body = await read_body(request, DecisionBody)
+    ex_id = request.match_info["ex_id"]
+    await ops.end_exercise(ex_id, sess.username, sess.role, body.reason)
+    return json_response(await ops.reader.run(lambda c: queries.exercise(c, ex_id)))

@@ -3,11 +3,14 @@ operations, forwarding, audit and quarantine. Each is one query (hub/queries.py)
 
 from __future__ import annotations
 
+import sqlite3
+
 from aiohttp import web
 
 from hub import auth, queries, views
 from hub.api_base import BadInput, float_param, id_param, int_param, json_response, ops_of
 from hub.apitypes import SitePlace
+from hub.forward.outbox import not_forwarded
 from shared import vocabulary
 
 # --- sites, values ---------------------------------------------------------------------------
@@ -79,8 +82,13 @@ async def list_incidents(request: web.Request, sess: auth.Session) -> web.Respon
 
 
 async def list_forwarding(request: web.Request, sess: auth.Session) -> web.Response:
-    rows = await ops_of(request).reader.run(queries.deliveries)
-    return json_response(views.ForwardingView(deliveries=rows))
+    def read(conn: sqlite3.Connection) -> views.ForwardingView:
+        return views.ForwardingView(deliveries=queries.deliveries(conn), not_forwarded=not_forwarded(conn))
+    return json_response(await ops_of(request).reader.run(read))
+
+
+async def list_escalations(request: web.Request, sess: auth.Session) -> web.Response:
+    return json_response(await ops_of(request).reader.run(queries.escalations))
 
 
 # --- commands, operations --------------------------------------------------------------------
@@ -122,3 +130,7 @@ async def get_quarantine(request: web.Request, sess: auth.Session) -> web.Respon
     limit = int_param(request, "limit", 100, 1, 1000)
     reason = request.query.get("reason")
     return json_response(await ops_of(request).reader.run(lambda c: queries.quarantine(c, limit, reason)))
+
+
+async def list_exercises(request: web.Request, sess: auth.Session) -> web.Response:
+    return json_response(await ops_of(request).reader.run(queries.exercises))

@@ -39,6 +39,8 @@ class CommandBody(Body, frozen=True, kw_only=True):
     action: Action
     params: dict[Name, Param] = {}
     reason: Text
+    exercise: bool = False
+    """Part of the active exercise over the site's area: signed with ``exercise``, a dry run at the edge."""
 
 
 class DecisionBody(Body, frozen=True, kw_only=True):
@@ -47,6 +49,13 @@ class DecisionBody(Body, frozen=True, kw_only=True):
 
 class OperationBody(Body, frozen=True, kw_only=True):
     kind: OperationKind
+    area: Name
+    reason: Text
+    exercise: bool = False
+    """Part of the active exercise over the area: dry-run commands, a CAP alert with status Exercise."""
+
+
+class ExerciseBody(Body, frozen=True, kw_only=True):
     area: Name
     reason: Text
 

@@ -1,9 +1,11 @@
-"""``jikimi hub run|user``, ``jikimi audit verify`` and ``jikimi bench ingest``."""
+"""``jikimi hub init|run|user``, ``jikimi audit verify`` and ``jikimi bench ingest``."""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +39,43 @@ def _run(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     logs.setup(args.log_level)
     return main(cfg)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from hub import auth, initconfig
+
+    out: Path = args.out
+    db = str(args.db.resolve()) if args.db is not None else initconfig.DEFAULT_DB
+    p = initconfig.plan(city=args.city, pki_dir=args.pki, registry=args.sites, broker=args.broker,
+                        api_listen=args.api_listen, db=db)
+    if args.admin is not None:
+        auth.check_username(args.admin)
+    text = initconfig.render(p, args.city)
+    initconfig.check(text, out)  # what 'hub run --config' will do with it: refuse here, not there
+    if args.dry_run:
+        sys.stdout.write(text)
+        return 0
+    if os.path.lexists(out) and not args.force:
+        raise Refused(f"{out} exists; give --force to overwrite it")
+    db_path = Path(db) if Path(db).is_absolute() else out.parent / db
+    password = None
+    if args.admin is not None:
+        password = secrets.token_urlsafe(15)
+        auth.add_user(db_path, args.admin, Role.ADMIN, password)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise Refused(f"{out}: cannot write the hub config: {exc}") from exc
+    print(f"{out}: hub config for {p.hub_id} with {len(p.sites)} site(s); start it with "
+          f"'jikimi hub run --config {out}'")
+    if password is not None:
+        print(f"admin account {args.admin}, password (shown once): {password}")
+    else:
+        print(f"no operator accounts: add one with 'jikimi hub user add --config {out} --username NAME --role admin'")
+    return 0
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -109,7 +148,23 @@ def _db_args(p: argparse.ArgumentParser) -> None:
 
 def register(cli: Cli) -> None:
     g = "the hub: ingest, alarms, commands, operators"
-    p = cli.subcommand("hub", "run", "run the hub service", _run, group_help=g)
+    p = cli.subcommand("hub", "init", "write a commented hub config for a city from the PKI and the site registry",
+                       _init, group_help=g)
+    p.add_argument("--city", required=True, help="the city's name: the hub is hub-CITY (a-z, 0-9, '-')")
+    p.add_argument("--pki", type=Path, required=True, help="the PKI folder, holding a certificate for hub-CITY")
+    p.add_argument("--sites", type=Path, required=True, metavar="REGISTRY",
+                   help="the enrolment registry ('jikimi provision register --db'): the sites that may report")
+    p.add_argument("--out", type=Path, required=True, help="the config file to write")
+    p.add_argument("--broker", default="localhost:8883", metavar="HOST:PORT", help="the city's broker")
+    p.add_argument("--api-listen", default="127.0.0.1:8443", metavar="HOST:PORT",
+                   help="the console and API (default loopback)")
+    p.add_argument("--db", type=Path, help="the hub's database (default var/hub.db beside the config)")
+    p.add_argument("--admin", metavar="USERNAME", help="create this admin account; its generated password is "
+                   "printed once (default: no account)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--dry-run", action="store_true", help="print the config; write nothing, create no account")
+
+    p = cli.subcommand("hub", "run", "run the hub service", _run)
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--log-level", default="INFO")
 

@@ -16,7 +16,9 @@ Rules:
 2. ``barrier.open`` and ``gate.open`` are never sent on one person's word: the issuer's request
    waits for a supervisor who is not the issuer. At the request and again at the approval,
    every water-depth reading of the site must be fresh (age within the limit, quality good,
-   site online) and below the reopening depth; otherwise the hub refuses.
+   site online) and below the reopening depth; otherwise the hub refuses. A device's depth
+   point is its kind's (shared/vocabulary.py ``depth_point``: ``water_depth_cm`` at an underpass,
+   ``water_level_cm`` at a river gate), the same fact the edge's policy watches by default.
 3. Every command sent is signed (shared.signing) and carries ``not_after = issued_at + ttl``.
 4. *block* closes every barrier and gate of an area; *evacuate* sounds sirens, shows signs and
    plays broadcasts in the area. Each fans out into the commands the vocabulary gives each
@@ -65,9 +67,6 @@ OperationKind = Operation
 """Area operations; the vocabulary's :class:`shared.vocabulary.Operation` under the hub's name."""
 
 
-DEPTH_POINT: Final = "water_depth_cm"
-
-
 @dataclass(frozen=True)
 class Draft:
     site: str
@@ -86,6 +85,7 @@ class DeviceRef:
 @dataclass(frozen=True)
 class DepthReading:
     device: str
+    point: str
     value: float | None
     quality: Quality
     ts: float
@@ -106,16 +106,16 @@ def check_fresh_low_water(depths: Sequence[DepthReading], *, now: float, site_on
     if not site_online:
         raise Refused("refused: the site is offline, its data cannot be fresh")
     if not depths:
-        raise Refused(f"refused: no {DEPTH_POINT} reading at the site to show the water is low")
+        raise Refused("refused: no water-depth reading at the site to show the water is low")
     for d in depths:
         age = now - d.ts
         if d.quality is not Quality.GOOD:
-            raise Refused(f"refused: {d.device} {DEPTH_POINT} has quality {d.quality.value}")
+            raise Refused(f"refused: {d.device} {d.point} has quality {d.quality.value}")
         if age > data_age_limit_s:
-            raise Refused(f"refused: {d.device} {DEPTH_POINT} is stale ({age:.0f} s old, limit {data_age_limit_s:g} s)")
+            raise Refused(f"refused: {d.device} {d.point} is stale ({age:.0f} s old, limit {data_age_limit_s:g} s)")
         if d.value is None or d.value >= reopening_depth_cm:
             raise Refused(
-                f"refused: {d.device} {DEPTH_POINT} is {d.value} cm, not below the reopening depth "
+                f"refused: {d.device} {d.point} is {d.value} cm, not below the reopening depth "
                 f"{reopening_depth_cm:g} cm"
             )
 
@@ -134,3 +134,60 @@ def plan_operation(kind: OperationKind, devices: Sequence[DeviceRef]) -> list[Dr
         for d in sorted(devices, key=lambda d: (d.site, d.device))
         for step in vocabulary.steps(d.kind, kind)
     ]
+
+
+class DeviceState(enum.StrEnum):
+    """Where one device of an area operation stands (``GET /api/operations/{id}``)."""
+
+    PLANNED = "planned"
+    REFUSED = "refused"
+    SENT = "sent"
+    RECEIVED = "received"
+    VERIFIED = "verified"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+
+_DEVICE_STATE: Final = {
+    CommandState.AWAITING_APPROVAL: DeviceState.PLANNED,
+    CommandState.SENDING: DeviceState.PLANNED,
+    CommandState.SENT: DeviceState.SENT,
+    CommandState.RECEIVED: DeviceState.RECEIVED,
+    CommandState.VERIFIED: DeviceState.VERIFIED,
+    CommandState.REJECTED: DeviceState.REJECTED,
+    CommandState.EXPIRED: DeviceState.EXPIRED,
+    CommandState.FAILED: DeviceState.FAILED,
+    CommandState.TIMED_OUT: DeviceState.EXPIRED,
+    CommandState.SEND_FAILED: DeviceState.FAILED,
+    CommandState.REFUSED: DeviceState.REFUSED,
+    CommandState.CANCELLED: DeviceState.REFUSED,
+}
+
+
+def device_state(command: CommandState | None) -> DeviceState:
+    """A device's state in an operation from its command's (None: refused before a command existed).
+
+    No terminal reply by the deadline (``timed_out``) counts as expired, a command the broker
+    never took (``send_failed``) as failed, a withdrawn opening as refused.
+    """
+    return DeviceState.REFUSED if command is None else _DEVICE_STATE[command]
+
+
+def count_states(states: Sequence[DeviceState]) -> dict[str, int]:
+    """How many devices are in each state; every state is named, zeros included."""
+    return {s.value: sum(1 for x in states if x is s) for s in DeviceState}
+
+
+@dataclass(frozen=True)
+class ActiveExercise:
+    id: str
+    area: str
+
+
+def exercise_for(area: str, active: Sequence[ActiveExercise], what: str) -> str:
+    """The active exercise over ``area``; :class:`Refused` says that none covers ``what``."""
+    for e in active:
+        if e.area == area:
+            return e.id
+    raise Refused(f"refused: no active exercise covers {what}; a supervisor starts one first")

@@ -70,10 +70,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hub.anchor import AuditConfig, parse_audit
 from hub.logins import IpNetwork, parse_proxies
-from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites
+from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites, unplaced_problem, with_enrolled
 from shared import tomlread
 from shared.addr import host_port
+from shared.errors import ConfigError
 from shared.tomlread import Table
+from trust.enrolment import EnrolmentError, registered_places
+from trust.places import Place
 
 if TYPE_CHECKING:
     from hub.cctv import CctvConfig
@@ -349,6 +352,18 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         from hub.cctv import parse_config as parse_cctv
 
         cctv = parse_cctv(root.table("cctv").data, file)
+
+    enrolled: dict[str, Place | None] = {}
+    if enrolment is not None:
+        try:
+            enrolled = registered_places(enrolment.db_path)
+        except EnrolmentError as exc:
+            raise ConfigError(str(file), "enrolment.db", str(exc)) from None
+        sites = with_enrolled(sites, enrolled)
+    if forward is not None:
+        unplaced = unplaced_problem(sites, enrolled)
+        if unplaced is not None:
+            raise ConfigError(str(file), *unplaced)
 
     root.done()
     return HubConfig(

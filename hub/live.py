@@ -93,6 +93,26 @@ class OperationStarted(msgspec.Struct, frozen=True):
     area: str
 
 
+class OperationChanged(msgspec.Struct, frozen=True):
+    """How many devices of an operation stand in each state (planned, refused, sent, ..., expired)."""
+
+    KIND: ClassVar[str] = "operation"
+    id: str
+    counts: dict[str, int]
+
+
+class ExerciseChanged(msgspec.Struct, frozen=True):
+    """An exercise started or ended over an area (the console's exercise banner)."""
+
+    KIND: ClassVar[str] = "exercise"
+    id: str
+    area: str
+    state: str
+    """``started`` or ``ended``."""
+    actor: str
+    reason: str
+
+
 class SiteStateChanged(msgspec.Struct, frozen=True):
     """A site's status (online/offline) changed."""
 
@@ -127,14 +147,14 @@ class EscalationRaised(msgspec.Struct, frozen=True):
 
 
 Change = (LatestChanged | SiteEvent | AlarmChanged | IncidentChanged | CommandChanged | OperationStarted
-          | SiteStateChanged | SiteBorn | EscalationRaised)
+          | OperationChanged | ExerciseChanged | SiteStateChanged | SiteBorn | EscalationRaised)
 
 
 @dataclass(frozen=True)
 class LiveEvent:
     kind: str
-    """``alarm``, ``latest``, ``site``, ``command``, ``operation``, ``incident``, ``event``,
-    ``escalation`` or ``resync``."""
+    """``alarm``, ``latest``, ``site``, ``command``, ``operation``, ``exercise``, ``incident``,
+    ``event``, ``escalation`` or ``resync``."""
     data: bytes
     """The event's JSON body, already encoded."""
 

@@ -17,8 +17,9 @@ Rules:
 Tables (DESIGN §6): sites, site_epochs (each outbox epoch's watermark), devices, latest,
 records (the history, deduplicated by (site, epoch, seq)), history_agg (downsampled history),
 quarantine, seq_gaps, alarms, alarm_transitions, incidents, commands, command_replies,
-operations, operators, sessions and the hash-chained audit log (append-only: triggers refuse
-UPDATE and DELETE); forwarding's ``fwd_*`` tables (hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
+operations, operation_devices, exercises, operators, sessions and the hash-chained audit log
+(append-only: triggers refuse UPDATE and DELETE); forwarding's ``fwd_*`` tables
+(hub/forward/outbox.py) and ``cctv_evidence`` (hub/cctv.py).
 """
 
 from __future__ import annotations
@@ -202,6 +203,43 @@ def m007_epochs(db: Database) -> None:
     db.execute("ALTER TABLE seq_gaps ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
 
 
+def m008_forward_visibility(db: Database) -> None:
+    """What forwarding did not send, counted by reason (persisted: they count real events), and
+    the console alarm each escalation raised (hub/alerting.py rules 5-6)."""
+    db.execute(
+        "CREATE TABLE fwd_not_forwarded ("
+        " reason TEXT PRIMARY KEY, count INTEGER NOT NULL, last_at REAL NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE fwd_escalation_alarms ("
+        " delivery_id INTEGER PRIMARY KEY, alarm_id INTEGER NOT NULL REFERENCES alarms (id),"
+        " raised_at REAL NOT NULL, settled_at REAL)"
+    )
+    db.execute("CREATE INDEX fwd_escalation_alarms_open ON fwd_escalation_alarms (delivery_id)"
+               " WHERE settled_at IS NULL")
+
+
+def m009_exercises(db: Database) -> None:
+    """Exercises (DESIGN §3: a drill over an area), the exercise each command and operation
+    belongs to, a self-test reply's per-point report, and each operation's plan per device."""
+    db.execute(
+        "CREATE TABLE exercises ("
+        " id TEXT PRIMARY KEY, area TEXT NOT NULL, reason TEXT NOT NULL, started_by TEXT NOT NULL,"
+        " started_at REAL NOT NULL, ended_by TEXT, ended_at REAL, end_reason TEXT NOT NULL DEFAULT '')"
+    )
+    db.execute("CREATE UNIQUE INDEX exercises_active ON exercises (area) WHERE ended_at IS NULL")
+    db.execute("ALTER TABLE commands ADD COLUMN exercise_id TEXT REFERENCES exercises (id)")
+    db.execute("ALTER TABLE operations ADD COLUMN exercise_id TEXT REFERENCES exercises (id)")
+    db.execute("ALTER TABLE command_replies ADD COLUMN report TEXT NOT NULL DEFAULT '[]'")
+    db.execute(
+        "CREATE TABLE operation_devices ("
+        " operation_id TEXT NOT NULL REFERENCES operations (id), n INTEGER NOT NULL, site TEXT NOT NULL,"
+        " device TEXT NOT NULL, kind TEXT NOT NULL, action TEXT NOT NULL, params TEXT NOT NULL,"
+        " cmd_id TEXT REFERENCES commands (cmd_id), reason TEXT NOT NULL DEFAULT '',"
+        " PRIMARY KEY (operation_id, n)) WITHOUT ROWID"
+    )
+
+
 def m001_outbox(db: Database) -> None:
     db.execute(
         "CREATE TABLE fwd_threads ("
@@ -289,6 +327,8 @@ MIGRATIONS: Final = (
     Migration(CCTV, m001_evidence),
     Migration(CORE, m006_quarantine_bounds),
     Migration(CORE, m007_epochs),
+    Migration(CORE, m008_forward_visibility),
+    Migration(CORE, m009_exercises),
 )
 """The hub database's schema, in order (rule 1)."""
 

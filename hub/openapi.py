@@ -39,6 +39,8 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/evidence/{id}"): ("A camera snapshot (image/jpeg); every view is audited", None, None, False),
     ("GET", "/api/forwarding"): ("Alert deliveries per recipient: pending (retrying), acked, failed, escalated",
                                  None, q.ForwardingView, False),
+    ("GET", "/api/escalations"): ("Escalations not settled: an alert a recipient has not acknowledged in time,"
+                                  " with the alarm it raised", None, q.EscalationView, True),
     ("POST", "/api/alarms/{id}/ack"): ("Acknowledge", t.AlarmActionBody, q.AlarmDetail, False),
     ("POST", "/api/alarms/{id}/shelve"): ("Shelve with a reason for duration_s", t.AlarmActionBody, q.AlarmDetail,
                                           False),
@@ -50,7 +52,8 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/commands"): ("Commands (?state&site)", None, q.CommandView, True),
     ("POST", "/api/commands"): ("Issue a command; openings wait for a second person's approval", t.CommandBody,
                                 t.CommandAccepted, False),
-    ("GET", "/api/commands/{cmd_id}"): ("One command with its replies", None, q.CommandView, False),
+    ("GET", "/api/commands/{cmd_id}"): ("One command with its replies (and a self-test's per-point report)", None,
+                                        q.CommandView, False),
     ("POST", "/api/commands/{cmd_id}/approve"): ("Approve an opening (a supervisor other than the issuer; fresh "
                                                  "low-water data)", t.DecisionBody, t.CommandAccepted, False),
     ("POST", "/api/commands/{cmd_id}/reject"): ("Refuse (supervisor) or cancel (issuer) an opening", t.DecisionBody,
@@ -58,12 +61,20 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/operations"): ("Area operations", None, q.OperationView, True),
     ("POST", "/api/operations"): ("Block or evacuate an area: one command per device", t.OperationBody,
                                   t.OperationAccepted, False),
-    ("GET", "/api/operations/{op_id}"): ("One operation with its commands", None, q.OperationView, False),
+    ("GET", "/api/operations/{op_id}"): ("One operation: each device's plan and state (planned, refused with "
+                                         "the reason, sent, ..., terminal) with counts, and its commands", None,
+                                         q.OperationView, False),
+    ("GET", "/api/exercises"): ("The active exercises (drills) by area", None, q.ExerciseView, True),
+    ("POST", "/api/exercises"): ("Start an exercise over an area (supervisor): commands and operations may then "
+                                 "carry exercise (dry run at the edge; CAP status Exercise)", t.ExerciseBody,
+                                 q.ExerciseView, False),
+    ("POST", "/api/exercises/{ex_id}/end"): ("End an active exercise (supervisor)", t.DecisionBody, q.ExerciseView,
+                                             False),
     ("GET", "/api/audit"): ("The hash-chained audit log (?after&limit)", None, q.AuditRow, True),
     ("GET", "/api/quarantine"): ("Refused edge messages: time, site, topic, reason, size (?reason=)", None,
                                  q.QuarantineRow, True),
-    ("GET", "/api/events"): ("Server-Sent Events: alarm, latest, site, command, operation, incident, event, "
-                             "resync", None, None, False),
+    ("GET", "/api/events"): ("Server-Sent Events: alarm, latest, site, command, operation, exercise, incident, "
+                             "event, escalation, resync", None, None, False),
 }
 
 _ERRORS: Final = {
@@ -110,7 +121,8 @@ def document(routes: Sequence[tuple[str, str, Role | None]]) -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(req)}}}
         if resp is not None:
             schema = {"type": "array", "items": _ref(resp)} if many else _ref(resp)
-            code = "202" if method == "POST" and resp in (t.CommandAccepted, t.OperationAccepted) else "200"
+            code = "202" if method == "POST" and resp in (t.CommandAccepted, t.OperationAccepted) else \
+                "201" if (method, path) == ("POST", "/api/exercises") else "200"
             op["responses"] = {code: {"description": "OK", "content": {"application/json": {"schema": schema}}}}
         elif path == "/api/events":
             op["responses"] = {"200": {"description": "an event stream",

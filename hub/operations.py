@@ -85,9 +85,11 @@ class Operations:
         await self.writer.call(lambda tx: desk.mark_sent(tx, out.cmd_id, True))
         return CommandOut(out.cmd_id, CommandState.SENT, out.wire)
 
-    async def issue_command(self, draft: Draft, actor: str, role: Role, reason: str) -> CommandOut:
+    async def issue_command(self, draft: Draft, actor: str, role: Role, reason: str,
+                            exercise: bool = False) -> CommandOut:
         desk = self.engine.commands
-        out = await self.writer.call(lambda tx: desk.create_command(tx, draft, actor, role, reason))
+        out = await self.writer.call(lambda tx: desk.create_command(tx, draft, actor, role, reason,
+                                                                    exercise=exercise))
         return await self._dispatch(out)
 
     async def approve_command(self, cmd_id: str, approver: str, role: Role, reason: str) -> CommandOut:
@@ -102,17 +104,25 @@ class Operations:
         await self.writer.call(lambda tx: desk.reject_command(tx, cmd_id, actor, role, reason))
 
     async def start_operation(self, kind: OperationKind, area: str, actor: str, role: Role,
-                              reason: str) -> OperationOut:
+                              reason: str, exercise: bool = False) -> OperationOut:
         desk = self.engine.commands
-        op = await self.writer.call(lambda tx: desk.create_operation(tx, kind, area, actor, role, reason))
+        op = await self.writer.call(lambda tx: desk.create_operation(tx, kind, area, actor, role, reason, exercise))
         if self.forwarder is not None:  # evacuate (responseType Evacuate) and block go out as CAP alerts too
             notice = operation_notice(self.cfg, op.operation_id, kind.value, area, actor, reason, self.clock())
             if notice is None:
                 log.error("forward.area_unplaced", extra={"area": area, "operation": op.operation_id})
-            else:
-                await self.forwarder.enqueue(notice)
+            else:  # an exercise's alert says so (CAP status Exercise); nothing else is marked by it
+                await self.forwarder.enqueue(dataclasses.replace(notice, exercise=op.exercise_id is not None))
         sent = await asyncio.gather(*(self._dispatch(c) for c in op.commands))
         return OperationOut(op.operation_id, tuple(sent))
+
+    async def start_exercise(self, area: str, actor: str, role: Role, reason: str) -> str:
+        desk = self.engine.commands
+        return await self.writer.call(lambda tx: desk.start_exercise(tx, area, actor, role, reason))
+
+    async def end_exercise(self, ex_id: str, actor: str, role: Role, reason: str) -> None:
+        desk = self.engine.commands
+        await self.writer.call(lambda tx: desk.end_exercise(tx, ex_id, actor, role, reason))
 
     # --- alarms, incidents, evidence -------------------------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from hub.commands import CommandState, DeviceState, count_states, device_state
 from hub.errors import NotFound
 from hub.views import (
     AggPoint,
@@ -18,20 +19,26 @@ from hub.views import (
     CommandView,
     DeliveryView,
     DeviceView,
+    EscalationView,
     EvidenceRef,
+    ExerciseView,
     History,
     HistoryPoint,
     IncidentView,
     LatestView,
+    OperationDevice,
     OperationView,
+    PointCheckView,
     QuarantineRow,
     ReplyView,
     SiteDetail,
     SiteView,
     TransitionView,
 )
+from shared.messages import Action, PointCheck, ReplyStatus
 
 _dec = msgspec.json.Decoder()
+_report = msgspec.json.Decoder(list[PointCheck])
 
 
 _SITE_COLS = ("s.site, s.area, s.name, s.state, s.boot, s.state_ts, s.agent_version, s.last_seen, s.through_seq,"
@@ -159,6 +166,20 @@ def deliveries(conn: sqlite3.Connection, limit: int = 500) -> list[DeliveryView]
                          created_at=r[9], updated_at=r[10], escalated=bool(r[11])) for r in rows]
 
 
+def escalations(conn: sqlite3.Connection) -> list[EscalationView]:
+    """Escalations not yet settled (hub/alerting.py rule 6), oldest first; an escalation whose
+    delivery no longer exists is not one."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fwd_escalation_alarms'").fetchone():
+        return []
+    rows = conn.execute(
+        "SELECT e.delivery_id, d.recipient, d.identifier, a.site, coalesce(d.escalated_at, e.raised_at), e.alarm_id"
+        " FROM fwd_escalation_alarms e JOIN fwd_deliveries d ON d.id = e.delivery_id"
+        " JOIN alarms a ON a.id = e.alarm_id"
+        " WHERE e.settled_at IS NULL AND d.state <> 'acked' ORDER BY e.raised_at, e.delivery_id")
+    return [EscalationView(delivery_id=r[0], recipient=r[1], alert_id=r[2], site=r[3], since=r[4], alarm_id=r[5])
+            for r in rows]
+
+
 def _delivery_state(state: str, attempts: int, escalated: bool) -> str:
     if state == "acked":
         return "acknowledged"
@@ -181,13 +202,15 @@ def incidents(conn: sqlite3.Connection, state: str | None) -> list[IncidentView]
 
 
 _CMD_COLS = ("cmd_id, site, device, action, params, issued_by, approved_by, reason, state, detail, created_at,"
-             " issued_at, not_after, updated_at, operation_id")
+             " issued_at, not_after, updated_at, operation_id, exercise_id")
 
 
-def _command(r: tuple[Any, ...], replies: list[ReplyView] | None = None) -> CommandView:
+def _command(r: tuple[Any, ...], replies: list[ReplyView] | None = None,
+             report: list[PointCheckView] | None = None) -> CommandView:
     return CommandView(cmd_id=r[0], site=r[1], device=r[2], action=r[3], params=_dec.decode(r[4]), issued_by=r[5],
                        approved_by=_dec.decode(r[6]), reason=r[7], state=r[8], detail=r[9], created_at=r[10],
-                       issued_at=r[11], not_after=r[12], updated_at=r[13], operation_id=r[14], replies=replies or [])
+                       issued_at=r[11], not_after=r[12], updated_at=r[13], operation_id=r[14], exercise_id=r[15],
+                       replies=replies or [], report=report or [])
 
 
 def commands(conn: sqlite3.Connection, *, state: str | None, site_id: str | None, limit: int) -> list[CommandView]:
@@ -206,10 +229,25 @@ def command(conn: sqlite3.Connection, cmd_id: str) -> CommandView:
     row = conn.execute(f"SELECT {_CMD_COLS} FROM commands WHERE cmd_id = ?", (cmd_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
     if row is None:
         raise NotFound(f"no command {cmd_id}")
-    replies = [ReplyView(seq=r[0], status=r[1], reason=r[2], ts=r[3], received_at=r[4])
-               for r in conn.execute("SELECT seq, status, reason, ts, received_at FROM command_replies"
-                                     " WHERE cmd_id = ? ORDER BY id", (cmd_id,))]
-    return _command(row, replies)
+    rows = conn.execute("SELECT seq, status, reason, ts, received_at, report FROM command_replies"
+                        " WHERE cmd_id = ? AND site = ? ORDER BY id", (cmd_id, row[1])).fetchall()
+    replies = [ReplyView(seq=r[0], status=r[1], reason=r[2], ts=r[3], received_at=r[4]) for r in rows]
+    return _command(row, replies, _selftest_report(conn, row, rows))
+
+
+def _selftest_report(conn: sqlite3.Connection, cmd: tuple[Any, ...],
+                     replies: list[tuple[Any, ...]]) -> list[PointCheckView]:
+    """The report of the terminal reply that ended a ``device.selftest`` (the first one; a
+    repeat is the edge re-sending it). Any other command shows none, whatever its reply held."""
+    if cmd[3] != Action.DEVICE_SELFTEST.value or not CommandState(cmd[8]).is_terminal:
+        return []
+    terminal = next((r for r in replies if ReplyStatus(r[1]).is_terminal), None)
+    if terminal is None:
+        return []
+    dev = conn.execute("SELECT points FROM devices WHERE site = ? AND device = ?", (cmd[1], cmd[2])).fetchone()
+    points = set(_dec.decode(dev[0])) if dev is not None else set()
+    return [PointCheckView(point=p.point, value=p.value, quality=p.quality.value, ok=p.ok, why=p.why,
+                           known=p.point in points) for p in _report.decode(terminal[5])]
 
 
 def _operation(conn: sqlite3.Connection, r: tuple[Any, ...]) -> OperationView:
@@ -218,22 +256,55 @@ def _operation(conn: sqlite3.Connection, r: tuple[Any, ...]) -> OperationView:
     states: dict[str, int] = {}
     for c in cmds:
         states[c.state] = states.get(c.state, 0) + 1
+    devices: list[OperationDevice] = []
+    for site, device, kind, action, params, cmd_id, refusal, cstate, detail in conn.execute(
+            "SELECT d.site, d.device, d.kind, d.action, d.params, d.cmd_id, d.reason, c.state, c.detail"
+            " FROM operation_devices d LEFT JOIN commands c ON c.cmd_id = d.cmd_id"
+            " WHERE d.operation_id = ? ORDER BY d.n", (r[0],)):
+        st = device_state(None if cstate is None else CommandState(cstate))
+        devices.append(OperationDevice(site=site, device=device, kind=kind, action=action, params=_dec.decode(params),
+                                       state=st.value, reason=refusal or detail or "", cmd_id=cmd_id))
+    counts = count_states([DeviceState(d.state) for d in devices])
     return OperationView(id=r[0], kind=r[1], area=r[2], issued_by=r[3], reason=r[4], created_at=r[5], note=r[6],
-                         commands=cmds, states=states)
+                         commands=cmds, states=states, devices=devices, counts=counts, exercise_id=r[7])
+
+
+_OP_COLS = "id, kind, area, issued_by, reason, created_at, note, exercise_id"
 
 
 def operations(conn: sqlite3.Connection, limit: int) -> list[OperationView]:
-    rows = conn.execute("SELECT id, kind, area, issued_by, reason, created_at, note FROM operations"
+    rows = conn.execute(f"SELECT {_OP_COLS} FROM operations"  # noqa: S608 - constant column lists; values are bound
                         " ORDER BY created_at DESC LIMIT ?", (limit,)).fetchall()
     return [_operation(conn, r) for r in rows]
 
 
 def operation(conn: sqlite3.Connection, op_id: str) -> OperationView:
-    row = conn.execute("SELECT id, kind, area, issued_by, reason, created_at, note FROM operations WHERE id = ?",
+    row = conn.execute(f"SELECT {_OP_COLS} FROM operations WHERE id = ?",  # noqa: S608 - constant column lists; values are bound
                        (op_id,)).fetchone()
     if row is None:
         raise NotFound(f"no operation {op_id}")
     return _operation(conn, row)
+
+
+_EX_COLS = "id, area, reason, started_by, started_at, ended_by, ended_at, end_reason"
+
+
+def _exercise(r: tuple[Any, ...]) -> ExerciseView:
+    return ExerciseView(id=r[0], area=r[1], reason=r[2], started_by=r[3], started_at=r[4], ended_by=r[5],
+                        ended_at=r[6], end_reason=r[7])
+
+
+def exercises(conn: sqlite3.Connection) -> list[ExerciseView]:
+    """The active exercises, oldest first."""
+    return [_exercise(r) for r in conn.execute(
+        f"SELECT {_EX_COLS} FROM exercises WHERE ended_at IS NULL ORDER BY started_at")]  # noqa: S608 - constant column lists
+
+
+def exercise(conn: sqlite3.Connection, ex_id: str) -> ExerciseView:
+    row = conn.execute(f"SELECT {_EX_COLS} FROM exercises WHERE id = ?", (ex_id,)).fetchone()  # noqa: S608 - constant column lists; values are bound
+    if row is None:
+        raise NotFound(f"no exercise {ex_id}")
+    return _exercise(row)
 
 
 def audit_rows(conn: sqlite3.Connection, after: int, limit: int) -> list[AuditRow]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -31,7 +32,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 
 from hub import api, evidence
-from hub.alerting import AlarmAlerts, EvidenceQueue
+from hub.alerting import AlarmAlerts, EvidenceQueue, count_drops
 from hub.anchor import Anchor
 from hub.cctv import CctvLinker
 from hub.config import HubConfig
@@ -46,7 +47,7 @@ from hub.live import Broadcaster, EscalationRaised, LiveEvent
 from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
-from hub.store import Clock, Reader, Writer
+from hub.store import Clock, Reader, Tx, Writer
 from shared.messages import Command
 from shared.signing import load_private_key
 
@@ -92,6 +93,7 @@ class Hub:
         if cfg.forward is not None:
             self.engine.alerts = AlarmAlerts(cfg, wake=self._wake_forwarder,
                                              capture=self.captures.put if cfg.cctv is not None else None)
+            self.engine.alerts.desk = self.engine.alarms  # escalations are alarms (hub/alerting.py rule 6)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
         self.anchor = Anchor(cfg.audit, clock) if cfg.audit is not None else None
@@ -105,13 +107,20 @@ class Hub:
             self.ops.forwarder.wake()
 
     def _escalated(self, tx: WriteTx, esc: Escalation, /) -> None:
-        """An alert was not acknowledged in time: the console shows it at once (and the log)."""
+        """An alert was not acknowledged in time: an alarm in the console (hub/alerting.py rule 6),
+        the live event once committed, and the log."""
+        assert isinstance(tx, Tx)  # the forwarder writes through the hub's writer
+        alerts = self.engine.alerts
+        if alerts is not None:
+            alerts.escalated(tx, esc)
         log.error("forward.escalated", extra={"identifier": esc.identifier, "recipient": esc.recipient,
                                               "escalated_to": esc.escalated_to, "last_error": esc.last_error})
-        self.bus.publish(LiveEvent.of(EscalationRaised(
+        event = LiveEvent.of(EscalationRaised(
             delivery_id=esc.delivery_id, identifier=esc.identifier, thread=esc.thread, recipient=esc.recipient,
             headline=esc.headline, state=esc.state, attempts=esc.attempts, last_error=esc.last_error,
-            escalated_to=esc.escalated_to)))
+            escalated_to=esc.escalated_to))
+        # after the commit, on the event loop (the transaction runs on the writer's thread)
+        tx.after_commit(lambda: self.bus.publish(event))
 
     async def _enrolment(self) -> None:
         """The field-enrolment endpoint (HTTPS with the hub's certificate) until cancelled."""
@@ -147,7 +156,14 @@ class Hub:
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            await self.writer.call(self.engine.tick)
+            drops = self.captures.take_uncounted()
+            await self.writer.call(functools.partial(self._tick, dropped_captures=drops))
+
+    def _tick(self, tx: Tx, dropped_captures: int) -> None:
+        self.engine.tick(tx)
+        if self.engine.alerts is not None:
+            self.engine.alerts.settle(tx)
+            count_drops(tx, dropped_captures)
 
     async def run(self, ready: asyncio.Event | None = None) -> None:
         """Run until :meth:`stop`; a crash in any task ends the hub (systemd restarts it)."""

@@ -151,6 +151,18 @@ class IncidentView(View, frozen=True, kw_only=True):
     alarms: int
 
 
+class PointCheckView(View, frozen=True, kw_only=True):
+    """One point of a self-test report, as the edge sent it. ``known``: the device's birth names
+    the point (a report is shown, never trusted: nothing at the hub acts on it)."""
+
+    point: str
+    value: Scalar
+    quality: str
+    ok: bool
+    why: str
+    known: bool
+
+
 class ReplyView(View, frozen=True, kw_only=True):
     seq: int
     status: str
@@ -175,7 +187,26 @@ class CommandView(View, frozen=True, kw_only=True):
     not_after: float | None
     updated_at: float
     operation_id: str | None
+    exercise_id: str | None = None
+    """Set for a command of an exercise: signed with ``exercise``, answered with a dry run."""
     replies: list[ReplyView] = []
+    report: list[PointCheckView] = []
+    """A ``device.selftest``'s per-point report, from its terminal reply (empty otherwise)."""
+
+
+class OperationDevice(View, frozen=True, kw_only=True):
+    """One device of an operation: what was planned for it, and where it stands. ``state``:
+    planned, refused (up front, with the ``reason``; no ``cmd_id``), sent, received, verified,
+    failed, rejected or expired (no terminal reply in time)."""
+
+    site: str
+    device: str
+    kind: str
+    action: str
+    params: dict[str, Scalar]
+    state: str
+    reason: str
+    cmd_id: str | None
 
 
 class OperationView(View, frozen=True, kw_only=True):
@@ -188,6 +219,24 @@ class OperationView(View, frozen=True, kw_only=True):
     note: str
     commands: list[CommandView]
     states: dict[str, int]
+    """Commands per command state."""
+    devices: list[OperationDevice] = []
+    counts: dict[str, int] = {}
+    """Devices per device state (every state named, zeros included)."""
+    exercise_id: str | None = None
+
+
+class ExerciseView(View, frozen=True, kw_only=True):
+    """An exercise (drill) over an area: active while ``ended_at`` is null."""
+
+    id: str
+    area: str
+    reason: str
+    started_by: str
+    started_at: float
+    ended_by: str | None
+    ended_at: float | None
+    end_reason: str
 
 
 class AuditRow(View, frozen=True, kw_only=True):
@@ -215,3 +264,16 @@ class QuarantineRow(View, frozen=True, kw_only=True):
 
 class ForwardingView(View, frozen=True, kw_only=True):
     deliveries: list[DeliveryView]
+    not_forwarded: dict[str, int] = {}
+    """What was not forwarded since the database was made, by reason (hub/alerting.py rule 5)."""
+
+
+class EscalationView(View, frozen=True, kw_only=True):
+    """An alert a recipient has not acknowledged in time, and the console alarm it raised."""
+
+    delivery_id: int
+    recipient: str
+    alert_id: str
+    site: str
+    since: float
+    alarm_id: int

@@ -5,7 +5,10 @@ simulators (in this process), and the agent as a separate process (``jikimi edge
 its RSS and CPU are its own. A plain MQTT subscriber with the hub's identity stands in for the
 hub and timestamps what reaches the broker.
 
-- ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second.
+- ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second, each
+  underpass device running the flood model as in the field (``model_loaded``); the same run
+  without the model is ``without_model`` (what the model costs).
+- ``bytes_per_sample``: MQTT payload bytes of the data batches per reading they carried.
 - ``read_to_broker_ms``: acquisition time of each reading → the subscriber has it.
 - ``max_lossless_samples_per_s``: the highest offered rate (10 devices, shorter poll periods)
   at which every sample the agent read reached the subscriber and the agent kept its poll
@@ -57,6 +60,7 @@ class Subscriber:
     """Counts and timestamps what reaches the broker for the site."""
 
     readings: int = 0
+    payload_bytes: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     seqs: set[int] = field(default_factory=set)
     online_at: list[float] = field(default_factory=list)
@@ -82,6 +86,7 @@ async def _subscriber(broker: RunningBroker, pki: Pki, sub: Subscriber) -> Async
                                 sub.online_at.append(time.monotonic())
                             continue
                         batch = messages.decode(messages.DataBatch, msg.payload)
+                        sub.payload_bytes += len(msg.payload)
                         for r in batch.records:
                             sub.seqs.add(r.seq)
                             if isinstance(r, messages.Reading):
@@ -107,7 +112,8 @@ def _write_profile(directory: Path, poll_s: float) -> Path:
     return path
 
 
-def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: list[tuple[str, Path, str]]) -> Path:
+def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: list[tuple[str, Path, str]],
+                  model: str | None = None) -> Path:
     lines = [
         "[site]", f'id = "{SITE}"', f'state_dir = "{directory / "state"}"', "",
         "[hub]", f'host = "{broker.host}"', f"port = {broker.port}", f'ca = "{pki.ca_chain}"',
@@ -115,7 +121,8 @@ def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: lis
         "[policy]", "verify_timeout_s = 10.0", "",
     ]
     for name, profile, address in devices:
-        lines += [f"[devices.{name}]", f'profile = "{profile}"', f'transport = "{address}"', ""]
+        lines += [f"[devices.{name}]", f'profile = "{profile}"', f'transport = "{address}"']
+        lines += [f'model = "{model}"', ""] if model else [""]
     path = directory / "site.toml"
     path.write_text("\n".join(lines))
     return path
@@ -169,8 +176,8 @@ async def _world(work: Path) -> AsyncIterator[tuple[Pki, RunningBroker]]:
 
 
 async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, seconds: float,
-                    n_devices: int = 10) -> dict[str, Any]:
-    run_dir = work / f"load-{int(poll_s * 1000)}"
+                    n_devices: int = 10, model: str | None = "flood") -> dict[str, Any]:
+    run_dir = work / f"load-{int(poll_s * 1000)}-{model or 'nomodel'}"
     run_dir.mkdir()
     profile_path = _write_profile(run_dir, poll_s)
     profile = load_profile(profile_path)
@@ -179,16 +186,16 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
         sims: list[Simulator] = [await stack.enter_async_context(run_simulator(profile, transport="tcp"))
                                  for _ in range(n_devices)]
         config = _write_config(run_dir, pki, broker, [(f"d{i:02d}", profile_path, s.address)
-                                                       for i, s in enumerate(sims)])
+                                                       for i, s in enumerate(sims)], model)
         await stack.enter_async_context(_subscriber(broker, pki, sub))
         proc = await stack.enter_async_context(_agent(config, run_dir / "agent.log"))
         assert proc.pid is not None
         await _wait(lambda: sub.readings > 0, 20)
         await asyncio.sleep(2.0)  # warm-up: imports done, first polls settled
-        r0, cpu0, t0 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic()
+        r0, cpu0, t0, b0 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic(), sub.payload_bytes
         lat0 = len(sub.latencies_ms)
         await asyncio.sleep(seconds)
-        r1, cpu1, t1 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic()
+        r1, cpu1, t1, b1 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic(), sub.payload_bytes
         rss = _proc_rss_mb(proc.pid)
         window = sub.latencies_ms[lat0:]
         # Every seq handed out so far must reach the subscriber while the agent still runs:
@@ -204,7 +211,8 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
     offered = n_devices * points / poll_s
     achieved = (r1 - r0) / (t1 - t0)
     return {
-        "poll_s": poll_s, "devices": n_devices, "points_per_device": points,
+        "poll_s": poll_s, "devices": n_devices, "points_per_device": points, "model_loaded": model is not None,
+        "bytes_per_sample": round((b1 - b0) / max(1, r1 - r0), 1),
         "offered_samples_per_s": round(offered, 1), "delivered_samples_per_s": round(achieved, 1),
         "missing_seqs": missing, "drained": drained,
         "cpu_pct": round((cpu1 - cpu0) / (t1 - t0) * 100, 2), "rss_mb": round(rss, 1),
@@ -274,6 +282,7 @@ async def agent_section(seconds: float) -> dict[str, Any]:
         work = Path(tmp)
         async with _world(work) as (pki, broker):
             load = [await _load_run(work, pki, broker, 1.0, max(seconds, 10.0))]
+            bare = await _load_run(work, pki, broker, 1.0, max(seconds, 10.0), model=None)
             for poll_s in (0.2, 0.1, 0.05, 0.025):
                 load.append(await _load_run(work, pki, broker, poll_s, max(seconds / 2, 5.0)))
                 if not load[-1]["lossless"]:
@@ -283,7 +292,9 @@ async def agent_section(seconds: float) -> dict[str, Any]:
     base = load[0]
     lossless = [r["offered_samples_per_s"] for r in load if r["lossless"]]
     return {
-        "rss_mb": base["rss_mb"], "cpu_pct": base["cpu_pct"],
+        "model_loaded": base["model_loaded"], "rss_mb": base["rss_mb"], "cpu_pct": base["cpu_pct"],
+        "bytes_per_sample": base["bytes_per_sample"],
+        "without_model": {"rss_mb": bare["rss_mb"], "cpu_pct": bare["cpu_pct"]},
         "load_devices_x_points": f"{base['devices']}x{base['points_per_device']} at {base['poll_s']} s",
         "read_to_broker_ms": base["read_to_broker_ms"],
         "max_lossless_samples_per_s": max(lossless, default=0.0),

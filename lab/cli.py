@@ -36,6 +36,16 @@ def _bench_ingest(args: argparse.Namespace) -> int:
     return bench_ingest.main(args)
 
 
+def _bench_latency(args: argparse.Namespace) -> int:
+    from lab.bench_edge import machine, write_report
+    from lab.bench_latency import measure_latency
+
+    report = {"machine": machine(), **asyncio.run(measure_latency(trials=args.trials, seed=args.seed))}
+    write_report(args.json, report)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def _bench_fuzz(args: argparse.Namespace) -> int:
     from lab import fuzz
 
@@ -63,6 +73,12 @@ def register(cli: Cli) -> None:
     p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--json", type=Path, required=True, help="write the results here")
+
+    p = cli.subcommand("bench", "latency", "water crossing → barrier write, console alarm, CAP acknowledged",
+                       _bench_latency)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seed", type=int, default=7, help="the trials' phases against the polls")
+    p.add_argument("--json", type=Path, required=True, metavar="FILE")
 
     p = cli.subcommand("bench", "fuzz", "fuzz every parser of outside input (atheris; Hypothesis where it cannot run)",
                        _bench_fuzz)

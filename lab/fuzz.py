@@ -235,6 +235,8 @@ accept_any = false
 [sites.registry.gg-suwon-up-0031]
 area = "suwon-gwonseon"
 name = "Gwonseon underpass"
+lat = 37.2636
+lon = 127.0286
 
 [rules.kinds.underpass]
 closing_depth_cm = 15.0

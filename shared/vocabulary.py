@@ -18,6 +18,7 @@ Invariant (tests/shared/test_vocabulary.py): for every shipped profile of a kind
 kind offers writes a point the profile has, that point is writable and allows every value the
 action can write, and the read-back point named here exists and is the profile's read-back.
 ``device.selftest`` writes nothing: the edge reads every point of the device and replies.
+A kind's ``depth`` point, where it has one, is a point of every shipped profile of the kind.
 """
 
 from __future__ import annotations
@@ -125,6 +126,10 @@ class KindSpec(msgspec.Struct, frozen=True, kw_only=True):
     actions: tuple[Action, ...]
     block: tuple[Step, ...] = ()
     evacuate: tuple[Step, ...] = ()
+    depth: str | None = None
+    """The point through which a device of this kind measures the water depth (``water_depth_cm``,
+    ``water_level_cm``): the edge's policy watches it unless the site config names another
+    ``depth_source``, and the hub judges an opening by it (DESIGN §5). None: it measures none."""
 
     def steps(self, operation: Operation) -> tuple[Step, ...]:
         return self.block if operation is Operation.BLOCK else self.evacuate
@@ -167,16 +172,17 @@ _ACTIONS: Final = (
 
 _KINDS: Final = (
     KindSpec(kind=Kind.FLOOD_ALARM, actions=(Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST),
-             evacuate=(Step(action=Action.SIREN_ON),)),
+             evacuate=(Step(action=Action.SIREN_ON),), depth="water_depth_cm"),
     KindSpec(kind=Kind.DISPLACEMENT, actions=(Action.DEVICE_SELFTEST,)),
     KindSpec(kind=Kind.UNDERPASS, actions=(Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.DEVICE_SELFTEST),
-             block=(Step(action=Action.BARRIER_CLOSE),)),
+             block=(Step(action=Action.BARRIER_CLOSE),), depth="water_depth_cm"),
     KindSpec(kind=Kind.RIVER_GATE,
              actions=(Action.GATE_CLOSE, Action.GATE_OPEN, Action.SIGN_SHOW, Action.BROADCAST_PLAY,
                       Action.DEVICE_SELFTEST),
              block=(Step(action=Action.GATE_CLOSE),),
              evacuate=(Step(action=Action.SIGN_SHOW, args=(Arg(name="text", value="하천 범람 위험: 진입 금지"),)),
-                       Step(action=Action.BROADCAST_PLAY, args=(Arg(name="message", value="evacuate"),)))),
+                       Step(action=Action.BROADCAST_PLAY, args=(Arg(name="message", value="evacuate"),))),
+             depth="water_level_cm"),
     KindSpec(kind=Kind.RAIN_GAUGE, actions=(Action.DEVICE_SELFTEST,)),
 )
 
@@ -244,6 +250,12 @@ def write_of(action: Action, params: Mapping[str, object]) -> tuple[str, object]
     if w is None:
         return None
     return (w.point, params.get(w.param) if w.param is not None else w.value)
+
+
+def depth_point(kind: Kind | str) -> str | None:
+    """The point through which a device of ``kind`` measures the water depth (None: none)."""
+    spec = kind_spec(kind)
+    return spec.depth if spec is not None else None
 
 
 def steps(kind: Kind | str, operation: Operation) -> tuple[Step, ...]:

@@ -113,3 +113,10 @@ def test_the_hub_finds_its_cap_schema_when_installed(installed: Path, tmp_path: 
                        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, timeout=60)
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip()).is_relative_to(installed.parent)
+
+
+def test_site_templates_from_an_empty_folder(installed: Path, tmp_path: Path) -> None:
+    """``jikimi edge template --kind river_gate`` finds the shipped template in the plain install."""
+    r = _run(installed, "edge", "template", "--kind", "river_gate", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 'depth_source = "gate.water_level_cm"' in r.stdout

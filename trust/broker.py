@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,7 +34,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
+from typing import NoReturn
 
 from shared.errors import TrustError
 from shared.topics import ROOT, SiteChannel
@@ -42,6 +43,8 @@ from trust.pki import Pki, PkiError, Role
 DEFAULT_PORT = 8883
 MAX_QUEUED_MESSAGES = 1_000_000
 MAX_PACKET_SIZE = 512 * 1024
+_BIND_RE = re.compile(r"^[A-Za-z0-9.:-]{1,253}$")
+_USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 
 
 class BrokerError(TrustError):
@@ -93,6 +96,14 @@ def render_conf(
     log_file: Path | None,
 ) -> str:
     broker_cert, broker_key = pki.cert("broker"), pki.key("broker")
+    if not _BIND_RE.match(bind):
+        raise BrokerError(f"--bind {bind!r}: expected an IP address or a host name")
+    if not _USER_RE.match(user):
+        raise BrokerError(f"--user {user!r}: not an account name")
+    for path in (acl_path, persistence_dir, log_file, pki.dir):
+        # one directive per line: a line break in a path would add directives of its own
+        if path is not None and any(c in str(path.resolve()) for c in "\r\n\0"):
+            raise BrokerError(f"{str(path)!r}: a path with a line break cannot go into mosquitto.conf")
     for path in (pki.ca_chain, pki.crl, broker_cert, broker_key):
         if not path.exists():
             hint = (
@@ -125,8 +136,7 @@ def render_conf(
         lines += ["persistence false"]
     if log_file is not None:
         lines += [f"log_dest file {log_file.resolve()}"]
-    else:
-        lines += ["log_dest stderr"]
+    lines += ["log_dest stderr"]
     lines += [
         "log_type error",
         "log_type warning",
@@ -160,9 +170,17 @@ def write_config(
     bind: str = "127.0.0.1",
     user: str | None = None,
     persistence: bool = True,
+    persistence_dir: Path | None = None,
+    log_file: Path | None = None,
     dry_run: bool = False,
 ) -> BrokerConfig:
     """Write ``OUT/mosquitto.conf`` and ``OUT/acl`` for the PKI in ``pki_dir``.
+
+    With ``persistence`` Mosquitto keeps sessions, queued QoS 1 messages and retained messages
+    in ``persistence_dir`` (default ``OUT/data``; a systemd unit that mounts OUT read-only gives its
+    state directory) as ``mosquitto.db``, saved every 30 s and at a clean stop; without, a restart
+    forgets them (the end-to-end acks recover what edges sent). ``log_file`` adds a log file to
+    the log on stderr.
 
     ``user`` is the account Mosquitto runs as after start; it defaults to the current user,
     so that the generated files (and the private key) stay readable without widening their
@@ -182,17 +200,20 @@ def write_config(
         port=port,
         bind=bind,
         user=user or getpass.getuser(),
-        persistence_dir=(out_dir / "data") if persistence else None,
-        log_file=None,
+        persistence_dir=(persistence_dir or out_dir / "data") if persistence else None,
+        log_file=log_file,
     )
     if not dry_run:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if persistence:
-            (out_dir / "data").mkdir(exist_ok=True)
-        for path, text in ((acl_path, acl), (conf_path, conf)):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if persistence and persistence_dir is None:
+                (out_dir / "data").mkdir(exist_ok=True)
+            for path, text in ((acl_path, acl), (conf_path, conf)):
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, path)
+        except OSError as exc:
+            raise BrokerError(f"{out_dir}: cannot write the broker's config there: {exc}") from exc
     return BrokerConfig(conf=conf_path, acl=acl_path, port=port)
 
 
@@ -284,22 +305,20 @@ def reload(pid: int) -> None:
     os.kill(pid, signal.SIGHUP)
 
 
-def run(config: BrokerConfig) -> int:
-    """Run Mosquitto in the foreground until Ctrl-C or SIGTERM; return its exit code."""
-    proc = subprocess.Popen([mosquitto_binary(), "-c", str(config.conf)])
-    print(f"mosquitto (pid {proc.pid}) listening on port {config.port} with mTLS; Ctrl-C stops it",
-          file=sys.stderr)
+def exec_broker(config: BrokerConfig, pid_file: Path) -> NoReturn:
+    """Replace this process by Mosquitto (``exec``), after writing its pid to ``pid_file``.
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGHUP, forward)
+    The process keeps its pid, so a supervisor's signals (SIGTERM, SIGINT, SIGHUP to reload)
+    and a SIGKILL reach Mosquitto itself: there is no parent left to die and orphan it.
+    """
+    binary = mosquitto_binary()
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        pid_file.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise BrokerError(f"{pid_file}: cannot write the broker's pid: {exc}") from exc
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(binary, [binary, "-c", str(config.conf)])  # noqa: S606 - a fixed argument list, no shell
 
 
 def free_port(host: str = "127.0.0.1") -> int:

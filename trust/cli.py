@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shared.cli import Cli
 from trust import broker
 from trust.pki import DEFAULT_DAYS, Pki, Plan, Role
+from trust.places import Place, area_problem, degrees
 
 if TYPE_CHECKING:
     from trust.enrolment import EnrolmentService
@@ -58,7 +59,8 @@ def _provision_register(args: argparse.Namespace) -> int:
 
     service = _enrol_service(args)
     token = service.register(args.site, enroll.hub_url_ok(args.url), actor=args.actor,
-                             needs_approval=args.needs_approval, ttl_s=args.ttl)
+                             needs_approval=args.needs_approval, ttl_s=args.ttl,
+                             place=Place(args.lat, args.lon, args.area))
     text = token.encode()
     print(text)
     if not args.no_qr:
@@ -111,7 +113,8 @@ def _provision_serve(args: argparse.Namespace) -> int:
 
 def _broker_config(args: argparse.Namespace) -> int:
     cfg = broker.write_config(
-        args.pki, args.out, port=args.port, bind=args.bind, user=args.user, dry_run=args.dry_run
+        args.pki, args.out, port=args.port, bind=args.bind, user=args.user, persistence=not args.no_persistence,
+        persistence_dir=args.persistence_dir, dry_run=args.dry_run,
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
     return 0
@@ -124,10 +127,29 @@ def _broker_acl(args: argparse.Namespace) -> int:
 
 
 def _broker_run(args: argparse.Namespace) -> int:
-    out = args.out or Path(tempfile.mkdtemp(prefix="jikimi-broker-"))
-    cfg = broker.write_config(args.pki, out, port=args.port, bind=args.bind)
-    print(f"config in {cfg.conf}", file=sys.stderr)
-    return broker.run(cfg)
+    out: Path = args.out
+    cfg = broker.write_config(args.pki, out, port=args.port, bind=args.bind, persistence=not args.no_persistence,
+                              log_file=out / "mosquitto.log")
+    state = f"persistence in {out / 'data'}" if not args.no_persistence else "no persistence (a restart forgets)"
+    print(f"broker state in {out}: config {cfg.conf.name}, log mosquitto.log, pid mosquitto.pid, {state}; "
+          f"mTLS on {args.bind}:{cfg.port}", file=sys.stderr)
+    broker.exec_broker(cfg, out / "mosquitto.pid")
+
+
+def _degrees(name: str) -> Callable[[str], float]:
+    def read(text: str) -> float:
+        try:
+            return degrees(text, name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return read
+
+
+def _area(text: str) -> str:
+    problem = area_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _enrol_args(p: argparse.ArgumentParser) -> None:
@@ -145,6 +167,10 @@ def register(cli: Cli) -> None:
     _enrol_args(p)
     p.add_argument("--site", required=True)
     p.add_argument("--url", required=True, help="the hub's enrolment URL, https://HOST:PORT")
+    p.add_argument("--lat", type=_degrees("lat"), required=True,
+                   help="the site's WGS84 latitude in degrees: alerts and cameras place the site by it")
+    p.add_argument("--lon", type=_degrees("lon"), required=True, help="the site's WGS84 longitude in degrees")
+    p.add_argument("--area", type=_area, help="the site's area id (as in the hub's [sites.registry]), e.g. gg-suwon")
     p.add_argument("--needs-approval", action="store_true", help="the site waits for 'provision approve'")
     p.add_argument("--ttl", type=float, default=3600.0, help="token lifetime in seconds (default 1 hour)")
     p.add_argument("--actor", default=os.environ.get("USER", "admin"))
@@ -191,6 +217,10 @@ def register(cli: Cli) -> None:
     p.add_argument("--port", type=int, default=broker.DEFAULT_PORT)
     p.add_argument("--bind", default="127.0.0.1", help="address to listen on (default loopback)")
     p.add_argument("--user", help="account Mosquitto runs as (default: the current user)")
+    p.add_argument("--no-persistence", action="store_true",
+                   help="keep no sessions, queued or retained messages across a restart")
+    p.add_argument("--persistence-dir", type=Path,
+                   help="where Mosquitto keeps them (default OUT/data)")
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)
@@ -198,9 +228,13 @@ def register(cli: Cli) -> None:
     p.add_argument("--out", type=Path, required=True, help="the broker config folder")
     p.add_argument("--pid", type=int, help="the running broker to reload (SIGHUP)")
 
-    p = cli.subcommand("broker", "run", "run Mosquitto with that config in the foreground", _broker_run)
+    p = cli.subcommand("broker", "run", "write the config, then become Mosquitto (exec) in the foreground",
+                       _broker_run)
     p.add_argument("--pki", type=Path, required=True)
-    p.add_argument("--out", type=Path, help="where to write the config (default: a new temp folder)")
+    p.add_argument("--out", type=Path, default=Path("var/broker"),
+                   help="the broker's state: config, ACL, persistence, log, pid file (default var/broker)")
     p.add_argument("--port", type=int, default=broker.DEFAULT_PORT)
     p.add_argument("--bind", default="127.0.0.1")
+    p.add_argument("--no-persistence", action="store_true",
+                   help="keep no sessions, queued or retained messages across a restart")
 

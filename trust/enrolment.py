@@ -2,9 +2,11 @@
 
 The flow (the private key never leaves the device; the device side is ``provisioning/enroll.py``):
 
-1. The admin pre-registers a site on the hub (``jikimi provision register``) and gets a
+1. The admin pre-registers a site on the hub (``jikimi provision register``) with its place
+   (WGS84 position, and its area when the registry has areas; trust/places.py) and gets a
    one-time token (valid for an hour) that carries the enrolment URL, the SHA-256 of the
-   root CA certificate, and a secret. The hub stores only the secret's hash.
+   root CA certificate, and a secret. The hub stores only the secret's hash, and the place
+   with the registration: the hub places the site's alerts by it (:func:`registered_places`).
 2. The device fetches the CA chain (``GET /enroll/ca``), checks it against the token's
    fingerprint, and posts a CSR with CN = the site id (``POST /enroll``).
 3. The hub refuses a used, expired or unknown token, and a CSR whose CN is not the
@@ -40,6 +42,7 @@ from aiohttp import web
 from shared.errors import TrustError
 from shared.tls import TlsFiles, server_context
 from trust.pki import Pki, PkiError, Role, check_cn
+from trust.places import Place, area_problem, position_problem
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +114,22 @@ class EnrolmentStore:
             " registered_by TEXT NOT NULL, registered_at REAL NOT NULL)"
         )
         self._db.execute("CREATE TABLE IF NOT EXISTS renewals (cn TEXT NOT NULL, ts REAL NOT NULL)")
+        have = {str(r[1]) for r in self._db.execute("PRAGMA table_info(enrolments)")}
+        for column in _PLACE_COLUMNS:  # a database made before registrations had places
+            if column.split()[0] not in have:
+                self._db.execute(f"ALTER TABLE enrolments ADD COLUMN {column}")
 
     def register(
-        self, site: str, secret_hash: str, expires: float, needs_approval: bool, actor: str, now: float
+        self, site: str, secret_hash: str, expires: float, needs_approval: bool, actor: str, now: float,
+        place: Place | None = None,
     ) -> None:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
-                "INSERT OR REPLACE INTO enrolments VALUES (?, ?, ?, ?, NULL, NULL, ?, ?)",
-                (site, secret_hash, expires, int(needs_approval), actor, now),
+                "INSERT OR REPLACE INTO enrolments (site, secret_hash, expires, needs_approval, approved_by, used_at,"
+                " registered_by, registered_at, lat, lon, area) VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?)",
+                (site, secret_hash, expires, int(needs_approval), actor, now,
+                 place.lat if place else None, place.lon if place else None, place.area if place else None),
             )
 
     def get(self, site: str) -> dict[str, Any] | None:
@@ -155,6 +165,39 @@ class EnrolmentStore:
         self._db.close()
 
 
+_PLACE_COLUMNS: Final = ("lat REAL", "lon REAL", "area TEXT")
+
+
+def registered_places(path: Path, site: str | None = None) -> dict[str, Place | None]:
+    """Every registered site (or only ``site``) and its place (None: registered before places
+    were asked for), read without writing; no database yet: none. Raises :class:`EnrolmentError`
+    for a file that is not an enrolment database."""
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise EnrolmentError(f"{path}: cannot read the enrolment database: {exc}") from exc
+    try:
+        have = {str(r[1]) for r in db.execute("PRAGMA table_info(enrolments)")}
+        if not have:
+            return {}
+        args = (site, site)
+        if "lat" not in have:
+            return {str(r[0]): None for r in db.execute("SELECT site FROM enrolments WHERE ? IS NULL OR site = ?",
+                                                         args)}
+        out: dict[str, Place | None] = {}
+        for name, lat, lon, area in db.execute(
+                "SELECT site, lat, lon, area FROM enrolments WHERE ? IS NULL OR site = ?", args):
+            ok = lat is not None and lon is not None and position_problem(lat, lon) is None
+            out[str(name)] = Place(float(lat), float(lon), None if area is None else str(area)) if ok else None
+        return out
+    except sqlite3.Error as exc:
+        raise EnrolmentError(f"{path}: cannot read the enrolment database: {exc}") from exc
+    finally:
+        db.close()
+
+
 @dataclass(frozen=True)
 class Issued:
     cert_pem: bytes
@@ -180,15 +223,22 @@ class EnrolmentService:
         """Why the hub could not make a new identity work now (PKI or broker not writable...), or None."""
 
     def register(self, site: str, url: str, *, actor: str, needs_approval: bool = False,
-                 ttl_s: float = TOKEN_TTL_S) -> Token:
+                 ttl_s: float = TOKEN_TTL_S, place: Place | None = None) -> Token:
+        """Register ``site`` at ``place`` (None: no position, and a hub that forwards alerts
+        refuses to start until the site is registered again with one)."""
         try:
             check_cn(site, Role.EDGE)
         except PkiError as exc:
             raise EnrolmentError(str(exc).replace("--cn", "--site")) from exc
+        if place is not None:
+            problem = position_problem(place.lat, place.lon) or (
+                area_problem(place.area) if place.area is not None else None)
+            if problem is not None:
+                raise EnrolmentError(f"{site}: --{problem}")
         now = self.clock()
         token = Token(site=site, url=url.rstrip("/"), ca_sha256=self.pki.root_fingerprint(),
                       secret=secrets.token_urlsafe(24), expires=now + ttl_s)
-        self.store.register(site, token.secret_hash, token.expires, needs_approval, actor, now)
+        self.store.register(site, token.secret_hash, token.expires, needs_approval, actor, now, place)
         return token
 
     def enroll(self, token_text: str, csr_pem: bytes) -> Issued | None:

@@ -130,6 +130,7 @@ class ReadArea:
     desc: str
     polygons: tuple[str, ...]
     circles: tuple[str, ...]
+    geocodes: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,7 +255,7 @@ def _info(el: ET.Element, tolerated: list[str]) -> ReadInfo:
             desc=_text(r, "resourceDesc"), mime=_text(r, "mimeType"), size=size,
             uri=_text(r, "uri") or None, digest=_text(r, "digest") or None, deref=deref,
         ))
-    areas = tuple(ReadArea(_text(a, "areaDesc"), _texts(a, "polygon"), _texts(a, "circle"))
+    areas = tuple(ReadArea(_text(a, "areaDesc"), _texts(a, "polygon"), _texts(a, "circle"), _pairs(a, "geocode"))
                   for a in _children(el, "area"))
     return ReadInfo(
         language=_text(el, "language") or "en-US",

@@ -11,7 +11,8 @@ object: ``evtId`` (the event; the same for all its status changes), ``evtGrad`` 
 
 ``msgId`` (the CAP identifier) is unique per message: it is what the receiver dedupes on and
 what its acknowledgement must contain. Times are ``yyyyMMddHHmmss`` in the configured offset;
-the location is WGS84 (``x`` longitude, ``y`` latitude): the site, or the area polygon's centroid.
+the location is WGS84 (``x`` longitude, ``y`` latitude): the site, or the area polygon's centroid;
+null for a notice placed only by its area's geocode.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class KetiEvent(msgspec.Struct, frozen=True):
     ocrSts: str
     ocrDtm: str
     evtCntn: str
-    location: KetiLocation
+    location: KetiLocation | None
+    """None for a notice placed only by its area's geocode (the ``area`` item names it)."""
     place: str
     sender: str
     status: str
@@ -63,11 +65,13 @@ _encoder = msgspec.json.Encoder()
 def event(planned: Planned, facts: AlertFacts) -> KetiEvent:
     """The platform event for one planned message (``facts`` as the recipient gets them)."""
     notice = planned.notice
+    location: KetiLocation | None = None
     if notice.position is not None:
-        lat, lon = notice.position.lat, notice.position.lon
-    else:
+        location = KetiLocation(x=round(notice.position.lon, 7), y=round(notice.position.lat, 7))
+    elif notice.polygon:
         pts = notice.polygon
         lat, lon = sum(p.lat for p in pts) / len(pts), sum(p.lon for p in pts) / len(pts)
+        location = KetiLocation(x=round(lon, 7), y=round(lat, 7))
     items = [
         KetiItem("headline", facts.headline.ko),
         KetiItem("headlineEn", facts.headline.en),
@@ -92,7 +96,7 @@ def event(planned: Planned, facts: AlertFacts) -> KetiEvent:
         ocrSts=OCR_STS[facts.msg_type],
         ocrDtm=facts.sent.strftime("%Y%m%d%H%M%S"),
         evtCntn=facts.description.ko,
-        location=KetiLocation(x=round(lon, 7), y=round(lat, 7)),
+        location=location,
         place=facts.areas[0].desc.ko if facts.areas else "",
         sender=facts.sender,
         status=facts.status.value,

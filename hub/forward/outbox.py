@@ -29,6 +29,10 @@ Rules and invariants:
    ``escalate_to`` (which then also gets the rest of the thread). Escalation deliveries escalate
    only to the console, so escalation never loops.
 7. Every enqueue, attempt, outcome, escalation and requeue is audited through ``tx.audit``.
+8. What is not forwarded is counted by reason (``fwd_not_forwarded``) in the transaction that
+   decided it: a delivery that fails (``delivery_failed``: refused, or its attempts used up)
+   and one that cannot be sent at all (``undeliverable``: its recipient left the config); the
+   hub adds its own reasons (hub/alerting.py rule 5).
 """
 
 from __future__ import annotations
@@ -195,9 +199,28 @@ def claim(tx: WriteTx, config: ForwardConfig, now: float, limit: int) -> list[Cl
     return out
 
 
+DELIVERY_FAILED: Final = "delivery_failed"
+UNDELIVERABLE: Final = "undeliverable"
+
+
+def count_not_forwarded(conn: sqlite3.Connection, reason: str, now: float, n: int = 1) -> None:
+    """Count ``n`` things not forwarded, by ``reason`` (rule 8), in the caller's transaction."""
+    conn.execute("INSERT INTO fwd_not_forwarded (reason, count, last_at) VALUES (?, ?, ?)"
+                 " ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at",
+                 (reason, n, now))
+
+
+def not_forwarded(conn: sqlite3.Connection) -> dict[str, int]:
+    """The counts of rule 8, by reason."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'fwd_not_forwarded'").fetchone():
+        return {}
+    return {str(r): int(n) for r, n in conn.execute("SELECT reason, count FROM fwd_not_forwarded ORDER BY reason")}
+
+
 def _fail(tx: WriteTx, delivery_id: int, now: float, why: str) -> None:
     tx.conn.execute("UPDATE fwd_deliveries SET state = 'failed', failed_at = ?, last_error = ? WHERE id = ?",
                     (now, why, delivery_id))
+    count_not_forwarded(tx.conn, UNDELIVERABLE, now)
     tx.audit(ACTOR, "forward.outcome", f"delivery:{delivery_id}", {"outcome": "failed", "error": why})
 
 
@@ -226,6 +249,7 @@ def _apply(conn: sqlite3.Connection, delivery_id: int, nxt: policy.Next, now: fl
     elif nxt.state is State.FAILED:
         conn.execute("UPDATE fwd_deliveries SET state = 'failed', failed_at = ?, last_error = ? WHERE id = ?",
                      (now, error, delivery_id))
+        count_not_forwarded(conn, DELIVERY_FAILED, now)
     else:
         conn.execute("UPDATE fwd_deliveries SET next_at = ?, last_error = ? WHERE id = ?",
                      (nxt.next_at, error, delivery_id))
@@ -273,6 +297,9 @@ class Escalation:
     escalated_to: str | None
     """The recipient the message was also queued to (None: the console only)."""
     escalation_delivery_id: int | None
+    site: str = ""
+    """The alert's site ('' for an alert of a whole area, such as an operation's)."""
+    area: str = ""
 
 
 class EscalationSink(Protocol):
@@ -286,7 +313,7 @@ def escalate(tx: WriteTx, config: ForwardConfig, now: float, sink: EscalationSin
     conn = tx.conn
     rows = conn.execute(
         "SELECT d.id, d.identifier, d.thread, d.recipient, d.state, d.attempts, d.last_error, d.created_at,"
-        " d.escalate_at, d.escalated_at, d.escalation_of, m.headline FROM fwd_deliveries d"
+        " d.escalate_at, d.escalated_at, d.escalation_of, m.headline, m.site, m.area FROM fwd_deliveries d"
         " JOIN fwd_messages m ON m.identifier = d.identifier"
         " WHERE d.escalated_at IS NULL AND d.state <> 'acked' AND (d.state = 'failed' OR d.escalate_at <= ?)"
         " ORDER BY d.id",
@@ -294,7 +321,7 @@ def escalate(tx: WriteTx, config: ForwardConfig, now: float, sink: EscalationSin
     ).fetchall()
     out: list[Escalation] = []
     for (did, identifier, thread, name, state, attempts, last_error, created_at, escalate_at, escalated_at,
-         escalation_of, headline) in rows:
+         escalation_of, headline, site, area) in rows:
         if not policy.escalation_due(State(state), escalate_at, escalated_at, now):
             continue
         conn.execute("UPDATE fwd_deliveries SET escalated_at = ? WHERE id = ?", (now, did))
@@ -304,7 +331,8 @@ def escalate(tx: WriteTx, config: ForwardConfig, now: float, sink: EscalationSin
         if target is not None and escalation_of is None:
             new_id = _queue_escalation(conn, int(did), str(identifier), str(thread), target, now)
         esc = Escalation(int(did), str(identifier), str(thread), str(name), str(headline), str(state), int(attempts),
-                         str(last_error), float(created_at), now, target.name if target else None, new_id)
+                         str(last_error), float(created_at), now, target.name if target else None, new_id,
+                         site=str(site), area=str(area))
         tx.audit(ACTOR, "forward.escalate", f"delivery:{did}", {
             "identifier": esc.identifier, "recipient": esc.recipient, "state": esc.state, "attempts": esc.attempts,
             "escalated_to": esc.escalated_to, "escalation_delivery": new_id,

@@ -132,6 +132,9 @@ class Notice:
     position: GeoPoint | None = None
     polygon: tuple[GeoPoint, ...] = ()
     radius_km: float | None = None
+    geocodes: tuple[tuple[str, str], ...] = ()
+    """CAP ``<geocode>`` (valueName, value) pairs: how a notice without a position is placed
+    (the area it belongs to)."""
     response: ResponseType | None = None
     instruction: Text | None = None
     site: str = ""
@@ -141,8 +144,8 @@ class Notice:
     evidence: tuple[Evidence, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.position is None and not self.polygon:
-            raise ValueError("a notice needs a position (site) or a polygon (area)")
+        if self.position is None and not self.polygon and not self.geocodes:
+            raise ValueError("a notice needs a position (site), a polygon or a geocode (area)")
 
 
 @dataclass(frozen=True)
@@ -264,7 +267,7 @@ def _facts(notice: Notice, config: ForwardConfig, identifier: str, msg_type: Msg
         instruction=notice.instruction,
         parameters=tuple(params),
         resources=resources,
-        areas=(Area(notice.place, circles=circles, polygons=polygons),),
+        areas=(Area(notice.place, circles=circles, polygons=polygons, geocodes=notice.geocodes),),
     )
 
 

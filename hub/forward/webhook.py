@@ -34,6 +34,8 @@ class WebhookArea(msgspec.Struct, frozen=True):
     desc: Bilingual
     circles: list[WebhookCircle]
     polygons: list[list[tuple[float, float]]]
+    geocodes: list[tuple[str, str]] = []
+    """(valueName, value) pairs, as CAP's ``<geocode>``: how an area without a position is named."""
 
 
 class WebhookEvidence(msgspec.Struct, frozen=True):
@@ -108,7 +110,8 @@ def alert(planned: Planned, facts: AlertFacts) -> WebhookAlert:
         description=_bi(facts.description),
         instruction=_bi(facts.instruction) if facts.instruction else None,
         areas=[WebhookArea(_bi(a.desc), [WebhookCircle(c.center.lat, c.center.lon, c.radius_km) for c in a.circles],
-                           [[(p.lat, p.lon) for p in poly.points] for poly in a.polygons]) for a in facts.areas],
+                           [[(p.lat, p.lon) for p in poly.points] for poly in a.polygons],
+                           [(n, v) for n, v in a.geocodes]) for a in facts.areas],
         evidence=[WebhookEvidence(ev.camera_id, ev.captured_at, ev.mime, ev.size, ev.sha256, ev.sha1, res.uri)
                   for ev, res in zip(planned.evidence, facts.resources, strict=True)],
     )

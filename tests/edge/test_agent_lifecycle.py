@@ -7,6 +7,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -193,11 +194,14 @@ async def test_a_codec_or_device_error_is_the_commands_reply_and_the_executor_go
     async def read(device: str, point: str) -> tuple[m.Scalar, m.Quality]:
         return "closed", m.Quality.GOOD
 
-    async def reply(cmd_id: str, status: m.ReplyStatus, reason: str) -> None:
+    async def reply(cmd_id: str, status: m.ReplyStatus, reason: str, report: Sequence[m.PointCheck] = ()) -> None:
         replies.append((cmd_id, status))
 
+    async def read_fresh(device: str, points: Sequence[str]) -> dict[str, tuple[m.Scalar, m.Quality]]:
+        return {}
+
     plan = WritePlan("barrier", "barrier_cmd", "close", "barrier_state", "closed", 1.0)
-    executor = CommandExecutor(store=_Store(), reply=reply, bus=Bus(write=write, read=read),
+    executor = CommandExecutor(store=_Store(), reply=reply, bus=Bus(write=write, read=read, read_fresh=read_fresh),
                                planner=lambda _: plan, authenticate=lambda _: None, clock=time.time, poll_s=0.01)
     now = time.time()
     cmds = [m.Command(cmd_id=f"c{i}", site="gg-test-0001", device="barrier", action=m.Action.BARRIER_CLOSE,

@@ -144,7 +144,7 @@ async def test_sim_run_listens_on_tcp_with_command_line_faults() -> None:
             await proc.wait()
 
 
-def test_bench_edge_writes_rtu_numbers_next_to_the_wire_limit(tmp_path: Path) -> None:
+def test_bench_edge_writes_rtu_numbers_next_to_the_reference_client_and_the_wire_limit(tmp_path: Path) -> None:
     out = tmp_path / "edge.json"
     out.write_text(json.dumps({"inference": {"kept": True}}))
     assert main(["bench", "edge", "--json", str(out), "--seconds", "0.3"]) == 0
@@ -154,4 +154,6 @@ def test_bench_edge_writes_rtu_numbers_next_to_the_wire_limit(tmp_path: Path) ->
     assert [r["baud"] for r in doc["rtu"]] == [19200, 115200]
     for row in doc["rtu"]:
         assert row["reads_per_s"] > 0
-        assert row["ratio"] == pytest.approx(row["reads_per_s"] / row["wire_limit_per_s"], rel=0.01)
+        assert row["reference_reads_per_s"] > 0
+        assert row["ratio"] == pytest.approx(row["reads_per_s"] / row["reference_reads_per_s"], rel=0.01)
+        assert row["ratio_of_wire_limit"] == pytest.approx(row["reads_per_s"] / row["wire_limit_per_s"], rel=0.01)

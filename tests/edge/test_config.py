@@ -48,6 +48,14 @@ def test_good_config_loads(site_cfg: tuple[Path, str]) -> None:
     assert cfg.state_dir == path.parent / "state"
 
 
+def test_a_slope_section_sets_the_detector(site_cfg: tuple[Path, str]) -> None:
+    path, text = site_cfg
+    path.write_text(text.replace("[policy]", "[slope]\nnoise_mm = 0.2\ndownslope_sign = 1\n"
+                                              "sample_every_s = 3600\n[policy]"))
+    slope = load_site_config(path).slope
+    assert (slope.noise_mm, slope.downslope_sign, slope.sample_every_s) == (0.2, 1.0, 3600.0)
+
+
 @pytest.mark.parametrize(
     ("edit", "key", "problem"),
     [
@@ -73,6 +81,12 @@ def test_good_config_loads(site_cfg: tuple[Path, str]) -> None:
         ),
         (("closing_depth_cm = 15.0", "closing_depth_cm = 4.0"), "policy.reopening_depth_cm", "below"),
         (('command_key = "', 'command_key = "/nonexistent'), "hub.command_key", "no such file"),
+        (("[policy]", "[slope]\ndownslope_sign = 0.5\n[policy]"), "slope.downslope_sign", "1 or -1"),
+        (("[policy]", "[slope]\nnoise_mm = -0.5\n[policy]"), "slope.noise_mm", "> 0"),
+        (("[policy]", "[slope]\nvelocity_window_days = 0.5\n[policy]"), "slope.velocity_window_days",
+         "fewer than 3 samples"),
+        (("[policy]", "[slope]\nwindow_days = 2\n[policy]"), "slope.window_days", "unknown key"),
+        (("[policy]", "[slope]\nsample_every_s = 1\n[policy]"), "slope.sample_every_s", "more than 2000 samples"),
     ],
     ids=[
         "unknown-key",
@@ -85,6 +99,11 @@ def test_good_config_loads(site_cfg: tuple[Path, str]) -> None:
         "missing-profile",
         "reopen-above-close",
         "missing-file",
+        "slope-sign",
+        "slope-noise",
+        "slope-window-too-short",
+        "slope-unknown-key",
+        "slope-window-too-many-samples",
     ],
 )
 def test_errors_name_file_and_key(site_cfg: tuple[Path, str], edit: tuple[str, str], key: str, problem: str) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.commands import Refusal, SelfTest, WritePlan, plan
+from edge.commands import DryRun, Refusal, SelfTest, SelfTestPoint, WritePlan, judge_selftest, plan
 from edge.config import PolicySection
 from edge.policy import PolicyDevice, PolicyEvent, PolicyState, decide, velocity_mm_per_day
 from shared import messages as m
@@ -169,7 +169,7 @@ def cmd(action: m.Action, **kw: object) -> m.Command:
     return sign_command(m.Command(**base), KEY)  # type: ignore[arg-type]
 
 
-def do_plan(c: m.Command, *readings: m.Reading) -> Refusal | WritePlan | SelfTest:
+def do_plan(c: m.Command, *readings: m.Reading) -> Refusal | WritePlan | SelfTest | DryRun:
     return plan(
         c,
         site="gg-a-01",
@@ -243,7 +243,7 @@ def test_local_mode_refuses() -> None:
 GATE = load_profile(profiles_dir() / "river-gate-jk-rg10.toml")
 
 
-def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WritePlan | SelfTest:
+def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WritePlan | SelfTest | DryRun:
     c = cmd(action, device="gate", params=params)
     return plan(c, site="gg-a-01", key=KEY.public_key(), devices={"gate": GATE}, depth_of={}, latest={},
                 policy=PolicySection(), now=time.time())
@@ -284,5 +284,86 @@ def test_a_river_gate_refuses_what_the_vocabulary_does_not_allow(action: m.Actio
     assert reason in out.reason
 
 
-def test_selftest_plans_a_self_test() -> None:
-    assert gate_plan(m.Action.DEVICE_SELFTEST, {}) == SelfTest("gate")
+def test_selftest_plans_a_read_of_every_polled_point_with_its_range() -> None:
+    out = gate_plan(m.Action.DEVICE_SELFTEST, {})
+    assert isinstance(out, SelfTest)
+    assert [p.name for p in out.points] == [p.name for p in GATE.polled]
+    level = next(p for p in out.points if p.name == "water_level_cm")
+    assert (level.lo, level.hi) == (GATE.points["water_level_cm"].valid_min, GATE.points["water_level_cm"].valid_max)
+
+
+ST = SelfTest("up", (SelfTestPoint("water_depth_cm", 0.0, 500.0), SelfTestPoint("barrier_state", None, None)))
+GOOD = m.Quality.GOOD
+
+
+@pytest.mark.parametrize(
+    ("got", "status", "reason", "oks"),
+    [
+        ({"water_depth_cm": (3.0, GOOD), "barrier_state": ("open", GOOD)}, m.ReplyStatus.VERIFIED, "passed",
+         [True, True]),
+        ({"water_depth_cm": (600.0, GOOD), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
+         "water_depth_cm (out of range 0..500)", [False, True]),
+        ({"water_depth_cm": (612.0, m.Quality.OUT_OF_RANGE), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
+         "water_depth_cm (out of range 0..500)", [False, True]),
+        ({"water_depth_cm": (None, m.Quality.SENSOR_FAULT), "barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED,
+         "water_depth_cm (sensor_fault)", [False, True]),
+        ({"barrier_state": ("open", GOOD)}, m.ReplyStatus.FAILED, "water_depth_cm (comm_fail)", [False, True]),
+        ({}, m.ReplyStatus.FAILED, "cannot be reached", [False, False]),
+    ],
+    ids=["healthy", "out-of-range", "classified-out-of-range", "sensor-fault", "point-not-read", "unreachable"],
+)
+def test_selftest_verdict_names_what_was_wrong(got: dict[str, tuple[m.Scalar, m.Quality]], status: m.ReplyStatus,
+                                               reason: str, oks: list[bool]) -> None:
+    """Verified only when every point is good and in range; otherwise failed, naming the point."""
+    out_status, out_reason, report = judge_selftest(ST, got)
+    assert out_status is status
+    assert reason in out_reason
+    assert [c.point for c in report] == ["water_depth_cm", "barrier_state"]
+    assert [c.ok for c in report] == oks
+    assert all(c.why == "" for c in report if c.ok)
+    assert all(c.why for c in report if not c.ok)
+
+
+def test_an_exercise_close_is_planned_as_a_dry_run_of_the_same_write() -> None:
+    out = do_plan(cmd(m.Action.BARRIER_CLOSE, exercise=True))
+    assert out == DryRun(WritePlan("up", "barrier_cmd", "close", "barrier_state", "closed", 30.0))
+
+
+@pytest.mark.parametrize(
+    ("command", "readings", "reason"),
+    [
+        (cmd(m.Action.BARRIER_OPEN, approved_by=["lee"], exercise=True), [("water_depth_cm", 7.0)],
+         "reopening depth"),
+        (cmd(m.Action.BARRIER_OPEN, exercise=True), [("water_depth_cm", 1.0)], "second approver"),
+        (cmd(m.Action.BARRIER_CLOSE, exercise=True), [("mode", "local")], "local mode"),
+        (cmd(m.Action.BARRIER_CLOSE, exercise=True, site="gg-b-01"), [], "addressed to"),
+        (cmd(m.Action.BARRIER_CLOSE, exercise=True, issued_at=1.0, not_after=2.0), [], "expired"),
+    ],
+    ids=["water-high", "no-approver", "local-mode", "other-site", "expired"],
+)
+def test_an_exercise_meets_every_check_a_real_command_meets(command: m.Command, readings: list[tuple[str, m.Scalar]],
+                                                           reason: str) -> None:
+    """``readings``: (point, value), read just now."""
+    out = do_plan(command, *(r(point, value, time.time()) for point, value in readings))
+    assert isinstance(out, Refusal)
+    assert reason in out.reason
+
+
+def test_no_close_before_the_barrier_state_has_been_read() -> None:
+    """Just started, water at 20 cm, only the depth read so far: nothing is asked; the state's
+    reading (same poll) then decides: closed → nothing, open → close."""
+    dec = decide(PolicyState(), UP, latest(r("water_depth_cm", 20.0, 0.0)), PolicySection(), 0.0)
+    assert dec.actions == ()
+    closed = decide(dec.state, UP, latest(r("water_depth_cm", 20.0, 0.0), r("barrier_state", "closed", 0.0)),
+                    PolicySection(), 0.0)
+    assert closed.actions == ()
+    opened = decide(dec.state, UP, latest(r("water_depth_cm", 20.0, 0.0), r("barrier_state", "open", 0.0)),
+                    PolicySection(), 0.0)
+    assert [a.action for a in opened.actions] == [m.Action.BARRIER_CLOSE]
+
+
+def test_a_state_read_but_not_good_does_not_hold_back_a_close() -> None:
+    """Closing is the fail-safe direction: a barrier_state in comm_fail still gets the close."""
+    dec = decide(PolicyState(), UP, latest(r("water_depth_cm", 20.0, 0.0),
+                                           r("barrier_state", None, 0.0, m.Quality.COMM_FAIL)), PolicySection(), 0.0)
+    assert [a.action for a in dec.actions] == [m.Action.BARRIER_CLOSE]

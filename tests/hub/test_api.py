@@ -33,7 +33,8 @@ async def test_unauthenticated_calls_are_refused(api_hub: Hub, test_pki: PkiFixt
         for method, path, role, _h in _routes():
             if role is None:
                 continue
-            url = path.replace("{site}", "x").replace("{id}", "1").replace("{cmd_id}", "c").replace("{op_id}", "o")
+            url = path.replace("{site}", "x").replace("{id}", "1").replace("{cmd_id}", "c").replace("{op_id}", "o") \
+                .replace("{ex_id}", "e")
             resp = await c.session.request(method, url, json={})
             assert resp.status == 401, (method, path, resp.status)
         resp = await c.session.get("/api/alarms", cookies={"jk_session": "forged-token"})

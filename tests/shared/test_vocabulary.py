@@ -139,6 +139,19 @@ def test_the_vocabulary_fits_every_shipped_profile(path: Path) -> None:
         assert point.readback == spec.readback, f"{profile.model}: {spec.write.point} reads back {point.readback}"
 
 
+@pytest.mark.parametrize("path", PROFILES, ids=[p.stem for p in PROFILES])
+def test_a_kinds_depth_point_is_a_numeric_point_of_every_shipped_profile(path: Path) -> None:
+    """The point the hub judges an opening by, and the edge's policy watches by default, exists."""
+    profile = load_profile(path)
+    point = v.depth_point(profile.kind)
+    if profile.kind in (Kind.UNDERPASS, Kind.FLOOD_ALARM, Kind.RIVER_GATE):
+        assert point is not None
+        assert point in profile.points, f"{profile.model} has no {point}"
+        assert profile.points[point].unit == "cm"
+    else:
+        assert point is None
+
+
 def test_every_kind_has_a_shipped_profile() -> None:
     """So the check above covers every kind."""
     assert {load_profile(p).kind for p in PROFILES} == set(Kind)

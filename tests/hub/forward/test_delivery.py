@@ -114,6 +114,7 @@ async def test_platform_event_and_webhook_recipients_get_their_formats(
     assert hook.msgType == "Cancel"
     assert hook.references[0].split(",")[1] == first.identifier
     platform = keti.decode(await db.read(lambda c: ledger.payload_of(c, first.identifier, "keti")))
+    assert platform.location is not None
     assert (platform.evtGrad, platform.location.y) == ("1", 37.2636)
 
 
