@@ -7,17 +7,23 @@ and twelve sites in three cities (Suwon, Bucheon, Goyang), each an edge agent wi
 simulated device: underpass barriers (Modbus TCP), semi-basement alarms and rain gauges
 (Modbus RTU on pseudo-terminals), river gates (serial line) and a slope meter.
 
-The real Walnut Creek storm of 2024-08-08/09 (USGS; Tropical Storm Debby) is replayed through
-the simulators, compressed so the two days play in the chosen time: the creek's stage rise,
-scaled per site, is the water at each site, and its rain feeds the rain gauges. Water rises,
-the underpasses flood, their edges close the barriers on their own, alarms and CAP alerts flow
-with camera snapshots, and the water recedes.
+The real Walnut Creek storm of 2024-08-08/09 (USGS; Tropical Storm Debby) and the creek's
+measured recession on 08-10/11 are replayed through the simulators, compressed so the four days
+play in 85 % of the chosen time: the creek's stage rise, scaled per site, is the water at each
+site, and its rain feeds the rain gauges. Water rises, the underpasses flood, their edges close
+the barriers on their own, alarms and CAP alerts flow with camera snapshots, and the water falls
+below every underpass's and gate's reopening depth with time left to practise a reopen (one
+supervisor asks, the other approves).
 
-The figures of ``--json``: records sent and committed, alarms, commands, alerts and their
+At the end the edges stop producing, their outboxes drain to the hub, and only then are the
+figures counted (so ``records_sent == records_committed`` does not depend on a race). The
+figures of ``--json``: records sent and committed, alarms, commands, alerts and their
 acknowledgements, how many CAP messages the receivers got and how many of those carried a
-signature that verified against the demo CA (``cap_received``, ``cap_signed_verified``), and per
-underpass the latency from the water crossing 15 cm to the barrier
-closed and to the city centre's acknowledgement of the CAP alert.
+signature that verified against the demo CA (``cap_received``, ``cap_signed_verified``); per
+underpass the latency from the water crossing 15 cm to the barrier closed and to the city
+centre's acknowledgement of the crossing's own CAP alert (the first raise of the underpass's
+closing-depth alarm; ``crossing_to_alarm_ms``: that raise committed at the hub); and per
+underpass and gate when its water fell below its reopening depth (``below_reopening_s``).
 """
 
 from __future__ import annotations
@@ -41,8 +47,14 @@ from trust.pki import Pki, Role
 
 HUB = "hub-demo"
 ALERT_SIGNER = f"alert-{HUB}"
-STORM_S = 2 * 86400.0
+STORM_S = 4 * 86400.0
 CLOSING_CM = 15.0
+"""An underpass closes at 15 cm (the hub's and the edge's default, the 2024 national guideline)."""
+REOPENING_CM = 5.0
+"""An underpass reopens below 5 cm (the hub's and the edge's default)."""
+GATE_CLOSING_CM = 100.0
+GATE_REOPENING_CM = 50.0
+"""The river gates' policy, at the edge and at the hub: close at 100 cm of river, reopen below 50."""
 
 
 @dataclass(frozen=True)
@@ -73,12 +85,12 @@ SITES: tuple[SiteSpec, ...] = tuple(SiteSpec(*row) for row in (
 ))
 
 
-STORM_FILE = Path(__file__).with_name("data") / "walnut-creek-2024-08-08_09.csv"
+STORM_FILE = Path(__file__).with_name("data") / "walnut-creek-2024-08-08_11.csv"
 FOOT_CM = 30.48
 
 
 def storm_series(path: Path = STORM_FILE) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Two days of the creek's stage rise (cm above 2024-08-08 00:00) and rain (mm/h), from the
+    """Four days of the creek's stage rise (cm above 2024-08-08 00:00) and rain (mm/h), from the
     copy shipped with the package (see data/SOURCE.md)."""
     import csv
     import datetime as dt
@@ -132,17 +144,54 @@ class Underpass:
     closed_wall: float | None = None
 
 
-async def _watch_underpasses(sims: dict[str, Any], ups: dict[str, Underpass], tl: Timeline) -> None:
+@dataclass
+class Drains:
+    """An underpass or gate: when its water fell below the reopening depth after its crossing."""
+
+    site: str
+    closing_cm: float
+    reopening_cm: float
+    flooded: bool = False
+    below_at_s: float | None = None
+
+
+def _drains(spec: SiteSpec) -> Drains | None:
+    if "-up-" in spec.site:
+        return Drains(spec.site, CLOSING_CM, REOPENING_CM)
+    if "-gt-" in spec.site:
+        return Drains(spec.site, GATE_CLOSING_CM, GATE_REOPENING_CM)
+    return None
+
+
+async def _watch_underpasses(sims: dict[str, Any], ups: dict[str, Underpass], drains: dict[str, Drains],
+                             tl: Timeline) -> None:
+    """Every 20 ms: each device's physics advanced to now; the crossing's time is interpolated
+    between the last two looks, so it is never later than when the device first reported it."""
+    last: dict[str, tuple[float, float]] = {}
     while True:
         for site, up in ups.items():
+            sims[site].device.refresh()
             phys = sims[site].physics
-            if up.crossed_wall is None and phys.water.depth_cm >= CLOSING_CM:
-                up.crossed_wall = time.time()
-                tl.say(f"{site}: water crossed {CLOSING_CM:g} cm ({phys.water.depth_cm:.1f} cm)")
+            now, depth = time.time(), phys.water.depth_cm
+            before = last.get(site, (now, depth))
+            last[site] = (now, depth)
+            if up.crossed_wall is None and depth >= CLOSING_CM:
+                t0, d0 = before
+                rose = d0 < CLOSING_CM and depth > d0
+                up.crossed_wall = t0 + (now - t0) * (CLOSING_CM - d0) / (depth - d0) if rose else now
+                tl.say(f"{site}: water crossed {CLOSING_CM:g} cm ({depth:.1f} cm)")
             if up.crossed_wall is not None and up.closed_wall is None and phys.barrier.limit_closed:
                 up.closed_wall = time.time()
                 tl.say(f"{site}: barrier closed (limit switch), "
                        f"{(up.closed_wall - up.crossed_wall) * 1000:.0f} ms after the crossing")
+        for site, d in drains.items():
+            depth = sims[site].physics.water.depth_cm
+            if not d.flooded and depth >= d.closing_cm:
+                d.flooded = True
+            elif d.flooded and d.below_at_s is None and depth < d.reopening_cm:
+                d.below_at_s = round(time.monotonic() - tl.started, 1)
+                tl.say(f"{site}: water {depth:.2f} cm, below the reopening depth {d.reopening_cm:g} cm: "
+                       "a reopen may be asked for (one supervisor asks, another approves)")
         await asyncio.sleep(0.02)
 
 
@@ -176,6 +225,8 @@ def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_
         "api": {"listen": "127.0.0.1:0", "enabled": True},
         "sites": {"accept_any": False, "registry": {
             s.site: {"area": s.area, "name": s.name, "lat": s.lat, "lon": s.lon} for s in SITES}},
+        "rules": {"kinds": {"river_gate": {"closing_depth_cm": GATE_CLOSING_CM,
+                                           "reopening_depth_cm": GATE_REOPENING_CM}}},
         "forward": {"recipients": recipients, "signing_key": str(pki.key(ALERT_SIGNER)),
                     "signing_cert": str(pki.cert(ALERT_SIGNER))},
         "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
@@ -187,7 +238,8 @@ def _site_config(root: Path, pki: Pki, broker: RunningBroker, spec: SiteSpec, tr
 
     d = root / "edges" / spec.site
     d.mkdir(parents=True, exist_ok=True)
-    policy = "closing_depth_cm = 100.0\nreopening_depth_cm = 50.0\n" if "gt" in spec.site else ""
+    policy = (f"closing_depth_cm = {GATE_CLOSING_CM}\nreopening_depth_cm = {GATE_REOPENING_CM}\n"
+              if "gt" in spec.site else "")
     depth_source = 'depth_source = "device.water_level_cm"\n' if "gt" in spec.site else ""
     model = 'model = "flood"\n' if "-up-" in spec.site else ""
     text = f"""[site]
@@ -251,6 +303,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
     pki = fresh_pki(root, [s.site for s in SITES])
     stage, rain = storm_series()
     ups: dict[str, Underpass] = {s.site: Underpass(s.site) for s in SITES if "-up-" in s.site}
+    drains = {s.site: d for s in SITES if (d := _drains(s)) is not None}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -300,22 +353,28 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
                       f"  console   {console}  (trust {pki.ca_chain.resolve()})",
                       *[f"  login     {n} / {p}" for n, p in passwords.items()],
                       f"  receivers {centre.url} (city centre), {fire.url} (119)",
-                      f"  storm     Walnut Creek 2024-08-08/09 at {speed:.0f}× ({STORM_S / speed:.0f} s)",
+                      f"  storm     Walnut Creek 2024-08-08/11 at {speed:.0f}× ({STORM_S / speed:.0f} s)",
                       "Ctrl-C stops everything."]
             print("\n".join(banner), flush=True)
             (root / "credentials.txt").write_text("\n".join(f"{n} {p}" for n, p in passwords.items()) + "\n")
             tl.say("twelve sites in three cities are up; the storm begins")
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(a.run(), name=f"edge:{a.cfg.site.id}") for a in agents]
-                tasks += [tg.create_task(_watch_underpasses(sims, ups, tl), name="demo.watch"),
-                          tg.create_task(_timeline(hub, tl), name="demo.timeline")]
+                producing = [tg.create_task(a.run(), name=f"edge:{a.cfg.site.id}") for a in agents]
+                tasks = [tg.create_task(_watch_underpasses(sims, ups, drains, tl), name="demo.watch"),
+                         tg.create_task(_timeline(hub, tl), name="demo.timeline")]
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=duration_s)
-                tl.say("stopping: draining the edges' outboxes")
-                await _drain(agents, 15.0)
-                await asyncio.sleep(1.0)
+                tl.say("stopping: the edges stop producing; their outboxes drain to the hub")
+                senders = await _stop_producing(tg, agents, producing)
+                drained = await _drain(agents, 30.0)
+                tl.say("outboxes drained" if drained else "outboxes NOT drained within 30 s")
+                forwarded = await _forwarding_settled(hub, 30.0)
+                tl.say("every alert delivered" if forwarded else "alerts still pending after 30 s")
                 figures = await _figures(hub, cfg.db_path, agents, ups, centre, fire)
-                for t in tasks:
+                figures["outboxes_drained"] = drained
+                figures["forwarding_settled"] = forwarded
+                figures["below_reopening_s"] = {site: d.below_at_s for site, d in drains.items()}
+                for t in tasks + senders:
                     t.cancel()
             for a in agents:
                 a.close()
@@ -329,12 +388,39 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
     return 0
 
 
-async def _drain(agents: list[Any], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
+async def _stop_producing(tg: asyncio.TaskGroup, agents: list[Any],
+                          producing: list[asyncio.Task[None]]) -> list[asyncio.Task[None]]:
+    """End the agents (polling, policy, inference, health: everything that makes records), move
+    what they still held in memory into their outboxes, and run their uplinks alone to send it."""
+    for t in producing:
+        t.cancel()
+    await asyncio.wait(producing)
     for a in agents:
         a.flush()
-    while any(a.outbox.held for a in agents) and time.monotonic() < deadline:  # noqa: ASYNC110 - agents' state
+    return [tg.create_task(a.uplink.run(), name=f"drain:{a.cfg.site.id}") for a in agents]
+
+
+async def _drain(agents: list[Any], timeout_s: float) -> bool:
+    """Wait until the hub has acknowledged (committed) everything every outbox holds."""
+    deadline = time.monotonic() + timeout_s
+    while any(a.outbox.held for a in agents):
+        if time.monotonic() >= deadline:
+            return False
         await asyncio.sleep(0.1)
+    return True
+
+
+async def _forwarding_settled(hub: Any, timeout_s: float) -> bool:
+    """Wait until no alert delivery is pending (the last records may have raised alarms)."""
+    def pending(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("SELECT count(*) FROM fwd_deliveries WHERE state = 'pending'").fetchone()[0])
+
+    deadline = time.monotonic() + timeout_s
+    while await hub.reader.run(pending):
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
 
 
 async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpass], centre: Any,
@@ -343,11 +429,16 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         def one(sql: str) -> Any:
             return conn.execute(sql).fetchone()[0]
 
-        # the city centre's first acknowledgement of an alert about the site after the crossing
+        # the crossing's own alert: the first raise (CAP Alert) of the underpass's closing-depth
+        # alarm, queued in the transaction that raised the alarm, and the city centre's
+        # acknowledgement of that message
         acked_at = {site: conn.execute(
-            "SELECT min(d.acked_at) FROM fwd_deliveries d JOIN fwd_messages m ON m.identifier = d.identifier"
-            " WHERE m.site = ? AND d.recipient = 'city-centre' AND d.acked_at >= ?",
-            (site, up.crossed_wall or 0.0)).fetchone()[0] for site, up in ups.items()}
+            "SELECT d.acked_at, m.identifier, m.created_at"
+            " FROM fwd_messages m JOIN alarms a ON m.thread = 'alarm:' || a.id"
+            " LEFT JOIN fwd_deliveries d ON d.identifier = m.identifier AND d.recipient = 'city-centre'"
+            " WHERE a.site = ? AND a.point = 'water_depth_cm' AND a.rule = 'closing_depth'"
+            " AND m.msg_type = 'Alert' ORDER BY m.created_at LIMIT 1", (site,)).fetchone()
+            for site in ups}
         return {
             "records_committed": one("SELECT count(*) FROM records"),
             "alarms": one("SELECT count(*) FROM alarms WHERE raised_at IS NOT NULL"),
@@ -365,15 +456,20 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
     sent = sum(a.outbox.next_seq - 1 for a in agents)
     per_site = {}
     for site, up in ups.items():
-        ack = got["acked_at"].get(site)
+        row = got["acked_at"].get(site)
+        ack, alert, raised = row if row is not None else (None, None, None)
         per_site[site] = {
             "crossing_to_closed_ms": None if up.crossed_wall is None or up.closed_wall is None
             else round((up.closed_wall - up.crossed_wall) * 1000),
+            "crossing_to_alarm_ms": None if up.crossed_wall is None or raised is None
+            else round((raised - up.crossed_wall) * 1000),
             "crossing_to_cap_ack_ms": None if up.crossed_wall is None or ack is None
             else round((ack - up.crossed_wall) * 1000),
+            "crossing_alert": alert,
         }
     closed = [v["crossing_to_closed_ms"] for v in per_site.values() if v["crossing_to_closed_ms"] is not None]
     acked = [v["crossing_to_cap_ack_ms"] for v in per_site.values() if v["crossing_to_cap_ack_ms"] is not None]
+    alarmed = [v["crossing_to_alarm_ms"] for v in per_site.values() if v["crossing_to_alarm_ms"] is not None]
     received = centre.alerts()
     cap = [a for a in received + fire.alerts() if a.format == "cap"]
     return {
@@ -392,6 +488,7 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         "cap_signed_verified": sum(1 for a in cap if a.verified),
         "latency_ms": {
             "crossing_to_closed": max(closed) if closed else None,
+            "crossing_to_alarm": max(alarmed) if alarmed else None,
             "crossing_to_cap_ack": max(acked) if acked else None,
         },
         "underpasses": per_site,
