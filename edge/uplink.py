@@ -256,10 +256,12 @@ class Uplink:
                 # Rate limit replay, but let new live records through at once.
                 pause = len(rows) / self.cfg.replay_rate
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=pause)
+                    async with asyncio.timeout(pause):  # not wait_for: see drivers/scheduler.py
+                        await self._wakeup.wait()
                 continue
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await self._wakeup.wait()
 
     def _sent(self, rows: list[Row], *, replayed: bool) -> None:
         self.counters.batches_sent += 1

@@ -24,8 +24,8 @@ from shared.tls import TlsFiles, client_context
 from trust.broker import RunningBroker
 from trust.pki import Pki, Role
 
-EDGE_POOL = 384  # issued up front: the session broker's ACL lists them from the start
-HUB_POOL = 192
+EDGE_POOL = 512  # issued up front: the session broker's ACL lists them from the start
+HUB_POOL = 384
 """Hub identities, issued up front too: the broker binds the client id to the CN, so every
 concurrent hub-side client (a running hub, a test's subscriber, a fake hub) needs its own."""
 _RUN = uuid.uuid4().hex[:6]

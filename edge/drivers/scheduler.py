@@ -375,5 +375,8 @@ class BusScheduler:
             wait = self.next_due() - self._clock()
             if wait > 0 and not self._ops:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+                # arrives as the wait completes, and this loop would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(wait, 60.0))
+                    async with asyncio.timeout(min(wait, 60.0)):
+                        await self._wake.wait()

@@ -215,7 +215,8 @@ class SerialLineDevice:
             except OSError as exc:
                 raise DeviceError(f"{self.name}: write failed: {exc}") from exc
             try:
-                line = await asyncio.wait_for(self._line, self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):  # not wait_for: see drivers/scheduler.py
+                    line = await self._line
             except TimeoutError:
                 got = bytes(self._buf)
                 if got:
