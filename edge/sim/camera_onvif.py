@@ -56,7 +56,7 @@ TT: Final = "http://www.onvif.org/ver10/schema"
 TER: Final = "http://www.onvif.org/ver10/error"
 WSSE: Final = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd"
 WSU: Final = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-utility-1.0.xsd"
-PASSWORD_DIGEST: Final = ("http://docs.oasis-open.org/wss/2004/01/"
+PASSWORD_DIGEST: Final = ("http://docs.oasis-open.org/wss/2004/01/"  # noqa: S105 - a type URI, not a password
                           "oasis-200401-wss-username-token-profile-1.0#PasswordDigest")
 
 DEVICE_PATH: Final = "/onvif/device_service"
@@ -454,7 +454,7 @@ async def serve(camera_id: str, *, user: str, password: str, host: str = "127.0.
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = int(runner.addresses[0][1])
-        sim.base_url = f"http://{host}:{bound}"
+        sim.base_url = f"http://[{host}]:{bound}" if ":" in host else f"http://{host}:{bound}"
         yield RunningOnvifCamera(sim, host, bound)
     finally:
         await runner.cleanup()
