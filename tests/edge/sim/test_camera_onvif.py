@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -17,8 +22,11 @@ from zeep.exceptions import Fault
 
 from edge.sim import camera, camera_onvif
 from edge.sim.camera_onvif import ENV, PASSWORD_DIGEST, TER, TPTZ, TRT, WSSE, WSU
+from shared.cli import build_cli
+from shared.errors import ConfigError
 
 USER, PASSWORD = "jikimi", "s3cret-pw"
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -224,3 +232,48 @@ async def test_a_move_to_a_missing_preset_is_refused(cam: camera_onvif.RunningOn
         assert (status, subcodes(text)) == (400, ["ter:InvalidArgVal", "ter:NoToken"])
     assert cam.sim.history == []
     assert TER in text
+
+
+# --- the command --------------------------------------------------------------------------------
+
+
+async def test_the_camera_command_serves_an_onvif_device_any_client_can_use() -> None:
+    argv = ["sim", "camera", "--onvif", "127.0.0.1:0", "--id", "SW-PTZ-0021", "--user", USER, "--password", PASSWORD,
+            "--presets", "2"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", *argv, cwd=REPO,
+                                                stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            started = json.loads(await proc.stdout.readline())
+        assert started["event"] == "camera.onvif_listening"
+        url = urlsplit(started["device_url"])
+        assert url.path == "/onvif/device_service"
+        client = ONVIFCamera(str(url.hostname), int(url.port or 80), USER, PASSWORD, no_cache=True)
+        try:
+            await client.update_xaddrs()
+            ptz = await client.create_ptz_service()
+            presets = [p.token for p in await ptz.GetPresets({"ProfileToken": camera_onvif.PROFILE})]
+        finally:
+            await client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            code = await proc.wait()
+    assert presets == ["1", "2"]
+    assert code == 0
+
+
+@pytest.mark.parametrize(("argv", "key"), [
+    (["--onvif", "127.0.0.1:0", "--password", "p"], "--user"),
+    (["--onvif", "127.0.0.1:0", "--user", "u"], "--user"),
+    (["--onvif", "no-port", "--user", "u", "--password", "p"], "--onvif"),
+    (["--onvif", "127.0.0.1:0", "--user", "u", "--password", "p", "--presets", "0"], "--presets"),
+    (["--onvif", "127.0.0.1:0", "--user", "u", "--password", "p", "--travel-s", "-1"], "--travel-s"),
+    ([], "--onvif"),
+])
+def test_the_camera_command_refuses_incomplete_options(argv: list[str], key: str) -> None:
+    cli = build_cli(("edge.cli",))
+    args = cli.parser.parse_args(["sim", "camera", "--id", "CAM-1", *argv])
+    with pytest.raises(ConfigError, match=key):
+        args.handler(args)
