@@ -9,8 +9,9 @@ over HTTP:
 - ``/onvif/ptz_service`` (PTZ, ``tptz``): GetPresets, GotoPreset, GetStatus. A GotoPreset starts a
   move that takes ``travel_s``; GetStatus reports MoveStatus MOVING until then, IDLE after, and the
   preset is the camera's current one (shown in its pictures) once the move ends;
-- ``/onvif/snapshot.jpg``: the picture (hub-independent renderer, :func:`edge.sim.camera.render_snapshot`),
-  behind HTTP digest authentication (RFC 7616, MD5, qop=auth).
+- ``/onvif/snapshot.jpg``: the picture (:func:`edge.sim.camera.render_snapshot`: the camera id, the time
+  and the current preset), behind HTTP digest authentication (RFC 7616, MD5, qop=auth; a nonce
+  lives ``DIGEST_NONCE_S`` and its count must grow, so a replayed header is refused).
 
 Security, as the ONVIF Core specification asks (section 5.12):
 
@@ -151,6 +152,7 @@ class OnvifCameraSim:
     _move: Move | None = None
     _nonces: dict[bytes, float] = field(default_factory=dict)
     _digest_nonces: dict[str, float] = field(default_factory=dict)
+    _digest_nc: dict[str, int] = field(default_factory=dict)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -367,6 +369,7 @@ class OnvifCameraSim:
         for old, issued in list(self._digest_nonces.items()):
             if now - issued > DIGEST_NONCE_S:
                 del self._digest_nonces[old]
+                self._digest_nc.pop(old, None)
         nonce = fields.get("nonce", "")
         if nonce not in self._digest_nonces or fields.get("username") != self.user:
             return False
@@ -380,8 +383,18 @@ class OnvifCameraSim:
 
         ha1 = md5(f"{self.user}:{REALM}:{self.password}")
         ha2 = md5(f"{request.method}:{fields['uri']}")
-        expected = md5(f"{ha1}:{nonce}:{fields.get('nc', '')}:{fields.get('cnonce', '')}:auth:{ha2}")
-        return hmac.compare_digest(expected, fields.get("response", ""))
+        nc_text = fields.get("nc", "")
+        try:
+            nc = int(nc_text, 16)
+        except ValueError:
+            return False
+        expected = md5(f"{ha1}:{nonce}:{nc_text}:{fields.get('cnonce', '')}:auth:{ha2}")
+        if not hmac.compare_digest(expected, fields.get("response", "")):
+            return False
+        if nc <= self._digest_nc.get(nonce, 0):
+            return False  # a replayed Authorization header: the nonce count must grow (RFC 7616 3.4)
+        self._digest_nc[nonce] = nc
+        return True
 
 
 def _digest_fields(text: str) -> dict[str, str]:

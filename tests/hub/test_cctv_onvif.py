@@ -78,19 +78,22 @@ async def test_camera_faults_are_reported_by_kind_and_the_other_cameras_still_co
             ptz_north(good.device_url, cam_id="no-preset-7", presets=(View(180, 40, 7),)),
             ptz_north("http://127.0.0.1:9/onvif/device_service", cam_id="unreachable"),
             ptz_north(slow.device_url, cam_id="still-moving"),
+            Camera("no-profile", offset(SITE, 120, 0), (View(180, 40, 2),), "",
+                   onvif=OnvifAccess(good.device_url, USER, PASSWORD, profile="night")),
             ptz_north(good.device_url, cam_id="good"),
         )
-        cfg = CctvConfig(cameras=cameras, evidence_dir=tmp_path / "evidence", max_cameras=5, timeout_s=2.0,
+        cfg = CctvConfig(cameras=cameras, evidence_dir=tmp_path / "evidence", max_cameras=6, timeout_s=2.0,
                          ptz_timeout_s=0.5)
         linker = CctvLinker(cfg, db, session)
         cap = await linker.capture(SITE, "alarm:8")
         good_history = good.sim.history
     assert [e.camera_id for e in cap.evidence] == ["good"]
-    assert sorted(cam for cam, _ in cap.failures) == ["bad-password", "no-preset-7", "still-moving", "unreachable"]
+    assert sorted(cam for cam, _ in cap.failures) == ["bad-password", "no-preset-7", "no-profile", "still-moving",
+                                                      "unreachable"]
     kinds = {cam: dict(h.failures) for cam, h in linker.health.items()}
     assert kinds == {"bad-password": {FaultKind.AUTH_REFUSED: 1}, "no-preset-7": {FaultKind.PRESET_MISSING: 1},
                      "unreachable": {FaultKind.UNREACHABLE: 1}, "still-moving": {FaultKind.PTZ_TIMEOUT: 1},
-                     "good": {}}
+                     "no-profile": {FaultKind.PROFILE_MISSING: 1}, "good": {}}
     assert linker.health["bad-password"].last_fault == FaultKind.AUTH_REFUSED
     assert "Wr0ng-Pw-99" not in linker.health["bad-password"].last_error  # no password in the error
     assert good_history == [2]  # the camera whose credentials were wrong moved nothing

@@ -277,3 +277,21 @@ def test_the_camera_command_refuses_incomplete_options(argv: list[str], key: str
     args = cli.parser.parse_args(["sim", "camera", "--id", "CAM-1", *argv])
     with pytest.raises(ConfigError, match=key):
         args.handler(args)
+
+
+async def test_hostile_or_replayed_digest_headers_get_no_picture(
+    cam: camera_onvif.RunningOnvifCamera, http: aiohttp.ClientSession
+) -> None:
+    url = f"{cam.sim.base_url}{camera_onvif.SNAPSHOT_PATH}"
+    async with http.get(url, middlewares=(aiohttp.DigestAuthMiddleware(USER, PASSWORD),)) as resp:
+        assert resp.status == 200
+        authorization = resp.request_info.headers["Authorization"]
+    for header in (authorization,  # the same header again: a replay
+                   authorization.replace("nc=00000001", "nc=zz"),
+                   authorization.replace('uri="/onvif/snapshot.jpg"', 'uri="/other"'),
+                   'Digest username="jikimi", nonce="made-up", uri="/onvif/snapshot.jpg", response="00"',
+                   'Digest username="jikimi", nonce="' + "a" * 5000 + '"',
+                   "Digest ,,,===\"", "Basic amlraW1pOnMzY3JldC1wdw=="):
+        async with http.get(url, headers={"Authorization": header}) as resp:
+            assert resp.status == 401, header[:80]
+    assert cam.sim.frames == 1
