@@ -86,7 +86,7 @@ class CameraView(msgspec.Struct, frozen=True, kw_only=True):
     ptz: bool
     captures: int
     failures: dict[str, int]
-    """By kind: unreachable, auth_refused, profile_missing, preset_missing, ptz_timeout, no_snapshot, protocol."""
+    """Failed captures by kind (hub/cctv_onvif.py FaultKind)."""
     last_fault: str | None
     last_error: str
     last_fault_at: float | None
