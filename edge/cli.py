@@ -79,9 +79,15 @@ def register(cli: Cli) -> None:
     p.add_argument("--out", type=Path, help="write the config here (default: standard output)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
-    p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets", _camera)
-    p.add_argument("--listen", required=True, metavar="tcp://HOST:PORT")
+    p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets, over plain HTTP "
+                       "(--listen) and/or ONVIF (--onvif)", _camera)
+    p.add_argument("--listen", metavar="tcp://HOST:PORT", help="serve the plain-HTTP snapshot and preset URLs here")
+    p.add_argument("--onvif", metavar="HOST:PORT", help="serve an ONVIF device at http://HOST:PORT/onvif/device_service")
     p.add_argument("--id", required=True, dest="camera_id", help="the camera id shown in its pictures")
+    p.add_argument("--user", help="the ONVIF (WS-Security) and snapshot (HTTP digest) user name")
+    p.add_argument("--password", help="the ONVIF and snapshot password")
+    p.add_argument("--presets", type=int, default=4, metavar="N", help="PTZ presets 1..N (default 4)")
+    p.add_argument("--travel-s", type=float, default=1.0, help="how long a move to a preset takes (default 1 s)")
 
 
 def point_row(p: Point) -> dict[str, Any]:
@@ -252,17 +258,39 @@ def _sim_run(args: argparse.Namespace) -> int:
 
 
 def _camera(args: argparse.Namespace) -> int:
-    from edge.sim import camera  # only here: the other commands need no Pillow
+    from edge.sim import camera, camera_onvif  # only here: the other commands need no Pillow
     from shared import logs
 
-    host, port = parse_listen(args.listen)
+    if args.listen is None and args.onvif is None:
+        raise ConfigError("--onvif", "", "give --onvif HOST:PORT (or --listen tcp://HOST:PORT for plain HTTP)")
+    plain = parse_listen(args.listen) if args.listen is not None else None
+    onvif: tuple[str, int] | None = None
+    if args.onvif is not None:
+        try:
+            onvif = parse_listen(args.onvif)
+        except ConfigError as exc:
+            raise ConfigError("--onvif", "", f"{args.onvif!r}: expected HOST:PORT") from exc
+        if not args.user or not args.password:
+            raise ConfigError("--user", "", "an ONVIF camera needs --user and --password")
+        if not 1 <= args.presets <= 255:
+            raise ConfigError("--presets", "", f"{args.presets}: expected 1 to 255")
+        if not 0.0 <= args.travel_s <= 60.0:
+            raise ConfigError("--travel-s", "", f"{args.travel_s}: expected 0 to 60 seconds")
     logs.setup()
 
     async def main() -> None:
-        async with camera.serve(args.camera_id, host=host, port=port) as running:
-            log.info("camera.listening", extra={"url": running.base_url, "camera": args.camera_id,
-                                                "snapshot_url": running.snapshot_url,
-                                                "ptz_preset_url": running.ptz_preset_url})
+        async with contextlib.AsyncExitStack() as stack:
+            if plain is not None:
+                running = await stack.enter_async_context(camera.serve(args.camera_id, host=plain[0], port=plain[1]))
+                log.info("camera.listening", extra={"url": running.base_url, "camera": args.camera_id,
+                                                    "snapshot_url": running.snapshot_url,
+                                                    "ptz_preset_url": running.ptz_preset_url})
+            if onvif is not None:
+                device = await stack.enter_async_context(camera_onvif.serve(
+                    args.camera_id, user=args.user, password=args.password, host=onvif[0], port=onvif[1],
+                    presets=args.presets, travel_s=args.travel_s))
+                log.info("camera.onvif_listening", extra={"device_url": device.device_url,
+                                                          "camera": args.camera_id, "presets": args.presets})
             await until_stopped()
 
     asyncio.run(main())

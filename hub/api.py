@@ -90,6 +90,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         *[("POST", f"/api/alarms/{{id}}/{verb}", role, act.alarm_action(verb))
           for verb, (_e, role) in act.ALARM_ACTIONS.items()],
         ("GET", "/api/evidence/{id}", v, act.get_evidence),
+        ("GET", "/api/cameras", v, read.list_cameras),
         ("GET", "/api/forwarding", v, read.list_forwarding),
         ("GET", "/api/escalations", v, read.list_escalations),
         ("GET", "/api/incidents", v, read.list_incidents),

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from hub import auth, queries, views
 from hub.api_base import BadInput, float_param, id_param, int_param, json_response, ops_of
-from hub.apitypes import SitePlace
+from hub.apitypes import CameraView, SitePlace
 from hub.forward.outbox import not_forwarded
 from shared import vocabulary
 
@@ -95,6 +95,22 @@ async def list_forwarding(request: web.Request, sess: auth.Session) -> web.Respo
 
 async def list_escalations(request: web.Request, sess: auth.Session) -> web.Response:
     return json_response(await ops_of(request).reader.run(queries.escalations))
+
+
+async def list_cameras(request: web.Request, sess: auth.Session) -> web.Response:
+    """The configured cameras with their fault counters (empty without ``[cctv]``)."""
+    linker = ops_of(request).linker
+    if linker is None:
+        return json_response([])
+    out = []
+    for cam in linker.config.cameras:
+        h = linker.health[cam.id]
+        out.append(CameraView(id=cam.id, name=cam.name, access="onvif" if cam.onvif is not None else "http",
+                              ptz=cam.is_ptz, captures=h.captures,
+                              failures={k.value: n for k, n in sorted(h.failures.items())},
+                              last_fault=None if h.last_fault is None else h.last_fault.value,
+                              last_error=h.last_error, last_fault_at=h.last_fault_at, last_ok_at=h.last_ok_at))
+    return json_response(out)
 
 
 # --- commands, operations --------------------------------------------------------------------

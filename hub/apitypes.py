@@ -76,6 +76,23 @@ class HealthView(msgspec.Struct, frozen=True, kw_only=True):
     writer: dict[str, float]
 
 
+class CameraView(msgspec.Struct, frozen=True, kw_only=True):
+    """One configured camera and what its captures gave since the hub started (hub/cctv.py)."""
+
+    id: str
+    name: str
+    access: str
+    """``onvif`` or ``http``."""
+    ptz: bool
+    captures: int
+    failures: dict[str, int]
+    """Failed captures by kind (hub/cctv_onvif.py FaultKind)."""
+    last_fault: str | None
+    last_error: str
+    last_fault_at: float | None
+    last_ok_at: float | None
+
+
 class CommandAccepted(msgspec.Struct, frozen=True, kw_only=True):
     cmd_id: str
     state: str

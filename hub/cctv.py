@@ -1,14 +1,18 @@
-"""CCTV linkage, the shell: the camera config, snapshots over HTTP, and the evidence store.
+"""CCTV linkage, the shell: the camera config, snapshots (ONVIF or plain HTTP), and the evidence store.
 
 Which cameras see a site, and the values (cameras, evidence), are pure and live in
 hub/cctv_geo.py. Two parts here:
 
 1. **Config.** ``[cctv]`` in the hub's TOML: :func:`parse_config`.
-2. **Evidence.** :class:`CctvLinker` moves a PTZ camera to its preset, fetches a
-   snapshot, stores it as a content-addressed file with its SHA-256 (and SHA-1, which CAP 1.2's
-   ``<digest>`` uses), records it in the hub's database and audits the capture. Every view of
-   evidence is audited (DESIGN §6); evidence is kept ``retention_days`` (30 by default, PIPA
-   practice) and :meth:`CctvLinker.purge` removes what is older.
+2. **Evidence.** :class:`CctvLinker` moves a PTZ camera to its preset, fetches a snapshot (an
+   ONVIF camera through hub/cctv_onvif.py; a plain-HTTP one by its URLs), stores it as a
+   content-addressed file with its SHA-256 (and SHA-1, which CAP 1.2's ``<digest>`` uses),
+   records it in the hub's database and audits the capture. Every view of evidence is audited
+   (DESIGN §6); evidence is kept ``retention_days`` (30 by default, PIPA practice) and
+   :meth:`CctvLinker.purge` removes what is older.
+
+Camera faults never stop a capture of the others and are counted per camera
+(:attr:`CctvLinker.health`, shown by ``GET /api/health``).
 
 Invariants of the evidence store:
 
@@ -31,14 +35,16 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 import aiohttp
 
-from hub.cctv_geo import Camera, CameraChoice, Evidence, GeoPoint, View, pick_cameras
+from hub import cctv_onvif
+from hub.cctv_geo import Camera, CameraChoice, Evidence, GeoPoint, OnvifAccess, View, pick_cameras
 from hub.cctv_geo import CctvConfig as CctvConfig  # re-exported: hub/config.py names it here
+from hub.cctv_onvif import CameraFault, FaultKind
 from hub.errors import NotFound
 from hub.forward.errors import CameraError, EvidenceError
 from hub.forward.tx import WriteGateway, WriteTx
@@ -84,6 +90,14 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
         ptz_preset_url = "http://10.20.0.3/ptz/preset/{preset}"
         presets = [{preset = 1, heading_deg = 200, fov_deg = 50},
                    {preset = 2, heading_deg = 310, fov_deg = 50}]
+        [cctv.cameras.SW-ONVIF-0007]         # an ONVIF camera (Profile S), PTZ by preset token "1", "2"…
+        lat = 37.2650
+        lon = 127.0310
+        onvif_url = "http://10.20.0.7/onvif/device_service"
+        user = "jikimi"
+        password_file = "/etc/jikimi/cameras/SW-ONVIF-0007.password"   # or password_env = "NAME"
+        profile = "profile_1"                # optional: the first profile by default
+        presets = [{preset = 1, heading_deg = 90, fov_deg = 50}]   # or heading_deg/fov_deg if fixed
     """
     root = Table(file, raw, "cctv")
     cams = root.table("cameras")
@@ -100,6 +114,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
         max_cameras=root.integer("max_cameras", 2, lo=1, hi=16),
         timeout_s=root.number("timeout_s", 5.0, lo=0.1),
         ptz_settle_s=root.number("ptz_settle_s", 2.0, lo=0.0),
+        ptz_timeout_s=root.number("ptz_timeout_s", 10.0, lo=0.0, hi=120.0),
         max_snapshot_bytes=root.integer("max_snapshot_bytes", 8 * 1024 * 1024, lo=1024),
     )
     root.done()
@@ -109,13 +124,21 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
 def _camera(cam_id: str, t: Table) -> Camera:
     lat = t.number("lat", lo=-90.0, hi=90.0)
     lon = t.number("lon", lo=-180.0, hi=180.0)
-    snapshot = _url(t, "snapshot_url", t.text("snapshot_url"))
-    ptz_url = t.text("ptz_preset_url", "") or None
+    onvif = _onvif(t) if t.has("onvif_url") else None
+    if onvif is not None:
+        for key in ("snapshot_url", "ptz_preset_url"):
+            if t.has(key):
+                raise t.error(key, "an ONVIF camera names its own snapshot URI and moves by preset; remove it")
+        snapshot, ptz_url = "", None
+    else:
+        snapshot = _url(t, "snapshot_url", t.text("snapshot_url"))
+        ptz_url = t.text("ptz_preset_url", "") or None
+        if ptz_url is not None:
+            _url(t, "ptz_preset_url", ptz_url)
+            if "{preset}" not in ptz_url:
+                raise t.error("ptz_preset_url", "must contain {preset} where the preset number goes")
     views: list[View] = []
-    if ptz_url is not None:
-        _url(t, "ptz_preset_url", ptz_url)
-        if "{preset}" not in ptz_url:
-            raise t.error("ptz_preset_url", "must contain {preset} where the preset number goes")
+    if ptz_url is not None or (onvif is not None and t.has("presets")):
         for p in t.tables("presets"):
             views.append(View(heading_deg=p.number("heading_deg", lo=0.0, hi=360.0),
                               fov_deg=p.number("fov_deg", lo=1.0, hi=360.0),
@@ -127,7 +150,7 @@ def _camera(cam_id: str, t: Table) -> Camera:
             raise t.error("heading_deg", "a PTZ camera's directions are its presets'; remove heading_deg/fov_deg")
     else:
         if t.has("presets"):
-            raise t.error("presets", "presets need ptz_preset_url")
+            raise t.error("presets", "presets need ptz_preset_url (or onvif_url)")
         views.append(View(heading_deg=t.number("heading_deg", lo=0.0, hi=360.0),
                           fov_deg=t.number("fov_deg", lo=1.0, hi=360.0)))
     cam = Camera(
@@ -139,9 +162,38 @@ def _camera(cam_id: str, t: Table) -> Camera:
         ptz_preset_url=ptz_url,
         jurisdiction=t.text("jurisdiction", ""),
         name=t.text("name", ""),
+        onvif=onvif,
     )
     t.done()
     return cam
+
+
+def _onvif(t: Table) -> OnvifAccess:
+    """``onvif_url``, ``user``, and the password from ``password_file`` or ``password_env`` (never the config)."""
+    url = _url(t, "onvif_url", t.text("onvif_url"))
+    if cctv_onvif.device_address(url) is None:
+        raise t.error("onvif_url", f"{url!r}: expected http(s)://HOST[:PORT]{cctv_onvif.DEVICE_PATH}")
+    user = t.text("user")
+    if not user:
+        raise t.error("user", "must not be empty")
+    if t.has("password_file") == t.has("password_env"):
+        raise t.error("password_file", "give exactly one of password_file (a file holding the password) and "
+                                       "password_env (an environment variable holding it)")
+    if t.has("password_file"):
+        path = t.path("password_file")
+        try:
+            password = path.read_text(encoding="utf-8").strip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise t.error("password_file", f"{path}: cannot read it ({exc})") from exc
+        if not password:
+            raise t.error("password_file", f"{path} is empty")
+    else:
+        name = t.text("password_env")
+        password = os.environ.get(name, "")
+        if not password:
+            raise t.error("password_env", f"the environment variable {name!r} is not set (or is empty)")
+    profile = t.text("profile", "") or None
+    return OnvifAccess(url, user, password, profile)
 
 
 # --- 2. evidence ------------------------------------------------------------------------------
@@ -186,6 +238,18 @@ class Capture:
     """The stored pictures by evidence id (to embed in alerts without reading them back)."""
 
 
+@dataclass
+class CameraHealth:
+    """One camera's record since the hub started: pictures taken, failures by kind, the last fault."""
+
+    captures: int = 0
+    failures: dict[FaultKind, int] = field(default_factory=dict)
+    last_fault: FaultKind | None = None
+    last_error: str = ""
+    last_fault_at: float | None = None
+    last_ok_at: float | None = None
+
+
 def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff" and data[-2:] == b"\xff\xd9"
 
@@ -203,6 +267,8 @@ class CctvLinker:
         self.gateway = gateway
         self.session = session
         self.clock = clock
+        self.health: dict[str, CameraHealth] = {cam.id: CameraHealth() for cam in config.cameras}
+        """Per camera, what its captures gave (the API shows it, hub/operations.py)."""
         self._retry = RetryPolicy(on=(CameraError,), attempts=2, total_s=config.timeout_s * 3,
                                   initial_s=0.2, max_s=1.0)
 
@@ -230,14 +296,26 @@ class CctvLinker:
         return Capture(tuple(choices), tuple(stored), failures, pictures)
 
     async def _snapshot_or_error(self, choice: CameraChoice) -> Snapshot | CameraError:
+        health = self.health.setdefault(choice.camera.id, CameraHealth())
         try:
-            return await self.snapshot(choice)
+            snap = await self.snapshot(choice)
         except CameraError as exc:
+            kind = exc.kind if isinstance(exc, CameraFault) else FaultKind.UNREACHABLE
+            health.failures[kind] = health.failures.get(kind, 0) + 1
+            health.last_fault, health.last_error, health.last_fault_at = kind, str(exc), self.clock()
             return exc
+        health.captures += 1
+        health.last_ok_at = self.clock()
+        return snap
 
     async def snapshot(self, choice: CameraChoice) -> Snapshot:
         """Move a PTZ camera to the chosen preset (and let it settle), then fetch one JPEG."""
         cam = choice.camera
+        if cam.onvif is not None:
+            pic = await cctv_onvif.snapshot(cam.id, cam.onvif, choice.view.preset, self.config, self.session)
+            if not _is_jpeg(pic.data):
+                raise CameraFault(cam.id, FaultKind.PROTOCOL, f"the snapshot is not a JPEG ({len(pic.data)} bytes)")
+            return Snapshot(choice, pic.data, "image/jpeg")
         try:
             if cam.ptz_preset_url is not None and choice.view.preset is not None:
                 url = cam.ptz_preset_url.replace("{preset}", str(choice.view.preset))
@@ -249,7 +327,7 @@ class CctvLinker:
         except RetryExhausted as exc:
             raise CameraError(f"camera {cam.id}: {exc}") from exc
         if not _is_jpeg(data):
-            raise CameraError(f"camera {cam.id}: the snapshot is not a JPEG ({len(data)} bytes)")
+            raise CameraFault(cam.id, FaultKind.PROTOCOL, f"the snapshot is not a JPEG ({len(data)} bytes)")
         return Snapshot(choice, data, "image/jpeg")
 
     async def _request(self, method: str, url: str, cam_id: str) -> bytes:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -72,20 +72,35 @@ class View:
 
 
 @dataclass(frozen=True)
+class OnvifAccess:
+    """How the hub reaches an ONVIF camera: its device service and WS-Security credentials."""
+
+    device_url: str
+    """``http://HOST:PORT/onvif/device_service``."""
+    user: str
+    password: str = field(repr=False)
+    profile: str | None = None
+    """The media profile's token; None: the camera's first profile."""
+
+
+@dataclass(frozen=True)
 class Camera:
     id: str
     position: GeoPoint
     views: tuple[View, ...]
     snapshot_url: str
+    """A plain-HTTP camera's snapshot URL ("" for an ONVIF camera, which names its own)."""
     range_m: float = 200.0
     ptz_preset_url: str | None = None
-    """A template with ``{preset}``; set for PTZ cameras, whose views carry preset numbers."""
+    """A template with ``{preset}``; set for plain-HTTP PTZ cameras, whose views carry preset numbers."""
     jurisdiction: str = ""
     name: str = ""
+    onvif: OnvifAccess | None = None
+    """Set for ONVIF cameras; a view's preset is then the ONVIF preset token ``str(preset)``."""
 
     @property
     def is_ptz(self) -> bool:
-        return self.ptz_preset_url is not None
+        return self.ptz_preset_url is not None or any(v.preset is not None for v in self.views)
 
 
 @dataclass(frozen=True)
@@ -149,7 +164,9 @@ class CctvConfig:
     timeout_s: float = 5.0
     """Per HTTP request to a camera (PTZ move, snapshot)."""
     ptz_settle_s: float = 2.0
-    """Wait after a PTZ move before the snapshot, so the picture is not of the swing."""
+    """Wait after a plain-HTTP PTZ move before the snapshot, so the picture is not of the swing."""
+    ptz_timeout_s: float = 10.0
+    """The longest wait for an ONVIF camera to report its move done (MoveStatus IDLE)."""
     max_snapshot_bytes: int = 8 * 1024 * 1024
 
 

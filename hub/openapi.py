@@ -41,6 +41,8 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/alarms/{id}"): ("One alarm with every transition (who, when, why) and its camera evidence",
                                   None, q.AlarmDetail, False),
     ("GET", "/api/evidence/{id}"): ("A camera snapshot (image/jpeg); every view is audited", None, None, False),
+    ("GET", "/api/cameras"): ("The configured cameras (ONVIF or plain HTTP) with their capture and fault counters "
+                              "since the hub started", None, t.CameraView, True),
     ("GET", "/api/forwarding"): ("Alert deliveries per recipient: pending (retrying), acked, failed, escalated",
                                  None, q.ForwardingView, False),
     ("GET", "/api/escalations"): ("Escalations not settled: an alert a recipient has not acknowledged in time,"
