@@ -266,22 +266,27 @@ class NetworkForecaster:
         cross_city = np.zeros(rows.size)
         cross_nearest = np.zeros(rows.size)
         cross_count = np.full(rows.size, float(crossed.size))
-        if crossed.size:
-            dist = self._distance(rows, crossed)
-            other = rows[:, None] != crossed[None, :]
-            w_age = np.exp(-age[crossed] / AGE_SECS)[None, :]
-            cross_near = np.sum(np.where(other, np.exp(-dist / NEAR_KM) * w_age, 0.0), axis=1)
-            cross_city = np.sum(np.where(other, np.exp(-dist / CITY_KM) * w_age, 0.0), axis=1)
-            nearest = np.min(np.where(other, dist, np.inf), axis=1)
-            cross_nearest = np.exp(-nearest / NEAR_KM)
-            cross_count = cross_count - np.sum(~other, axis=1)
         wet_near = np.zeros(rows.size)
         wet_depth = np.zeros(rows.size)
         wet_rise = np.zeros(rows.size)
+        # One distance matrix for every site that matters; a site is never its own neighbour.
+        cols = np.union1d(crossed, wet)
+        if cols.size:
+            dist = self._distance(rows, cols)
+            where_row = np.full(len(self.sites), -1)
+            where_row[rows] = np.arange(rows.size)
+            r = where_row[cols]
+            own = r >= 0
+            dist[r[own], np.nonzero(own)[0]] = np.inf
+        if crossed.size:
+            dc = dist[:, np.searchsorted(cols, crossed)]
+            w_age = np.exp(-age[crossed] / AGE_SECS)
+            cross_near = np.exp(-dc / NEAR_KM) @ w_age
+            cross_city = np.exp(-dc / CITY_KM) @ w_age
+            cross_nearest = np.exp(-np.min(dc, axis=1) / NEAR_KM)
+            cross_count -= np.isin(rows, crossed)
         if wet.size:
-            dist = self._distance(rows, wet)
-            other = rows[:, None] != wet[None, :]
-            w = np.where(other, np.exp(-dist / NEAR_KM), 0.0)
+            w = np.exp(-dist[:, np.searchsorted(cols, wet)] / NEAR_KM)
             wet_near = np.sum(w, axis=1)
             wet_depth = w @ (d_last[wet] / self.closing)
             wet_r = _rise(np.where(seen[wet], t_all[wet], -np.inf), d_all[wet], t_secs, OWN_WINDOW_SECS)

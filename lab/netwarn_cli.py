@@ -25,6 +25,34 @@ def register(cli: Cli) -> None:
                    help="network only: FloodNet sensor-metadata CSV (default: the reference data)")
 
 
+    b = cli.subcommand("bench", "network",
+                       "the hub's network forecaster: seconds per minute of data for N sites (synthetic storm)",
+                       _bench)
+    b.add_argument("--sites", type=int, default=6500)
+    b.add_argument("--minutes", type=int, default=30)
+    b.add_argument("--wet-share", type=float, default=0.2, help="share of sites flooding (default 0.2)")
+    b.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures here")
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from hub import forecast
+    from lab import netwarn
+    from shared.paths import models_dir
+
+    if not 1 <= args.sites <= 100_000 or not 1 <= args.minutes <= 1440 or not 0.0 <= args.wet_share <= 1.0:
+        raise InferenceError("--sites 1..100000, --minutes 1..1440, --wet-share 0..1")
+    params = forecast.load_params(models_dir() / netwarn.PARAMS_FILE)
+    result = netwarn.bench(args.sites, args.minutes, args.wet_share, params)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        try:
+            args.json.write_text(text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise InferenceError(f"{args.json}: cannot write: {exc.strerror or exc}") from exc
+    return 0
+
+
 def _flood_only(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(args, name, None) is not None:
