@@ -234,15 +234,19 @@ class NetworkForecaster:
     def features(self, t_secs: float, which: Sequence[str] | None = None) -> FloatArray:
         """The feature rows (``len(which)`` × :data:`N_FEATURES`) at ``t_secs`` (default: all sites).
 
-        Only samples at or before ``t_secs`` are used.
+        ``t_secs`` may not be before the latest sample observed: the state at an earlier instant
+        is gone (a later crossing replaces an earlier one), so the hub and the replay read the
+        features right after observing the samples of that instant.
         """
+        if t_secs < self._latest:
+            raise ForecastError(f"features at {t_secs}: the state already holds a sample at {self._latest}")
         rows = np.arange(len(self.sites)) if which is None else np.array([self.index[s] for s in which], dtype=np.int64)
         t_all, d_all = self._t, self._d
-        seen = t_all <= t_secs
-        # Own features, vectorised over the ring.
+        seen = t_all <= t_secs  # all of the ring, as t is not before the latest sample
+        # Own features, vectorised over the ring; the newest sample is the last one written.
         tq = np.where(seen[rows], t_all[rows], -np.inf)
         dq = d_all[rows]
-        last = np.argmax(tq, axis=1)
+        last = (self._next[rows] - 1) % RING
         has = np.isfinite(tq[np.arange(rows.size), last])
         depth = np.where(has, dq[np.arange(rows.size), last], 0.0)
         rise10 = _rise(tq, dq, t_secs, OWN_WINDOW_SECS)
@@ -257,7 +261,7 @@ class NetworkForecaster:
         crossed = np.nonzero((age >= 0.0) & (age <= CROSS_WINDOW_SECS))[0]
         # Wet sites: latest sample within the wet window at or above the arming depth.
         t_seen = np.where(seen, t_all, -np.inf)
-        last_all = np.argmax(t_seen, axis=1)
+        last_all = (self._next - 1) % RING
         t_last = t_seen[np.arange(len(self.sites)), last_all]
         d_last = d_all[np.arange(len(self.sites)), last_all]
         wet = np.nonzero((t_secs - t_last <= WET_WINDOW_SECS) & (d_last >= self.arm))[0]
