@@ -32,6 +32,7 @@ def register(cli: Cli) -> None:
     b.add_argument("--minutes", type=int, default=30)
     b.add_argument("--wet-share", type=float, default=0.2, help="share of sites flooding (default 0.2)")
     b.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the figures here")
+    b.add_argument("--params", type=Path, default=None, help="parameter file (default: the shipped one)")
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -41,7 +42,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     if not 1 <= args.sites <= 100_000 or not 1 <= args.minutes <= 1440 or not 0.0 <= args.wet_share <= 1.0:
         raise InferenceError("--sites 1..100000, --minutes 1..1440, --wet-share 0..1")
-    params = forecast.load_params(models_dir() / netwarn.PARAMS_FILE)
+    params = forecast.load_params(args.params or models_dir() / netwarn.PARAMS_FILE)
     result = netwarn.bench(args.sites, args.minutes, args.wet_share, params)
     text = json.dumps(result, indent=1)
     print(text)

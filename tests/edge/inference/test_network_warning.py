@@ -198,3 +198,24 @@ def test_flood_only_options_are_refused_for_network(tmp_path: Path, capsys: pyte
                  str(tmp_path / "o.csv"), "--variant", "int8"])
     assert code == 2
     assert "--variant" in capsys.readouterr().err
+
+
+def test_the_markdown_card_is_the_json_card_rendered() -> None:
+    """The human card says what the JSON card holds (regenerated from it, never edited by hand)."""
+    edge_card = json.loads((MODELS / "flood_rise.json").read_text(encoding="utf-8"))
+    params = json.loads(PARAMS.read_text(encoding="utf-8"))
+    rendered = netwarn.render_markdown(_card(), params, edge_card)
+    assert (MODELS / netwarn.MD_FILE).read_text(encoding="utf-8") == rendered
+
+
+def test_bench_scores_every_site_each_minute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`bench network` runs the forecaster over N synthetic sites and reports seconds per minute."""
+    out = tmp_path / "bench.json"
+    assert main(["bench", "network", "--sites", "200", "--minutes", "3", "--params", str(PARAMS),
+                 "--json", str(out)]) == 0
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["sites"] == 200
+    assert figures["minutes"] == 3
+    assert figures["max_secs_per_minute"] >= figures["median_secs_per_minute"] > 0.0
+    assert main(["bench", "network", "--sites", "0"]) == 2
+    assert "--sites" in capsys.readouterr().err
