@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "hub.cli",
     "hub.forward.cli",
     "lab.cli",
+    "lab.netwarn_cli",
 )
 
 
@@ -68,6 +69,25 @@ class Cli:
             self._groups[group] = gp.add_subparsers(dest=f"{group}_command", metavar="VERB")
         p = self._groups[group].add_parser(name, help=help, description=help)
         p.set_defaults(handler=handler)
+        return p
+
+
+    def add_kind(self, group: str, name: str, kind: str, handler: Handler) -> argparse.ArgumentParser:
+        """Add KIND to an existing ``jikimi GROUP NAME KIND`` (its ``kind`` positional).
+
+        For a package above the one that owns the verb (``jikimi model warnings network`` is the
+        lab's; ``flood`` is the edge's): args with that kind go to ``handler``, others as before.
+        Returns the verb's parser so the new kind can add its own options.
+        """
+        p = self._groups[group].choices[name]
+        action = next(a for a in p._actions if a.dest == "kind")
+        action.choices = [*(action.choices or ()), kind]
+        previous: Handler = p.get_default("handler")
+
+        def route(args: argparse.Namespace) -> int:
+            return handler(args) if args.kind == kind else previous(args)
+
+        p.set_defaults(handler=route)
         return p
 
 

@@ -107,16 +107,21 @@ def _warnings(args: argparse.Namespace) -> int:
         rows = [(e.row_index, first_close_secs(forecaster, e)) for e in events]
     finally:
         forecaster.close()
+    write_warnings(args.out, rows)
+    print(f"{len(rows)} events; model {forecaster.health.value}; decided by {forecaster.policy.value}")
+    return 0
+
+
+def write_warnings(path: Path, rows: list[tuple[int, float | None]]) -> None:
+    """The per-event warning CSV: ``event_row_index,warning_time_secs`` (empty: never warned)."""
     try:
-        with args.out.open("w", newline="", encoding="utf-8") as fh:
+        with path.open("w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
             out.writerow(["event_row_index", "warning_time_secs"])
             for idx, secs in rows:
                 out.writerow([idx, _format_secs(secs)])
     except OSError as exc:
-        raise InferenceError(f"{args.out}: cannot write: {exc.strerror or exc}") from exc
-    print(f"{len(rows)} events; model {forecaster.health.value}; decided by {forecaster.policy.value}")
-    return 0
+        raise InferenceError(f"{path}: cannot write: {exc.strerror or exc}") from exc
 
 
 def _format_secs(secs: float | None) -> str:
