@@ -177,7 +177,11 @@ class _Store:
     def command_result(self, cmd_id: str) -> tuple[str, str] | None:
         return self.results.get(cmd_id)
 
-    def store_command_result(self, cmd_id: str, status: str, reason: str) -> None:
+    def command_report(self, cmd_id: str) -> list[m.PointCheck]:
+        return []
+
+    def store_command_result(self, cmd_id: str, status: str, reason: str,
+                             report: Sequence[m.PointCheck] = ()) -> None:
         self.results[cmd_id] = (status, reason)
 
 
