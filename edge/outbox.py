@@ -22,8 +22,10 @@ Rules and invariants (DESIGN §3, §5):
    epoch deletes nothing. An ack deletes only what this process has *sent* (handed to the
    uplink; :meth:`mark_sent`), never above it. An ack above the highest seq this outbox ever
    assigned means the hub holds a tail this file lost (a torn write, a restored backup): the
-   outbox starts a new epoch rather than reuse those seqs. What that ack covers and this
-   process sent is committed at the hub: it is dropped. The other records it holds are
+   outbox starts a new epoch rather than reuse those seqs. What that ack covers, this process
+   sent, and this file held when it was opened is committed at the hub: it is dropped. (A seq
+   assigned since the file was opened may be one the lost tail had used already: the hub's
+   record there is another one, so it is carried.) The other records it holds are
    renumbered into the new epoch from 1 (and so sent again: at least once, never lost), each
    keeping its identity as its ``origin`` (the (epoch, seq) it was first assigned, kept through
    repeated carries), so the hub stores a record it already committed only once.
@@ -191,6 +193,9 @@ class Outbox:
         self._sync_full = False
         self._sent_max = 0
         """The highest seq of this epoch handed to the uplink by this process (rule 6)."""
+        self._opened_next_seq = self._next_seq
+        """Seqs below it were assigned before this process opened the file, or in an epoch it
+        started; the ones above may repeat seqs a lost tail had used (rule 6)."""
         if created:
             log.info("outbox.created", extra={"path": str(path), "epoch": self._epoch})
 
@@ -364,7 +369,8 @@ class Outbox:
                                                            "epoch": self._epoch})
             # what the ack covers and this process sent is committed at the hub: not carried
             self.start_epoch(f"the hub acked seq {through_seq}, this outbox only assigned up to "
-                             f"{self._next_seq - 1}: its tail was lost", committed_through=self._sent_max)
+                             f"{self._next_seq - 1}: its tail was lost",
+                             committed_through=min(self._sent_max, self._opened_next_seq - 1))
             return 0
         acked = through_seq
         if through_seq > self._sent_max:
@@ -412,6 +418,7 @@ class Outbox:
         self._next_seq = len(renumbered) + 1
         self._held = len(renumbered)
         self._sent_max = 0
+        self._opened_next_seq = self._next_seq
         log.warning("outbox.new_epoch", extra={"old_epoch": old, "epoch": epoch, "carried": len(rows),
                                                 "dropped": dropped, "reason": reason})
         return epoch

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from edge.outbox import MIGRATIONS, Outbox, decode_row, open_outbox
 from shared import messages
@@ -97,20 +98,26 @@ def test_an_ack_of_2_64_minus_1_deletes_nothing_unsent_and_starts_a_new_epoch(tm
     assert (reopened.epoch, reopened.next_seq, reopened.held) == (o.epoch, 12, 11)
 
 
-def test_a_new_epoch_drops_what_the_triggering_ack_covers_and_was_sent(tmp_path: Path) -> None:
-    """The hub acks seq 99 of an outbox that only assigned 1..10 (a torn log): it committed every
-    seq up to 99, so the six records this process sent are committed and left behind; the four
-    unsent ones are carried with their origins."""
-    o = _filled(tmp_path / "o.db")
+@pytest.mark.parametrize(("sent", "carried"), [(6, [7, 8, 9, 10, 11, 12]), (12, [11, 12])])
+def test_a_new_epoch_drops_what_the_triggering_ack_covers_and_the_file_held_and_sent(
+        tmp_path: Path, sent: int, carried: list[int]) -> None:
+    """The file held 1..10 when the agent started (a torn log took its tail) and the agent added
+    11 and 12; the hub acks seq 99: every seq up to 99 is committed, so what was sent of the
+    records held at start is left behind. The rest is carried with its origin: unsent records,
+    and 11 and 12, whose seqs the lost tail may have used for other records the hub holds."""
+    path = tmp_path / "o.db"
+    _filled(path).close()
+    o = Outbox(path, clock=time.time)
+    o.append([_reading(11.0), _reading(12.0)])
     old = o.epoch
-    o.mark_sent(6)
+    o.mark_sent(sent)
     assert o.ack(99, epoch=old) == 0
     after = [decode_row(r) for r in o.read(0, limit=100)]
-    assert [r.origin for r in after] == [(old, 7), (old, 8), (old, 9), (old, 10), None]
-    assert isinstance(after[3], messages.Event)
-    assert after[3].kind == "local.barrier.close"  # the alarm is carried, not dropped
+    assert [r.origin for r in after] == [(old, s) for s in carried] + [None]
     assert isinstance(after[-1], messages.Event)
-    assert after[-1].values == {"old_epoch": old, "carried": 4, "dropped": 6}
+    assert after[-1].values == {"old_epoch": old, "carried": len(carried), "dropped": 12 - len(carried)}
+    if 10 in carried:
+        assert isinstance(after[carried.index(10)], messages.Event)  # the alarm, unsent, is carried
 
 
 def test_a_record_carried_twice_keeps_its_first_origin(tmp_path: Path) -> None:
