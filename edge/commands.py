@@ -305,11 +305,11 @@ class CommandExecutor:
             status = ReplyStatus(stored[0])
             log.info("command.repeat", extra={"cmd_id": cmd.cmd_id, "status": status.value})
             try:
-                report = self._store.command_report(cmd.cmd_id)
+                kept = self._store.command_report(cmd.cmd_id)
             except OutboxError as exc:
                 log.error("command.report_unavailable", extra={"cmd_id": cmd.cmd_id, "error": str(exc)})
-                report = []
-            await self._reply(cmd.cmd_id, status, stored[1], report)
+                kept = []
+            await self._reply(cmd.cmd_id, status, stored[1], kept)
             return status
         await self._reply(cmd.cmd_id, ReplyStatus.RECEIVED, "")
         decision = self._plan(cmd)

@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from lab.chaos import Key, hub_key, sample_live, snapshot_dead
+from shared.messages import Scalar
 from tests.conftest import PkiFixture
 from tests.edge.harness import underpass_sim, until, write_config
 from tests.edge.real_hub import RealHub, running_real_hub
@@ -47,7 +48,7 @@ def held_now(outbox: Path) -> int:
     return -1 if snap is None else len(snap.rows)
 
 
-def hub_events(hub: RealHub, site: str, kind: str) -> list[dict[str, object]]:
+def hub_events(hub: RealHub, site: str, kind: str) -> list[dict[str, Scalar]]:
     return [e.values for e in hub.events(site) if e.kind == kind]
 
 
