@@ -18,9 +18,9 @@ Rules and invariants (DESIGN §3, §5):
 4. A ``cmd_id`` seen before never acts twice: its stored terminal reply is sent again, a
    self-test's report with it (a command still running is just acknowledged ``received``).
 5. Authentication comes before everything else (:func:`authenticate`): a command not for this
-   site or not signed by the hub's key is ``rejected`` and leaves no trace in the store, so a
-   forged command reusing a real ``cmd_id`` can neither take the real one's result nor be
-   answered with it.
+   site or not signed by the hub's key is ``rejected`` (its reason begins with
+   ``shared.messages.UNAUTHENTICATED``) and leaves no trace in the store, so a forged command
+   reusing a real ``cmd_id`` can neither take the real one's result nor be answered with it.
 6. Before the device write, ``executing`` is stored durably with the write plan. A command
    found ``executing`` (the agent died between the write and the result) is never written
    again: the device is read back and the command answered ``verified`` or ``failed``.
@@ -55,7 +55,7 @@ from edge.errors import CodecError, DeviceError, OutboxError
 from edge.policy import Latest
 from shared import vocabulary
 from shared.errors import SigningError
-from shared.messages import MAX_REPORT, MAX_TEXT, Command, PointCheck, Quality, ReplyStatus, Scalar
+from shared.messages import MAX_REPORT, MAX_TEXT, UNAUTHENTICATED, Command, PointCheck, Quality, ReplyStatus, Scalar
 from shared.profiles import Profile
 from shared.signing import verify_command
 
@@ -104,11 +104,11 @@ EXECUTING = "executing"
 def authenticate(cmd: Command, *, site: str, key: Ed25519PublicKey) -> Refusal | None:
     """Rule 5: addressed to this site and signed by the hub's key, or why not (pure)."""
     if cmd.site != site:
-        return Refusal(ReplyStatus.REJECTED, f"addressed to site {cmd.site}, this is {site}")
+        return Refusal(ReplyStatus.REJECTED, f"{UNAUTHENTICATED}addressed to site {cmd.site}, this is {site}")
     try:
         verify_command(cmd, key)
     except SigningError as exc:
-        return Refusal(ReplyStatus.REJECTED, f"signature: {exc}")
+        return Refusal(ReplyStatus.REJECTED, f"{UNAUTHENTICATED}signature: {exc}")
     return None
 
 

@@ -202,6 +202,12 @@ class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
 
 Record: TypeAlias = Reading | Event | Reply
 
+UNAUTHENTICATED: Final = "unauthenticated: "
+"""How the reason of a ``rejected`` reply begins when the edge could not authenticate the command
+(not addressed to it, or not signed by the hub's key). Such a reply may answer a forgery sent
+under a real command's ``cmd_id``: the hub, which signed the real one, lets a later verified,
+failed, expired or other rejected reply to that ``cmd_id`` replace it (hub/commanddesk.py rule 4)."""
+
 
 # --- messages ---------------------------------------------------------------------------------
 
