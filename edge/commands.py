@@ -15,12 +15,12 @@ Rules and invariants (DESIGN §3, §5):
    ``rejected`` / ``expired`` (with the reason), ``verified`` (written and read back in the
    expected state) or ``failed`` (written, but the device did not reach the state in time,
    or the write itself failed).
-4. A ``cmd_id`` seen before never acts twice: its stored terminal reply is sent again (a
-   command still running is just acknowledged ``received``).
+4. A ``cmd_id`` seen before never acts twice: its stored terminal reply is sent again, a
+   self-test's report with it (a command still running is just acknowledged ``received``).
 5. Authentication comes before everything else (:func:`authenticate`): a command not for this
-   site or not signed by the hub's key is ``rejected`` and leaves no trace in the store, so a
-   forged command reusing a real ``cmd_id`` can neither take the real one's result nor be
-   answered with it.
+   site or not signed by the hub's key is ``rejected`` (its reason begins with
+   ``shared.messages.UNAUTHENTICATED``) and leaves no trace in the store, so a forged command
+   reusing a real ``cmd_id`` can neither take the real one's result nor be answered with it.
 6. Before the device write, ``executing`` is stored durably with the write plan. A command
    found ``executing`` (the agent died between the write and the result) is never written
    again: the device is read back and the command answered ``verified`` or ``failed``.
@@ -55,7 +55,7 @@ from edge.errors import CodecError, DeviceError, OutboxError
 from edge.policy import Latest
 from shared import vocabulary
 from shared.errors import SigningError
-from shared.messages import MAX_REPORT, MAX_TEXT, Command, PointCheck, Quality, ReplyStatus, Scalar
+from shared.messages import MAX_REPORT, MAX_TEXT, UNAUTHENTICATED, Command, PointCheck, Quality, ReplyStatus, Scalar
 from shared.profiles import Profile
 from shared.signing import verify_command
 
@@ -104,11 +104,11 @@ EXECUTING = "executing"
 def authenticate(cmd: Command, *, site: str, key: Ed25519PublicKey) -> Refusal | None:
     """Rule 5: addressed to this site and signed by the hub's key, or why not (pure)."""
     if cmd.site != site:
-        return Refusal(ReplyStatus.REJECTED, f"addressed to site {cmd.site}, this is {site}")
+        return Refusal(ReplyStatus.REJECTED, f"{UNAUTHENTICATED}addressed to site {cmd.site}, this is {site}")
     try:
         verify_command(cmd, key)
     except SigningError as exc:
-        return Refusal(ReplyStatus.REJECTED, f"signature: {exc}")
+        return Refusal(ReplyStatus.REJECTED, f"{UNAUTHENTICATED}signature: {exc}")
     return None
 
 
@@ -234,7 +234,9 @@ class CommandStore(Protocol):
     """Where command results are kept (the outbox's database implements it)."""
 
     def command_result(self, cmd_id: str) -> tuple[str, str] | None: ...
-    def store_command_result(self, cmd_id: str, status: str, reason: str) -> None: ...
+    def command_report(self, cmd_id: str) -> list[PointCheck]: ...
+    def store_command_result(self, cmd_id: str, status: str, reason: str,
+                             report: Sequence[PointCheck] = ()) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,12 @@ class CommandExecutor:
         if stored is not None:
             status = ReplyStatus(stored[0])
             log.info("command.repeat", extra={"cmd_id": cmd.cmd_id, "status": status.value})
-            await self._reply(cmd.cmd_id, status, stored[1])
+            try:
+                kept = self._store.command_report(cmd.cmd_id)
+            except OutboxError as exc:
+                log.error("command.report_unavailable", extra={"cmd_id": cmd.cmd_id, "error": str(exc)})
+                kept = []
+            await self._reply(cmd.cmd_id, status, stored[1], kept)
             return status
         await self._reply(cmd.cmd_id, ReplyStatus.RECEIVED, "")
         decision = self._plan(cmd)
@@ -358,7 +365,7 @@ class CommandExecutor:
     async def _finish(self, cmd: Command, status: ReplyStatus, reason: str,
                       report: Sequence[PointCheck] = ()) -> ReplyStatus:
         try:
-            self._store.store_command_result(cmd.cmd_id, status.value, reason)
+            self._store.store_command_result(cmd.cmd_id, status.value, reason, report)
         except OutboxError as exc:
             log.error("command.result_not_stored", extra={"cmd_id": cmd.cmd_id, "error": str(exc)})
         log.info("command.done", extra={"cmd_id": cmd.cmd_id, "action": cmd.action.value, "status": status.value,

@@ -22,11 +22,18 @@ Rules and invariants (DESIGN §3, §5):
    epoch deletes nothing. An ack deletes only what this process has *sent* (handed to the
    uplink; :meth:`mark_sent`), never above it. An ack above the highest seq this outbox ever
    assigned means the hub holds a tail this file lost (a torn write, a restored backup): the
-   outbox starts a new epoch rather than reuse those seqs, and the records it holds are
-   renumbered into the new epoch from 1 (and so sent again: at least once, never lost).
+   outbox starts a new epoch rather than reuse those seqs. What that ack covers, this process
+   sent, and this file held when it was opened is committed at the hub: it is dropped. (A seq
+   assigned since the file was opened may be one the lost tail had used already: the hub's
+   record there is another one, so it is carried.) The other records it holds are
+   renumbered into the new epoch from 1 (and so sent again: at least once, never lost), each
+   keeping its identity as its ``origin`` (the (epoch, seq) it was first assigned, kept through
+   repeated carries), so the hub stores a record it already committed only once.
 7. An outbox that fails to open or to pass ``quick_check`` at start is moved aside (renamed
    with a timestamp, never deleted) by :func:`open_outbox`; a new outbox (a new epoch) takes
-   what can still be read of it, and an ``outbox.replaced`` event says what happened. Every
+   what can still be read of it (less what the last ack the file recorded covers; each carried
+   record with its ``origin``, as in rule 6), and an ``outbox.replaced`` event says what
+   happened. Every
    storage error at run time is an :class:`OutboxError`; the agent keeps sensing and acting
    locally through it (edge/agent.py).
 
@@ -50,7 +57,7 @@ import msgspec
 
 from edge.errors import OutboxError
 from shared import site_events
-from shared.messages import MAX_EPOCH, Event, Priority, Reading, Record, Reply, encode_record
+from shared.messages import MAX_EPOCH, MAX_SEQ, Event, PointCheck, Priority, Reading, Record, Reply, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +100,13 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         -- the outbox's epoch (rule 6): an outbox made before epochs keeps the legacy epoch 0,
         -- a new one draws its own at once (Outbox.__init__)
         INSERT INTO meta (key, value) VALUES ('epoch', 0);
+        """,
+    ),
+    (
+        "m004_command_reports",
+        """
+        -- a self-test's per-point report, kept with its result so a repeated cmd_id gets it too
+        ALTER TABLE commands ADD COLUMN report BLOB NOT NULL DEFAULT '[]';
         """,
     ),
 )
@@ -140,6 +154,11 @@ class OutboxStats:
 
 
 _record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
+_report_decoder = msgspec.json.Decoder(list[PointCheck])
+_report_encoder = msgspec.json.Encoder()
+
+CommandRow = tuple[str, str, str, float, bytes]
+"""A stored command result: (cmd_id, status, reason, ts, report as JSON)."""
 
 
 class Outbox:
@@ -162,8 +181,11 @@ class Outbox:
             if created:
                 with _transaction(conn):
                     conn.execute("UPDATE meta SET value=? WHERE key='epoch'", (new_epoch(),))
-            self._epoch = int(conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()[0])
-            self._next_seq = int(conn.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+            epoch, next_seq = _meta(conn, "epoch"), _meta(conn, "next_seq")
+            if epoch is None or next_seq is None:
+                conn.close()
+                raise OutboxError(f"{path}: the outbox has lost its epoch or its seq counter")
+            self._epoch, self._next_seq = epoch, next_seq
             self._held = int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"{path}: cannot open the outbox: {exc}") from exc
@@ -171,6 +193,9 @@ class Outbox:
         self._sync_full = False
         self._sent_max = 0
         """The highest seq of this epoch handed to the uplink by this process (rule 6)."""
+        self._opened_next_seq = self._next_seq
+        """Seqs below it were assigned before this process opened the file, or in an epoch it
+        started; the ones above may repeat seqs a lost tail had used (rule 6)."""
         if created:
             log.info("outbox.created", extra={"path": str(path), "epoch": self._epoch})
 
@@ -342,8 +367,10 @@ class Outbox:
         if through_seq >= self._next_seq:
             log.error("outbox.ack_beyond_assigned", extra={"through_seq": through_seq, "next_seq": self._next_seq,
                                                            "epoch": self._epoch})
+            # what the ack covers and this process sent is committed at the hub: not carried
             self.start_epoch(f"the hub acked seq {through_seq}, this outbox only assigned up to "
-                             f"{self._next_seq - 1}: its tail was lost")
+                             f"{self._next_seq - 1}: its tail was lost",
+                             committed_through=min(self._sent_max, self._opened_next_seq - 1))
             return 0
         acked = through_seq
         if through_seq > self._sent_max:
@@ -360,18 +387,23 @@ class Outbox:
         self._held -= cur.rowcount
         return cur.rowcount
 
-    def start_epoch(self, reason: str) -> int:
-        """Draw a new epoch; renumber the held records into it from seq 1 (they are sent again),
-        and record an ``outbox.new_epoch`` event. Returns the new epoch."""
+    def start_epoch(self, reason: str, *, committed_through: int = 0) -> int:
+        """Draw a new epoch; drop the held records at or below ``committed_through`` (the hub
+        committed them under the old epoch), renumber the others into it from seq 1, each with
+        its origin (rule 6; they are sent again), and record an ``outbox.new_epoch`` event.
+        Returns the new epoch."""
         old, epoch = self._epoch, new_epoch()
         try:
-            rows = self._db.execute("SELECT seq, prio, ts, payload FROM records ORDER BY seq").fetchall()
+            floor = min(max(0, committed_through), self._next_seq)
+            dropped = int(self._db.execute("SELECT count(*) FROM records WHERE seq <= ?", (floor,)).fetchone()[0])
+            rows = self._db.execute("SELECT seq, prio, ts, payload FROM records WHERE seq > ? ORDER BY seq",
+                                    (floor,)).fetchall()
             renumbered = []
-            for i, (_, prio, ts, payload) in enumerate(rows, start=1):
-                rec = msgspec.structs.replace(decode_row(Row(0, prio, ts, payload)), seq=i)
-                renumbered.append((i, prio, ts, encode_record(rec)))
+            for i, (seq, prio, ts, payload) in enumerate(rows, start=1):
+                rec = carried(decode_row(Row(seq, prio, ts, payload)), old, seq)
+                renumbered.append((i, prio, ts, encode_record(msgspec.structs.replace(rec, seq=i))))
             event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind=site_events.OUTBOX_NEW_EPOCH,
-                          detail=reason[:1024], values={"old_epoch": old, "carried": len(rows)})
+                          detail=reason[:1024], values={"old_epoch": old, "carried": len(rows), "dropped": dropped})
             renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event)))
             self._set_sync(True)
             with _transaction(self._db):
@@ -386,8 +418,9 @@ class Outbox:
         self._next_seq = len(renumbered) + 1
         self._held = len(renumbered)
         self._sent_max = 0
+        self._opened_next_seq = self._next_seq
         log.warning("outbox.new_epoch", extra={"old_epoch": old, "epoch": epoch, "carried": len(rows),
-                                                "reason": reason})
+                                                "dropped": dropped, "reason": reason})
         return epoch
 
     def stats(self) -> OutboxStats:
@@ -403,19 +436,37 @@ class Outbox:
     # --- command results (idempotency) -----------------------------------------------------
 
     def command_result(self, cmd_id: str) -> tuple[str, str] | None:
-        row = self._db.execute("SELECT status, reason FROM commands WHERE cmd_id=?", (cmd_id,)).fetchone()
+        try:
+            row = self._db.execute("SELECT status, reason FROM commands WHERE cmd_id=?", (cmd_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read a command result: {exc}") from exc
         return (str(row[0]), str(row[1])) if row else None
 
-    def store_command_result(self, cmd_id: str, status: str, reason: str) -> None:
-        self.store_command_results([(cmd_id, status, reason, self._clock())])
+    def command_report(self, cmd_id: str) -> list[PointCheck]:
+        """The self-test report stored with a command's result (empty for any other action)."""
+        try:
+            row = self._db.execute("SELECT report FROM commands WHERE cmd_id=?", (cmd_id,)).fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot read a command report: {exc}") from exc
+        if row is None:
+            return []
+        try:
+            return _report_decoder.decode(row[0])
+        except msgspec.DecodeError:
+            log.error("outbox.report_unreadable", extra={"cmd_id": cmd_id})
+            return []
 
-    def store_command_results(self, rows: Sequence[tuple[str, str, str, float]]) -> None:
-        """(cmd_id, status, reason, ts) rows, on disk before this returns."""
+    def store_command_result(self, cmd_id: str, status: str, reason: str,
+                             report: Sequence[PointCheck] = ()) -> None:
+        self.store_command_results([(cmd_id, status, reason, self._clock(), _report_encoder.encode(list(report)))])
+
+    def store_command_results(self, rows: Sequence[CommandRow]) -> None:
+        """(cmd_id, status, reason, ts, report) rows, on disk before this returns."""
         try:
             self._set_sync(True)
             with _transaction(self._db):
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts) VALUES (?, ?, ?, ?)", rows
+                    "INSERT OR REPLACE INTO commands (cmd_id, status, reason, ts, report) VALUES (?, ?, ?, ?, ?)", rows
                 )
         except sqlite3.Error as exc:
             raise OutboxError(f"{self.path}: cannot store a command result: {exc}") from exc
@@ -436,6 +487,8 @@ class Replaced:
     """About how many seqs could not be read or decoded (an upper bound: some may have been
     thinned or acked before); -1 when the file could not be read at all."""
     commands: int
+    acked: int = 0
+    """Records read that the last ack the file recorded covers: committed at the hub, not carried."""
 
 
 def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> tuple[Outbox, Replaced | None]:
@@ -456,13 +509,14 @@ def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> 
         error = str(exc)
     log.error("outbox.corrupt", extra={"path": str(path), "error": error})
     moved = _move_aside(path, clock())
-    records, commands, unreadable = _salvage(moved) if moved is not None else ([], [], -1)
+    found = _salvage(moved) if moved is not None else _Salvage([], [], -1, 0)
+    records, commands, unreadable = found.records, found.commands, found.unreadable
     try:
         outbox = Outbox(path, max_records=max_records, clock=clock)
     except OutboxError as exc:
         log.critical("outbox.in_memory", extra={"path": str(path), "error": str(exc)})
         outbox = Outbox(Path(":memory:"), max_records=max_records, clock=clock)
-    report = Replaced(error, moved, len(records), unreadable, len(commands))
+    report = Replaced(error, moved, len(records), unreadable, len(commands), found.acked)
     for i in range(0, len(records), 1000):
         outbox.append(records[i : i + 1000])
     if commands:
@@ -472,10 +526,10 @@ def open_outbox(path: Path, *, max_records: int, clock: Callable[[], float]) -> 
         detail=(f"{error}; moved to {moved.name if moved else '(could not be moved)'}; "
                 f"{report.salvaged} record(s) salvaged")[:1024],
         values={"salvaged": report.salvaged, "unreadable": unreadable, "commands": report.commands,
-                "moved_to": moved.name if moved else "", "epoch": outbox.epoch},
+                "acked": report.acked, "moved_to": moved.name if moved else "", "epoch": outbox.epoch},
     )])
     log.warning("outbox.replaced", extra={"moved_to": str(moved), "salvaged": report.salvaged,
-                                          "unreadable": unreadable, "epoch": outbox.epoch})
+                                          "acked": report.acked, "unreadable": unreadable, "epoch": outbox.epoch})
     return outbox, report
 
 
@@ -497,16 +551,39 @@ def _move_aside(path: Path, now: float) -> Path | None:
     return aside
 
 
-def _salvage(path: Path) -> tuple[list[Record], list[tuple[str, str, str, float]], int]:
-    """The records and command results that can still be read from a corrupt outbox."""
+@dataclass(frozen=True)
+class _Salvage:
+    records: list[Record]
+    """Each with its origin (rule 6) when the file's epoch could be read."""
+    commands: list[CommandRow]
+    unreadable: int
+    acked: int
+    """Records read at or below the file's last ack: left behind."""
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> int | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row is not None and isinstance(row[0], int) else None
+
+
+def _salvage(path: Path) -> _Salvage:
+    """The records and command results that can still be read from a corrupt outbox, less the
+    records its last recorded ack covers (rule 7)."""
     records: list[Record] = []
-    commands: list[tuple[str, str, str, float]] = []
-    unreadable = 0
+    commands: list[CommandRow] = []
+    unreadable = acked = 0
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
-        return records, commands, -1
+        return _Salvage(records, commands, -1, 0)
     try:
+        epoch = _meta(conn, "epoch")
+        if epoch is None and (_meta(conn, "next_seq") is not None):
+            epoch = 0  # an outbox made before epochs (rule 6)
+        last_ack = _meta(conn, "last_ack_seq") if epoch is not None else None
         try:
             top = int(conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)
         except sqlite3.Error:
@@ -527,22 +604,41 @@ def _salvage(path: Path) -> tuple[list[Record], list[tuple[str, str, str, float]
                 failed_at = None
             if not rows:
                 break
-            for _, payload in rows:
+            for seq, payload in rows:
+                if last_ack is not None and isinstance(seq, int) and seq <= last_ack:
+                    acked += 1  # the hub committed it under the old epoch
+                    continue
                 try:
-                    records.append(_record_decoder.decode(payload))
+                    rec: Record = _record_decoder.decode(payload)
                 except (msgspec.DecodeError, TypeError):
                     unreadable += 1
+                    continue
+                records.append(carried(rec, epoch, seq))
             lo = rows[-1][0] + 1
         if failed_at is not None:
             unreadable += top + 1 - failed_at
-        if not records and unreadable == 0 and top != 0:
+        if not records and unreadable == 0 and acked == 0 and top != 0:
             unreadable = -1
         with contextlib.suppress(sqlite3.Error):
-            for cmd_id, status, reason, ts in conn.execute("SELECT cmd_id, status, reason, ts FROM commands"):
-                commands.append((str(cmd_id), str(status), str(reason), float(ts)))
+            try:
+                got = conn.execute("SELECT cmd_id, status, reason, ts, report FROM commands").fetchall()
+            except sqlite3.OperationalError:  # a file from before m004_command_reports
+                got = [(*r, b"[]") for r in conn.execute("SELECT cmd_id, status, reason, ts FROM commands")]
+            for cmd_id, status, reason, ts, report in got:
+                blob = report.encode() if isinstance(report, str) else bytes(report or b"[]")
+                commands.append((str(cmd_id), str(status), str(reason), float(ts), blob))
     finally:
         conn.close()
-    return records, commands, unreadable
+    return _Salvage(records, commands, unreadable, acked)
+
+
+def carried(rec: Record, epoch: int | None, seq: int) -> Record:
+    """``rec``, held at ``seq`` of ``epoch``, as it is carried into a new epoch (rule 6): with that
+    (epoch, seq) as its origin, unless it has one already from an earlier carry, or the place it
+    was held is unknown or out of bounds (a damaged file)."""
+    if rec.origin is not None or epoch is None or not (0 <= epoch <= MAX_EPOCH and 1 <= seq <= MAX_SEQ):
+        return rec
+    return msgspec.structs.replace(rec, origin=(epoch, seq))
 
 
 def new_epoch() -> int:

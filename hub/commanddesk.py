@@ -15,7 +15,10 @@ Command states (hub/commands.py ``CommandState``), and the rules that move them:
    PUBACK wins.
 4. Replies: ``received`` moves ``sending``/``sent`` on; a terminal reply ends the command once
    (a repeated one is ignored), even after ``timed_out``; a reply for a command of another site
-   or an unknown one is logged, never applied.
+   or an unknown one is logged, never applied. A rejection saying the edge could not
+   authenticate the command (``shared.messages.UNAUTHENTICATED``) ends it only provisionally:
+   the hub signed the command itself, so that reply may answer a forgery sent under its
+   ``cmd_id``; any later terminal reply that is not such a rejection replaces it.
 5. ``timeouts``: a command still ``sent``/``received`` past ``not_after`` plus the grace is
    ``timed_out``.
 6. Every state change is audited and published (``command`` live event) after commit; an
@@ -64,7 +67,7 @@ from hub.state import HubState
 from hub.store import Tx
 from shared import messages, vocabulary
 from shared.errors import WireError
-from shared.messages import Command, Reply
+from shared.messages import UNAUTHENTICATED, Command, Reply
 from shared.signing import sign_command
 
 log = logging.getLogger(__name__)
@@ -132,12 +135,15 @@ class CommandDesk:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (r.cmd_id, site, r.seq, r.status.value, r.reason, r.ts, received, _enc.encode(r.report).decode()),
         )
-        row = conn.execute("SELECT site, state FROM commands WHERE cmd_id = ?", (r.cmd_id,)).fetchone()
+        row = conn.execute("SELECT site, state, detail FROM commands WHERE cmd_id = ?", (r.cmd_id,)).fetchone()
         if row is None or row[0] != site:
             log.warning("command.unknown_reply", extra={"site": site, "cmd_id": r.cmd_id, "status": r.status.value})
             return
         state = CommandState(row[1])
-        if state.is_terminal and state is not CommandState.TIMED_OUT:
+        provisional = state is CommandState.TIMED_OUT or (
+            state is CommandState.REJECTED and str(row[2]).startswith(UNAUTHENTICATED)
+            and r.status.is_terminal and not r.reason.startswith(UNAUTHENTICATED))
+        if state.is_terminal and not provisional:
             return  # a repeated reply (the edge re-sends the stored result)
         if r.status.is_terminal:
             self._set_state(tx, r.cmd_id, CommandState.of_reply(r.status), r.reason)

@@ -36,6 +36,15 @@ Rules of ingest:
 9. Every event is stored whatever its kind; the alarm desk raises or clears the edge alarms
    shared/site_events.py names for it (hub/alarmdesk.py rule 11), and readings of the points
    that clear an edge alarm are shown to the desk too.
+10. A record an outbox carried into a new epoch names its ``origin``, the (epoch, seq) it was
+   first assigned. Its new seq counts as received (rule 2: acks and gaps go on as for any
+   record), but if the site's record at that origin, or a record carried from the same origin,
+   is committed already and is the same record (type, time, device and point, event kind or
+   command reply), it is a duplicate: neither stored nor judged. The lookup is per site (an
+   origin can only name the sending site's records); an origin in the record's own epoch means
+   nothing (no outbox carries a record within its epoch) and is ignored; an origin that names
+   nothing committed, or another record (a seq a torn outbox reused), leaves the record new.
+   Records without an origin (older edges) are deduplicated by (site, epoch, seq) alone.
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ from hub.state import HubState, Key, PointMem, SiteMem
 from hub.store import Clock, Tx
 from hub.validate import Reason
 from shared import messages
-from shared.messages import Ack, Birth, DataBatch, Event, Quality, Reading, SiteState, Status
+from shared.messages import Ack, Birth, DataBatch, Event, Quality, Reading, Record, Reply, SiteState, Status
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +88,18 @@ _QUALITY = {q: q.value for q in Quality}
 # ``value->10`` is the reading's value as JSON text, which is what the column holds.
 _SQL_RECORDS = (
     "INSERT OR IGNORE INTO records (site, epoch, seq, type, ts, received_at, prio, historical, device, point,"
-    " value, num, quality, body) SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5,"
-    " value->>6, value->>7, value->>8, value->>9, value->10, value->>11, value->>12, value->>13 FROM json_each(?)"
+    " value, num, quality, body, origin_epoch, origin_seq) SELECT value->>0, value->>1, value->>2, value->>3,"
+    " value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->10, value->>11, value->>12,"
+    " value->>13, value->>14, value->>15 FROM json_each(?)"
 )
+# rule 10: a carried record's origin, looked up as the record stored there and as one carried from it
+_SQL_AT_ORIGIN = "SELECT type, ts, device, point, body FROM records WHERE site = ? AND epoch = ? AND seq = ?"
+# (the planner would rather walk the site's whole primary key than take the partial index)
+_SQL_FROM_ORIGIN = ("SELECT type, ts, device, point, body FROM records INDEXED BY records_origin"
+                    " WHERE site = ? AND origin_epoch = ? AND origin_seq = ?")
+_SAME_TS_S = 1e-6
+"""Times compared after a trip through SQLite's REAL: equal within a microsecond."""
+_body = msgspec.json.Decoder(Event | Reply)
 _SQL_LATEST = (
     "INSERT INTO latest (site, device, point, value, num, quality, unit, ts, seq, received_at, stale)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) ON CONFLICT (site, device, point) DO UPDATE SET"
@@ -109,6 +127,8 @@ class IngestCounters:
     rebirth_asks: int = 0
     thinned_closed: int = 0
     rejected_sites: int = 0
+    origin_duplicates: int = 0
+    """Carried records whose origin was committed already (rule 10; also counted in duplicates)."""
 
 
 class Intake:
@@ -313,6 +333,7 @@ class Intake:
         kinds = st.kinds
         alarms = self.alarms
         new = 0
+        carried: dict[tuple[int, int], list[Record]] = {}  # this message's, by origin (not in the table yet)
         for r in batch.records:
             seq = r.seq
             if not tr.is_new(seq):
@@ -321,13 +342,24 @@ class Intake:
             tr.add(seq)
             if refused and seq in refused:
                 continue  # dated in the future: quarantined, its seq consumed (validate rule 4)
+            origin = r.origin
+            if origin is not None:
+                if origin[0] == epoch:
+                    origin = None  # rule 10: meaningless within its own epoch
+                elif self._committed_at_origin(tx.conn, site, r, origin, carried):
+                    c.duplicates += 1
+                    c.origin_duplicates += 1
+                    continue  # its seq counts as received (tr.add above); nothing stored, nothing judged
+                else:
+                    carried.setdefault(origin, []).append(r)
+            o_epoch, o_seq = origin if origin is not None else (None, None)
             new += 1
             if isinstance(r, Reading):
                 value = r.value
                 num = as_number(value)
                 quality = _QUALITY[r.quality]
                 rows.append((site, epoch, seq, "reading", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
-                             r.point, value, num, quality, None))
+                             r.point, value, num, quality, None, o_epoch, o_seq))
                 key = (site, r.device, r.point)
                 pm = points.get(key)
                 if pm is not None and r.ts < pm.ts:
@@ -351,13 +383,13 @@ class Intake:
                     alarms.edge_reading(tx, site, r.device, r.point, value, r.quality, r.ts, late=r.historical)
             elif isinstance(r, Event):
                 rows.append((site, epoch, seq, "event", r.ts, received, _PRIO[r.prio], int(r.historical), r.device,
-                             None, None, None, None, _enc.encode(r).decode()))
+                             None, None, None, None, _enc.encode(r).decode(), o_epoch, o_seq))
                 alarms.edge_event(tx, site, r, late=r.historical)
                 live_after(tx, self.outlet, SiteEvent(site=site, seq=seq, kind=r.kind, device=r.device,
                                                       detail=r.detail, ts=r.ts))
             else:
                 rows.append((site, epoch, seq, "reply", r.ts, received, _PRIO[r.prio], int(r.historical), None, None,
-                             None, None, None, _enc.encode(r).decode()))
+                             None, None, None, _enc.encode(r).decode(), o_epoch, o_seq))
                 self.commands.reply(tx, site, r, received)
         if batch.thinned:
             thinned = sum(tr.close(lo, hi) for lo, hi in batch.thinned)
@@ -373,6 +405,17 @@ class Intake:
             log.warning("ingest.gap_closed_by_floor", extra={"site": site, "epoch": epoch, "missing": closed,
                                                              "through": tr.through})
         return new
+
+    @staticmethod
+    def _committed_at_origin(conn: sqlite3.Connection, site: str, r: Record, origin: tuple[int, int],
+                             carried: dict[tuple[int, int], list[Record]]) -> bool:
+        """Rule 10: is the record ``r`` carried from ``origin`` committed already, at its origin or
+        carried from it before (in an earlier message, or earlier in this one)?"""
+        if any(_same(r, other) for other in carried.get(origin, ())):
+            return True
+        args = (site, *origin)
+        return any(_same_as_row(r, row) for sql in (_SQL_AT_ORIGIN, _SQL_FROM_ORIGIN)
+                   for row in conn.execute(sql, args).fetchall())
 
     def _judge_late(self, tx: Tx, site: str, r: Reading, value: messages.Scalar, num: float | None) -> None:
         """A reading older than its point's latest: judged by the point's history cursor (rule 3)."""
@@ -430,3 +473,30 @@ class Intake:
             kinds[(site, d.id)] = d.kind
         self.alarms.forget_rules(site)
         live_after(tx, self.outlet, SiteBorn(site=site, birth=b.boot, devices=len(b.devices)))
+
+
+def _same(a: Record, b: Record) -> bool:
+    """Rule 10: the same record, whatever seq, epoch, origin and ``historical`` flag each carries."""
+    if abs(a.ts - b.ts) > _SAME_TS_S:
+        return False
+    if isinstance(a, Reading) and isinstance(b, Reading):
+        return (a.device, a.point) == (b.device, b.point)
+    if isinstance(a, Event) and isinstance(b, Event):
+        return (a.device, a.kind) == (b.device, b.kind)
+    if isinstance(a, Reply) and isinstance(b, Reply):
+        return (a.cmd_id, a.status) == (b.cmd_id, b.status)
+    return False
+
+
+def _same_as_row(r: Record, row: tuple[str, float, str | None, str | None, str | None]) -> bool:
+    """Rule 10: ``r`` against a ``records`` row (type, ts, device, point, body)."""
+    type_, ts, device, point, body = row
+    if isinstance(r, Reading):
+        return type_ == "reading" and abs(r.ts - ts) <= _SAME_TS_S and (r.device, r.point) == (device, point)
+    if body is None:
+        return False
+    try:
+        stored = _body.decode(body)
+    except msgspec.DecodeError:
+        return False
+    return _same(r, stored)

@@ -320,6 +320,16 @@ def m010_alarm_sources(db: Database) -> None:
     db.execute("CREATE INDEX records_site_events ON records (site, ts) WHERE type = 'event'")
 
 
+def m011_record_origins(db: Database) -> None:
+    """A record an edge's outbox carried into a new epoch keeps where it was first assigned, its
+    origin (DESIGN §3; hub/intake.py rule 10): the intake looks a carried record up by it, so a
+    record committed under its old epoch is not stored again."""
+    db.execute("ALTER TABLE records ADD COLUMN origin_epoch INTEGER")
+    db.execute("ALTER TABLE records ADD COLUMN origin_seq INTEGER")
+    db.execute("CREATE INDEX records_origin ON records (site, origin_epoch, origin_seq)"
+               " WHERE origin_epoch IS NOT NULL")
+
+
 @dataclass(frozen=True)
 class Migration:
     set: str
@@ -343,6 +353,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m008_forward_visibility),
     Migration(CORE, m009_exercises),
     Migration(CORE, m010_alarm_sources),
+    Migration(CORE, m011_record_origins),
 )
 """The hub database's schema, in order (rule 1)."""
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from hub.inbound import EdgeMessage
-from shared.messages import Birth, DataBatch, Reading, Record, Scalar, Status
+from shared.messages import MAX_SEQ, Birth, DataBatch, Reading, Record, Scalar, Status
 
-MAX_SEQ: Final = 2**63 - 1
 MIN_INT: Final = -(2**63)
 MAX_INT: Final = 2**63 - 1
 MAX_TEXT_VALUE: Final = 1024

@@ -40,6 +40,8 @@ MAX_PAYLOAD_BYTES: Final = 256 * 1024
 
 MAX_UINT64: Final = 2**64 - 1
 MAX_EPOCH: Final = 2**63 - 1
+MAX_SEQ: Final = 2**63 - 1
+"""The highest seq the hub's store can hold (SQLite's INTEGER is signed 64-bit)."""
 MAX_THINNED: Final = 4096
 """Most thinned ranges one :class:`DataBatch` may announce."""
 
@@ -59,6 +61,8 @@ Seq = Annotated[int, msgspec.Meta(ge=0)]
 Epoch = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH)]
 """An outbox epoch: 0 (legacy) or random in 1 .. 2**63 - 1 (fits SQLite's signed INTEGER)."""
 Timestamp = Annotated[float, msgspec.Meta(ge=0)]
+Origin = tuple[Epoch, Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]]
+"""Where a record was first assigned: its (epoch, seq) there."""
 Sha256Hex = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Scalar: TypeAlias = bool | int | float | str | None
 Param: TypeAlias = bool | int | float | Text | None
@@ -87,6 +91,10 @@ class _Record(
     prio: Priority
     historical: bool = False
     """True when the record is replayed after an outage rather than sent live."""
+    origin: Origin | None = None
+    """Set when an outbox carried the record into a new epoch (renumbered): the (epoch, seq) it was
+    first assigned, kept through repeated carries. The hub stores a record whose origin it has
+    already committed only once (hub/intake.py); a record never carried has none."""
 
 
 # --- closed sets ---------------------------------------------------------------------------
@@ -193,6 +201,12 @@ class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
 
 
 Record: TypeAlias = Reading | Event | Reply
+
+UNAUTHENTICATED: Final = "unauthenticated: "
+"""How the reason of a ``rejected`` reply begins when the edge could not authenticate the command
+(not addressed to it, or not signed by the hub's key). Such a reply may answer a forgery sent
+under a real command's ``cmd_id``: the hub, which signed the real one, lets a later verified,
+failed, expired or other rejected reply to that ``cmd_id`` replace it (hub/commanddesk.py rule 4)."""
 
 
 # --- messages ---------------------------------------------------------------------------------

@@ -248,6 +248,24 @@ async def test_selftest_of_a_healthy_device_is_verified_with_one_entry_per_point
     assert sim.device.writes == []  # a self-test writes nothing
 
 
+async def test_a_repeated_selftest_gets_its_stored_result_with_the_report(
+    commanded_site: tuple[str, Simulator, RealHub], test_pki: PkiFixture
+) -> None:
+    """The same self-test cmd_id sent again is not run again (a sensor broken since changes
+    nothing in the answer), and the stored answer carries the per-point report too."""
+    site, sim, hub = commanded_site
+    cmd = _selftest(site, load_private_key(test_pki.pki.command_key))
+    await hub.send_command(cmd)
+    first = [r for r in await _terminal(hub, site, cmd.cmd_id) if r.status.is_terminal]
+    assert first[0].status is m.ReplyStatus.VERIFIED
+    assert len(first[0].report) == len(sim.device.profile.polled)
+    sim.faults.sensor_fault.add("water_depth_cm")  # a fresh run would fail now
+    await hub.send_command(cmd)
+    again = [r for r in await _terminal(hub, site, cmd.cmd_id, n=2) if r.status.is_terminal]
+    assert [(r.status, r.reason) for r in again] == [(first[0].status, first[0].reason)] * 2
+    assert again[1].report == first[0].report
+
+
 @pytest.mark.parametrize(
     ("fault", "point", "why"),
     [

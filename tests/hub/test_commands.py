@@ -11,7 +11,7 @@ import pytest
 from hub.commands import CommandState, Draft, OperationKind
 from hub.roles import Role
 from hub.service import Hub, running
-from shared.messages import Action, Quality, ReplyStatus, SiteState
+from shared.messages import UNAUTHENTICATED, Action, Quality, ReplyStatus, SiteState
 from shared.signing import load_public_key, verify_command
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import FakeEdge, fake_edge
@@ -63,6 +63,30 @@ async def test_close_is_signed_sent_and_tracked_to_its_terminal_reply(
         view = await (await c.get(f"/api/commands/{cmd_id}")).json()
         assert view["state"] == "verified"
         assert [r["status"] for r in view["replies"]] == ["received", "verified"]
+
+
+async def test_a_rejection_of_a_forgery_under_a_commands_id_gives_way_to_the_real_result(
+    api_hub: Hub, broker: RunningBroker, test_pki: PkiFixture, site_id: str
+) -> None:
+    """Someone publishes a forgery under a real command's cmd_id; the edge rejects it as
+    unauthenticated and then runs the real one: the hub, which signed the real command, ends it
+    verified, not rejected. A second unauthenticated rejection after that changes nothing."""
+    async with fake_edge(broker, test_pki.files(site_id), site_id) as edge, \
+            api_client(api_hub, test_pki.dir / "ca.pem") as c:
+        await bring_up(edge, 20.0)
+        await c.login("olive")
+        resp = await c.post("/api/commands", {"site": site_id, "device": "barrier-1", "action": "barrier.close",
+                                              "reason": "water over the closing depth"})
+        cmd_id = (await resp.json())["cmd_id"]
+        await edge.wait_commands(1)
+        forged = f"{UNAUTHENTICATED}signature: does not verify"
+        await edge.send([edge.reply(cmd_id, ReplyStatus.REJECTED, forged)])
+        await edge.wait_acked(edge.next_seq - 1)
+        assert await command_state(api_hub, cmd_id) == "rejected"  # all the hub knows so far
+        await edge.send([edge.reply(cmd_id, ReplyStatus.VERIFIED, "barrier closed, read back")])
+        await edge.send([edge.reply(cmd_id, ReplyStatus.REJECTED, forged)])
+        await edge.wait_acked(edge.next_seq - 1)
+        assert await command_state(api_hub, cmd_id) == "verified"
 
 
 async def test_an_action_the_kind_lacks_is_refused_before_signing(
