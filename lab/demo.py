@@ -342,10 +342,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
             agents: list[Agent] = []
             for spec in SITES:
                 sim = sims[spec.site]
-                scheme = {"modbus_tcp": "", "modbus_rtu": "rtu://", "serial_line": "serial://"}[
-                    load_profile(profiles_dir() / spec.profile).transport.type.value]
-                transport = sim.address if not scheme else scheme + sim.path
-                agent = Agent(load_site_config(_site_config(root, pki, broker, spec, transport)))
+                agent = Agent(load_site_config(_site_config(root, pki, broker, spec, sim.transport)))
                 await agent.open(stack)
                 agents.append(agent)
             console = f"https://localhost:{hub.api_port}/"

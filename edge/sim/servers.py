@@ -517,6 +517,15 @@ class Simulator:
     def path(self) -> str:
         return self.address
 
+    @property
+    def transport(self) -> str:
+        """What an edge site config names to reach this simulator (``devices.X.transport``):
+        ``tcp://HOST:PORT``, ``rtu://PATH`` or ``serial://PATH`` by the profile's transport."""
+        if self.address.startswith("tcp://"):
+            return self.address
+        scheme = "serial://" if self.device.profile.transport.type is Transport.SERIAL_LINE else "rtu://"
+        return scheme + self.address
+
 
 @contextlib.asynccontextmanager
 async def run_simulator(

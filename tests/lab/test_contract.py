@@ -39,7 +39,7 @@ from hub.service import Hub, running
 from shared import vocabulary
 from shared.messages import Action, Quality
 from shared.paths import profiles_dir
-from shared.profiles import Kind, Profile, Transport, load_profile
+from shared.profiles import Kind, Profile, load_profile
 from shared.vocabulary import Operation
 from tests.conftest import PkiFixture
 from tests.hub.conftest import ApiClient, add_users, api_client, raw_config
@@ -80,12 +80,6 @@ class System:
     sites: dict[Kind, Site]
     ca: Path
     centre: receiver.RunningReceiver
-
-
-def _transport(profile: Profile, sim: Simulator) -> str:
-    scheme = {Transport.MODBUS_TCP: "", Transport.MODBUS_RTU: "rtu://", Transport.SERIAL_LINE: "serial://"}
-    prefix = scheme[profile.transport.type]
-    return prefix + sim.path if prefix else sim.address
 
 
 def _site_toml(path: Path, pki: PkiFixture, broker: RunningBroker, site: str, kind: Kind, profile_path: Path,
@@ -146,7 +140,7 @@ async def system(test_pki: PkiFixture, broker: RunningBroker,
         hub = await stack.enter_async_context(running(cfg))
         sites: dict[Kind, Site] = {}
         for kind, (site, profile, path, sim) in sims.items():
-            toml = _site_toml(work / site / "site.toml", test_pki, broker, site, kind, path, _transport(profile, sim))
+            toml = _site_toml(work / site / "site.toml", test_pki, broker, site, kind, path, sim.transport)
             agent = Agent(load_site_config(toml))
             await agent.open(stack)
             sites[kind] = Site(site, kind, profile, sim, agent)
