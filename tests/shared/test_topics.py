@@ -43,3 +43,20 @@ def test_bad_site_ids_are_refused(site: str) -> None:
 def test_foreign_topics_are_refused(topic: str) -> None:
     with pytest.raises(WireError):
         t.parse(topic)
+
+
+def test_city_topics_round_trip_and_follow_the_hub_id() -> None:
+    assert t.city_of_hub("hub-suwon") == "suwon"
+    assert t.city_topic("suwon", t.CityChannel.DATA) == "jk/v1/city/suwon/data"
+    assert t.all_cities(t.CityChannel.DATA) == "jk/v1/city/+/data"
+    for channel in t.CityChannel:
+        assert t.parse(t.city_topic("bucheon", channel)) == t.CityTopic("bucheon", channel)
+    assert {c for c in t.CityChannel if c.from_city} == {t.CityChannel.STATUS, t.CityChannel.BIRTH,
+                                                          t.CityChannel.DATA}
+
+
+@pytest.mark.parametrize("topic", ["jk/v1/city/+/data", "jk/v1/city/#/ack", "jk/v1/city/Suwon/data",
+                                   "jk/v1/city/suwon/cmd", "jk/v1/city/suwon/data/x"])
+def test_bad_city_topics_are_refused(topic: str) -> None:
+    with pytest.raises(WireError):
+        t.parse(topic)
