@@ -32,10 +32,10 @@ Rules and invariants (DESIGN §3, §5):
 7. An outbox that fails to open or to pass ``quick_check`` at start is moved aside (renamed
    with a timestamp, never deleted) by :func:`open_outbox`; a new outbox (a new epoch) takes
    what can still be read of it (less what the last ack the file recorded covers; each carried
-   record with its ``origin``, as in rule 6), and an ``outbox.replaced`` event says what
-   happened. Every
-   storage error at run time is an :class:`OutboxError`; the agent keeps sensing and acting
-   locally through it (edge/agent.py).
+   record with its ``origin``, as in rule 6: each row stores the epoch it was written under, so
+   a file whose meta page is lost, or that fell back to an older state, still names it), and an
+   ``outbox.replaced`` event says what happened. Every storage error at run time is an
+   :class:`OutboxError`; the agent keeps sensing and acting locally through it (edge/agent.py).
 
 One object owns the connection; the uplink and the acquisition loop call it from the one
 event loop (each call is a short transaction, well under a millisecond for telemetry).
@@ -109,6 +109,15 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         ALTER TABLE commands ADD COLUMN report BLOB NOT NULL DEFAULT '[]';
         """,
     ),
+    (
+        "m005_record_epoch",
+        """
+        -- each row's own epoch, beside the meta page's: a damaged file that has lost its meta page
+        -- (or fallen back to an older state than it) still says which epoch each record it
+        -- brings back was committed under, so salvage carries it with its origin (rule 7)
+        ALTER TABLE records ADD COLUMN epoch INTEGER;
+        """,
+    ),
 )
 
 
@@ -156,6 +165,8 @@ class OutboxStats:
 _record_decoder = msgspec.json.Decoder(Reading | Event | Reply)
 _report_decoder = msgspec.json.Decoder(list[PointCheck])
 _report_encoder = msgspec.json.Encoder()
+
+_INSERT: Final = "INSERT INTO records (seq, prio, ts, payload, epoch) VALUES (?, ?, ?, ?, ?)"
 
 CommandRow = tuple[str, str, str, float, bytes]
 """A stored command result: (cmd_id, status, reason, ts, report as JSON)."""
@@ -242,16 +253,14 @@ class Outbox:
         try:
             self._set_sync(critical)
             with _transaction(self._db):
-                self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows)
+                self._db.executemany(_INSERT, [(*r, self._epoch) for r in rows])
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
         except sqlite3.Error as exc:
             if _is_full(exc) and self._thin(force=True):
                 log.warning("outbox.disk_full_thinned", extra={"path": str(self.path)})
                 try:
                     with _transaction(self._db):
-                        self._db.executemany(
-                            "INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", rows
-                        )
+                        self._db.executemany(_INSERT, [(*r, self._epoch) for r in rows])
                         self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (next_seq,))
                     return
                 except sqlite3.Error as again:
@@ -300,10 +309,8 @@ class Outbox:
         first = self._next_seq
         stamped = msgspec.structs.replace(event, seq=first)
         with _transaction(self._db):
-            self._db.execute(
-                "INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)",
-                (first, _PRIO_CODE[Priority.EVENT], stamped.ts, encode_record(stamped)),
-            )
+            self._db.execute(_INSERT, (first, _PRIO_CODE[Priority.EVENT], stamped.ts, encode_record(stamped),
+                                       self._epoch))
             self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (first + 1,))
         self._next_seq = first + 1
         self._held += 1
@@ -401,14 +408,14 @@ class Outbox:
             renumbered = []
             for i, (seq, prio, ts, payload) in enumerate(rows, start=1):
                 rec = carried(decode_row(Row(seq, prio, ts, payload)), old, seq)
-                renumbered.append((i, prio, ts, encode_record(msgspec.structs.replace(rec, seq=i))))
+                renumbered.append((i, prio, ts, encode_record(msgspec.structs.replace(rec, seq=i)), epoch))
             event = Event(seq=len(rows) + 1, ts=self._clock(), prio=Priority.EVENT, kind=site_events.OUTBOX_NEW_EPOCH,
                           detail=reason[:1024], values={"old_epoch": old, "carried": len(rows), "dropped": dropped})
-            renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event)))
+            renumbered.append((event.seq, _PRIO_CODE[Priority.EVENT], event.ts, encode_record(event), epoch))
             self._set_sync(True)
             with _transaction(self._db):
                 self._db.execute("DELETE FROM records")
-                self._db.executemany("INSERT INTO records (seq, prio, ts, payload) VALUES (?, ?, ?, ?)", renumbered)
+                self._db.executemany(_INSERT, renumbered)
                 self._db.execute("UPDATE meta SET value=? WHERE key='next_seq'", (len(renumbered) + 1,))
                 self._db.execute("UPDATE meta SET value=? WHERE key='epoch'", (epoch,))
                 self._db.execute("DELETE FROM meta WHERE key IN ('last_ack_seq', 'last_ack_ms')")  # the old epoch's
@@ -588,11 +595,15 @@ def _salvage(path: Path) -> _Salvage:
             top = int(conn.execute("SELECT max(seq) FROM records").fetchone()[0] or 0)
         except sqlite3.Error:
             top = -1  # unknown: read until the first damaged page
+        try:  # each row's own epoch (m005); a file from before it has only the meta page's
+            conn.execute("SELECT epoch FROM records LIMIT 0")
+            select = "SELECT seq, payload, epoch FROM records WHERE seq >= ? ORDER BY seq LIMIT 256"
+        except sqlite3.Error:
+            select = "SELECT seq, payload, NULL FROM records WHERE seq >= ? ORDER BY seq LIMIT 256"
         lo, failed_at = 0, None
         while top < 0 or lo <= top:
             try:
-                rows = conn.execute("SELECT seq, payload FROM records WHERE seq >= ? ORDER BY seq LIMIT 256",
-                                    (lo,)).fetchall()
+                rows = conn.execute(select, (lo,)).fetchall()
             except sqlite3.Error:
                 if top < 0:
                     break
@@ -604,8 +615,9 @@ def _salvage(path: Path) -> _Salvage:
                 failed_at = None
             if not rows:
                 break
-            for seq, payload in rows:
-                if last_ack is not None and isinstance(seq, int) and seq <= last_ack:
+            for seq, payload, row_epoch in rows:
+                held_in = row_epoch if isinstance(row_epoch, int) else epoch
+                if last_ack is not None and held_in == epoch and isinstance(seq, int) and seq <= last_ack:
                     acked += 1  # the hub committed it under the old epoch
                     continue
                 try:
@@ -613,7 +625,7 @@ def _salvage(path: Path) -> _Salvage:
                 except (msgspec.DecodeError, TypeError):
                     unreadable += 1
                     continue
-                records.append(carried(rec, epoch, seq))
+                records.append(carried(rec, held_in, seq))
             lo = rows[-1][0] + 1
         if failed_at is not None:
             unreadable += top + 1 - failed_at

@@ -203,12 +203,38 @@ def test_salvage_leaves_behind_what_the_last_ack_covers_and_carries_the_rest_wit
     assert outbox.command_report("cmd-1") == [check]
 
 
-def test_salvage_of_a_file_whose_epoch_cannot_be_read_carries_records_without_an_origin(tmp_path: Path) -> None:
-    """Without the file's epoch nobody knows where its records were first assigned: they are
-    carried as before (the hub stores them by their new seq) rather than given a made-up origin."""
+def test_salvage_of_a_file_that_lost_its_meta_page_carries_each_record_with_its_rows_epoch(
+    tmp_path: Path,
+) -> None:
+    """Each row names the epoch it was written under, so a file whose meta page is lost (or
+    that fell back to an older state) still says where its records were first assigned."""
     path = tmp_path / "outbox.db"
     o = Outbox(path, clock=time.time)
     o.append([_reading(float(i)) for i in range(3000)])
+    first_epoch = o.epoch
+    o._db.execute("DELETE FROM meta WHERE key IN ('epoch', 'next_seq')")
+    o._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    o.close()
+    _damage_middle(path)
+    outbox, replaced = open_outbox(path, max_records=10_000, clock=time.time)
+    assert replaced is not None
+    assert replaced.salvaged > 0
+    carried = [decode_row(r) for r in outbox.read(0, limit=10_000) if isinstance(decode_row(r), messages.Reading)]
+    assert len(carried) == replaced.salvaged
+    assert all(rec.origin is not None and rec.origin[0] == first_epoch for rec in carried)
+    assert len({rec.origin for rec in carried}) == len(carried)
+
+
+def test_salvage_of_rows_from_before_row_epochs_without_the_files_epoch_carries_them_without_an_origin(
+    tmp_path: Path,
+) -> None:
+    """Rows written before rows named their epoch, in a file whose epoch cannot be read: nobody
+    knows where they were first assigned, so they are carried as before (the hub stores them by
+    their new seq) rather than given a made-up origin."""
+    path = tmp_path / "outbox.db"
+    o = Outbox(path, clock=time.time)
+    o.append([_reading(float(i)) for i in range(3000)])
+    o._db.execute("UPDATE records SET epoch = NULL")
     o._db.execute("DELETE FROM meta WHERE key IN ('epoch', 'next_seq')")
     o._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     o.close()

@@ -99,28 +99,37 @@ def tear(outbox: Path) -> None:
     Path(f"{outbox}-shm").unlink(missing_ok=True)
 
 
-def garbage(outbox: Path) -> None:
-    """Random bytes over the log's header and over every page of the telemetry index."""
-    with open(f"{outbox}-wal", "r+b") as f:
-        f.write(os.urandom(32))
-    Path(f"{outbox}-shm").unlink(missing_ok=True)
+def pages_of(outbox: Path, name: str) -> tuple[int, list[int]]:
+    """The page size and the pages of table or index ``name`` in the outbox's main file."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "main.db"
         shutil.copyfile(outbox, copy)  # the main file alone
         conn = sqlite3.connect(copy)
         try:
             page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-            pages = [int(p) for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'records_telemetry'")]
+            pages = [int(p) for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (name,))]
         finally:
             conn.close()
     assert pages
+    return page_size, pages
+
+
+def scribble(outbox: Path, page_size: int, pages: list[int]) -> None:
     with outbox.open("r+b") as f:
         for page in pages:
             f.seek((page - 1) * page_size)
             f.write(os.urandom(page_size))
 
 
-@pytest.mark.parametrize("fault", ["torn", "garbage"])
+def garbage(outbox: Path) -> None:
+    """Random bytes over the log's header and over every page of the telemetry index."""
+    with open(f"{outbox}-wal", "r+b") as f:
+        f.write(os.urandom(32))
+    Path(f"{outbox}-shm").unlink(missing_ok=True)
+    scribble(outbox, *pages_of(outbox, "records_telemetry"))
+
+
+@pytest.mark.parametrize("fault", ["torn", "garbage", "garbage_meta"])
 async def test_records_a_damaged_outbox_brings_back_are_committed_exactly_once(
     test_pki: PkiFixture, tmp_path: Path, fault: str
 ) -> None:
@@ -141,8 +150,11 @@ async def test_records_a_damaged_outbox_brings_back_are_committed_exactly_once(
                 await until(lambda: 0 <= held_now(outbox) < 10, 30, "and acked")
             # SIGKILLed: a power cut
             before = snapshot_dead(outbox)
+            meta_pages = pages_of(outbox, "meta")
             (tear if fault == "torn" else garbage)(outbox)
             after = snapshot_dead(outbox)
+            if fault == "garbage_meta":  # the file loses its epoch too: each row must name its own
+                scribble(outbox, *meta_pages)
             committed_before = hub_keys(hub, site)
             assert before is not None
             assert after is not None
