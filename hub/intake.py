@@ -44,6 +44,8 @@ Rules of ingest:
    origin can only name the sending site's records); an origin in the record's own epoch means
    nothing (no outbox carries a record within its epoch) and is ignored; an origin that names
    nothing committed, or another record (a seq a torn outbox reused), leaves the record new.
+   The other way round too: an original that arrives late, after a copy carried from it was
+   committed, is the duplicate (looked up only for epochs something was carried from).
    Records without an origin (older edges) are deduplicated by (site, epoch, seq) alone.
 """
 
@@ -343,15 +345,20 @@ class Intake:
             if refused and seq in refused:
                 continue  # dated in the future: quarantined, its seq consumed (validate rule 4)
             origin = r.origin
+            if origin is not None and origin[0] == epoch:
+                origin = None  # rule 10: meaningless within its own epoch
             if origin is not None:
-                if origin[0] == epoch:
-                    origin = None  # rule 10: meaningless within its own epoch
-                elif self._committed_at_origin(tx.conn, site, r, origin, carried):
+                if self._committed_at_origin(tx.conn, site, r, origin, carried):
                     c.duplicates += 1
                     c.origin_duplicates += 1
                     continue  # its seq counts as received (tr.add above); nothing stored, nothing judged
-                else:
-                    carried.setdefault(origin, []).append(r)
+                carried.setdefault(origin, []).append(r)
+                st.carried_from.add((site, origin[0]))
+            elif (site, epoch) in st.carried_from and any(
+                    _same_as_row(r, row) for row in tx.conn.execute(_SQL_FROM_ORIGIN, (site, epoch, seq)).fetchall()):
+                c.duplicates += 1
+                c.origin_duplicates += 1
+                continue  # rule 10: a late original of a copy committed already
             o_epoch, o_seq = origin if origin is not None else (None, None)
             new += 1
             if isinstance(r, Reading):

@@ -119,6 +119,9 @@ class HubState:
         """When each site was last asked for a rebirth (not persisted: a restart asks again)."""
         self.history: dict[Key, HistoryCursor] = {}
         """Points that received late readings → their history judge (not persisted)."""
+        self.carried_from: set[tuple[str, int]] = set()
+        """(site, epoch) of which some record was committed carried into a later epoch: only
+        these epochs' records are looked up as possibly late originals (hub/intake.py rule 10)."""
         self.edge_clears: dict[AlarmKey, float] = {}
         """(site, device, point, name) of an edge alarm → the newest clearing event seen for it,
         whether or not the alarm exists (not persisted)."""
@@ -151,6 +154,8 @@ class HubState:
                                        (site, epoch, through)):
                 tr.add(seq)
             self.seqs[(site, epoch)] = tr
+        self.carried_from.update(conn.execute(
+            "SELECT DISTINCT site, origin_epoch FROM records INDEXED BY records_origin WHERE origin_epoch IS NOT NULL"))
         self.born.update(site for (site,) in conn.execute("SELECT site FROM sites WHERE birth_ts IS NOT NULL"))
         for site, device, kind in conn.execute("SELECT site, device, kind FROM devices"):
             self.kinds[(site, device)] = kind

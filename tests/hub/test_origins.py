@@ -116,6 +116,25 @@ def test_a_record_carried_twice_is_stored_once(
     assert restarted.seqs[site].through == 3
 
 
+def test_an_original_arriving_after_its_carried_copy_is_not_stored_again(
+    test_pki: PkiFixture, engine: Engine, conn: sqlite3.Connection
+) -> None:
+    """The new epoch's copy of (OLD, 3) is committed first; then the old epoch's batch arrives
+    late (a broker that kept it): its record 3 is the duplicate, its other records are new, and a
+    record at (OLD, 5) other than the one carried from there is new too. After a restart too."""
+    site = test_pki.take_site()
+    late = [reading(i) for i in range(5)]
+    run(engine, conn, time.time(), [batch(site, NEW, [carry(late[2], OLD, 3), carry(reading(99), OLD, 5)])])
+    run(engine, conn, time.time(), [batch(site, OLD, late[:2])])
+    assert engine.counters.origin_duplicates == 0
+    restarted = Engine(engine.cfg, Ed25519PrivateKey.generate(), Sink())  # it knows OLD was carried from
+    restarted.load(conn)
+    sink = run(restarted, conn, time.time(), [batch(site, OLD, late[2:], first=3)])
+    assert stored(conn, site) == {NEW: [1, 2], OLD: [1, 2, 4, 5]}
+    assert restarted.counters.origin_duplicates == 1
+    assert (sink.acks[-1].epoch, sink.acks[-1].through_seq) == (OLD, 5)
+
+
 def test_two_records_of_one_batch_from_the_same_origin_are_stored_once(
     test_pki: PkiFixture, engine: Engine, conn: sqlite3.Connection
 ) -> None:
