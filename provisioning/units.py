@@ -176,6 +176,8 @@ Wants=network-online.target
 
 [Service]
 Type=simple
+# The config must be written with `jikimi broker config ... --persistence-dir /var/lib/jikimi-broker`:
+# the state directory below is the only place this unit lets Mosquitto write.
 ExecStart={mosquitto} -c /etc/jikimi/broker/mosquitto.conf
 # Re-reads the ACL and the CRL without dropping anyone (revocation cuts off at once).
 ExecReload=/bin/kill -HUP $MAINPID
