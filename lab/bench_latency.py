@@ -14,7 +14,11 @@ agent's polls) and measures, from that instant (wall clock, one machine):
 - ``crossing_to_alarm_ms``: → the hub's ``alarm`` ``activate`` event for the site's depth in the
   live stream;
 - ``crossing_to_cap_ack_ms``: → the city centre's acknowledgement of the CAP alert of *that*
-  activation (the forwarding outbox's message keyed by the alarm id and the activation).
+  activation (the forwarding outbox's message keyed by the alarm id and the activation);
+- ``alarm_to_snapshot_ms``: from that ``activate`` in the live stream → the evidence of that alarm
+  stored: the nearest facing camera (a simulated ONVIF PTZ camera, in this process) moved to the
+  site's preset (``CAMERA_TRAVEL_S`` of travel: it is sent back to another preset between trials),
+  reported stopped, and its snapshot fetched over digest auth and stored with its digest.
 
 Between trials the water drops, the hub's alarm clears, and the barrier is set open again.
 """
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import tomli_w
 
 from edge.sim.servers import run_simulator
 from shared.paths import profiles_dir
@@ -52,6 +57,11 @@ CLOSING_CM = 15.0
 PROFILE = "underpass-jk-up300.toml"
 RULE = "closing_depth"
 """The hub's rule for an underpass's depth at the closing depth (hub/rules.py)."""
+SITE_LAT, SITE_LON = 37.2585, 127.0155
+CAMERA = "SW-PTZ-BENCH"
+CAMERA_TRAVEL_S = 1.0
+"""The simulated PTZ move to a preset (real domes take about 0.5-3 s)."""
+CAMERA_PRESET, CAMERA_PARKED = 2, 1
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -64,16 +74,6 @@ def _pct(values: list[float], q: float) -> float | None:
 def _summary(values: list[float]) -> dict[str, Any]:
     return {"p50": _pct(values, 0.5), "p99": _pct(values, 0.99),
             "max": round(max(values), 1) if values else None, "n": len(values)}
-
-
-def _toml(doc: dict[str, Any], prefix: str = "") -> str:
-    """A nested dict of strings, numbers, booleans and lists as TOML (JSON strings are TOML's)."""
-    flat = [f"{k} = {json.dumps(v)}" for k, v in doc.items() if not isinstance(v, dict)]
-    out = [f"[{prefix}]", *flat, ""] if prefix and flat else [*flat, ""] if flat else []
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            out.append(_toml(v, f"{prefix}.{json.dumps(k)}" if prefix else json.dumps(k)))
-    return "\n".join(out)
 
 
 def _free_port() -> int:
@@ -140,6 +140,7 @@ async def measure_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]:
 
 
 async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
+    from edge.sim import camera_onvif
     from hub import receiver
     from hub.forward.capread import shipped_schema
 
@@ -157,6 +158,10 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             centre = await stack.enter_async_context(
                 receiver.serve(db=work / "centre.db", schema=shipped_schema(), ca_bundle=pki.ca_chain))
             sim = await stack.enter_async_context(run_simulator(profile, transport="tcp"))
+            cam_password = secrets.token_urlsafe(12)
+            (work / "camera.password").write_text(cam_password + "\n")
+            cam = await stack.enter_async_context(camera_onvif.serve(
+                CAMERA, user="jikimi", password=cam_password, travel_s=CAMERA_TRAVEL_S))
             phys = sim.physics
             phys.barrier.travel_s = 0.5
             phys.water.depth_cm = 5.0
@@ -172,7 +177,7 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             db = work / "hub" / "hub.db"
             db.parent.mkdir()
             hub_cfg = work / "hub" / "hub.toml"
-            hub_cfg.write_text(_toml({
+            hub_cfg.write_text(tomli_w.dumps({
                 "hub": {"id": HUB},
                 "broker": {"host": "localhost", "port": broker.port, "ca": str(pki.ca_chain),
                            "cert": str(pki.cert(HUB)), "key": str(pki.key(HUB))},
@@ -180,7 +185,12 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
                 "commands": {"signing_key": str(pki.command_key)},
                 "api": {"listen": f"127.0.0.1:{api_port}"},
                 "sites": {"accept_any": False, "registry": {
-                    SITE: {"area": "gg-suwon", "name": "bench underpass", "lat": 37.2585, "lon": 127.0155}}},
+                    SITE: {"area": "gg-suwon", "name": "bench underpass", "lat": SITE_LAT, "lon": SITE_LON}}},
+                "cctv": {"evidence_dir": str(work / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": {
+                    CAMERA: {"lat": SITE_LAT + 0.0009, "lon": SITE_LON, "onvif_url": cam.device_url,  # ~100 m north
+                             "user": "jikimi", "password_file": str(work / "camera.password"),
+                             "presets": [{"preset": CAMERA_PARKED, "heading_deg": 0, "fov_deg": 40},
+                                         {"preset": CAMERA_PRESET, "heading_deg": 180, "fov_deg": 40}]}}},
                 "forward": {"signing_key": str(pki.key(SIGNER)), "signing_cert": str(pki.cert(SIGNER)),
                             "recipients": {"city-centre": {"kind": "city_centre", "url": centre.url}}},
             }))
@@ -191,7 +201,8 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
                 base_url=f"https://localhost:{api_port}", connector=aiohttp.TCPConnector(ssl=ctx),
                 cookie_jar=aiohttp.CookieJar(unsafe=True)))
             if not await _healthy(session, hub_proc, 60):
-                raise RuntimeError(f"the hub did not come up: see {work / 'hub.log'}")
+                tail = (work / "hub.log").read_text(errors="replace").strip().splitlines()[-3:]
+                raise RuntimeError("the hub did not come up: " + " | ".join(tail))
             from hub import auth
             from hub.roles import Role as HubRole
 
@@ -203,7 +214,7 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             stack.callback(reader.cancel)
             site_cfg = work / "edge" / "site.toml"
             site_cfg.parent.mkdir()
-            site_cfg.write_text(_toml({
+            site_cfg.write_text(tomli_w.dumps({
                 "site": {"id": SITE, "state_dir": str(work / "edge" / "state")},
                 "hub": {"host": "localhost", "port": broker.port, "ca": str(pki.ca_chain),
                         "cert": str(pki.cert(SITE)), "key": str(pki.key(SITE)),
@@ -216,17 +227,21 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             rng = random.Random(seed)  # noqa: S311 - phases of a benchmark, not secrets
             rows: list[dict[str, float | None]] = []
             for _ in range(trials):
+                cam.sim.preset = CAMERA_PARKED  # each trial's alarm moves the camera
                 rows.append(await _trial(phys, live, write_at, db, rng.uniform(0, poll_s)))
     write = [r["write"] for r in rows if r["write"] is not None]
     alarm = [r["alarm"] for r in rows if r["alarm"] is not None]
     ack = [r["cap_ack"] for r in rows if r["cap_ack"] is not None]
+    snap = [r["snapshot"] for r in rows if r["snapshot"] is not None]
     return {
         "trials": trials, "poll_period_ms": round(poll_s * 1000), "closing_depth_cm": CLOSING_CM,
         "crossing_to_write_ms": _summary(write),
         "crossing_to_alarm_ms": _summary(alarm),
         "crossing_to_cap_ack_ms": _summary(ack),
-        "parts": "Mosquitto, `jikimi hub run` and `jikimi edge run` as processes; simulator, receiver "
-                 "and the live-stream client in the benchmark's process",
+        "alarm_to_snapshot_ms": _summary(snap),
+        "camera_travel_s": CAMERA_TRAVEL_S,
+        "parts": "Mosquitto, `jikimi hub run` and `jikimi edge run` as processes; simulator, ONVIF camera, "
+                 "receiver and the live-stream client in the benchmark's process",
     }
 
 
@@ -258,6 +273,17 @@ def _site_known(db: Path) -> bool:
         conn.close()
 
 
+def _evidence_at(db: Path, alarm_id: int, after: float) -> float | None:
+    """When the evidence of alarm ``alarm_id`` taken after ``after`` was captured and stored."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT min(captured_at) FROM cctv_evidence WHERE ref = ? AND captured_at >= ?",
+                           (f"alarm:{alarm_id}", after)).fetchone()
+    finally:
+        conn.close()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 def _cap_acked_at(db: Path, alarm_id: int, after: float) -> float | None:
     """The city centre's acknowledgement of the alert of alarm ``alarm_id``'s activation after ``after``."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -281,18 +307,20 @@ async def _trial(phys: Any, live: _LiveStream, write_at: list[float], db: Path,
     writes_before = len(write_at)
     crossed = time.time()
     phys.water.depth_cm = CLOSING_CM + 3.0
-    got: dict[str, float | None] = {"write": None, "alarm": None, "cap_ack": None}
+    got: dict[str, float | None] = {"write": None, "alarm": None, "cap_ack": None, "snapshot": None}
     if await _until(lambda: len(write_at) > writes_before, 10):
         got["write"] = (write_at[writes_before] - crossed) * 1000
     if await _until(lambda: any(t >= crossed for t in live.activations.values()), 10):
         alarm_id, at = max(live.activations.items(), key=lambda kv: kv[1])
         got["alarm"] = (at - crossed) * 1000
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            acked = await asyncio.to_thread(_cap_acked_at, db, alarm_id, crossed)
-            if acked is not None:
-                got["cap_ack"] = (acked - crossed) * 1000
-                break
+        while time.monotonic() < deadline and (got["cap_ack"] is None or got["snapshot"] is None):
+            if got["cap_ack"] is None:
+                acked = await asyncio.to_thread(_cap_acked_at, db, alarm_id, crossed)
+                got["cap_ack"] = None if acked is None else (acked - crossed) * 1000
+            if got["snapshot"] is None:
+                stored = await asyncio.to_thread(_evidence_at, db, alarm_id, crossed)
+                got["snapshot"] = None if stored is None else (stored - at) * 1000
             await asyncio.sleep(0.02)
     await _until(lambda: phys.barrier.limit_closed, 10)
     return got
