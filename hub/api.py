@@ -38,6 +38,7 @@ from aiohttp import web
 from hub import api_act as act
 from hub import api_live as live
 from hub import api_read as read
+from hub import api_video as video
 from hub.api_base import LIMITER_KEY, MAX_BODY, OPS_KEY, Handler, errors_and_headers, json_response, need, ops_of
 from hub.logins import LoginLimiter
 from hub.openapi import document
@@ -91,6 +92,16 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
           for verb, (_e, role) in act.ALARM_ACTIONS.items()],
         ("GET", "/api/evidence/{id}", v, act.get_evidence),
         ("GET", "/api/cameras", v, read.list_cameras),
+        ("GET", "/api/sites/{site}/cameras", v, video.site_cameras),
+        ("POST", "/api/cameras/{camera}/live", v, video.watch),
+        ("DELETE", "/api/live/{view}", v, video.unwatch),
+        ("GET", "/api/camera-links", o, video.list_links),
+        ("POST", "/api/camera-links", o, video.post_link),
+        ("DELETE", "/api/camera-links/{id}", o, video.delete_link),
+        # a view link's holder: no session; the token opens one camera's live view (hub/api_video.py)
+        ("GET", "/live/{token}", None, video.link_page),
+        ("POST", "/live/{token}/offer", None, video.link_offer),
+        ("DELETE", "/live/{token}/views/{view}", None, video.link_unwatch),
         ("GET", "/api/forwarding", v, read.list_forwarding),
         ("GET", "/api/escalations", v, read.list_escalations),
         ("GET", "/api/incidents", v, read.list_incidents),

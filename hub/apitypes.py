@@ -113,3 +113,52 @@ class SitePlace(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     lat: float | None
     lon: float | None
+
+
+# --- live video and view links (hub/liveview.py) -----------------------------------------------
+
+
+class LiveOfferBody(Body, frozen=True, kw_only=True):
+    """A browser's WebRTC offer (SDP, non-trickle: every candidate in it)."""
+
+    sdp: str
+    camera: Name | None = None
+    """Through a link: the camera asked for (refused unless it is the link's)."""
+
+
+class LiveAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    view: str
+    """The view's id, to end it (``DELETE /api/live/{view}``)."""
+    camera: str
+    sdp: str
+
+
+class CameraSeen(msgspec.Struct, frozen=True, kw_only=True):
+    """A camera that sees a site (nearest first), and how many watch it live now."""
+
+    camera: str
+    name: str
+    distance_m: float
+    preset: int | None
+    viewers: int
+    max_viewers: int
+
+
+class CameraLinkBody(Body, frozen=True, kw_only=True):
+    camera: Name
+    recipient: Name
+    ttl_s: float | None = None
+    """Lifetime in seconds (default ``[live_view] link_ttl_s``, 30 min)."""
+
+
+class CameraLinkView(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    camera: str
+    recipient: str
+    created_by: str
+    created_at: float
+    expires_at: float
+    revoked_at: float | None
+    revoked_by: str | None
+    url: str | None = None
+    """Only in the answer that made the link: the token is not kept (hub/liveview.py rule 6)."""

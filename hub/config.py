@@ -69,6 +69,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hub.anchor import AuditConfig, parse_audit
+from hub.liveview import LiveConfig
+from hub.liveview import parse_config as parse_live
 from hub.logins import IpNetwork, parse_proxies
 from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites, unplaced_problem, with_enrolled
 from shared import tomlread
@@ -203,6 +205,8 @@ class HubConfig:
     """Recipients of alerts (``[forward]``); None: alerts stay in the hub."""
     cctv: CctvConfig | None = None
     """Cameras and evidence (``[cctv]``); None: no camera linkage."""
+    live_view: LiveConfig = field(default_factory=LiveConfig)
+    """Live video and view links (``[live_view]``, hub/liveview.py); used when there are cameras."""
 
 
 def load(path: Path) -> HubConfig:
@@ -352,6 +356,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         from hub.cctv import parse_config as parse_cctv
 
         cctv = parse_cctv(root.table("cctv").data, file)
+    live_view = parse_live(root.table("live_view").data, file) if "live_view" in raw else LiveConfig()
 
     enrolled: dict[str, Place | None] = {}
     if enrolment is not None:
@@ -383,4 +388,5 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         enrolment=enrolment,
         forward=forward,
         cctv=cctv,
+        live_view=live_view,
     )

@@ -340,6 +340,17 @@ class Migration:
         return self.fn.__name__
 
 
+def m012_camera_links(db: Database) -> None:
+    # Expiring, revocable view links to one camera for 112/119 (hub/liveview.py rule 6): only the
+    # token's SHA-256 is kept.
+    db.execute(
+        "CREATE TABLE camera_links ("
+        " id INTEGER PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, camera_id TEXT NOT NULL,"
+        " recipient TEXT NOT NULL, created_by TEXT NOT NULL, created_at REAL NOT NULL,"
+        " expires_at REAL NOT NULL, revoked_at REAL, revoked_by TEXT)"
+    )
+
+
 MIGRATIONS: Final = (
     Migration(CORE, m001_ingest),
     Migration(CORE, m002_alarms),
@@ -354,6 +365,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m009_exercises),
     Migration(CORE, m010_alarm_sources),
     Migration(CORE, m011_record_origins),
+    Migration(CCTV, m012_camera_links),
 )
 """The hub database's schema, in order (rule 1)."""
 

@@ -43,6 +43,23 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/evidence/{id}"): ("A camera snapshot (image/jpeg); every view is audited", None, None, False),
     ("GET", "/api/cameras"): ("The configured cameras (ONVIF or plain HTTP) with their capture and fault counters "
                               "since the hub started", None, t.CameraView, True),
+    ("GET", "/api/sites/{site}/cameras"): ("The cameras that see a site, nearest first, with their live viewers",
+                                          None, t.CameraSeen, True),
+    ("POST", "/api/cameras/{camera}/live"): ("Watch a camera live: a WebRTC offer (H.264) in, the answer out; "
+                                             "at most [live_view] max_viewers per camera; audited",
+                                             t.LiveOfferBody, t.LiveAnswer, False),
+    ("DELETE", "/api/live/{view}"): ("End one's own live view (audited)", None, None, False),
+    ("GET", "/api/camera-links"): ("View links for 112/119, newest first (their tokens are not kept)", None,
+                                   t.CameraLinkView, True),
+    ("POST", "/api/camera-links"): ("Make an expiring view link to one camera for a recipient; the answer's url "
+                                    "carries the token, shown only here", t.CameraLinkBody, t.CameraLinkView, False),
+    ("DELETE", "/api/camera-links/{id}"): ("Revoke a view link; its running views end", None, t.CameraLinkView,
+                                           False),
+    ("GET", "/live/{token}"): ("A view link's page (no login; the token opens one camera's live view only)", None,
+                               None, False),
+    ("POST", "/live/{token}/offer"): ("A view link's WebRTC offer; every use is audited with the recipient",
+                                      t.LiveOfferBody, t.LiveAnswer, False),
+    ("DELETE", "/live/{token}/views/{view}"): ("End a view a link opened", None, None, False),
     ("GET", "/api/forwarding"): ("Alert deliveries per recipient: pending (retrying), acked, failed, escalated",
                                  None, q.ForwardingView, False),
     ("GET", "/api/escalations"): ("Escalations not settled: an alert a recipient has not acknowledged in time,"

@@ -31,6 +31,7 @@ from hub.errors import NotFound, Refused
 from hub.forward.deliver import Forwarder
 from hub.inbound import Inbound
 from hub.live import Broadcaster
+from hub.liveview import LiveView
 from hub.roles import Role
 from hub.store import Clock, Reader, Tx, Writer
 from shared.messages import Command
@@ -67,6 +68,8 @@ class Operations:
         """Set while forwarding runs (``[forward]``): operations' CAP alerts go through it."""
         self.linker: CctvLinker | None = None
         """Set while the CCTV linkage runs (``[cctv]``): evidence is shown through it."""
+        self.live: LiveView | None = None
+        """Set while the CCTV linkage runs: live video and view links (hub/liveview.py)."""
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a write transaction; its result once committed."""

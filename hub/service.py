@@ -44,6 +44,7 @@ from hub.forward.tx import WriteTx
 from hub.inbound import Inbound
 from hub.intake import Observer
 from hub.live import Broadcaster, EscalationRaised, LiveEvent
+from hub.liveview import LiveView, RtspOpener, SourceOpener
 from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
@@ -77,8 +78,10 @@ class Hub:
     """The hub's parts, wired together. :func:`running` starts and stops them."""
 
     def __init__(self, cfg: HubConfig, *, client_id: str | None = None, observer: Observer | None = None,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, live_sources: SourceOpener | None = None) -> None:
         self.cfg = cfg
+        self.live_sources = live_sources or RtspOpener(cfg.live_view.open_timeout_s)
+        """Where live video comes from (hub/liveview.py): the cameras' RTSP streams."""
         self.clock = clock
         self.bus = Broadcaster()
         self.writer: Writer[Inbound] = Writer(cfg.db_path, queue_max=cfg.ingest.queue_max,
@@ -189,6 +192,9 @@ class Hub:
                 others += [tg.create_task(evidence.capture_loop(self.captures, linker, self.ops.forwarder),
                                           name="hub.cctv"),
                            tg.create_task(evidence.purge_loop(linker), name="hub.evidence_purge")]
+                live = self.ops.live = LiveView(self.cfg.live_view, self.cfg.cctv.cameras, self.writer,
+                                                self.live_sources, clock=self.clock)
+                others.append(tg.create_task(live.run(), name="hub.liveview"))
             api_ready = asyncio.Event()
             if self.cfg.api.enabled:
                 others.append(tg.create_task(api.serve(self.ops, api_ready, self._listening), name="hub.api"))
@@ -214,9 +220,10 @@ class Hub:
 
 @asynccontextmanager
 async def running(cfg: HubConfig, *, wait_connected: bool = True, client_id: str | None = None,
-                  observer: Observer | None = None, clock: Clock = time.time) -> AsyncIterator[Hub]:
+                  observer: Observer | None = None, clock: Clock = time.time,
+                  live_sources: SourceOpener | None = None) -> AsyncIterator[Hub]:
     """Start a hub in this event loop and stop it cleanly when the block ends."""
-    hub = Hub(cfg, client_id=client_id, observer=observer, clock=clock)
+    hub = Hub(cfg, client_id=client_id, observer=observer, clock=clock, live_sources=live_sources)
     ready = asyncio.Event()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(hub.run(ready), name="hub")

@@ -16,6 +16,7 @@ import { h, replace, s } from "./dom.js";
 import { t, toggleLang, currentLang } from "./i18n.js";
 import { Projection, boundaries, citiesOf, fit } from "./map.js";
 import { lineChart } from "./charts.js";
+import { startLive } from "./live.js";
 import { isMuted, onSound, setDue, soundState, toggleMute, tonesPlayed } from "./sound.js";
 
 const RANK = { critical: 0, high: 1, medium: 2, low: 3 };
@@ -27,6 +28,7 @@ const CHART_POINTS = [["water_depth_cm", "cm"], ["displacement_mm", "mm"], ["rai
 const STATE_POINTS = ["barrier_state", "gate_state", "mode", "motor_fault", "barrier_cmd", "gate_cmd", "sign_message",
   "siren", "alarm_active"];
 const SHELVE_TIMES = [["min15", 900], ["h1", 3600], ["h4", 14400], ["h8", 28800]];
+const LINK_TIMES = [["min30", 1800], ["min15", 900], ["h1", 3600], ["h4", 14400]];
 
 const S = {
   me: null, hub: "", view: "map", sites: [], places: [], alarms: [], incidents: [], commands: [],
@@ -556,7 +558,7 @@ function incidentGroup(inc, alarms) {
 }
 
 function alarmRow(a) {
-  const acts = [];
+  const acts = [h("button", { class: "live-open", dataset: { key: `lv-${a.id}` }, onclick: () => alarmDialog(a) }, t("live_view"))];
   if (can("operator")) {
     if (a.state === "unacknowledged" || a.state === "rtn_unacknowledged") {
       acts.push(h("button", { class: "ack primary", dataset: { key: `ack-${a.id}` }, onclick: () => alarmAction(a, "ack", {}) }, t("ack")));
@@ -578,7 +580,7 @@ function alarmRow(a) {
       " · ", age(a.raised_at || a.changed_at, 1e9), " · ", `${a.device}/${a.rule}`,
       a.source !== "rule" ? [" · ", h("span", { class: "source" }, t(`source_${a.source}`))] : null,
       a.late ? [" ", h("span", { class: "chip late", title: t("late_note") }, t("late"))] : null),
-    acts.length ? h("span", { class: "acts" }, acts) : null);
+    h("span", { class: "acts" }, acts));
 }
 
 async function alarmAction(a, verb, body) {
@@ -656,6 +658,70 @@ function snapshotSlot(alarmId) {
   return slot;
 }
 
+/**
+ * The live video of the camera that sees ``site`` (the nearest: the one its alarms link to), over
+ * WebRTC from the hub (hub/liveview.py). Starts at once; ``slot.stop()`` ends the view (the
+ * dialog's close calls it). A refusal (e.g. the camera's viewer limit) is shown in the caption.
+ */
+function liveSlot(site) {
+  const video = h("video", { class: "live-video", id: "live-video", autoplay: true, muted: true, playsinline: true });
+  video.muted = true;
+  const state = h("span", { class: "live-state", id: "live-state", role: "status" }, t("live_connecting"));
+  const cam = h("span", { class: "live-camera" });
+  const slot = h("figure", { class: "live" }, video, h("figcaption", {}, `${t("live_view")} `, cam, " · ", state));
+  let live = null;
+  let closed = false;
+  slot.stop = () => { closed = true; if (live) live.stop(); };
+  const say = (key, extra) => { state.textContent = extra ? `${t(key)}: ${extra}` : t(key); state.dataset.state = key; };
+  (async () => {
+    const seen = await api("GET", `/api/sites/${encodeURIComponent(site)}/cameras`);
+    if (!seen.length) { say("live_no_camera"); video.hidden = true; return; }
+    if (closed) return;
+    const camera = seen[0].camera;
+    cam.textContent = camera;
+    slot.dataset.camera = camera;
+    live = await startLive(video, (body) => api("POST", `/api/cameras/${encodeURIComponent(camera)}/live`, body),
+      (view) => api("DELETE", `/api/live/${encodeURIComponent(view)}`), (st) => say(`live_${st}`));
+    slot.dataset.view = live.view;
+    if (closed) live.stop();
+  })().catch((ex) => {
+    if (!(ex instanceof ApiError)) throw ex;
+    say("live_refused", ex.message);
+    video.hidden = true;
+  });
+  return slot;
+}
+
+/** A 112/119 view link to the camera of ``slot`` (operators): recipient and lifetime in, the URL out once. */
+function shareBox(slot) {
+  const recipient = h("input", { id: "link-recipient", maxlength: 64, placeholder: "police-112" });
+  const ttl = h("select", { id: "link-ttl" }, LINK_TIMES.map(([k, v]) => h("option", { value: String(v) }, t(k))));
+  const out = h("p", { class: "link-out", id: "link-out", "aria-live": "polite" });
+  const make = h("button", { id: "link-make", onclick: async () => {
+    out.textContent = "";
+    if (!slot.dataset.camera) { out.textContent = t("live_no_camera"); return; }
+    try {
+      const link = await api("POST", "/api/camera-links", { camera: slot.dataset.camera, recipient: recipient.value.trim(),
+        ttl_s: Number(ttl.value) });
+      out.replaceChildren(`${t("link_made")} · ${t("link_expires")} `, clock(link.expires_at), " ",
+        h("input", { id: "link-url", readonly: true, value: link.url, size: 60 }));
+    } catch (ex) { if (!(ex instanceof ApiError)) throw ex; out.textContent = ex.message; }
+  } }, t("make_link"));
+  return h("details", { class: "share" }, h("summary", {}, t("share_link")),
+    h("label", {}, t("recipient"), recipient), h("label", {}, t("link_ttl"), ttl), make, out);
+}
+
+/** One alarm: what it is, the snapshot taken when it was raised, and the camera's live video. */
+function alarmDialog(a) {
+  const live = liveSlot(a.site);
+  const dlg = dialog("alarm-dlg", `${t("alarm")}: ${siteName(a.site)} — ${a.message || a.rule}`, [
+    h("p", {}, h("span", { class: `prio ${a.priority}` }, t(a.priority)), ` ${t(a.state)} · ${a.device}/${a.rule} · `,
+      age(a.raised_at || a.changed_at, 1e9)),
+    h("div", { class: "media" }, snapshotSlot(a.id), live),
+    can("operator") ? shareBox(live) : null,
+  ], [h("button", { id: "alarm-close", onclick: () => dlg.close() }, t("close"))], () => live.stop());
+}
+
 const KEY_POINTS = new Set(["water_depth_cm", "barrier_state", "gate_state", "mode", "motor_fault", "limit_closed",
   "limit_open", "displacement_mm", "rain_mm_10min", "alarm_active", "siren", "sign_message", "broadcast", "battery_v"]);
 
@@ -696,6 +762,7 @@ function commandDialog(site, device, kind, action) {
   const [rule, alarmId] = ruleBlock(site);
   const exBox = exerciseBox(areaOf(site));
   const exec = h("button", { class: "danger", id: "cmd-execute" }, `${t("execute")}: ${t(action)}`);
+  const live = liveSlot(site);
   const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
     if (dlg.dataset.cmd) return;
     exec.disabled = true;
@@ -707,13 +774,13 @@ function commandDialog(site, device, kind, action) {
     opening ? h("p", { class: "note warn" }, t("reopen_note")) : null,
     h("h3", {}, t("live_values")), values,
     h("h3", {}, t("rule_fired")), rule,
-    snapshotSlot(alarmId),
+    h("div", { class: "media" }, snapshotSlot(alarmId), live),
     h("label", {}, t("reason"), reason), inputs.map(([p, el]) => h("label", {}, t(p.name), el)),
     exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
     h("p", { class: "select-cd" }, cd), err, progress,
   ];
   const dlg = dialog("cmd-dlg", `${t(action)} — ${siteName(site)}`, body,
-    [exec, h("button", { id: "cmd-close", onclick: () => dlg.close() }, t("close"))]);
+    [exec, h("button", { id: "cmd-close", onclick: () => dlg.close() }, t("close"))], () => live.stop());
   const refreshValues = () => replace(values, valuesTable(S.latest, device));
   dlg.refresh = async () => {
     refreshValues();

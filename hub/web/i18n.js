@@ -79,6 +79,15 @@ const L = {
   not_forwarded: ["전파되지 않은 경보", "Alerts not forwarded"], all_forwarded: ["전파되지 않은 경보 없음", "Nothing left unforwarded"],
   count: ["건수", "Count"], view: ["보기", "View"],
   unknown_point: ["장치 등록 정보에 없는 항목 (참고용)", "Not a point of this device's birth (shown, not trusted)"], deliveries: ["전파 기록", "Deliveries"],
+  live_view: ["실시간 영상", "Live video"], live_connecting: ["연결 중…", "Connecting…"],
+  live_connected: ["연결됨", "Connected"], live_playing: ["실시간 재생 중", "Playing live"],
+  live_disconnected: ["연결 끊김", "Disconnected"], live_failed: ["연결 실패", "Connection failed"],
+  live_closed: ["종료됨", "Ended"], live_new: ["준비 중", "Starting"], live_refused: ["영상을 볼 수 없음", "No live video"],
+  live_no_camera: ["이 현장을 보는 카메라 없음", "No camera sees this site"], alarm: ["경보", "Alarm"],
+  share_link: ["112/119 공유 링크", "View link for 112/119"], recipient: ["수신처", "Recipient"],
+  link_ttl: ["유효 시간", "Valid for"], make_link: ["링크 만들기", "Make link"], revoke: ["폐기", "Revoke"],
+  link_made: ["링크 (한 번만 표시됨)", "Link (shown only once)"], link_expires: ["만료", "expires"],
+  link_title: ["지킴이 실시간 CCTV", "jikimi live camera"], min30: ["30분", "30 min"],
   reopen_note: ["열기는 두 사람 승인: 다른 감독자가 승인해야 전송됩니다", "Opening needs two people: another supervisor must approve before it is sent"],
 };
 
