@@ -434,19 +434,20 @@ class LiveView:
 
         assert isinstance(feed.relay, MediaRelay)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-            if not any(t.kind == "video" for t in pc.getTransceivers()):
-                raise Refused("the offer has no video section")
+            # The track and the codec preference go first: aiortc settles the codecs in common
+            # when it reads the offer, on the transceiver that is already there.
             sender = pc.addTrack(feed.relay.subscribe(feed.source.track, buffered=False))
             transceiver = next(t for t in pc.getTransceivers() if t.sender is sender)
             h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs
                     if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"]
             transceiver.setCodecPreferences(h264)  # rule 1: pass the camera's H.264 through
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
-        except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise Refused(f"the offer was refused: {exc}") from exc
+        except (ValueError, TypeError, KeyError, IndexError, AssertionError) as exc:
+            # aiortc's SDP parser says "malformed" with these (asserts included)
+            raise Refused(f"the offer was refused: {exc!r}") from exc
         local = pc.localDescription
-        if "H264/90000" not in local.sdp:
+        if "H264/90000" not in local.sdp or not transceiver._codecs:
             raise Refused("no H.264 in common with the offer")
         return str(local.sdp)
 
