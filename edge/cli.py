@@ -80,9 +80,13 @@ def register(cli: Cli) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
     p = cli.subcommand("sim", "camera", "a simulated CCTV camera: JPEG snapshots and PTZ presets, over plain HTTP "
-                       "(--listen) and/or ONVIF (--onvif)", _camera)
+                       "(--listen) and/or ONVIF (--onvif), and H.264 video over RTSP (--rtsp)", _camera)
     p.add_argument("--listen", metavar="tcp://HOST:PORT", help="serve the plain-HTTP snapshot and preset URLs here")
     p.add_argument("--onvif", metavar="HOST:PORT", help="serve an ONVIF device at http://HOST:PORT/onvif/device_service")
+    p.add_argument("--rtsp", metavar="HOST:PORT", help="stream H.264 at rtsp://HOST:PORT/stream (needs --onvif; "
+                   "RTSP digest auth with --user/--password)")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="an ONVIF profile without a snapshot URI (clients take a frame of the RTSP stream)")
     p.add_argument("--id", required=True, dest="camera_id", help="the camera id shown in its pictures")
     p.add_argument("--user", help="the ONVIF (WS-Security) and snapshot (HTTP digest) user name")
     p.add_argument("--password", help="the ONVIF and snapshot password")
@@ -258,7 +262,7 @@ def _sim_run(args: argparse.Namespace) -> int:
 
 
 def _camera(args: argparse.Namespace) -> int:
-    from edge.sim import camera, camera_onvif  # only here: the other commands need no Pillow
+    from edge.sim import camera, camera_onvif, camera_rtsp  # only here: the other commands need no Pillow
     from shared import logs
 
     if args.listen is None and args.onvif is None:
@@ -276,6 +280,16 @@ def _camera(args: argparse.Namespace) -> int:
             raise ConfigError("--presets", "", f"{args.presets}: expected 1 to 255")
         if not 0.0 <= args.travel_s <= 60.0:
             raise ConfigError("--travel-s", "", f"{args.travel_s}: expected 0 to 60 seconds")
+    rtsp: tuple[str, int] | None = None
+    if args.rtsp is not None:
+        if onvif is None:
+            raise ConfigError("--rtsp", "", "the RTSP stream shows the ONVIF camera's PTZ state: give --onvif too")
+        try:
+            rtsp = parse_listen(args.rtsp)
+        except ConfigError as exc:
+            raise ConfigError("--rtsp", "", f"{args.rtsp!r}: expected HOST:PORT") from exc
+    if args.no_snapshot and onvif is None:
+        raise ConfigError("--no-snapshot", "", "only an ONVIF camera (--onvif) can be without a snapshot URI")
     logs.setup()
 
     async def main() -> None:
@@ -288,9 +302,18 @@ def _camera(args: argparse.Namespace) -> int:
             if onvif is not None:
                 device = await stack.enter_async_context(camera_onvif.serve(
                     args.camera_id, user=args.user, password=args.password, host=onvif[0], port=onvif[1],
-                    presets=args.presets, travel_s=args.travel_s))
-                log.info("camera.onvif_listening", extra={"device_url": device.device_url,
-                                                          "camera": args.camera_id, "presets": args.presets})
+                    presets=args.presets, travel_s=args.travel_s, snapshot_uri=not args.no_snapshot))
+                if rtsp is not None:
+                    try:
+                        stream = stack.enter_context(camera_rtsp.serve(
+                            args.camera_id, user=args.user, password=args.password, preset=device.sim.preset_now,
+                            host=rtsp[0], port=rtsp[1]))
+                    except camera_rtsp.RtspUnavailable as exc:
+                        raise ConfigError("--rtsp", "", str(exc)) from exc
+                    device.sim.stream_uri = stream.url
+                log.info("camera.onvif_listening", extra={"device_url": device.device_url, "camera": args.camera_id,
+                                                          "presets": args.presets, "stream_uri": device.sim.stream_uri,
+                                                          "snapshot": not args.no_snapshot})
             await until_stopped()
 
     asyncio.run(main())

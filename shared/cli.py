@@ -52,6 +52,8 @@ class Cli:
         )
         self._top = self.parser.add_subparsers(dest="command", metavar="COMMAND")
         self._groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+        self._kinds: dict[tuple[str, str], argparse.Action] = {}
+        """``jikimi GROUP NAME``'s ``kind`` positional, for packages above to add kinds to."""
 
     def command(self, name: str, help: str, handler: Handler) -> argparse.ArgumentParser:
         """Add a top-level command ``jikimi NAME``."""
@@ -72,6 +74,11 @@ class Cli:
         return p
 
 
+    def kind_argument(self, group: str, name: str, kinds: Sequence[str], help: str) -> None:
+        """Give ``jikimi GROUP NAME`` its ``kind`` positional (the kinds its owner handles)."""
+        p = self._groups[group].choices[name]
+        self._kinds[(group, name)] = p.add_argument("kind", choices=list(kinds), help=help)
+
     def add_kind(self, group: str, name: str, kind: str, handler: Handler) -> argparse.ArgumentParser:
         """Add KIND to an existing ``jikimi GROUP NAME KIND`` (its ``kind`` positional).
 
@@ -80,7 +87,7 @@ class Cli:
         Returns the verb's parser so the new kind can add its own options.
         """
         p = self._groups[group].choices[name]
-        action = next(a for a in p._actions if a.dest == "kind")
+        action = self._kinds[(group, name)]
         action.choices = [*(action.choices or ()), kind]
         previous: Handler = p.get_default("handler")
 

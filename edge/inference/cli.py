@@ -27,7 +27,7 @@ def register(cli: Cli) -> None:
         _train,
         group_help=_GROUP_HELP,
     )
-    p.add_argument("kind", choices=["flood"], help="which model")
+    cli.kind_argument("model", "train", ["flood"], "which model")
     p.add_argument("--events", type=Path, default=None, help="FloodNet events CSV (default: the reference data)")
     p.add_argument(
         "--out",
@@ -45,7 +45,7 @@ def register(cli: Cli) -> None:
         _warnings,
         group_help=_GROUP_HELP,
     )
-    w.add_argument("kind", choices=["flood"], help="which model")
+    cli.kind_argument("model", "warnings", ["flood"], "which model")
     w.add_argument("--events", type=Path, required=True, help="FloodNet-format events CSV")
     w.add_argument("--out", type=Path, required=True, help="CSV to write")
     w.add_argument("--card", type=Path, default=None, help="model card JSON (default: shipped)")

@@ -26,7 +26,12 @@ Security, as the ONVIF Core specification asks (section 5.12):
 
 Refusals are SOAP 1.2 faults with ONVIF ``ter:`` subcodes: HTTP 400 for the sender's faults
 (``ter:NotAuthorized``, ``ter:InvalidArgVal``, ``ter:WellFormed``), 500 for ``ter:ActionNotSupported``.
-The RTSP stream is not served here; GetStreamUri answers ``stream_uri`` when the caller gives one.
+The RTSP stream is served by edge/sim/camera_rtsp.py, which reads the PTZ state here
+(:meth:`OnvifCameraSim.preset_now`, safe from its thread); GetStreamUri answers ``stream_uri``
+(without credentials, as cameras do: the client brings its own), and a camera without one
+answers ``ter:ActionNotSupported``. A camera run with ``snapshot=False`` (``--no-snapshot``)
+is one whose profile has no snapshot URI: GetSnapshotUri answers ``ter:ActionNotSupported``
+and ``/onvif/snapshot.jpg`` is 404, so a client must take a frame of the stream instead.
 """
 
 from __future__ import annotations
@@ -126,7 +131,7 @@ def _parse_created(text: str) -> float:
 
 @dataclass
 class Move:
-    """A PTZ move under way: to ``preset``, done at ``until`` (the loop's monotonic time)."""
+    """A PTZ move under way: to ``preset``, done at ``until`` (``time.monotonic()``)."""
 
     preset: int
     until: float
@@ -142,6 +147,8 @@ class OnvifCameraSim:
     presets: int = 4
     travel_s: float = 1.0
     stream_uri: str | None = None
+    snapshot_uri: bool = True
+    """False: the media profile has no snapshot URI (GetSnapshotUri is refused)."""
     clock: Callable[[], float] = time.time
     preset: int | None = None
     history: list[int] = field(default_factory=list)
@@ -165,9 +172,16 @@ class OnvifCameraSim:
 
     def _settle(self) -> None:
         move = self._move
-        if move is not None and asyncio.get_running_loop().time() >= move.until:
+        if move is not None and time.monotonic() >= move.until:
             self.preset = move.preset
             self._move = None
+
+    def preset_now(self) -> int | None:
+        """The preset the camera points at now; reads the state without changing it (any thread may call)."""
+        move = self._move
+        if move is not None and time.monotonic() >= move.until:
+            return move.preset
+        return self.preset
 
     @property
     def moving(self) -> bool:
@@ -305,6 +319,9 @@ class OnvifCameraSim:
 
     def get_snapshot_uri(self, op: Any) -> str:
         self._profile(op, TRT)
+        if not self.snapshot_uri:
+            raise SoapFault("ter:ActionNotSupported", "this profile has no snapshot URI; take a frame of the stream",
+                            sender=False)
         uri = self._media_uri(f"{self.base_url}{SNAPSHOT_PATH}")
         return f"<trt:GetSnapshotUriResponse>{uri}</trt:GetSnapshotUriResponse>"
 
@@ -333,7 +350,7 @@ class OnvifCameraSim:
         if not token.isdigit() or not 1 <= int(token) <= self.presets:
             raise SoapFault("ter:InvalidArgVal", f"no preset {token[:40]!r}", detail="ter:NoToken")
         self._settle()
-        self._move = Move(int(token), asyncio.get_running_loop().time() + self.travel_s)
+        self._move = Move(int(token), time.monotonic() + self.travel_s)
         self.history.append(int(token))
         return "<tptz:GotoPresetResponse/>"
 
@@ -348,6 +365,8 @@ class OnvifCameraSim:
     # --- the snapshot, behind HTTP digest authentication ----------------------------------------------
 
     async def snapshot(self, request: web.Request) -> web.Response:
+        if not self.snapshot_uri:
+            return web.Response(status=404, text="this camera has no snapshot URI")
         if not self._digest_ok(request):
             self._refuse("http_digest")
             nonce = secrets.token_hex(16)
@@ -456,11 +475,11 @@ class RunningOnvifCamera:
 
 @asynccontextmanager
 async def serve(camera_id: str, *, user: str, password: str, host: str = "127.0.0.1", port: int = 0,
-                presets: int = 4, travel_s: float = 1.0, stream_uri: str | None = None,
+                presets: int = 4, travel_s: float = 1.0, stream_uri: str | None = None, snapshot_uri: bool = True,
                 clock: Callable[[], float] = time.time) -> AsyncIterator[RunningOnvifCamera]:
-    """Run one simulated ONVIF camera until the block ends."""
+    """Run one simulated ONVIF camera until the block ends (set ``sim.stream_uri`` once its RTSP server runs)."""
     sim = OnvifCameraSim(camera_id, user, password, presets=presets, travel_s=travel_s, stream_uri=stream_uri,
-                         clock=clock)
+                         snapshot_uri=snapshot_uri, clock=clock)
     runner = web.AppRunner(sim.app(), access_log=None)
     await runner.setup()
     try:
