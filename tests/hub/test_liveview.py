@@ -16,43 +16,39 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+from PIL import Image
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from edge.sim.camera import HEIGHT, WIDTH, read_preset
 from hub.config import parse
 from hub.liveview import MAX_SDP
 from hub.service import Hub, running
 from shared.errors import ConfigError
 from tests.conftest import PkiFixture
 from tests.hub.conftest import ApiClient, ConfigFactory, add_users, api_client, raw_config
-from tests.hub.live_source import SynthOpener
+from tests.hub.live_cameras import RealCamera, real_camera
 
 pytestmark = pytest.mark.broker
 
-CAMERAS = {
-    # Both see the Seryu underpass (37.2527, 127.0166) from a few tens of metres.
-    "SW-CAM-A": {"lat": 37.2530, "lon": 127.0166, "heading_deg": 180, "fov_deg": 90,
-                 "snapshot_url": "http://127.0.0.1:9/a.jpg"},
-    "SW-CAM-B": {"lat": 37.2524, "lon": 127.0166, "heading_deg": 0, "fov_deg": 90,
-                 "snapshot_url": "http://127.0.0.1:9/b.jpg"},
-}
-
-
-def cctv_sections(tmp_path: Path, max_viewers: int = 2) -> dict[str, dict[str, Any]]:
-    return {"cctv": {"evidence_dir": str(tmp_path / "evidence"), "cameras": CAMERAS},
-            "live_view": {"max_viewers": max_viewers}}
+# Both see the Seryu underpass (37.2527, 127.0166) from a few tens of metres.
+PLACES = {"SW-CAM-A": (37.2530, 127.0166, 180.0), "SW-CAM-B": (37.2524, 127.0166, 0.0)}
 
 
 @pytest.fixture
-def opener() -> SynthOpener:
-    return SynthOpener()
+async def cameras() -> AsyncIterator[dict[str, RealCamera]]:
+    async with real_camera("SW-CAM-A") as a, real_camera("SW-CAM-B") as b:
+        yield {"SW-CAM-A": a, "SW-CAM-B": b}
 
 
 @pytest.fixture
-async def live_hub(hub_config: ConfigFactory, tmp_path: Path, opener: SynthOpener) -> AsyncIterator[Hub]:
-    cfg = hub_config(api={"enabled": True}, **cctv_sections(tmp_path))
+async def live_hub(hub_config: ConfigFactory, tmp_path: Path, cameras: dict[str, RealCamera]) -> AsyncIterator[Hub]:
+    """A hub with two ONVIF cameras streaming RTSP, at most two live viewers per camera."""
+    entries = {cid: cam.entry(tmp_path / f"{cid}.password", *PLACES[cid]) for cid, cam in cameras.items()}
+    cfg = hub_config(api={"enabled": True}, cctv={"evidence_dir": str(tmp_path / "evidence"), "cameras": entries},
+                     live_view={"max_viewers": 2})
     add_users(cfg)
-    async with running(cfg, live_sources=opener) as hub:
+    async with running(cfg) as hub:
         yield hub
 
 
@@ -99,9 +95,10 @@ async def until(pred: Any, within_s: float = 10.0) -> None:
 
 
 async def test_an_operator_watches_a_camera_live_and_the_view_is_audited_from_start_to_stop(
-        live_hub: Hub, olive: ApiClient, opener: SynthOpener) -> None:
-    """Olive's offer for camera A is answered with H.264; the picture decodes and is not blank; the
-    start and, after she ends it, the stop are in the audit chain with her name and the camera."""
+        live_hub: Hub, olive: ApiClient, cameras: dict[str, RealCamera]) -> None:
+    """Olive's offer for camera A is answered with the camera's H.264; the picture decodes, is not
+    blank and shows camera A's preset band; the start and, after she ends it, the stop are in the
+    audit chain with her name and the camera, and the hub hangs up on the camera."""
     pc, sdp = await offer()
     try:
         resp = await olive.post("/api/cameras/SW-CAM-A/live", {"sdp": sdp})
@@ -109,9 +106,11 @@ async def test_an_operator_watches_a_camera_live_and_the_view_is_audited_from_st
         answer = await resp.json()
         assert "H264/90000" in answer["sdp"] and answer["camera"] == "SW-CAM-A"
         picture = await first_frame(pc, answer["sdp"])
-        assert picture.shape[:2] == (240, 320)
+        assert picture.shape[:2] == (HEIGHT, WIDTH)
         assert picture.std() > 10  # a drawn scene, not a blank frame
+        assert read_preset(Image.fromarray(picture)) is None  # camera A's band: at no preset
         assert live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 1
+        assert cameras["SW-CAM-A"].rtsp.clients == 1
         ended = await olive.session.delete(f"/api/live/{answer['view']}", headers={"X-CSRF-Token": olive.csrf})
         assert ended.status == 200
     finally:
@@ -122,12 +121,13 @@ async def test_an_operator_watches_a_camera_live_and_the_view_is_audited_from_st
     assert rows[0][3]["view"] == rows[1][3]["view"] == answer["view"]
     assert rows[1][3]["why"] == "closed by the viewer"
     assert live_hub.ops.live.feeds() == 0  # the last viewer left: the camera's stream is closed
+    await until(lambda: cameras["SW-CAM-A"].rtsp.clients == 0)
 
 
 async def test_viewers_share_one_pull_and_the_one_over_the_limit_is_refused(
-        live_hub: Hub, olive: ApiClient, opener: SynthOpener) -> None:
-    """With max_viewers = 2, two views of camera A share one stream; the third is refused (409,
-    saying why) and the refusal is audited; when one view ends, the third gets in."""
+        live_hub: Hub, olive: ApiClient, cameras: dict[str, RealCamera]) -> None:
+    """With max_viewers = 2, two views of camera A share one RTSP connection to it; the third is
+    refused (409, saying why) and the refusal is audited; when one view ends, the third gets in."""
     pcs = [await offer() for _ in range(3)]
     try:
         views = []
@@ -138,7 +138,7 @@ async def test_viewers_share_one_pull_and_the_one_over_the_limit_is_refused(
         over = await olive.post("/api/cameras/SW-CAM-A/live", {"sdp": pcs[2][1]})
         assert over.status == 409
         assert "has 2 viewers, the most it serves (2)" in (await over.json())["error"]
-        assert opener.opened["SW-CAM-A"] == 1
+        assert cameras["SW-CAM-A"].rtsp.clients == 1
         assert live_hub.ops.live is not None and live_hub.ops.live.feeds() == 1
         other = await olive.post("/api/cameras/SW-CAM-B/live", {"sdp": pcs[2][1]})
         assert other.status == 200  # the limit is per camera
