@@ -14,7 +14,10 @@ camera's RTSP stream. Rules:
    closed by the viewer, the connection failed, the link expired or was revoked, the hub stopped).
 4. **An offer is checked before aiortc reads it:** at most :data:`MAX_SDP` bytes, text, an SDP
    (``v=0``) with a video section; what aiortc still refuses is a 422, never a 500.
-5. **ICE with host candidates only**: no STUN or TURN server is configured.
+5. **ICE with host candidates only**: no STUN or TURN server is configured. A browser's mDNS
+   candidates (``….local``: Chromium hides its addresses behind them) are dropped from the offer
+   rather than resolved by multicast: the browser's checks reach the hub's host candidates, and the
+   hub learns the browser's address from them (a peer-reflexive candidate, RFC 8445 §7.3.1.3).
 6. **Links.** A link is a random 256-bit token shown once, when it is made; the database keeps
    only its SHA-256 (like sessions, hub/auth.py). It opens the live view of its one camera, and
    nothing else (no session, no API route reads it), until it expires (``ttl_s``, default
@@ -326,6 +329,14 @@ class Answer:
     sdp: str
 
 
+_MDNS_CANDIDATE: Final = re.compile(r"^a=candidate:\S+ \d+ \S+ \d+ \S+\.local \d+ .*(?:\r?\n)", re.MULTILINE)
+
+
+def without_mdns(sdp: str) -> str:
+    """The offer without its mDNS host candidates (rule 5)."""
+    return _MDNS_CANDIDATE.sub("", sdp)
+
+
 def check_offer(sdp: str) -> None:
     """Rule 4: what an offer must be before aiortc parses it."""
     if len(sdp.encode()) > MAX_SDP:
@@ -441,7 +452,7 @@ class LiveView:
             h264 = [c for c in RTCRtpSender.getCapabilities("video").codecs
                     if c.mimeType == "video/H264" and c.parameters.get("packetization-mode") == "1"]
             transceiver.setCodecPreferences(h264)  # rule 1: pass the camera's H.264 through
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=without_mdns(offer_sdp), type="offer"))
             await pc.setLocalDescription(await pc.createAnswer())
         except (ValueError, TypeError, KeyError, IndexError, AssertionError) as exc:
             # aiortc's SDP parser says "malformed" with these (asserts included)
