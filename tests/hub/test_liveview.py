@@ -16,9 +16,10 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from PIL import Image
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
+from av import VideoFrame
+from PIL import Image
 
 from edge.sim.camera import HEIGHT, WIDTH, read_preset
 from hub.config import parse
@@ -70,12 +71,19 @@ async def offer() -> tuple[RTCPeerConnection, str]:
 async def first_frame(pc: RTCPeerConnection, answer: str) -> np.ndarray[Any, Any]:
     """Apply the hub's answer and decode the first picture that arrives."""
     got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-    pc.on("track", lambda track: got.done() or got.set_result(track))
+
+    def on_track(track: MediaStreamTrack) -> None:
+        if not got.done():
+            got.set_result(track)
+
+    pc.on("track", on_track)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     async with asyncio.timeout(20):
         track = await got
         frame = await track.recv()
-    return frame.to_ndarray(format="rgb24")  # type: ignore[union-attr]
+    assert isinstance(frame, VideoFrame)
+    picture: np.ndarray[Any, Any] = frame.to_ndarray(format="rgb24")
+    return picture
 
 
 def audit(hub: Hub, action_prefix: str) -> list[tuple[str, str, str, dict[str, Any]]]:
@@ -90,7 +98,9 @@ def audit(hub: Hub, action_prefix: str) -> list[tuple[str, str, str, dict[str, A
 
 async def until(pred: Any, within_s: float = 10.0) -> None:
     async with asyncio.timeout(within_s):
-        while not pred():
+        while True:
+            if pred():
+                return
             await asyncio.sleep(0.05)
 
 
@@ -104,12 +114,14 @@ async def test_an_operator_watches_a_camera_live_and_the_view_is_audited_from_st
         resp = await olive.post("/api/cameras/SW-CAM-A/live", {"sdp": sdp})
         assert resp.status == 200, await resp.text()
         answer = await resp.json()
-        assert "H264/90000" in answer["sdp"] and answer["camera"] == "SW-CAM-A"
+        assert "H264/90000" in answer["sdp"]
+        assert answer["camera"] == "SW-CAM-A"
         picture = await first_frame(pc, answer["sdp"])
         assert picture.shape[:2] == (HEIGHT, WIDTH)
         assert picture.std() > 10  # a drawn scene, not a blank frame
         assert read_preset(Image.fromarray(picture)) is None  # camera A's band: at no preset
-        assert live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 1
+        assert live_hub.ops.live is not None
+        assert live_hub.ops.live.viewers("SW-CAM-A") == 1
         assert cameras["SW-CAM-A"].rtsp.clients == 1
         ended = await olive.session.delete(f"/api/live/{answer['view']}", headers={"X-CSRF-Token": olive.csrf})
         assert ended.status == 200
@@ -131,7 +143,7 @@ async def test_viewers_share_one_pull_and_the_one_over_the_limit_is_refused(
     pcs = [await offer() for _ in range(3)]
     try:
         views = []
-        for pc, sdp in pcs[:2]:
+        for _pc, sdp in pcs[:2]:
             resp = await olive.post("/api/cameras/SW-CAM-A/live", {"sdp": sdp})
             assert resp.status == 200
             views.append((await resp.json())["view"])
@@ -139,7 +151,8 @@ async def test_viewers_share_one_pull_and_the_one_over_the_limit_is_refused(
         assert over.status == 409
         assert "has 2 viewers, the most it serves (2)" in (await over.json())["error"]
         assert cameras["SW-CAM-A"].rtsp.clients == 1
-        assert live_hub.ops.live is not None and live_hub.ops.live.feeds() == 1
+        assert live_hub.ops.live is not None
+        assert live_hub.ops.live.feeds() == 1
         other = await olive.post("/api/cameras/SW-CAM-B/live", {"sdp": pcs[2][1]})
         assert other.status == 200  # the limit is per camera
         await olive.session.delete(f"/api/live/{(await other.json())['view']}", headers={"X-CSRF-Token": olive.csrf})
@@ -164,7 +177,8 @@ async def test_nobody_ends_another_viewers_view(live_hub: Hub, olive: ApiClient,
             await vera.login("vera")
             resp = await vera.session.delete(f"/api/live/{view}", headers={"X-CSRF-Token": vera.csrf})
             assert resp.status == 404
-        assert live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 1
+        assert live_hub.ops.live is not None
+        assert live_hub.ops.live.viewers("SW-CAM-A") == 1
     finally:
         await pc.close()
 
@@ -205,12 +219,14 @@ async def test_a_link_opens_its_camera_without_login_until_revoked_and_every_use
         stored = conn.execute("SELECT token_hash FROM camera_links").fetchall()
     finally:
         conn.close()
-    assert stored and all(token not in row[0] for row in stored)
+    assert stored
+    assert all(token not in row[0] for row in stored)
     pc, sdp = await offer()
     try:
         async with _holder(live_hub) as holder:
             page = await holder.get(_path(link))
-            assert page.status == 200 and "live" in await page.text()
+            assert page.status == 200
+            assert "live" in await page.text()
             resp = await holder.post(_path(link) + "/offer", json={"sdp": sdp})
             assert resp.status == 200, await resp.text()
             answer = await resp.json()
@@ -219,7 +235,8 @@ async def test_a_link_opens_its_camera_without_login_until_revoked_and_every_use
             assert picture.std() > 10
             revoked = await olive.session.delete(f"/api/camera-links/{link['id']}",
                                                  headers={"X-CSRF-Token": olive.csrf})
-            assert revoked.status == 200 and (await revoked.json())["revoked_by"] == "olive"
+            assert revoked.status == 200
+            assert (await revoked.json())["revoked_by"] == "olive"
             assert live_hub.ops.live is not None
             await until(lambda: live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 0)
             pc2, sdp2 = await offer()
@@ -251,7 +268,8 @@ async def test_a_link_refuses_once_it_has_expired(live_hub: Hub, olive: ApiClien
             pc2, sdp2 = await offer()
             late = await holder.post(_path(link) + "/offer", json={"sdp": sdp2})
             await pc2.close()
-            assert late.status == 403 and "expired" in (await late.json())["error"]
+            assert late.status == 403
+            assert "expired" in (await late.json())["error"]
     finally:
         await pc.close()
     whys = [(act, d.get("why")) for _a, act, _t, d in audit(live_hub, "cctv.") if act != "cctv.link.create"]
@@ -273,7 +291,8 @@ async def test_hostile_link_uses_are_refused(live_hub: Hub, olive: ApiClient) ->
             resp = await holder.post(f"/live/{bad}/offer", json={"sdp": sdp})
             assert resp.status == 404, bad
         other = await holder.post(_path(link) + "/offer", json={"sdp": sdp, "camera": "SW-CAM-B"})
-        assert other.status == 403 and "SW-CAM-A only" in (await other.json())["error"]
+        assert other.status == 403
+        assert "SW-CAM-A only" in (await other.json())["error"]
         cross = await holder.post(_path(link) + "/offer", json={"sdp": sdp}, headers={"Origin": "https://evil.example"})
         assert cross.status == 403
         for path in ("/api/alarms", "/api/cameras", "/api/camera-links", "/api/audit"):
@@ -286,7 +305,8 @@ async def test_hostile_link_uses_are_refused(live_hub: Hub, olive: ApiClient) ->
         assert watch.status == 401
     refused = [(d["asked"], d["why"]) for _a, act, _t, d in audit(live_hub, "cctv.link.refused")]
     assert refused == [("SW-CAM-B", "this link shows camera SW-CAM-A only")]
-    assert live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 0
+    assert live_hub.ops.live is not None
+    assert live_hub.ops.live.viewers("SW-CAM-A") == 0
 
 
 async def test_hostile_offers_are_refused_before_they_reach_webrtc(live_hub: Hub, olive: ApiClient) -> None:
@@ -311,7 +331,8 @@ async def test_hostile_offers_are_refused_before_they_reach_webrtc(live_hub: Hub
     assert huge.status in (400, 413)
     unknown = await olive.post("/api/cameras/NOPE/live", {"sdp": sdp})
     assert unknown.status == 404
-    assert live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 0
+    assert live_hub.ops.live is not None
+    assert live_hub.ops.live.viewers("SW-CAM-A") == 0
     assert live_hub.ops.live.feeds() == 0
 
 
@@ -336,4 +357,5 @@ def test_live_view_config_errors_name_the_file_and_key(test_pki: PkiFixture, tmp
         raw = raw_config(test_pki, 1883, tmp_path / "hub.db", live_view=section)
         with pytest.raises(ConfigError) as err:
             parse(raw, tmp_path / "hub.toml")
-        assert key in str(err.value) and "hub.toml" in str(err.value)
+        assert key in str(err.value)
+        assert "hub.toml" in str(err.value)
