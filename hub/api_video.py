@@ -13,19 +13,25 @@ is asked for another camera, is refused (403) and audited with its recipient.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
-from hub import auth
+from hub import auth, queries
+from hub.alerting import AlarmFacts, notice_for
 from hub.api_base import BadField, check_origin, id_param, json_response, ops_of, read_body
 from hub.apitypes import CameraLinkBody, CameraLinkView, CameraSeen, LiveAnswer, LiveOfferBody
 from hub.cctv_geo import GeoPoint
-from hub.errors import Forbidden, NotFound
+from hub.errors import Forbidden, NotFound, Refused
+from hub.forward.outbox import enqueue
+from hub.forward.plan import Change, Notice, ViewLink
 from hub.forward.tx import WriteTx
 from hub.liveview import Link, LiveView, Viewer, check_recipient, create_link, link_by_token, links, revoke_link
+from hub.operations import Operations
+from hub.store import Tx
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,24 @@ async def unwatch(request: web.Request, sess: auth.Session) -> web.Response:
     return json_response({"ended": True})
 
 
+def _link_notice(ops: Operations, tx: Tx, alarm_id: int, link_id: int, link: ViewLink) -> Notice:
+    """An update of the alarm's alert thread to the link's recipient alone, carrying the link."""
+    alerts = ops.engine.alerts
+    if alerts is None or ops.cfg.forward is None:
+        raise Refused("this hub forwards no alerts ([forward]): the link cannot go out with one")
+    a = queries.alarm(tx.conn, alarm_id).alarm
+    entry = ops.cfg.sites.registry.get(a.site)
+    facts = AlarmFacts(alarm_id=a.id, site=a.site, site_name=entry.name if entry else "", device=a.device,
+                       point=a.point, rule=a.rule, area=a.area, priority=a.priority,
+                       kind=ops.engine.alarms.state.kinds.get((a.site, a.device)), message=a.message, ts=tx.now,
+                       event="link")
+    notice = notice_for(facts, Change.UPDATE, alerts.position(a.site))
+    return dataclasses.replace(notice, key=f"camera-link:{link_id}", links=(link,))
+
+
 async def post_link(request: web.Request, sess: auth.Session) -> web.Response:
+    """Make a link; with ``alarm``, the link also goes out at once to its recipient as a CAP
+    ``<resource>`` in an update of that alarm's alert (hub/forward/plan.py), in the same transaction."""
     ops = ops_of(request)
     live = _live(request)
     body = await read_body(request, CameraLinkBody)
@@ -86,11 +109,24 @@ async def post_link(request: web.Request, sess: auth.Session) -> web.Response:
         raise BadField(f"ttl_s must be between 1 and {cfg.link_max_ttl_s:g} seconds")
     fwd = ops.cfg.forward
     check_recipient(body.recipient, None if fwd is None else [r.name for r in fwd.recipients])
-    now = ops.clock()
-    link, token = await ops.writer.call(
-        lambda tx: create_link(tx, now, body.camera, body.recipient, ttl, sess.username))
     base = cfg.public_url or f"https://{request.host}"
-    return json_response(_view(link, f"{base}/live/{token}"), status=201)
+
+    def make(tx: Tx) -> tuple[Link, str, str | None]:
+        link, token = create_link(tx, tx.now, body.camera, body.recipient, ttl, sess.username)
+        url = f"{base}/live/{token}"
+        if body.alarm is None or fwd is None:
+            return link, url, None
+        notice = _link_notice(ops, tx, body.alarm, link.id, ViewLink(link.recipient, link.camera, url, link.expires_at))
+        queued = enqueue(tx, notice, fwd, now=tx.now)
+        forwarder = ops.forwarder
+        if forwarder is not None:
+            tx.after_commit(forwarder.wake)
+        return link, url, None if queued is None else queued.identifier
+
+    if body.alarm is not None and fwd is None:
+        raise Refused("this hub forwards no alerts ([forward]): the link cannot go out with one")
+    link, url, alert = await ops.writer.call(make)
+    return json_response(dataclasses.replace(_view(link, url), alert=alert), status=201)
 
 
 async def list_links(request: web.Request, sess: auth.Session) -> web.Response:

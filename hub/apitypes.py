@@ -149,6 +149,8 @@ class CameraLinkBody(Body, frozen=True, kw_only=True):
     recipient: Name
     ttl_s: float | None = None
     """Lifetime in seconds (default ``[live_view] link_ttl_s``, 30 min)."""
+    alarm: int | None = None
+    """Send the link to the recipient now, as a CAP ``<resource>`` in an update of this alarm's alert."""
 
 
 class CameraLinkView(msgspec.Struct, frozen=True, kw_only=True):
@@ -162,3 +164,5 @@ class CameraLinkView(msgspec.Struct, frozen=True, kw_only=True):
     revoked_by: str | None
     url: str | None = None
     """Only in the answer that made the link: the token is not kept (hub/liveview.py rule 6)."""
+    alert: str | None = None
+    """With ``alarm``: the identifier of the CAP message that carries the link to its recipient."""

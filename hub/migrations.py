@@ -365,7 +365,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m009_exercises),
     Migration(CORE, m010_alarm_sources),
     Migration(CORE, m011_record_origins),
-    Migration(CCTV, m012_camera_links),
+    Migration(CORE, m012_camera_links),
 )
 """The hub database's schema, in order (rule 1)."""
 

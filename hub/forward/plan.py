@@ -1,4 +1,4 @@
-"""Pure: what the hub tells whom, when an alarm or an area operation changes.
+r"""Pure: what the hub tells whom, when an alarm or an area operation changes.
 
 The hub hands forwarding a :class:`Notice` (an alarm raised, changed or cleared; an operation
 started, changed or ended). :func:`plan` decides, from the notice and the state of its *thread*
@@ -18,6 +18,10 @@ Every Update and Cancel references every earlier message of its thread
 Recipients: those whose areas cover the notice's area and that take its priority (alarms) or
 take operations (operations), plus everyone who already got a message of the thread — so a
 recipient that was told of an alarm is always told of its end, even if the priority fell.
+
+Live-view links (hub/liveview.py): a notice may carry :class:`ViewLink`\ s, each for one
+recipient. Such a notice goes to those recipients only, and a link is a ``<resource>`` (its URL,
+``text/html``) in the CAP messages to its own recipient, never in anyone else's.
 
 Nothing here reads a clock or the database: the identifier is chosen by the caller.
 """
@@ -46,7 +50,7 @@ from hub.forward.cap import (
     Text,
     Urgency,
 )
-from hub.forward.config import ForwardConfig, Recipient
+from hub.forward.config import Format, ForwardConfig, Recipient
 from hub.rules import AlarmPriority
 
 
@@ -111,6 +115,16 @@ _LEVELS: Final = {
 
 
 @dataclass(frozen=True)
+class ViewLink:
+    """An expiring live-view link to one camera, for one recipient (hub/liveview.py rule 6)."""
+
+    recipient: str
+    camera: str
+    url: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
 class Notice:
     """What happened, as the hub tells forwarding.
 
@@ -142,6 +156,8 @@ class Notice:
     exercise: bool = False
     forecast: bool = False
     evidence: tuple[Evidence, ...] = ()
+    links: tuple[ViewLink, ...] = ()
+    """Live-view links: the notice goes to their recipients only, each link to its own."""
 
     def __post_init__(self) -> None:
         if self.position is None and not self.polygon and not self.geocodes:
@@ -169,12 +185,24 @@ class Planned:
     recipients: tuple[Recipient, ...]
     thread: Thread
     evidence: tuple[Evidence, ...]
+    links: tuple[tuple[str, Resource], ...] = ()
+    """(recipient name, resource) of the notice's live-view links."""
 
     def facts_for(self, recipient: Recipient) -> AlertFacts:
-        """The facts as this recipient gets them (pictures embedded or not)."""
-        if recipient.embed_evidence or not self.facts.resources:
-            return self.facts
-        return replace(self.facts, resources=tuple(replace(r, deref=None) for r in self.facts.resources))
+        """The facts as this recipient gets them (pictures embedded or not; a CAP message to a
+        link's recipient with the link)."""
+        facts = self.facts
+        if not recipient.embed_evidence and facts.resources:
+            facts = replace(facts, resources=tuple(replace(r, deref=None) for r in facts.resources))
+        mine = self.links_for(recipient)
+        return replace(facts, resources=facts.resources + mine) if mine else facts
+
+    def links_for(self, recipient: Recipient) -> tuple[Resource, ...]:
+        """The link resources this recipient's messages carry (CAP only: the other formats list
+        evidence alone)."""
+        if recipient.format is not Format.CAP:
+            return ()
+        return tuple(res for name, res in self.links if name == recipient.name)
 
 
 def qualifies(recipient: Recipient, notice: Notice) -> bool:
@@ -208,11 +236,14 @@ def plan(notice: Notice, thread: Thread | None, config: ForwardConfig, identifie
     before = continuing.recipients if continuing else frozenset()
     chosen = [r for r in config.recipients if r.name in before or
               (msg_type is not MsgType.CANCEL and qualifies(r, notice))]
+    if notice.links:  # a link is news for its recipient alone
+        chosen = [r for r in config.recipients if r.name in {link.recipient for link in notice.links}]
     facts = _facts(notice, config, identifier, msg_type, refs, event_id, pictures or {})
     names = frozenset(r.name for r in chosen) | before
     new_thread = Thread(key=notice.thread, event_id=event_id, open=msg_type is not MsgType.CANCEL,
                         refs=(*refs, facts.reference), recipients=names)
-    return Planned(facts, notice, event_id, tuple(chosen), new_thread, notice.evidence)
+    links = tuple((link.recipient, link_resource(link, config)) for link in notice.links)
+    return Planned(facts, notice, event_id, tuple(chosen), new_thread, notice.evidence, links)
 
 
 def _facts(notice: Notice, config: ForwardConfig, identifier: str, msg_type: MsgType,
@@ -281,4 +312,15 @@ def _resource(ev: Evidence, config: ForwardConfig, data: bytes | None) -> Resour
         uri=uri,
         digest=ev.sha1,
         deref=data,
+    )
+
+
+def link_resource(link: ViewLink, config: ForwardConfig) -> Resource:
+    """A live-view link as a CAP ``<resource>``: the page's URL, until when it opens."""
+    until = local_time(link.expires_at, config.utc_offset_min).strftime("%Y-%m-%d %H:%M:%S%z")
+    return Resource(
+        desc=Text(f"CCTV {link.camera} 실시간 영상 링크 ({until}까지)",
+                  f"CCTV {link.camera} live view link (until {until})"),
+        mime="text/html",
+        uri=link.url,
     )

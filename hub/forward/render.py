@@ -29,7 +29,9 @@ class Payload:
 
 def variant(recipient: Recipient, planned: Planned) -> str:
     embeds = recipient.embed_evidence and any(r.deref is not None for r in planned.facts.resources)
-    return recipient.format.value + ("+pictures" if embeds else "")
+    # a payload with a live-view link is that recipient's own (hub/forward/plan.py)
+    linked = f"+link:{recipient.name}" if planned.links_for(recipient) else ""
+    return recipient.format.value + ("+pictures" if embeds else "") + linked
 
 
 def payload(planned: Planned, recipient: Recipient, schema: CapSchema | None = None,

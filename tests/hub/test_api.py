@@ -34,7 +34,7 @@ async def test_unauthenticated_calls_are_refused(api_hub: Hub, test_pki: PkiFixt
             if role is None:
                 continue
             url = path.replace("{site}", "x").replace("{id}", "1").replace("{cmd_id}", "c").replace("{op_id}", "o") \
-                .replace("{ex_id}", "e")
+                .replace("{ex_id}", "e").replace("{camera}", "c").replace("{view}", "v")
             resp = await c.session.request(method, url, json={})
             assert resp.status == 401, (method, path, resp.status)
         resp = await c.session.get("/api/alarms", cookies={"jk_session": "forged-token"})

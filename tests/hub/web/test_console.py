@@ -95,14 +95,15 @@ async def test_a_reopen_waits_until_a_second_supervisor_approves_from_their_own_
 
 
 async def test_a_viewer_cannot_command(browser: Browser, console: Console) -> None:
-    """A viewer sees the site and its alarm but no command, acknowledge or area buttons, and the
-    hub refuses a command posted from the viewer's session anyway (403)."""
+    """A viewer sees the site and its alarm (and may watch its camera) but no command, acknowledge
+    or area buttons, and the hub refuses a command posted from the viewer's session anyway (403)."""
     console.sim.physics.water.depth_cm = 20.0
     async with logged_in(browser, console, "vera") as page:
         await expect(page.locator(".alarm-row.critical")).to_be_visible(timeout=15_000)
         await expect(page.locator("#block-area")).to_have_count(0)
         await expect(page.locator("#evacuate-area")).to_have_count(0)
-        await expect(page.locator(".alarm-row button:not(.alarm-open)")).to_have_count(0)  # only "open site"
+        # only "open site" and "live video"
+        await expect(page.locator(".alarm-row button:not(.alarm-open):not(.live-open)")).to_have_count(0)
         await page.locator(".alarm-row .alarm-open").click()
         await expect(page.locator("#site-controls .view-only")).to_be_visible()
         await expect(page.locator("#site-controls button")).to_have_count(0)
