@@ -45,10 +45,10 @@ def _live(request: web.Request) -> LiveView:
     return live
 
 
-def _view(link: Link, url: str | None = None) -> CameraLinkView:
+def _view(link: Link, url: str | None = None, alert: str | None = None) -> CameraLinkView:
     return CameraLinkView(id=link.id, camera=link.camera, recipient=link.recipient, created_by=link.created_by,
                           created_at=link.created_at, expires_at=link.expires_at, revoked_at=link.revoked_at,
-                          revoked_by=link.revoked_by, url=url)
+                          revoked_by=link.revoked_by, url=url, alert=alert)
 
 
 # --- operators -----------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ async def post_link(request: web.Request, sess: auth.Session) -> web.Response:
     if body.alarm is not None and fwd is None:
         raise Refused("this hub forwards no alerts ([forward]): the link cannot go out with one")
     link, url, alert = await ops.writer.call(make)
-    return json_response(dataclasses.replace(_view(link, url), alert=alert), status=201)
+    return json_response(_view(link, url, alert), status=201)
 
 
 async def list_links(request: web.Request, sess: auth.Session) -> web.Response:
