@@ -7,8 +7,9 @@ camera's RTSP stream. Rules:
    viewer gets its own subscription of it through aiortc's ``MediaRelay``; the last viewer to
    leave closes it. The H.264 packets pass through as the camera sent them (no decoding, no
    encoding), so the offer must accept H.264 with packetization-mode 1, or it is refused.
-2. **At most ``max_viewers`` per camera** (``[live_view]``). The next is refused (409) with the
-   count; the refusal is audited like a view.
+2. **At most ``max_viewers`` per camera** (``[live_view]``), and at most ``link_max_views`` at
+   once through one link (so a link's holder cannot take every seat of a camera). The next is
+   refused (409) with the count; the refusal is audited like a view.
 3. **Every view is audited** in the hub's chain: ``cctv.live.start`` (who, camera, view id, and
    the link and recipient when it came through a link) and ``cctv.live.stop`` (how long, and why:
    closed by the viewer, the connection failed, the link expired or was revoked, the hub stopped).
@@ -82,6 +83,8 @@ class LiveConfig:
     """The base of link URLs (``https://hub.example.kr:8443``); None: the address the operator used."""
     open_timeout_s: float = 10.0
     """How long opening a camera's stream may take."""
+    link_max_views: int = 2
+    """Views open at once through one link (rule 2)."""
 
 
 def parse_config(raw: Mapping[str, object], file: Path) -> LiveConfig:
@@ -101,6 +104,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> LiveConfig:
         link_max_ttl_s=max_ttl,
         public_url=public,
         open_timeout_s=t.number("open_timeout_s", 10.0, lo=0.5, hi=120.0),
+        link_max_views=t.integer("link_max_views", 2, lo=1, hi=64),
     )
     t.done()
     return cfg
@@ -383,6 +387,13 @@ class LiveView:
         check_offer(offer_sdp)
         link_detail: dict[str, str | float | int | None] = (
             {} if viewer.link is None else {"link": viewer.link.id, "recipient": viewer.link.recipient})
+        if viewer.link is not None:
+            link_id = viewer.link.id
+            k = sum(1 for v in self._views.values() if v.viewer.link is not None and v.viewer.link.id == link_id)
+            if k >= self.config.link_max_views:
+                await self._audit(viewer.actor, "cctv.live.refused", f"camera:{camera_id}",
+                                  {**link_detail, "link_views": k, "link_max_views": self.config.link_max_views})
+                raise Conflict(f"this link has all {self.config.link_max_views} of its views open; close one first")
         n = self.viewers(camera_id)
         if n >= self.config.max_viewers:
             await self._audit(viewer.actor, "cctv.live.refused", f"camera:{camera_id}",

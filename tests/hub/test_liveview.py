@@ -44,10 +44,11 @@ async def cameras() -> AsyncIterator[dict[str, RealCamera]]:
 
 @pytest.fixture
 async def live_hub(hub_config: ConfigFactory, tmp_path: Path, cameras: dict[str, RealCamera]) -> AsyncIterator[Hub]:
-    """A hub with two ONVIF cameras streaming RTSP, at most two live viewers per camera."""
+    """A hub with two ONVIF cameras streaming RTSP, at most two live viewers per camera and one view
+    per link."""
     entries = {cid: cam.entry(tmp_path / f"{cid}.password", *PLACES[cid]) for cid, cam in cameras.items()}
     cfg = hub_config(api={"enabled": True}, cctv={"evidence_dir": str(tmp_path / "evidence"), "cameras": entries},
-                     live_view={"max_viewers": 2})
+                     live_view={"max_viewers": 2, "link_max_views": 1})
     add_users(cfg)
     async with running(cfg) as hub:
         yield hub
@@ -278,9 +279,10 @@ async def test_a_link_refuses_once_it_has_expired(live_hub: Hub, olive: ApiClien
 
 
 async def test_hostile_link_uses_are_refused(live_hub: Hub, olive: ApiClient) -> None:
-    """A made-up token and garbled ones are 404 (and not audited); a link for camera A asking for
-    camera B is 403 and audited; a link's token is no session: as a cookie or a header it opens no
-    API route, not even the link routes of the console; a cross-site offer is refused."""
+    """A made-up token and garbled ones are 404 (and not audited); a second view through a link
+    allowed one is 409; a link for camera A asking for camera B is 403 and audited; a link's token
+    is no session: as a cookie or a header it opens no API route, not even the console's own live
+    view; a cross-site offer is refused."""
     link = await _link(olive)
     token = _path(link).split("/")[2]
     _pc, sdp = await offer()
@@ -290,6 +292,13 @@ async def test_hostile_link_uses_are_refused(live_hub: Hub, olive: ApiClient) ->
                     "%2e%2e%2fapi%2falarms", token + "=="):
             resp = await holder.post(f"/live/{bad}/offer", json={"sdp": sdp})
             assert resp.status == 404, bad
+        first = await holder.post(_path(link) + "/offer", json={"sdp": sdp})
+        assert first.status == 200
+        second = await holder.post(_path(link) + "/offer", json={"sdp": sdp})
+        assert second.status == 409  # one view per link here: a link cannot take every seat of its camera
+        assert "this link has all 1 of its views open" in (await second.json())["error"]
+        ended = await holder.delete(_path(link) + f"/views/{(await first.json())['view']}")
+        assert ended.status == 200
         other = await holder.post(_path(link) + "/offer", json={"sdp": sdp, "camera": "SW-CAM-B"})
         assert other.status == 403
         assert "SW-CAM-A only" in (await other.json())["error"]
