@@ -121,6 +121,8 @@ async def test_the_alarm_dialog_plays_the_linked_cameras_live_video_and_the_view
             await page.wait_for_timeout(150)
             delays.append(glass_to_glass_ms(await grab(page, "dialog.alarm-dlg video.live-video")))
         report("alarm_dialog_startup_ms", startup_ms)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "alarm-dialog-live.png"))
         report("glass_to_glass_ms", {"median": statistics.median(delays), "max": max(delays), "samples": delays})
         starts = audit(console.hub, "cctv.live.start")
         assert [(a, t) for a, _x, t, _d in starts] == [("olive", f"camera:{CAMERA}")]
