@@ -157,6 +157,8 @@ class RtspOpener:
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
+        self._uris: dict[str, str] = {}
+        """Stream URIs by camera, as GetStreamUri gave them (asked again after a failed open)."""
 
     async def stream_uri(self, camera: Camera) -> str:
         from onvif import ONVIFCamera
@@ -193,16 +195,18 @@ class RtspOpener:
         import av
         from aiortc.contrib.media import MediaPlayer
 
-        url = await self.stream_uri(camera)
+        url = self._uris.get(camera.id) or await self.stream_uri(camera)
         # Low delay: no probing buffer beyond what finds the stream, no reordering queue.
         options = {"rtsp_transport": "tcp", "fflags": "nobuffer", "flags": "low_delay",
                    "probesize": "32768", "analyzeduration": "0", "timeout": str(int(self.timeout_s * 1e6))}
         try:
             player = await asyncio.to_thread(MediaPlayer, url, options=options, decode=False)
         except (av.FFmpegError, OSError) as exc:
+            self._uris.pop(camera.id, None)  # the camera may have moved its stream: ask again next time
             raise SourceError(f"camera {camera.id}: cannot open its stream: {exc}") from exc
         if player.video is None:
             raise SourceError(f"camera {camera.id}: its stream has no video")
+        self._uris[camera.id] = url
         return _PlayerSource(player, player.video)
 
 
