@@ -26,6 +26,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
 import av.error
+from PIL import Image
 
 from hub.cctv_onvif import CameraFault, FaultKind
 
@@ -69,7 +70,9 @@ def grab(camera_id: str, url: str, timeout_s: float) -> bytes:
     except (OSError, av.error.ExitError) as exc:
         raise CameraFault(camera_id, FaultKind.UNREACHABLE, f"RTSP: {_safe(exc, url)}") from exc
     except av.error.FFmpegError as exc:
-        raise CameraFault(camera_id, FaultKind.PROTOCOL, f"RTSP: {_safe(exc, url)}") from exc
+        # FFmpeg reports a read its timeout interrupted as invalid data: a camera that says nothing is unreachable.
+        kind = FaultKind.UNREACHABLE if time.monotonic() >= deadline else FaultKind.PROTOCOL
+        raise CameraFault(camera_id, kind, f"RTSP: {_safe(exc, url)}") from exc
     try:
         if not container.streams.video:
             raise CameraFault(camera_id, FaultKind.PROTOCOL, "the RTSP stream has no video")
@@ -86,7 +89,8 @@ def grab(camera_id: str, url: str, timeout_s: float) -> bytes:
                     raise CameraFault(camera_id, FaultKind.PROTOCOL,
                                       f"a {frame.width}x{frame.height} frame is larger than {MAX_PIXELS} pixels")
                 out = io.BytesIO()
-                frame.to_image().save(out, format="JPEG", quality=JPEG_QUALITY)
+                image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]  # PyAV leaves it unannotated
+                image.save(out, format="JPEG", quality=JPEG_QUALITY)
                 return out.getvalue()
     except (OSError, av.error.ExitError) as exc:
         raise CameraFault(camera_id, FaultKind.UNREACHABLE, f"RTSP: {_safe(exc, url)}") from exc

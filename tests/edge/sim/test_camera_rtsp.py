@@ -59,7 +59,8 @@ def frames(url: str, until: Callable[[av.VideoFrame], bool], timeout_s: float = 
 
 
 def shows(frame: av.VideoFrame) -> int | None:
-    return camera.read_preset(frame.to_image())
+    image: Image.Image = frame.to_image()  # type: ignore[no-untyped-call]  # PyAV leaves it unannotated
+    return camera.read_preset(image)
 
 
 def test_the_preset_band_reads_back_through_jpeg_and_refuses_a_picture_without_one() -> None:
