@@ -5,7 +5,8 @@ hub/cctv_geo.py. Two parts here:
 
 1. **Config.** ``[cctv]`` in the hub's TOML: :func:`parse_config`.
 2. **Evidence.** :class:`CctvLinker` moves a PTZ camera to its preset, fetches a snapshot (an
-   ONVIF camera through hub/cctv_onvif.py; a plain-HTTP one by its URLs), stores it as a
+   ONVIF camera through hub/cctv_onvif.py, or one decoded frame of its RTSP stream through
+   hub/cctv_rtsp.py when its profile has no snapshot URI; a plain-HTTP one by its URLs), stores it as a
    content-addressed file with its SHA-256 (and SHA-1, which CAP 1.2's ``<digest>`` uses),
    records it in the hub's database and audits the capture. Every view of evidence is audited
    (DESIGN §6); evidence is kept ``retention_days`` (30 by default, PIPA practice) and
@@ -41,7 +42,7 @@ from typing import Final
 
 import aiohttp
 
-from hub import cctv_onvif
+from hub import cctv_onvif, cctv_rtsp
 from hub.cctv_geo import Camera, CameraChoice, Evidence, GeoPoint, OnvifAccess, View, pick_cameras
 from hub.cctv_geo import CctvConfig as CctvConfig  # re-exported: hub/config.py names it here
 from hub.cctv_onvif import CameraFault, FaultKind
@@ -116,6 +117,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
         ptz_settle_s=root.number("ptz_settle_s", 2.0, lo=0.0),
         ptz_timeout_s=root.number("ptz_timeout_s", 10.0, lo=0.0, hi=120.0),
         max_snapshot_bytes=root.integer("max_snapshot_bytes", 8 * 1024 * 1024, lo=1024),
+        rtsp_timeout_s=root.number("rtsp_timeout_s", 10.0, lo=0.5, hi=120.0),
     )
     root.done()
     return config
@@ -224,6 +226,8 @@ class Snapshot:
     choice: CameraChoice
     data: bytes
     mime: str
+    source: str = "snapshot"
+    """Where the picture came from: ``snapshot`` (a snapshot URI) or ``rtsp`` (a decoded frame of the stream)."""
 
 
 @dataclass(frozen=True)
@@ -313,6 +317,8 @@ class CctvLinker:
         cam = choice.camera
         if cam.onvif is not None:
             pic = await cctv_onvif.snapshot(cam.id, cam.onvif, choice.view.preset, self.config, self.session)
+            if isinstance(pic, cctv_onvif.StreamOnly):
+                return Snapshot(choice, await self._rtsp_frame(cam.id, cam.onvif, pic.uri), "image/jpeg", "rtsp")
             if not _is_jpeg(pic.data):
                 raise CameraFault(cam.id, FaultKind.PROTOCOL, f"the snapshot is not a JPEG ({len(pic.data)} bytes)")
             return Snapshot(choice, pic.data, "image/jpeg")
@@ -329,6 +335,22 @@ class CctvLinker:
         if not _is_jpeg(data):
             raise CameraFault(cam.id, FaultKind.PROTOCOL, f"the snapshot is not a JPEG ({len(data)} bytes)")
         return Snapshot(choice, data, "image/jpeg")
+
+    async def _rtsp_frame(self, cam_id: str, access: OnvifAccess, uri: str) -> bytes:
+        """One decoded frame of the camera's stream, as a JPEG (hub/cctv_rtsp.py), in a worker thread."""
+        url = cctv_rtsp.stream_url(cam_id, uri, access.device_url, access.user, access.password)
+        limit = self.config.rtsp_timeout_s
+        try:
+            # The grab bounds itself (PyAV's I/O timeout and its own deadline); this bound is the backstop.
+            async with asyncio.timeout(limit * 2 + 1.0):
+                data = await asyncio.to_thread(cctv_rtsp.grab, cam_id, url, limit)
+        except TimeoutError as exc:
+            raise CameraFault(cam_id, FaultKind.UNREACHABLE,
+                              f"no picture from the RTSP stream within {limit} s") from exc
+        if len(data) > self.config.max_snapshot_bytes:
+            raise CameraFault(cam_id, FaultKind.PROTOCOL, f"the frame is larger than {self.config.max_snapshot_bytes}"
+                                                          " bytes as a JPEG")
+        return data
 
     async def _request(self, method: str, url: str, cam_id: str) -> bytes:
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
@@ -363,7 +385,7 @@ class CctvLinker:
             ev_id = int(cur.lastrowid or 0)
             tx.audit(actor, "cctv.capture", f"evidence:{ev_id}",
                      {"camera": c.camera.id, "ref": ref, "sha256": sha256, "preset": c.view.preset,
-                      "distance_m": round(c.distance_m, 1)})
+                      "distance_m": round(c.distance_m, 1), "source": snap.source})
             return Evidence(ev_id, sha256, sha1, c.camera.id, c.view.preset, ref, now, expires, len(snap.data),
                             snap.mime, rel, c.distance_m, c.bearing_deg, c.camera.jurisdiction)
 

@@ -168,6 +168,8 @@ class CctvConfig:
     ptz_timeout_s: float = 10.0
     """The longest wait for an ONVIF camera to report its move done (MoveStatus IDLE)."""
     max_snapshot_bytes: int = 8 * 1024 * 1024
+    rtsp_timeout_s: float = 10.0
+    """The longest wait for one decoded frame of an RTSP stream (a camera without a snapshot URI)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ One capture is one short conversation with the camera, through the maintained cl
    MoveStatus is IDLE, at most ``ptz_timeout_s`` (a camera that reports no MoveStatus is given
    ``ptz_settle_s``);
 4. Media GetSnapshotUri, and one GET of it with HTTP digest authentication (aiohttp's
-   DigestAuthMiddleware), reading at most ``max_snapshot_bytes``.
+   DigestAuthMiddleware), reading at most ``max_snapshot_bytes``;
+5. or, when the profile has no snapshot URI, Media GetStreamUri (RTP unicast over RTSP): the
+   result is a :class:`StreamOnly` and the caller (hub/cctv.py) takes one decoded frame of the
+   stream with hub/cctv_rtsp.py, bounded by ``rtsp_timeout_s``.
 
 Nothing here is retried and the whole conversation is bounded (:func:`bound_s`): a camera's fault
 costs the capture loop seconds, never the alarm (captures run after the alarm is committed and its
@@ -76,6 +79,14 @@ def bound_s(config: CctvConfig) -> float:
     return config.timeout_s * 8 + config.ptz_timeout_s + config.ptz_settle_s
 
 
+@dataclass(frozen=True)
+class StreamOnly:
+    """The camera's profile has no snapshot URI; this is its RTSP stream URI (as the camera gave it)."""
+
+    uri: str
+    profile: str
+
+
 def device_address(url: str) -> tuple[str, int] | None:
     """``http://HOST:PORT/onvif/device_service`` → ("http://HOST", PORT) for the library, or None."""
     parts = urlsplit(url)
@@ -95,8 +106,8 @@ def _subcodes(fault: Any) -> set[str]:
 
 
 async def snapshot(camera_id: str, access: OnvifAccess, preset: int | None, config: CctvConfig,
-                   session: aiohttp.ClientSession) -> OnvifPicture:
-    """Move the camera to ``preset`` (if any), wait until it stops, and fetch one picture."""
+                   session: aiohttp.ClientSession) -> OnvifPicture | StreamOnly:
+    """Move the camera to ``preset`` (if any), wait until it stops, and fetch one picture (or name its stream)."""
     from onvif import ONVIFCamera
     from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
     from zeep.exceptions import Fault, TransportError, XMLParseError, XMLSyntaxError
@@ -115,10 +126,10 @@ async def snapshot(camera_id: str, access: OnvifAccess, preset: int | None, conf
                 step = "GotoPreset"
                 await _goto(cam, camera_id, profile, preset, config)
             step = "GetSnapshotUri"
-            uri = await cam.get_snapshot_uri(profile)
+            uri = await cam.get_snapshot_uri(profile)  # None when the camera refuses or has none
             if not uri:
-                raise CameraFault(camera_id, FaultKind.NO_SNAPSHOT, "the camera has no snapshot URI for "
-                                                                   f"profile {profile!r}")
+                step = "GetStreamUri"
+                return StreamOnly(await _stream_uri(cam, camera_id, profile), profile)
             step = "snapshot"
             data, mime = await _fetch(session, uri, access, camera_id, config)
             return OnvifPicture(data, mime, profile)
@@ -154,6 +165,25 @@ async def _profile(cam: ONVIFCamera, camera_id: str, access: OnvifAccess) -> str
     if not tokens:
         raise CameraFault(camera_id, FaultKind.PROFILE_MISSING, "the camera has no media profile")
     return tokens[0]
+
+
+async def _stream_uri(cam: ONVIFCamera, camera_id: str, profile: str) -> str:
+    from zeep.exceptions import Fault
+
+    media = await cam.create_media_service()
+    try:
+        got = await media.GetStreamUri({"ProfileToken": profile,
+                                        "StreamSetup": {"Stream": "RTP-Unicast", "Transport": {"Protocol": "RTSP"}}})
+    except Fault as exc:
+        if "NotAuthorized" in _subcodes(exc):
+            raise
+        raise CameraFault(camera_id, FaultKind.NO_SNAPSHOT, f"profile {profile!r} has neither a snapshot URI nor "
+                                                            f"a stream URI ({exc.message})") from exc
+    uri = getattr(got, "Uri", None)
+    if not uri:
+        raise CameraFault(camera_id, FaultKind.NO_SNAPSHOT, f"profile {profile!r} has neither a snapshot URI nor "
+                                                            "a stream URI")
+    return str(uri)
 
 
 async def _goto(cam: ONVIFCamera, camera_id: str, profile: str, preset: int, config: CctvConfig) -> None:
