@@ -45,7 +45,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from hub.cctv_geo import Camera
 from hub.errors import Conflict, Forbidden, HubError, NotFound, Refused
@@ -145,13 +145,6 @@ class _PlayerSource:
         self._track.stop()  # MediaPlayer stops its reader thread when its last track stops
 
 
-def with_credentials(url: str, user: str, password: str) -> str:
-    """``rtsp://HOST/...`` with the user and password in it, as RTSP clients take them."""
-    parts = urlsplit(url)
-    host = parts.netloc.rsplit("@", 1)[-1]
-    return urlunsplit(parts._replace(netloc=f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"))
-
-
 class RtspOpener:
     """Pull a camera's RTSP stream: the URI from ONVIF GetStreamUri, the packets through PyAV."""
 
@@ -165,7 +158,8 @@ class RtspOpener:
         from onvif.exceptions import ONVIFError
         from zeep.exceptions import Error as ZeepError
 
-        from hub.cctv_onvif import device_address
+        from hub.cctv_onvif import CameraFault, device_address
+        from hub.cctv_rtsp import stream_url
 
         access = camera.onvif
         addr = None if access is None else device_address(access.device_url)
@@ -187,9 +181,10 @@ class RtspOpener:
         finally:
             await cam.close()
         uri = str(getattr(got, "Uri", "") or "")
-        if not uri.startswith(("rtsp://", "rtsps://")):
-            raise SourceError(f"camera {camera.id}: GetStreamUri gave no RTSP URI ({uri!r})")
-        return with_credentials(uri, access.user, access.password)
+        try:  # rtsp:// on the camera's own host only; the credentials are put in here (hub/cctv_rtsp.py)
+            return stream_url(camera.id, uri, access.device_url, access.user, access.password)
+        except CameraFault as exc:
+            raise SourceError(str(exc)) from exc
 
     async def open(self, camera: Camera) -> Source:
         import av

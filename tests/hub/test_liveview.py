@@ -368,3 +368,31 @@ def test_live_view_config_errors_name_the_file_and_key(test_pki: PkiFixture, tmp
             parse(raw, tmp_path / "hub.toml")
         assert key in str(err.value)
         assert "hub.toml" in str(err.value)
+
+
+async def test_a_camera_naming_a_foreign_or_non_rtsp_stream_is_refused_before_anything_is_opened(
+        live_hub: Hub, olive: ApiClient, cameras: dict[str, RealCamera]) -> None:
+    """A camera whose GetStreamUri names another host (its credentials would go there) or a file
+    gives a clear refusal (422); no stream is opened and no seat is taken. Put right, it plays."""
+    cam = cameras["SW-CAM-B"]
+    good = cam.onvif.sim.stream_uri
+    assert good is not None
+    for uri, says in ((good.replace("127.0.0.1", "127.0.0.2"), "is not the camera's"),
+                      ("file:///etc/passwd", "is not rtsp://")):
+        cam.onvif.sim.stream_uri = uri
+        pc, sdp = await offer()
+        await pc.close()
+        resp = await olive.post("/api/cameras/SW-CAM-B/live", {"sdp": sdp})
+        assert resp.status == 422
+        assert says in (await resp.json())["error"]
+        assert cam.rtsp.clients == 0
+    assert live_hub.ops.live is not None
+    assert live_hub.ops.live.viewers("SW-CAM-B") == 0
+    cam.onvif.sim.stream_uri = good
+    pc, sdp = await offer()
+    try:
+        resp = await olive.post("/api/cameras/SW-CAM-B/live", {"sdp": sdp})
+        assert resp.status == 200
+        assert (await first_frame(pc, (await resp.json())["sdp"])).std() > 10
+    finally:
+        await pc.close()
