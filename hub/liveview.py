@@ -5,8 +5,10 @@ camera's RTSP stream. Rules:
 
 1. **One pull per camera.** The first viewer of a camera opens its stream (a :class:`Feed`); every
    viewer gets its own subscription of it through aiortc's ``MediaRelay``; the last viewer to
-   leave closes it. The H.264 packets pass through as the camera sent them (no decoding, no
-   encoding), so the offer must accept H.264 with packetization-mode 1, or it is refused.
+   leave closes it. A stream that ends (the camera went away) ends its views (audited, "camera
+   stream ended", within :data:`SWEEP_S`), and the next viewer opens it anew. The H.264 packets
+   pass through as the camera sent them (no decoding, no encoding), so the offer must accept
+   H.264 with packetization-mode 1, or it is refused.
 2. **At most ``max_viewers`` per camera** (``[live_view]``), and at most ``link_max_views`` at
    once through one link (so a link's holder cannot take every seat of a camera). The next is
    refused (409) with the count; the refusal is audited like a view.
@@ -414,8 +416,11 @@ class LiveView:
 
     async def _feed(self, cam: Camera) -> Feed:
         feed = self._feeds.get(cam.id)
-        if feed is not None:
+        if feed is not None and feed.source.track.readyState == "live":
             return feed
+        if feed is not None:  # the camera's stream ended: its views are ended by the sweep
+            del self._feeds[cam.id]
+            feed.source.close()
         pending = self._opening.get(cam.id)
         if pending is not None:  # another viewer is opening it: share that pull
             return await asyncio.shield(pending)
@@ -480,7 +485,7 @@ class LiveView:
         if view.pc is not None:
             await view.pc.close()
         feed = self._feeds.get(view.camera)
-        if feed is not None:
+        if feed is not None and view.id in feed.views:
             feed.views.discard(view.id)
             if not feed.views:
                 del self._feeds[view.camera]
@@ -517,10 +522,13 @@ class LiveView:
             while True:
                 await asyncio.sleep(SWEEP_S)
                 now = self.clock()
+                ended = {cam for cam, feed in self._feeds.items() if feed.source.track.readyState != "live"}
                 for view in list(self._views.values()):
                     link = view.viewer.link
                     if link is not None and now >= link.expires_at:
                         await self.end(view.id, "link expired")
+                    elif view.camera in ended and view.pc is not None:
+                        await self.end(view.id, "camera stream ended")
         finally:
             for view in list(self._views.values()):
                 with contextlib.suppress(HubError, OSError):  # the writer may have stopped first

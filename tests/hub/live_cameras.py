@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,18 @@ class RealCamera:
     id: str
     onvif: camera_onvif.RunningOnvifCamera
     rtsp: camera_rtsp.RtspCameraServer
+    preset: Callable[[], int | None]
+    _stream: ExitStack = field(default_factory=ExitStack)
+
+    def stop_stream(self) -> None:
+        """The RTSP server goes away (its clients are cut off); the ONVIF service stays."""
+        self._stream.close()
+
+    def start_stream(self) -> None:
+        """The RTSP server comes back on the same address (after :meth:`stop_stream`)."""
+        self._stream = ExitStack()
+        self.rtsp = self._stream.enter_context(camera_rtsp.serve(
+            self.id, user=USER, password=PASSWORD, preset=self.preset, host=self.rtsp.host, port=self.rtsp.port))
 
     def entry(self, password_file: Path, lat: float, lon: float, heading_deg: float) -> dict[str, Any]:
         """Its ``[cctv.cameras.ID]`` table: a fixed ONVIF camera at (lat, lon) looking along heading_deg."""
@@ -43,7 +55,13 @@ class RealCamera:
 async def real_camera(camera_id: str, *, preset: Callable[[], int | None] | None = None) -> AsyncIterator[RealCamera]:
     """One simulated camera: ONVIF device service and RTSP H.264, both behind its credentials."""
     async with camera_onvif.serve(camera_id, user=USER, password=PASSWORD, travel_s=0.0) as device:
-        with camera_rtsp.serve(camera_id, user=USER, password=PASSWORD,
-                               preset=preset or device.sim.preset_now) as stream:
+        stack = ExitStack()
+        show = preset or device.sim.preset_now
+        with stack:
+            stream = stack.enter_context(camera_rtsp.serve(camera_id, user=USER, password=PASSWORD, preset=show))
             device.sim.stream_uri = stream.url
-            yield RealCamera(camera_id, device, stream)
+            cam = RealCamera(camera_id, device, stream, show, stack)
+            try:
+                yield cam
+            finally:
+                cam.stop_stream()

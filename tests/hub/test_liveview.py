@@ -396,3 +396,39 @@ async def test_a_camera_naming_a_foreign_or_non_rtsp_stream_is_refused_before_an
         assert (await first_frame(pc, (await resp.json())["sdp"])).std() > 10
     finally:
         await pc.close()
+
+
+async def test_a_camera_that_goes_away_ends_its_views_and_comes_back_fresh(
+        hub_config: ConfigFactory, tmp_path: Path, test_pki: PkiFixture) -> None:
+    """The camera's RTSP server stops while Olive watches: her view is ended and audited ("camera
+    stream ended"), the seat is free, and once the camera is back a new view plays (the hub opened
+    its stream anew rather than handing out the dead one)."""
+    password = tmp_path / "c.password"
+    async with real_camera("SW-CAM-C") as cam:
+        entry = cam.entry(password, *PLACES["SW-CAM-A"])
+        cfg = hub_config(api={"enabled": True}, cctv={"evidence_dir": str(tmp_path / "evidence"),
+                                                      "cameras": {"SW-CAM-C": entry}})
+        add_users(cfg)
+        async with running(cfg) as hub, api_client(hub, test_pki.dir / "ca.pem") as olive:
+            await olive.login("olive")
+            live = hub.ops.live
+            assert live is not None
+            pc, sdp = await offer()
+            try:
+                resp = await olive.post("/api/cameras/SW-CAM-C/live", {"sdp": sdp})
+                assert resp.status == 200
+                await first_frame(pc, (await resp.json())["sdp"])
+                cam.stop_stream()  # while she watches
+                await until(lambda: live.viewers("SW-CAM-C") == 0, 20)
+            finally:
+                await pc.close()
+            cam.start_stream()
+            pc2, sdp2 = await offer()
+            try:
+                resp = await olive.post("/api/cameras/SW-CAM-C/live", {"sdp": sdp2})
+                assert resp.status == 200, await resp.text()
+                assert (await first_frame(pc2, (await resp.json())["sdp"])).std() > 10
+            finally:
+                await pc2.close()
+    stops = [d["why"] for _a, _x, _t, d in audit(hub, "cctv.live.stop")]
+    assert stops[0] == "camera stream ended"
