@@ -697,23 +697,42 @@ function shareBox(slot) {
   const recipient = h("input", { id: "link-recipient", maxlength: 64, placeholder: "police-112" });
   const ttl = h("select", { id: "link-ttl" }, LINK_TIMES.map(([k, v]) => h("option", { value: String(v) }, t(k))));
   const out = h("p", { class: "link-out", id: "link-out", "aria-live": "polite" });
+  const list = h("ul", { class: "link-list", id: "link-list" });
+  const send = slot.alarmId ? h("input", { type: "checkbox", id: "link-send" }) : null;
+  const refresh = async () => {
+    const now = serverNow();
+    const open = (await api("GET", "/api/camera-links")).filter((l) =>
+      l.camera === slot.dataset.camera && !l.revoked_at && l.expires_at > now);
+    replace(list, open.map((l) => h("li", { dataset: { link: String(l.id) } },
+      `${l.recipient} · ${t("link_expires")} `, clock(l.expires_at), " ",
+      h("button", { class: "link-revoke", onclick: async () => {
+        try { await api("DELETE", `/api/camera-links/${l.id}`); } catch (ex) { if (!(ex instanceof ApiError)) throw ex; out.textContent = ex.message; }
+        await refresh();
+      } }, t("revoke")))));
+  };
   const make = h("button", { id: "link-make", onclick: async () => {
     out.textContent = "";
     if (!slot.dataset.camera) { out.textContent = t("live_no_camera"); return; }
     try {
       const link = await api("POST", "/api/camera-links", { camera: slot.dataset.camera, recipient: recipient.value.trim(),
-        ttl_s: Number(ttl.value) });
+        ttl_s: Number(ttl.value), ...(send && send.checked ? { alarm: slot.alarmId } : {}) });
       out.replaceChildren(`${t("link_made")} · ${t("link_expires")} `, clock(link.expires_at), " ",
-        h("input", { id: "link-url", readonly: true, value: link.url, size: 60 }));
+        h("input", { id: "link-url", readonly: true, value: link.url, size: 60 }),
+        link.alert ? h("span", { class: "small", id: "link-alert" }, ` · CAP ${link.alert}`) : null);
     } catch (ex) { if (!(ex instanceof ApiError)) throw ex; out.textContent = ex.message; }
+    await refresh();
   } }, t("make_link"));
-  return h("details", { class: "share" }, h("summary", {}, t("share_link")),
-    h("label", {}, t("recipient"), recipient), h("label", {}, t("link_ttl"), ttl), make, out);
+  const box = h("details", { class: "share" }, h("summary", {}, t("share_link")),
+    h("label", {}, t("recipient"), recipient), h("label", {}, t("link_ttl"), ttl),
+    send ? h("label", { class: "exercise-check" }, h("span", {}, send, ` ${t("link_send")}`)) : null, make, out, list);
+  box.addEventListener("toggle", () => { if (box.open) refresh().catch(() => {}); });
+  return box;
 }
 
 /** One alarm: what it is, the snapshot taken when it was raised, and the camera's live video. */
 function alarmDialog(a) {
   const live = liveSlot(a.site);
+  live.alarmId = a.id; // a link made here goes out with this alarm's alert, when the hub forwards alerts
   const dlg = dialog("alarm-dlg", `${t("alarm")}: ${siteName(a.site)} — ${a.message || a.rule}`, [
     h("p", {}, h("span", { class: `prio ${a.priority}` }, t(a.priority)), ` ${t(a.state)} · ${a.device}/${a.rule} · `,
       age(a.raised_at || a.changed_at, 1e9)),

@@ -87,7 +87,8 @@ const L = {
   share_link: ["112/119 공유 링크", "View link for 112/119"], recipient: ["수신처", "Recipient"],
   link_ttl: ["유효 시간", "Valid for"], make_link: ["링크 만들기", "Make link"], revoke: ["폐기", "Revoke"],
   link_made: ["링크 (한 번만 표시됨)", "Link (shown only once)"], link_expires: ["만료", "expires"],
-  link_title: ["지킴이 실시간 CCTV", "jikimi live camera"], min30: ["30분", "30 min"],
+  link_title: ["지킴이 실시간 CCTV", "jikimi live camera"],
+  link_send: ["이 경보의 CAP 경보로 수신처에 보내기", "Send to the recipient with this alarm's CAP alert"], min30: ["30분", "30 min"],
   reopen_note: ["열기는 두 사람 승인: 다른 감독자가 승인해야 전송됩니다", "Opening needs two people: another supervisor must approve before it is sent"],
 };
 

@@ -24,8 +24,6 @@ from playwright.async_api import Browser, Page, expect
 
 from edge.sim.camera import read_preset
 from hub.service import Hub
-from tests.conftest import PkiFixture
-from tests.hub.conftest import api_client
 from tests.hub.live_cameras import CLOCK_MOD, RealCamera, centiseconds, real_camera
 from tests.hub.web.conftest import ARTIFACTS, SURWON_UNDERPASS, VIEWPORT, Console, logged_in, until
 
@@ -149,11 +147,10 @@ async def test_the_command_dialog_plays_the_camera_too(browser: Browser, console
         await until(lambda: len(audit(console.hub, "cctv.live.stop")) == 1, what="the view's stop audited")
 
 
-async def test_a_112_link_plays_without_login_and_refuses_once_revoked(browser: Browser, console: Console,
-                                                                         test_pki: PkiFixture) -> None:
+async def test_a_112_link_plays_without_login_and_refuses_once_revoked(browser: Browser, console: Console) -> None:
     """Olive makes a link for police-112 in the alarm dialog; a browser with no session opens it
     and sees the camera live (a real picture); each use is audited as the recipient; after Olive
-    revokes it, the page says it is refused and shows no video."""
+    revokes it in the dialog's list of open links, the page says it is refused and shows no video."""
     async with logged_in(browser, console, "olive") as page:
         console.sim.physics.water.depth_cm = 20.0
         row = page.locator(".alarm-row.critical").filter(has_text="세류 지하차도")
@@ -181,10 +178,17 @@ async def test_a_112_link_plays_without_login_and_refuses_once_revoked(browser: 
         assert uses[0][0].endswith(":police-112")
         assert uses[0][3]["camera"] == CAMERA
         link_id = int(uses[0][2].split(":")[1])
-        async with api_client(console.hub, test_pki.dir / "ca.pem") as api:
-            await api.login("olive")
-            gone = await api.session.delete(f"/api/camera-links/{link_id}", headers={"X-CSRF-Token": api.csrf})
-            assert gone.status == 200
+        async with logged_in(browser, console, "olive") as page:  # Olive revokes it from the dialog
+            row = page.locator(".alarm-row.critical").filter(has_text="세류 지하차도")
+            await row.locator("button.live-open").click()
+            dlg = page.locator("dialog.alarm-dlg")
+            await expect(dlg.locator("video.live-video")).to_have_attribute("data-playing", "true", timeout=20_000)
+            await dlg.locator("details.share summary").click()
+            item = dlg.locator(f'#link-list li[data-link="{link_id}"]')
+            await expect(item).to_contain_text("police-112")
+            await item.locator("button.link-revoke").click()
+            await expect(item).to_have_count(0)
+            await dlg.locator("#alarm-close").click()
         await officer.reload()
         await expect(officer.locator("#link-state")).to_have_attribute("data-state", "refused", timeout=10_000)
         await expect(officer.locator("#link-state")).to_contain_text("revoked")
