@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 MAX_SDP: Final = 32 * 1024
 """The largest offer read (Chromium's offers are 5-10 KiB)."""
 SWEEP_S: Final = 1.0
-"""How often expired links' and failed connections' views are ended."""
+"""How often the views of expired links, ended streams and browsers that never connected are ended."""
 TOKEN_BYTES: Final = 32
 _TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _RECIPIENT_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -87,6 +87,8 @@ class LiveConfig:
     """How long opening a camera's stream may take."""
     link_max_views: int = 2
     """Views open at once through one link (rule 2)."""
+    connect_timeout_s: float = 15.0
+    """A view whose browser has not connected by then is ended: an answered offer holds no seat."""
 
 
 def parse_config(raw: Mapping[str, object], file: Path) -> LiveConfig:
@@ -107,6 +109,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> LiveConfig:
         public_url=public,
         open_timeout_s=t.number("open_timeout_s", 10.0, lo=0.5, hi=120.0),
         link_max_views=t.integer("link_max_views", 2, lo=1, hi=64),
+        connect_timeout_s=t.number("connect_timeout_s", 15.0, lo=1.0, hi=300.0),
     )
     t.done()
     return cfg
@@ -326,6 +329,8 @@ class _View:
     started_at: float
     pc: RTCPeerConnection | None = None
     ended: bool = False
+    connected: bool = False
+    """The browser connected once (a view that never does is ended after ``connect_timeout_s``)."""
 
 
 @dataclass(frozen=True)
@@ -455,6 +460,8 @@ class LiveView:
 
         @pc.on("connectionstatechange")
         async def changed() -> None:
+            if pc.connectionState == "connected":
+                view.connected = True
             if pc.connectionState in ("failed", "closed"):
                 await self.end(view.id, f"connection {pc.connectionState}")
 
@@ -529,6 +536,9 @@ class LiveView:
                         await self.end(view.id, "link expired")
                     elif view.camera in ended and view.pc is not None:
                         await self.end(view.id, "camera stream ended")
+                    elif (view.pc is not None and view.pc.connectionState != "connected" and not view.connected
+                          and now - view.started_at > self.config.connect_timeout_s):
+                        await self.end(view.id, "never connected")
         finally:
             for view in list(self._views.values()):
                 with contextlib.suppress(HubError, OSError):  # the writer may have stopped first

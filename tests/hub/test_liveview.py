@@ -48,7 +48,7 @@ async def live_hub(hub_config: ConfigFactory, tmp_path: Path, cameras: dict[str,
     per link."""
     entries = {cid: cam.entry(tmp_path / f"{cid}.password", *PLACES[cid]) for cid, cam in cameras.items()}
     cfg = hub_config(api={"enabled": True}, cctv={"evidence_dir": str(tmp_path / "evidence"), "cameras": entries},
-                     live_view={"max_viewers": 2, "link_max_views": 1})
+                     live_view={"max_viewers": 2, "link_max_views": 1, "connect_timeout_s": 5.0})
     add_users(cfg)
     async with running(cfg) as hub:
         yield hub
@@ -432,3 +432,19 @@ async def test_a_camera_that_goes_away_ends_its_views_and_comes_back_fresh(
                 await pc2.close()
     stops = [d["why"] for _a, _x, _t, d in audit(hub, "cctv.live.stop")]
     assert stops[0] == "camera stream ended"
+
+
+async def test_an_answered_offer_whose_browser_never_connects_gives_its_seat_back(
+        live_hub: Hub, olive: ApiClient) -> None:
+    """Two offers are answered and their browsers vanish without connecting: both seats of camera
+    A are taken, then given back once connect_timeout_s (5 s here) has passed; each stop is audited
+    as "never connected"."""
+    for _ in range(2):
+        pc, sdp = await offer()
+        await pc.close()
+        assert (await olive.post("/api/cameras/SW-CAM-A/live", {"sdp": sdp})).status == 200
+    live = live_hub.ops.live
+    assert live is not None
+    assert live.viewers("SW-CAM-A") == 2
+    await until(lambda: live.viewers("SW-CAM-A") == 0, 20)
+    assert [d["why"] for _a, _x, _t, d in audit(live_hub, "cctv.live.stop")] == ["never connected"] * 2
