@@ -265,7 +265,7 @@ async def test_a_link_refuses_once_it_has_expired(live_hub: Hub, olive: ApiClien
     try:
         async with _holder(live_hub) as holder:
             assert (await holder.post(_path(link) + "/offer", json={"sdp": sdp})).status == 200
-            await until(lambda: live_hub.ops.live is not None and live_hub.ops.live.viewers("SW-CAM-A") == 0)
+            await until(lambda: len(audit(live_hub, "cctv.live.stop")) == 1)  # the hub ended the view
             pc2, sdp2 = await offer()
             late = await holder.post(_path(link) + "/offer", json={"sdp": sdp2})
             await pc2.close()
@@ -446,5 +446,5 @@ async def test_an_answered_offer_whose_browser_never_connects_gives_its_seat_bac
     live = live_hub.ops.live
     assert live is not None
     assert live.viewers("SW-CAM-A") == 2
-    await until(lambda: live.viewers("SW-CAM-A") == 0, 20)
+    await until(lambda: live.viewers("SW-CAM-A") == 0 and len(audit(live_hub, "cctv.live.stop")) == 2, 20)
     assert [d["why"] for _a, _x, _t, d in audit(live_hub, "cctv.live.stop")] == ["never connected"] * 2
