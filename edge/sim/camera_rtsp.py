@@ -16,7 +16,8 @@ products ship, not ours. Our part is the picture and its state:
   B-frames, a keyframe every second (``key-int-max`` = :data:`FPS`) and SPS/PPS before every
   keyframe, so a client that joins mid-stream shows a picture within a second;
 - one pipeline is shared by every client (``shared``), so viewers cost the camera no extra
-  encoder, as on a real camera.
+  encoder, as on a real camera; a client's PLAY asks the encoder for a keyframe at once
+  (``force-key-unit``), so a viewer joining a running stream does not wait out the group of pictures.
 
 Authentication: RTSP digest (RFC 2617 style, as RTSP 1.0 uses it; GstRTSPAuth), one user; basic
 is not offered, since plain RTSP would carry the password in the clear. A request without valid
@@ -48,6 +49,12 @@ BITRATE_KBPS: Final = 800
 MAX_CLIENTS: Final = 32
 ROLE: Final = "viewer"
 START_TIMEOUT_S: Final = 10.0
+CLOCK_TIME_NONE: Final = 2**64 - 1
+"""GStreamer's GST_CLOCK_TIME_NONE: "as soon as possible" for a force-key-unit event."""
+
+
+_force_key_unit: Any = None
+"""GstVideo's upstream force-key-unit event constructor, once :func:`_gst` has run."""
 
 
 class RtspUnavailable(RuntimeError):
@@ -62,11 +69,14 @@ def _gst() -> tuple[Any, Any, Any, Any]:
         gi.require_version("Gst", "1.0")
         gi.require_version("GstRtspServer", "1.0")
         gi.require_version("GstRtsp", "1.0")
-        from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
+        gi.require_version("GstVideo", "1.0")
+        from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
     except (ImportError, ValueError) as exc:
         raise RtspUnavailable(f"GStreamer's RTSP server is not installed ({exc}); `make system-deps` installs "
                               "gir1.2-gst-rtsp-server-1.0 and the plugins, and the venv needs PyGObject") from exc
     Gst.init(None)
+    global _force_key_unit
+    _force_key_unit = GstVideo.video_event_new_upstream_force_key_unit
     for element in ("appsrc", "videoconvert", "x264enc", "rtph264pay"):
         if Gst.ElementFactory.find(element) is None:
             raise RtspUnavailable(f"the GStreamer element {element!r} is missing (gstreamer1.0-plugins-base/-good/"
@@ -150,6 +160,14 @@ class RtspCameraServer:
             return
         self.clients += 1
         client.connect("closed", self._client_closed)
+        client.connect("play-request", self._play_request)
+
+    def _play_request(self, client: Any, context: Any) -> None:
+        with self._lock:
+            payloaders = [src.get_parent().get_child_by_name("pay0") for src in self._sources]
+        for pay in payloaders:
+            if pay is not None:
+                pay.send_event(_force_key_unit(CLOCK_TIME_NONE, True, 0))
 
     def _client_closed(self, client: Any) -> None:
         self.clients -= 1
