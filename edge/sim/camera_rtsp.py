@@ -25,8 +25,11 @@ credentials is answered 401 and gets no media.
 
 Hostile or broken clients: the request parser is GStreamer's; a client that is not yet
 authenticated can do nothing but be refused. At most :data:`MAX_CLIENTS` connections are served
-at once; more are closed on arrival. GLib runs in one thread per server with its own main
-context, so several cameras (and tests) can run in one process and each stops cleanly.
+at once; more are closed on arrival, and a connection that has not started playing within
+:data:`HANDSHAKE_S` is closed, so silent or stalling connections cannot hold the slots.
+
+GLib runs in one thread per server with its own main context, so several cameras (and tests) can
+run in one process and each stops cleanly.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ BITRATE_KBPS: Final = 800
 MAX_CLIENTS: Final = 32
 ROLE: Final = "viewer"
 START_TIMEOUT_S: Final = 10.0
+HANDSHAKE_S: float = 10.0
+"""How long a connection may take to reach PLAY (a module variable so a test can shorten it)."""
 CLOCK_TIME_NONE: Final = 2**64 - 1
 """GStreamer's GST_CLOCK_TIME_NONE: "as soon as possible" for a force-key-unit event."""
 
@@ -112,7 +117,11 @@ class RtspCameraServer:
     """Connections open now."""
     refused: int = 0
     """Connections closed on arrival because :data:`MAX_CLIENTS` were open."""
+    stalled: int = 0
+    """Connections closed because they did not reach PLAY within :data:`HANDSHAKE_S`."""
     _sources: list[Any] = field(default_factory=list)
+    _pending: dict[Any, float] = field(default_factory=dict)
+    """Connections not yet playing, and when they arrived (``time.monotonic()``); GLib thread only."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -159,10 +168,21 @@ class RtspCameraServer:
             client.close()
             return
         self.clients += 1
+        self._pending[client] = time.monotonic()
         client.connect("closed", self._client_closed)
         client.connect("play-request", self._play_request)
 
+    def _close_stalled(self) -> bool:
+        now = time.monotonic()
+        for client, since in list(self._pending.items()):
+            if now - since > HANDSHAKE_S:
+                del self._pending[client]
+                self.stalled += 1
+                client.close()
+        return True  # keep the timer
+
     def _play_request(self, client: Any, context: Any) -> None:
+        self._pending.pop(client, None)
         with self._lock:
             payloaders = [src.get_parent().get_child_by_name("pay0") for src in self._sources]
         for pay in payloaders:
@@ -171,6 +191,7 @@ class RtspCameraServer:
 
     def _client_closed(self, client: Any) -> None:
         self.clients -= 1
+        self._pending.pop(client, None)
 
     def _media_configure(self, factory: Any, media: Any) -> None:
         src = media.get_element().get_child_by_name("src")
@@ -226,6 +247,9 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
     timer = glib.timeout_source_new(1000 // FPS)
     timer.set_callback(lambda *_: cam._push(gst))
     timer.attach(context)
+    reaper = glib.timeout_source_new(250)
+    reaper.set_callback(lambda *_: cam._close_stalled())
+    reaper.attach(context)
     loop = glib.MainLoop.new(context, False)
     thread = threading.Thread(target=loop.run, name=f"rtsp-{camera_id}", daemon=True)
     thread.start()
@@ -240,6 +264,7 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
             pool = server.get_session_pool()
             pool.filter(lambda _pool, _session: rtsp.RTSPFilterResult.REMOVE)
             timer.destroy()
+            reaper.destroy()
             found = context.find_source_by_id(source_id)
             if found is not None:
                 found.destroy()

@@ -246,6 +246,21 @@ def test_a_client_joining_a_running_stream_gets_a_keyframe_at_once(server: RtspC
     assert max(waits) <= 3, waits  # without the forced keyframe: up to FPS - 1 packets first
 
 
+def test_a_connection_that_does_not_reach_play_is_closed(server: RtspCameraServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(camera_rtsp, "HANDSHAKE_S", 1.0)
+    with socket.create_connection((server.host, server.port), timeout=20.0) as silent, \
+            socket.create_connection((server.host, server.port), timeout=20.0) as stuck:
+        stuck.sendall(f"DESCRIBE {server.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+        assert stuck.recv(65536).startswith(b"RTSP/1.0 401")
+        assert silent.recv(1) == b""  # closed by the camera, not by the 20 s timeout here
+        assert stuck.recv(1) == b""
+    assert server.stalled == 2
+    watched = frames(server.url_with_credentials(), lambda f: f.time is not None and f.time > 3.0)
+    assert len(watched) > 3 * camera_rtsp.FPS // 2  # a client that plays is kept well past the handshake time
+    assert server.stalled == 2
+
+
 def test_connections_over_the_cap_are_closed_and_the_rest_are_served(server: RtspCameraServer) -> None:
     held = [socket.create_connection((server.host, server.port), timeout=5.0) for _ in range(camera_rtsp.MAX_CLIENTS)]
     try:
