@@ -76,6 +76,7 @@ def parse_config(raw: Mapping[str, object], file: Path) -> CctvConfig:
         [cctv]
         evidence_dir = "var/evidence"
         retention_days = 30
+        rtsp_timeout_s = 10                  # a camera without a snapshot URI: the longest wait for a frame
         [cctv.cameras.SW-CCTV-0012]          # a fixed camera
         lat = 37.2636
         lon = 127.0286

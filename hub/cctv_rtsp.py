@@ -35,6 +35,13 @@ MAX_PIXELS: Final = 3840 * 2160
 MAX_PACKETS: Final = 2000
 """Packets read at most while waiting for a keyframe and its picture."""
 JPEG_QUALITY: Final = 85
+OPTIONS: Final = {
+    "rtsp_transport": "tcp",
+    # No probing: the SDP and the stream's own SPS/PPS describe the video, and FFmpeg's default analysis of
+    # several seconds is what a grab would otherwise spend most of its time on (2.4 s against 0.2 s here).
+    "analyzeduration": "0",
+    "probesize": "32",
+}
 
 
 def stream_url(camera_id: str, uri: str, device_url: str, user: str, password: str) -> str:
@@ -64,7 +71,7 @@ def grab(camera_id: str, url: str, timeout_s: float) -> bytes:
     deadline = time.monotonic() + timeout_s
     try:
         container = av.open(url, format="rtsp", timeout=(timeout_s, timeout_s),
-                            options={"rtsp_transport": "tcp", "rtsp_flags": "prefer_tcp"})
+                            options=OPTIONS)
     except (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError) as exc:
         raise CameraFault(camera_id, FaultKind.AUTH_REFUSED, f"RTSP: {_safe(exc, url)}") from exc
     except (OSError, av.error.ExitError) as exc:

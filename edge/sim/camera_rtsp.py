@@ -16,7 +16,8 @@ products ship, not ours. Our part is the picture and its state:
   B-frames, a keyframe every second (``key-int-max`` = :data:`FPS`) and SPS/PPS before every
   keyframe, so a client that joins mid-stream shows a picture within a second;
 - one pipeline is shared by every client (``shared``), so viewers cost the camera no extra
-  encoder, as on a real camera.
+  encoder, as on a real camera; a client's PLAY asks the encoder for a keyframe at once
+  (``force-key-unit``), so a viewer joining a running stream does not wait out the group of pictures.
 
 Authentication: RTSP digest (RFC 2617 style, as RTSP 1.0 uses it; GstRTSPAuth), one user; basic
 is not offered, since plain RTSP would carry the password in the clear. A request without valid
@@ -24,8 +25,11 @@ credentials is answered 401 and gets no media.
 
 Hostile or broken clients: the request parser is GStreamer's; a client that is not yet
 authenticated can do nothing but be refused. At most :data:`MAX_CLIENTS` connections are served
-at once; more are closed on arrival. GLib runs in one thread per server with its own main
-context, so several cameras (and tests) can run in one process and each stops cleanly.
+at once; more are closed on arrival, and a connection that has not started playing within
+:data:`HANDSHAKE_S` is closed, so silent or stalling connections cannot hold the slots.
+
+GLib runs in one thread per server with its own main context, so several cameras (and tests) can
+run in one process and each stops cleanly.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ BITRATE_KBPS: Final = 800
 MAX_CLIENTS: Final = 32
 ROLE: Final = "viewer"
 START_TIMEOUT_S: Final = 10.0
+HANDSHAKE_S: float = 10.0
+"""How long a connection may take to reach PLAY (a module variable so a test can shorten it)."""
+CLOCK_TIME_NONE: Final = 2**64 - 1
+"""GStreamer's GST_CLOCK_TIME_NONE: "as soon as possible" for a force-key-unit event."""
+
+
+_force_key_unit: Any = None
+"""GstVideo's upstream force-key-unit event constructor, once :func:`_gst` has run."""
 
 
 class RtspUnavailable(RuntimeError):
@@ -62,11 +74,14 @@ def _gst() -> tuple[Any, Any, Any, Any]:
         gi.require_version("Gst", "1.0")
         gi.require_version("GstRtspServer", "1.0")
         gi.require_version("GstRtsp", "1.0")
-        from gi.repository import GLib, Gst, GstRtsp, GstRtspServer
+        gi.require_version("GstVideo", "1.0")
+        from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstVideo
     except (ImportError, ValueError) as exc:
         raise RtspUnavailable(f"GStreamer's RTSP server is not installed ({exc}); `make system-deps` installs "
                               "gir1.2-gst-rtsp-server-1.0 and the plugins, and the venv needs PyGObject") from exc
     Gst.init(None)
+    global _force_key_unit
+    _force_key_unit = GstVideo.video_event_new_upstream_force_key_unit
     for element in ("appsrc", "videoconvert", "x264enc", "rtph264pay"):
         if Gst.ElementFactory.find(element) is None:
             raise RtspUnavailable(f"the GStreamer element {element!r} is missing (gstreamer1.0-plugins-base/-good/"
@@ -102,7 +117,11 @@ class RtspCameraServer:
     """Connections open now."""
     refused: int = 0
     """Connections closed on arrival because :data:`MAX_CLIENTS` were open."""
+    stalled: int = 0
+    """Connections closed because they did not reach PLAY within :data:`HANDSHAKE_S`."""
     _sources: list[Any] = field(default_factory=list)
+    _pending: dict[Any, float] = field(default_factory=dict)
+    """Connections not yet playing, and when they arrived (``time.monotonic()``); GLib thread only."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -149,10 +168,30 @@ class RtspCameraServer:
             client.close()
             return
         self.clients += 1
+        self._pending[client] = time.monotonic()
         client.connect("closed", self._client_closed)
+        client.connect("play-request", self._play_request)
+
+    def _close_stalled(self) -> bool:
+        now = time.monotonic()
+        for client, since in list(self._pending.items()):
+            if now - since > HANDSHAKE_S:
+                del self._pending[client]
+                self.stalled += 1
+                client.close()
+        return True  # keep the timer
+
+    def _play_request(self, client: Any, context: Any) -> None:
+        self._pending.pop(client, None)
+        with self._lock:
+            payloaders = [src.get_parent().get_child_by_name("pay0") for src in self._sources]
+        for pay in payloaders:
+            if pay is not None:
+                pay.send_event(_force_key_unit(CLOCK_TIME_NONE, True, 0))
 
     def _client_closed(self, client: Any) -> None:
         self.clients -= 1
+        self._pending.pop(client, None)
 
     def _media_configure(self, factory: Any, media: Any) -> None:
         src = media.get_element().get_child_by_name("src")
@@ -208,6 +247,9 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
     timer = glib.timeout_source_new(1000 // FPS)
     timer.set_callback(lambda *_: cam._push(gst))
     timer.attach(context)
+    reaper = glib.timeout_source_new(250)
+    reaper.set_callback(lambda *_: cam._close_stalled())
+    reaper.attach(context)
     loop = glib.MainLoop.new(context, False)
     thread = threading.Thread(target=loop.run, name=f"rtsp-{camera_id}", daemon=True)
     thread.start()
@@ -222,6 +264,7 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
             pool = server.get_session_pool()
             pool.filter(lambda _pool, _session: rtsp.RTSPFilterResult.REMOVE)
             timer.destroy()
+            reaper.destroy()
             found = context.find_source_by_id(source_id)
             if found is not None:
                 found.destroy()

@@ -22,11 +22,12 @@ from PIL import Image
 from edge.sim import camera as render
 from edge.sim import camera_onvif as onvifsim
 from edge.sim import camera_rtsp
-from hub import cctv_rtsp
+from hub import cctv, cctv_rtsp
 from hub.cctv import CctvLinker
 from hub.cctv_geo import Camera, CctvConfig, OnvifAccess, View
 from hub.cctv_onvif import CameraFault, FaultKind
 from hub.forward.tx import LocalWriter
+from shared.errors import ConfigError
 from tests.hub.forward.helpers import SITE, FakeAudit, offset
 
 USER, PASSWORD = "jikimi", "cam-pw-0005"
@@ -198,3 +199,13 @@ async def test_a_live_stream_grab_reads_the_frame_the_camera_shows_now() -> None
         second = await asyncio.to_thread(cctv_rtsp.grab, "SW-PTZ-0006", url, 10.0)
     assert render.read_preset(Image.open(io.BytesIO(first))) == 7
     assert render.read_preset(Image.open(io.BytesIO(second))) == 8
+
+
+def test_the_rtsp_timeout_is_configured_and_a_wrong_one_names_its_key(tmp_path: Path) -> None:
+    assert cctv.parse_config({"rtsp_timeout_s": 3}, tmp_path / "hub.toml").rtsp_timeout_s == 3.0
+    assert cctv.parse_config({}, tmp_path / "hub.toml").rtsp_timeout_s == 10.0
+    for wrong in (0, 1000, "soon"):
+        with pytest.raises(ConfigError) as caught:
+            cctv.parse_config({"rtsp_timeout_s": wrong}, tmp_path / "hub.toml")
+        assert "cctv.rtsp_timeout_s" in str(caught.value)
+        assert "hub.toml" in str(caught.value)

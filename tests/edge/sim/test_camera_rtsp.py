@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from edge.sim.camera_rtsp import RtspCameraServer
 
 USER, PASSWORD = "jikimi", "rtsp pw:@/1"  # characters that must be quoted in a URL
 REPO = Path(__file__).resolve().parents[3]
+NO_PROBE = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "32"}
 
 
 @pytest.fixture
@@ -44,7 +46,7 @@ def frames(url: str, until: Callable[[av.VideoFrame], bool], timeout_s: float = 
     """Decode the stream from its first keyframe until ``until(frame)`` holds; every frame read."""
     got: list[av.VideoFrame] = []
     deadline = time.monotonic() + timeout_s
-    with av.open(url, format="rtsp", options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0)) as container:
+    with av.open(url, format="rtsp", options=NO_PROBE, timeout=(10.0, 10.0)) as container:
         keyframe = False
         for packet in container.demux(video=0):
             keyframe = keyframe or packet.is_keyframe
@@ -215,6 +217,48 @@ def test_hostile_requests_do_not_crash_the_server_and_get_no_media(name: str, se
     preset_box[0] = 3
     (frame,) = frames(server.url_with_credentials(), lambda f: True)  # and a real client is still served
     assert shows(frame) == 3
+
+
+def test_a_client_joining_a_running_stream_gets_a_keyframe_at_once(server: RtspCameraServer) -> None:
+    """PLAY forces a keyframe: a viewer joining mid-stream need not wait out the group of pictures (FPS frames)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        with av.open(server.url_with_credentials(), format="rtsp", options=NO_PROBE, timeout=10.0) as c:
+            for _ in c.demux(video=0):
+                if stop.is_set():
+                    return
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    waits: list[int] = []
+    try:
+        for _ in range(6):
+            time.sleep(0.3)  # join at a different point of the watcher's group of pictures each time
+            with av.open(server.url_with_credentials(), format="rtsp", options=NO_PROBE, timeout=10.0) as c:
+                for n, packet in enumerate(c.demux(video=0), start=1):
+                    if packet.is_keyframe:
+                        waits.append(n)
+                        break
+    finally:
+        stop.set()
+        watcher.join(20)
+    assert max(waits) <= 3, waits  # without the forced keyframe: up to FPS - 1 packets first
+
+
+def test_a_connection_that_does_not_reach_play_is_closed(server: RtspCameraServer,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(camera_rtsp, "HANDSHAKE_S", 1.0)
+    with socket.create_connection((server.host, server.port), timeout=20.0) as silent, \
+            socket.create_connection((server.host, server.port), timeout=20.0) as stuck:
+        stuck.sendall(f"DESCRIBE {server.url} RTSP/1.0\r\nCSeq: 1\r\n\r\n".encode())
+        assert stuck.recv(65536).startswith(b"RTSP/1.0 401")
+        assert silent.recv(1) == b""  # closed by the camera, not by the 20 s timeout here
+        assert stuck.recv(1) == b""
+    assert server.stalled == 2
+    watched = frames(server.url_with_credentials(), lambda f: f.time is not None and f.time > 3.0)
+    assert len(watched) > 3 * camera_rtsp.FPS // 2  # a client that plays is kept well past the handshake time
+    assert server.stalled == 2
 
 
 def test_connections_over_the_cap_are_closed_and_the_rest_are_served(server: RtspCameraServer) -> None:
