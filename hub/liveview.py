@@ -195,10 +195,11 @@ class RtspOpener:
         import av
         from aiortc.contrib.media import MediaPlayer
 
+        from hub.cctv_rtsp import OPTIONS
+
         url = self._uris.get(camera.id) or await self.stream_uri(camera)
-        # Low delay: no probing buffer beyond what finds the stream, no reordering queue.
-        options = {"rtsp_transport": "tcp", "fflags": "nobuffer", "flags": "low_delay",
-                   "probesize": "32768", "analyzeduration": "0", "timeout": str(int(self.timeout_s * 1e6))}
+        # The evidence grab's options (RTSP over TCP, no probing), and low delay: no input buffering.
+        options = {**OPTIONS, "fflags": "nobuffer", "flags": "low_delay", "timeout": str(int(self.timeout_s * 1e6))}
         try:
             player = await asyncio.to_thread(MediaPlayer, url, options=options, decode=False)
         except (av.FFmpegError, OSError) as exc:
