@@ -69,6 +69,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hub.anchor import AuditConfig, parse_audit
+from hub.forecast_config import ForecastConfig, parse_forecast
 from hub.logins import IpNetwork, parse_proxies
 from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites, unplaced_problem, with_enrolled
 from shared import tomlread
@@ -203,6 +204,8 @@ class HubConfig:
     """Recipients of alerts (``[forward]``); None: alerts stay in the hub."""
     cctv: CctvConfig | None = None
     """Cameras and evidence (``[cctv]``); None: no camera linkage."""
+    forecast: ForecastConfig | None = None
+    """The network forecast (``[forecast]``, hub/forecast_config.py); None: it does not run."""
 
 
 def load(path: Path) -> HubConfig:
@@ -324,6 +327,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     au.done()
     audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
+    forecast = parse_forecast(root.table("forecast"))
 
     enrolment = None
     if "enrolment" in raw:
@@ -383,4 +387,5 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         enrolment=enrolment,
         forward=forward,
         cctv=cctv,
+        forecast=forecast,
     )

@@ -97,6 +97,8 @@ class NetworkParams:
     bias: float
     threshold: float
     warn_depth_cm: float
+    horizon_s: float = 1800.0
+    """How far ahead the model was trained to warn (``label_horizon_secs``): a warning's lead."""
 
 
 def params_from_dict(raw: Mapping[str, Any], source: str = "parameters") -> NetworkParams:
@@ -136,6 +138,7 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "parameters") -> Netw
         bias=number("bias"),
         threshold=number("threshold"),
         warn_depth_cm=number("warn_depth_cm"),
+        horizon_s=number("label_horizon_secs") if "label_horizon_secs" in raw else 1800.0,
     )
 
 
@@ -346,3 +349,47 @@ def _rise(t: FloatArray, d: FloatArray, t_now: float, window: float) -> FloatArr
     ok = (n >= 2) & (denom > 0.0)
     out: FloatArray = np.where(ok, num / np.where(ok, denom, 1.0) * 60.0, 0.0)
     return out
+
+
+@dataclass(frozen=True)
+class Driver:
+    """One neighbour behind a site's forecast: a recent crossing of the closing depth, or wet now."""
+
+    site: str
+    distance_km: float
+    crossed_ago_s: float | None
+    """Seconds since it crossed the closing depth (None: it did not within the window)."""
+    depth_cm: float
+    rise_cm_per_min: float
+    weight: float
+    """Its share in the near-distance terms: exp(-distance / NEAR_KM), times the crossing's age weight."""
+
+
+def drivers(fc: NetworkForecaster, site: str, t_secs: float, limit: int = 5) -> list[Driver]:
+    """The neighbours that weigh most in ``site``'s network terms at ``t_secs``, heaviest first.
+
+    The same sets as :meth:`NetworkForecaster.features` (crossed within ``CROSS_WINDOW_SECS``,
+    or wet within ``WET_WINDOW_SECS``), never the site itself nor a site without a position.
+    """
+    i = fc.index[site]
+    n = len(fc.sites)
+    age = t_secs - fc._last_cross
+    crossed = (age >= 0.0) & (age <= CROSS_WINDOW_SECS)
+    last = (fc._next - 1) % RING
+    t_last = fc._t[np.arange(n), last]
+    d_last = fc._d[np.arange(n), last]
+    wet = (t_secs - t_last <= WET_WINDOW_SECS) & (d_last >= fc.arm) & (t_last <= t_secs)
+    cand = np.nonzero(crossed | wet)[0]
+    cand = cand[cand != i]
+    if cand.size == 0:
+        return []
+    dist = fc._distance(np.array([i], dtype=np.int64), cand)[0]
+    keep = np.isfinite(dist)
+    cand, dist = cand[keep], dist[keep]
+    w = np.exp(-dist / NEAR_KM) * np.where(crossed[cand], np.exp(-np.maximum(age[cand], 0.0) / AGE_SECS), 1.0)
+    rise = _rise(fc._t[cand], fc._d[cand], t_secs, OWN_WINDOW_SECS)
+    order = np.argsort(-w, kind="stable")[:limit]
+    return [Driver(site=fc.sites[int(cand[k])], distance_km=round(float(dist[k]), 3),
+                   crossed_ago_s=round(float(age[cand[k]]), 1) if crossed[cand[k]] else None,
+                   depth_cm=round(float(d_last[cand[k]]), 2), rise_cm_per_min=round(float(rise[k]), 3),
+                   weight=round(float(w[k]), 4)) for k in order]
