@@ -209,6 +209,11 @@ class NetworkForecaster:
         self._last_cross = np.full(n, -np.inf)
         self._latest = -np.inf
 
+    @property
+    def latest(self) -> float:
+        """The time of the newest sample taken (-inf before the first)."""
+        return float(self._latest)
+
     def observe(self, site: str, t_secs: float, depth_cm: float) -> None:
         """Take one sample. Samples must come in time order across all sites."""
         if t_secs < self._latest:

@@ -14,6 +14,7 @@ Example (every key has a default; the section itself may be left out: the foreca
     prealert = true                  # send a signed forecast.prealert to the site's edge
     prealert_ttl_s = 1800            # the prealert's not_after, from its issue
     drivers = 5                      # neighbours named with each forecast alarm
+    clear_after_s = 900              # the alarm clears once the site has not warned this long
 
 CAP is off by default: at the card's operating point one non-flood event in about fourteen gets a
 warning (6.8 % on the test years), and a CAP alert leaves the hub for city centres, 112 and 119,
@@ -45,6 +46,7 @@ class ForecastConfig:
     prealert: bool = True
     prealert_ttl_s: float = 1800.0
     drivers: int = 5
+    clear_after_s: float = 900.0
 
 
 def parse_forecast(t: Table) -> ForecastConfig | None:
@@ -61,6 +63,7 @@ def parse_forecast(t: Table) -> ForecastConfig | None:
     prealert = t.flag("prealert", True)
     ttl = t.number("prealert_ttl_s", 1800.0, positive=True)
     drivers = t.integer("drivers", 5, lo=1, hi=20)
+    clear_after_s = t.number("clear_after_s", 900.0, lo=0.0)
     t.done()
     if not enabled:
         return None
@@ -71,4 +74,4 @@ def parse_forecast(t: Table) -> ForecastConfig | None:
     if threshold is not None:
         params = NetworkParams(**{**vars(params), "threshold": threshold})
     return ForecastConfig(params=params, model=model, priority=priority, every_s=every_s, hold_s=hold_s, cap=cap,
-                          prealert=prealert, prealert_ttl_s=ttl, drivers=drivers)
+                          prealert=prealert, prealert_ttl_s=ttl, drivers=drivers, clear_after_s=clear_after_s)

@@ -10,14 +10,16 @@ Runs inside the writer's transaction, like the other desks, when ``[forecast]`` 
    so samples wait until they are ``hold_s`` old and are then taken in time order. A sample
    older than one already taken is counted (``late_samples``) and left out: causal, never
    rewritten.
-2. Every ``every_s`` the desk scores every site at ``now - hold_s``. Only sites of
+2. Every ``every_s`` the desk scores every site at the newest sample it took (``now - hold_s``
+   when none came). Only sites of
    ``sites.registry`` with a position take part; any other site whose depth arrives is skipped
    once with its reason (``skipped``, and the log event ``forecast.site_skipped``).
 3. A site whose score reaches the threshold has its forecast alarm (device ``forecast``, rule
    ``network_forecast``, the configured priority) raised through the alarm desk's path for other
    hub parts; the neighbours that drove it are stored with it (``alarms.drivers``, JSON) and the
-   alarm is forwarded as CAP (urgency Expected) only when ``cap`` is on. It clears when the site
-   no longer warns.
+   alarm is forwarded as CAP (urgency Expected) only when ``cap`` is on. It clears once the site
+   has not warned for ``clear_after_s`` (the score flickers around the threshold from minute to
+   minute; one storm is one alarm and one prealert, not one per flicker).
 4. On a raise, with ``prealert`` on, each device of the site whose kind takes
    ``forecast.prealert`` gets a signed one (the command desk signs and records it; the issuer is
    ``system``), valid for ``prealert_ttl_s``. It is published after commit by the service's
@@ -73,6 +75,7 @@ class ForecastDesk:
         self._pending: list[tuple[float, str, float]] = []
         self._last_eval = -float("inf")
         self._raised: dict[str, int] = {}
+        self._quiet_since: dict[str, float] = {}
         self.outbox: asyncio.Queue[CommandOut] = asyncio.Queue(maxsize=PREALERT_QUEUE)
         """Signed prealerts to publish (rule 4); when full, one is logged and left ``sending``."""
 
@@ -105,12 +108,15 @@ class ForecastDesk:
         ready = sorted(s for s in self._pending if s[0] <= at)
         self._pending = [s for s in self._pending if s[0] > at]
         fc = self.forecaster
+        fed = 0
         for ts, site, depth in ready:
-            if ts < fc._latest:
+            if ts < fc.latest:
                 self.late_samples += 1
                 continue
             fc.observe(site, ts, depth)
-        at = max(at, fc._latest)
+            fed += 1
+        # scored at the newest sample taken (the state it describes), or at now - hold_s when none came
+        at = fc.latest if fed else max(at, fc.latest)
         if not fc.sites:
             return
         features = fc.features(at)
@@ -118,10 +124,16 @@ class ForecastDesk:
         prob = probability(self.fc.params, features)
         self.evaluations += 1
         for i, site in enumerate(fc.sites):
-            if warned[i] and site not in self._raised:
-                self._raise(tx, site, at, float(prob[i]))
-            elif not warned[i] and site in self._raised:
-                self.alarms.source_clear(tx, self._raised.pop(site), "the network forecast no longer warns")
+            if warned[i]:
+                self._quiet_since.pop(site, None)
+                if site not in self._raised:
+                    self._raise(tx, site, at, float(prob[i]))
+            elif site in self._raised:
+                since = self._quiet_since.setdefault(site, at)
+                if at - since >= self.fc.clear_after_s:
+                    del self._quiet_since[site]
+                    self.alarms.source_clear(tx, self._raised.pop(site), f"the network forecast has not warned for "
+                                             f"{self.fc.clear_after_s:g} s")
 
     def _raise(self, tx: Tx, site: str, at: float, prob: float) -> None:
         found = drivers(self.forecaster, site, at, self.fc.drivers)

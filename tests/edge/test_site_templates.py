@@ -3,7 +3,6 @@ loader accepts once the device's address is filled in, and refuses (naming the k
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
