@@ -93,7 +93,7 @@ async def test_a_prealert_sounds_a_semi_basement_siren_before_the_water_does(
 ) -> None:
     """Water at 2 cm (siren depth 10 cm): a signed prealert is answered verified, the policy
     sounds the siren (prealert_warn is on by default) and the hub hears why."""
-    async with flood_site(broker, test_pki, tmp_path) as (site, sim, hub, agent):
+    async with flood_site(broker, test_pki, tmp_path) as (site, sim, hub, _agent):
         assert sim.physics.siren is False
         cmd = sign_command(prealert(site, "alarm"), load_private_key(test_pki.pki.command_key))
         await hub.send_command(cmd)
@@ -111,7 +111,7 @@ async def test_with_prealert_warn_off_the_prealert_is_taken_and_the_siren_stays_
     broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
 ) -> None:
     """The site turned pre-warning off: verified (taken, nothing early), and the siren stays silent."""
-    async with flood_site(broker, test_pki, tmp_path, "prealert_warn = false") as (site, sim, hub, agent):
+    async with flood_site(broker, test_pki, tmp_path, "prealert_warn = false") as (site, sim, hub, _agent):
         cmd = sign_command(prealert(site, "alarm"), load_private_key(test_pki.pki.command_key))
         await hub.send_command(cmd)
         reply = await terminal(hub, site, cmd.cmd_id)
