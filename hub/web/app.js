@@ -656,6 +656,22 @@ function snapshotSlot(alarmId) {
   return slot;
 }
 
+/** The neighbours behind a network-forecast alarm (GET /api/alarms/{id} ``drivers``), heaviest first;
+ * nothing for any other alarm. */
+function driversSlot(alarmId) {
+  const slot = h("div", { class: "forecast-drivers", id: `drivers-${alarmId || "none"}` });
+  if (!alarmId) return slot;
+  api("GET", `/api/alarms/${alarmId}`).then((d) => {
+    const ds = d.drivers || [];
+    if (!ds.length) return;
+    slot.replaceChildren(h("h4", {}, t("forecast_drivers")), h("ol", { class: "drivers" }, ds.map((n) =>
+      h("li", { dataset: { site: n.site } }, h("b", {}, siteName(n.site)), ` ${n.site} · ${n.distance_km.toFixed(2)} km · `,
+        n.crossed_ago_s === null ? t("wet_now") : `${t("crossed_ago")} ${Math.round(n.crossed_ago_s / 60)} ${t("min_ago")}`,
+        ` · ${n.depth_cm.toFixed(1)} cm · ${n.rise_cm_per_min >= 0 ? "+" : ""}${n.rise_cm_per_min.toFixed(2)} cm/min`))));
+  }, (ex) => { if (!(ex instanceof ApiError)) throw ex; });
+  return slot;
+}
+
 const KEY_POINTS = new Set(["water_depth_cm", "barrier_state", "gate_state", "mode", "motor_fault", "limit_closed",
   "limit_open", "displacement_mm", "rain_mm_10min", "alarm_active", "siren", "sign_message", "broadcast", "battery_v"]);
 
@@ -707,7 +723,7 @@ function commandDialog(site, device, kind, action) {
     opening ? h("p", { class: "note warn" }, t("reopen_note")) : null,
     h("h3", {}, t("live_values")), values,
     h("h3", {}, t("rule_fired")), rule,
-    snapshotSlot(alarmId),
+    snapshotSlot(alarmId), driversSlot(alarmId),
     h("label", {}, t("reason"), reason), inputs.map(([p, el]) => h("label", {}, t(p.name), el)),
     exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
     h("p", { class: "select-cd" }, cd), err, progress,
@@ -798,7 +814,7 @@ async function approvalDialog(c) {
     c.exercise_id ? h("p", { class: "note warn", id: "approve-exercise" }, exerciseMark(c), ` ${t("exercise_cmd")}`) : null,
     h("dl", { class: "target" }, h("dt", {}, t("target")), h("dd", {}, `${siteName(c.site)} (${c.site}) / ${c.device} / ${t(c.action)}`),
       h("dt", {}, t("issued_by")), h("dd", {}, `${c.issued_by} — ${c.reason}`)),
-    h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId),
+    h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId), driversSlot(alarmId),
     h("label", {}, t("reason"), reason), h("p", { class: "select-cd" }, cd), err, progress,
   ], [ok, no, h("button", { onclick: () => dlg.close() }, t("close"))]);
   dlg.refresh = async () => {
@@ -946,7 +962,7 @@ function siteView() {
       h("section", { class: "card", id: "site-values" }, h("h3", {}, t("live_values")), valuesTable(S.latest)),
       h("section", { class: "card" }, h("h3", {}, t("alarms")),
         alarms.length ? h("ol", { class: "alarm-list" }, alarms.map(alarmRow)) : h("p", { class: "empty" }, t("no_alarms")),
-        snapshotSlot(sel),
+        snapshotSlot(sel), driversSlot(sel),
         recent.length ? [h("h3", {}, t("commands")), h("ul", { class: "cmd-mini" }, recent.map((c) =>
           h("li", { class: `st-${c.state}` }, exerciseMark(c), ` ${t(c.action)} · ${c.device} · `, h("b", {}, t(c.state)), " · ", age(c.created_at, 1e9))))] : null),
       h("section", { class: "card wide", id: "site-events" }, h("h3", {}, t("events")), eventsList(S.events))),

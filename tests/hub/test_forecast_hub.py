@@ -12,8 +12,10 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any
 
+import msgspec
 import pytest
 
+from hub import queries
 from hub.forecastdesk import DEVICE, RULE
 from hub.service import Hub, running
 from shared import messages
@@ -107,6 +109,9 @@ async def test_neighbours_crossing_first_raise_a_forecast_alarm_naming_them_and_
 
         await until(raised, within_s=15)
         cmds = await edges[target].wait_commands(1)
+        (alarm_id,) = await hub.reader.run(lambda c: [r[0] for r in c.execute(
+            "SELECT id FROM alarms WHERE site = ? AND device = ?", (target, DEVICE))])
+        detail = await hub.reader.run(lambda c: queries.alarm(c, alarm_id))
         desk = hub.engine.forecast
         assert desk is not None
         skipped = dict(desk.skipped)
@@ -124,6 +129,8 @@ async def test_neighbours_crossing_first_raise_a_forecast_alarm_naming_them_and_
     km = dict(zip(neighbours, (0.445, 0.907, 1.37), strict=True))
     assert all(d["distance_km"] == pytest.approx(km[d["site"]], abs=0.03) for d in found)
     assert all(d["site"] in message for d in found)
+    # what the console's alarm dialog is served (GET /api/alarms/{id})
+    assert [msgspec.to_builtins(d) for d in detail.drivers] == found
     # no alarm for the neighbours that crossed: their own closing-depth rule is the hub's alarm for them
     (cmd,) = cmds  # one storm, one prealert: a flickering score does not re-send it
     assert cmd.action is Action.FORECAST_PREALERT
