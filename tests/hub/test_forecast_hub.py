@@ -15,8 +15,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from hub import queries
+from hub import queries, receiver
 from hub.forecastdesk import DEVICE, RULE
+from hub.forward import capread
+from hub.forward.capread import CapSchema
 from hub.service import Hub, running
 from shared import messages
 from shared.errors import ConfigError
@@ -201,3 +203,51 @@ def test_forecast_alarms_are_off_without_the_section(hub_config: ConfigFactory) 
     assert hub_config().forecast is None
     assert hub_config(forecast={"enabled": False}).forecast is None
     assert messages.Action.FORECAST_PREALERT.value == "forecast.prealert"
+
+
+@pytest.mark.parametrize("cap", [True, False], ids=["cap-on", "cap-off-default"])
+async def test_a_forecast_alarm_is_a_cap_alert_with_urgency_expected_only_when_cap_is_on(
+    hub_config: ConfigFactory, broker: RunningBroker, test_pki: PkiFixture, cap: bool
+) -> None:
+    """forecast.cap on: the city centre gets a schema-valid CAP Alert for the forecast alarm with
+    urgency Expected and certainty Likely; off (the default): the alarm stays in the hub, while the
+    neighbours' own closing-depth alarms are forwarded as ever."""
+    target, *neighbours = [test_pki.take_site() for _ in range(4)]
+    async with receiver.serve(schema=CapSchema(), strict=True) as centre:
+        forward = {"recipients": {"centre": {"kind": "city_centre", "url": centre.url, "initial_backoff_s": 0.0,
+                                             "max_backoff_s": 0.0}}}
+        registry: dict[str, dict[str, Any]] = {target: {"area": "suwon", "name": "target", "lat": BASE[0],
+                                                        "lon": BASE[1]}}
+        for site, (dlat, dlon) in zip(neighbours, OFFSETS, strict=True):
+            registry[site] = {"area": "suwon", "lat": BASE[0] + dlat, "lon": BASE[1] + dlon}
+        cfg = hub_config(sites={"registry": registry}, forward=forward,
+                         forecast={"hold_s": 0, "every_s": 0.2, **({"cap": True} if cap else {})})
+        async with AsyncExitStack() as stack:
+            hub = await stack.enter_async_context(running(cfg))
+            edges = await edges_up(stack, broker, test_pki, [target, *neighbours])
+            await storm(edges, target, neighbours, target_depth=11.0)
+
+            async def raised() -> bool:
+                return any(row[0] == target for row in await forecast_alarms(hub))
+
+            await until(raised, within_s=15)
+            await centre.wait_for(lambda: len(centre.alerts()) >= 1, 30)
+            if cap:
+                await centre.wait_for(lambda: any("target: network_forecast" in _headline(a.body)
+                                                  for a in centre.alerts()), 30)
+            else:
+                await asyncio.sleep(2.0)  # time for a forecast alert to arrive, were it sent
+        alerts = centre.alerts()
+    forecast = [a for a in alerts if "Alarm at target: network_forecast" in _headline(a.body)]
+    assert all(a.valid for a in alerts), [a.problems for a in alerts]
+    if not cap:
+        assert forecast == []
+        return
+    (alert,) = [a for a in forecast if a.msg_type == "Alert"]  # later ones update the same alert
+    assert {a.event_id for a in forecast} == {alert.event_id}
+    for a in forecast:
+        assert {(i.urgency, i.certainty) for i in capread.read(a.body).infos} == {("Expected", "Likely")}
+
+
+def _headline(body: bytes) -> str:
+    return " ".join(i.headline for i in capread.read(body).infos)
