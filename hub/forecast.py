@@ -203,6 +203,9 @@ class NetworkForecaster:
                 lat[i], lon[i] = p
         self._lat = np.radians(lat)
         self._lon = np.radians(lon)
+        # unit vectors on the sphere, once: a block of distances is then one matrix product
+        self._xyz = np.column_stack([np.cos(self._lat) * np.cos(self._lon), np.cos(self._lat) * np.sin(self._lon),
+                                     np.sin(self._lat)])
         self._t = np.full((n, RING), -np.inf)
         self._d = np.zeros((n, RING))
         self._next = np.zeros(n, dtype=np.int64)
@@ -327,11 +330,15 @@ class NetworkForecaster:
         return out
 
     def _distance(self, rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64]) -> FloatArray:
-        """Great-circle distance (km) between row sites and column sites; inf without a position."""
-        la1, lo1 = self._lat[rows][:, None], self._lon[rows][:, None]
-        la2, lo2 = self._lat[cols][None, :], self._lon[cols][None, :]
-        h = np.sin((la2 - la1) / 2.0) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2.0) ** 2
-        d: FloatArray = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+        """Great-circle distance (km) between row sites and column sites; inf without a position.
+
+        From the chord between unit vectors, |a - b|^2 = 2 - 2 a.b, so the whole block is one
+        matrix product (the same distance as the haversine formula; at 10 m apart it differs by
+        under a millimetre, far below the kernels' 1.5 and 8 km scales).
+        """
+        a, b = self._xyz[rows], self._xyz[cols]
+        chord2 = np.maximum(2.0 - 2.0 * (a @ b.T), 0.0)
+        d: FloatArray = 2.0 * EARTH_RADIUS_KM * np.arcsin(np.minimum(np.sqrt(chord2) / 2.0, 1.0))
         return np.where(np.isnan(d), np.inf, d)
 
 

@@ -3,8 +3,9 @@
 Runs inside the writer's transaction, like the other desks, when ``[forecast]`` is configured
 (hub/forecast_config.py). Rules and invariants:
 
-1. Only live, good depth readings feed it: a reading of the point that the device's kind names as
-   its depth (shared/vocabulary.py), not ``historical`` and not older than its point's latest
+1. Only live, good street-flood depth readings feed it: a reading of the point that the device's
+   kind names as its depth (shared/vocabulary.py), for underpasses and semi-basement alarms only
+   (``STREET_KINDS``), not ``historical`` and not older than its point's latest
    (the intake calls :meth:`ForecastDesk.observe` where it updates the latest). The forecaster
    needs its samples in time order across sites; batches of different sites arrive out of step,
    so samples wait until they are ``hold_s`` old and are then taken in time order. A sample
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 DEVICE = "forecast"
 RULE = "network_forecast"
 POINT = "water_depth_cm"
+STREET_KINDS = frozenset({"underpass", "flood_alarm"})
+"""Kinds whose depth point is street-flood depth, what the model was trained on (FloodNet). A river
+gate's ``water_level_cm`` is a river's stage (tens of cm at rest): fed in, it would look like a
+flood that never ends."""
 PREALERT_QUEUE = 1024
 """Bound of the prealerts waiting to be published; when full a prealert is marked send_failed."""
 
@@ -87,7 +92,8 @@ class ForecastDesk:
     def observe(self, site: str, device: str, point: str, ts: float, num: float | None, quality: Quality,
                 kind: str | None) -> None:
         """Rule 1: a committed, live reading (the intake calls it for each new latest)."""
-        if num is None or quality is not Quality.GOOD or kind is None or point != vocabulary.depth_point(kind):
+        if (num is None or quality is not Quality.GOOD or kind not in STREET_KINDS
+                or point != vocabulary.depth_point(kind)):
             return
         if site not in self.forecaster.index:
             if site not in self.skipped:

@@ -232,8 +232,8 @@ def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_
         "forward": {"recipients": recipients, "signing_key": str(pki.key(ALERT_SIGNER)),
                     "signing_cert": str(pki.cert(ALERT_SIGNER))},
         "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
-        # the network forecast (hub/forecastdesk.py): scored every second, as the storm is compressed
-        "forecast": {"every_s": 1.0, "hold_s": 1.0},
+        # the network forecast (hub/forecastdesk.py): scored four times a second, as the storm is compressed
+        "forecast": {"every_s": 0.25, "hold_s": 0.5},
     }
 
 
@@ -505,6 +505,8 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         },
         "underpasses": per_site,
         "forecast_alarms": len(got["forecasts"]),
+        "forecast_alarms_before_own_crossing": sum(1 for _s, raised, _d, _o, crossed in got["forecasts"]
+                                                   if crossed is not None and crossed > raised),
         "forecasts": [{"site": site, "raised_at": raised, "own_depth_cm": own[0] if own else None,
                        "own_crossing_after_s": None if crossed is None else round(crossed - raised, 1),
                        "neighbours": [d["site"] for d in json.loads(drivers or "[]")]}
