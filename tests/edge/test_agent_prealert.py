@@ -9,7 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -24,6 +24,7 @@ from shared.signing import load_private_key, sign_command
 from tests.conftest import PkiFixture
 from tests.edge.harness import running_agent, underpass_sim, until, write_config
 from tests.edge.real_hub import RealHub, running_real_hub
+from tests.fakes.hub_edge import fake_edge
 from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
@@ -189,3 +190,47 @@ async def test_with_prealert_close_on_a_barrier_closes_early(
             await hub.send_command(cmd)
             assert (await terminal(hub, site, cmd.cmd_id)).status is m.ReplyStatus.VERIFIED
             await until(lambda: sim.physics.barrier.limit_closed, 15, "barrier closed early")
+
+
+async def test_the_hubs_forecast_prealert_reaches_a_real_agent_which_sounds_its_siren_early(
+    broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path
+) -> None:
+    """End to end: three neighbours (edges that only send depth) rise and cross 15 cm beside a
+    semi-basement alarm holding 11 cm (its own siren depth set to 14 cm, so its own rule stays
+    silent); the hub's forecast raises its alarm and sends a forecast.prealert, the real agent
+    answers it verified and sounds the siren, water still at 11 cm."""
+    target = test_pki.take_site()
+    neighbours = [test_pki.take_site() for _ in range(3)]
+    base = (37.2636, 127.0286)
+    registry: dict[str, dict[str, object]] = {target: {"area": "suwon", "lat": base[0], "lon": base[1]}}
+    for i, site in enumerate(neighbours):
+        registry[site] = {"area": "suwon", "lat": base[0] + 0.004 * (i + 1), "lon": base[1]}
+    async with run_simulator(load_profile(FLOOD), transport="pty") as sim, \
+            running_real_hub(broker, test_pki, tmp_path, sites={"registry": registry},
+                             forecast={"hold_s": 2.0, "every_s": 0.5}) as hub:
+        sim.physics.water.depth_cm = 11.0
+        cfg = _flood_site(tmp_path, test_pki, target, broker, sim.address, "siren_depth_cm = 14.0")
+        async with running_agent(cfg) as agent, AsyncExitStack() as stack:
+            await asyncio.wait_for(agent.uplink.connected.wait(), 10)
+            await until(lambda: ("alarm", "water_depth_cm") in agent.latest, 15, "first readings")
+            edges = []
+            for site in neighbours:
+                e = await stack.enter_async_context(fake_edge(broker, test_pki.files(site), site))
+                await e.status(m.SiteState.ONLINE)
+                await e.birth([("gauge", "underpass", ("water_depth_cm", "barrier_state"))])
+                edges.append(e)
+            for k in range(14):  # a compressed storm: 2 cm a round, a round a second
+                for i, e in enumerate(edges):
+                    await e.send([e.reading("gauge", "water_depth_cm", min(40.0, 2.0 * k + 3.0 * i))])
+                if agent.prealerts:
+                    break
+                await asyncio.sleep(1.0)
+            await until(lambda: bool(agent.prealerts), 20, "the hub's prealert taken by the agent")
+            await until(lambda: sim.physics.siren, 15, "siren sounded early")
+            assert sim.physics.water.depth_cm == pytest.approx(11.0, abs=0.5)
+            # the hub's own record of it: issued by the forecast, answered verified by the edge
+            await until(lambda: [r[0] for r in hub._rows(
+                "SELECT state FROM commands WHERE site = ? AND action = ?",
+                (target, m.Action.FORECAST_PREALERT.value))] == ["verified"], 15, "the prealert verified at the hub")
+            (issuer,) = hub._rows("SELECT issued_by FROM commands WHERE site = ?", (target,))
+            assert issuer == ("system",)
