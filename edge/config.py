@@ -18,6 +18,8 @@ relative to the config file. Example::
 
     [policy]
     closing_depth_cm = 15.0
+    # prealert_warn = true     # a hub's forecast.prealert sounds a semi-basement siren early
+    # prealert_close = false   # ... or closes a barrier/gate early (off: the 15 cm rule alone closes)
 
     [devices.barrier]
     profile = "underpass-jk-up300.toml"      # a file, or a name in firmware-configs/profiles

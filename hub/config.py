@@ -52,6 +52,11 @@ default)::
     reopening_depth_cm = 5.0
     data_age_limit_s = 60
 
+    [forecast]                  # the network forecast (hub/forecast_config.py); absent: off
+    priority = "high"
+    cap = false                 # forward its alarms as CAP (urgency Expected)
+    prealert = true             # send the site's edge a signed forecast.prealert
+
     [retention]
     raw_days = 7
     downsample_s = 60

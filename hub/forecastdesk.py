@@ -84,6 +84,11 @@ class ForecastDesk:
         self.outbox: asyncio.Queue[CommandOut] = asyncio.Queue(maxsize=PREALERT_QUEUE)
         """Signed prealerts to publish (rule 4); when full, one is logged and left ``sending``."""
 
+    @property
+    def active_count(self) -> int:
+        """Forecast alarms this desk holds raised."""
+        return len(self._raised)
+
     def load(self) -> None:
         """After a restart: the forecast alarms still active are this desk's to clear (rule 3)."""
         self._raised = {am.site: am.id for am in self.state.alarms.values()

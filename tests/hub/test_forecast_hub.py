@@ -117,6 +117,7 @@ async def test_neighbours_crossing_first_raise_a_forecast_alarm_naming_them_and_
         desk = hub.engine.forecast
         assert desk is not None
         skipped = dict(desk.skipped)
+        health = hub.ops.health().forecast
     rows = [r for r in await asyncio.to_thread(_rows, cfg.db_path) if r[0] == target]
     site, rule, priority, _state, _active, drivers_json, message = rows[0]
     assert (site, rule, priority) == (target, RULE, "medium")
@@ -143,6 +144,8 @@ async def test_neighbours_crossing_first_raise_a_forecast_alarm_naming_them_and_
     assert 0.0 <= float(cmd.params["probability"]) <= 1.0  # type: ignore[arg-type]
     assert cmd.not_after - cmd.issued_at == pytest.approx(900.0)
     assert skipped == {unplaced: "no position: give [sites.registry.<site>] lat and lon"}
+    assert health is not None
+    assert (health["sites"], health["skipped_sites"]) == (4, 1)  # the unplaced site is counted, not scored
 
 
 def _rows(db: Any) -> list[tuple[Any, ...]]:
