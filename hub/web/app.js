@@ -993,7 +993,8 @@ function deviceCard(dev) {
   const vals = S.latest.filter((v) => v.device === dev.device);
   const worstQ = vals.reduce((w, v) => (v.quality !== "good" ? v.quality : w), "good");
   const states = vals.filter((v) => STATE_POINTS.includes(v.point));
-  const buttons = can("operator") ? offers(dev.kind).map((act) =>
+  // advisory actions (forecast.prealert) are the hub's own, sent by its forecast: no button
+  const buttons = can("operator") ? offers(dev.kind).filter((act) => !(V.actions.get(act) || {}).advisory).map((act) =>
     h("button", { class: act.endsWith(".close") || act === "siren.on" ? "danger" : "", dataset: { action: act, device: dev.device, key: `c-${dev.device}-${act}` },
       onclick: () => commandDialog(S.siteId, dev.device, dev.kind, act) }, t(act))) : [];
   return h("div", { class: "device", dataset: { device: dev.device } },
