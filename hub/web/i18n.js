@@ -78,6 +78,7 @@ const L = {
   events: ["최근 이벤트", "Recent events"], no_events: ["이벤트 없음", "No events"], late: ["지연 수신", "LATE"],
   late_note: ["통신 두절 중에 발생해 나중에 수신됨: 표시 시각은 원래 발생 시각", "Happened during an outage and arrived late: times shown are the original ones"],
   source_rule: ["허브 규칙", "hub rule"], source_edge: ["현장 장치", "edge"], source_forwarding: ["전파", "forwarding"],
+  source_forecast: ["네트워크 예보", "network forecast"],
   not_forwarded: ["전파되지 않은 경보", "Alerts not forwarded"], all_forwarded: ["전파되지 않은 경보 없음", "Nothing left unforwarded"],
   count: ["건수", "Count"], view: ["보기", "View"],
   unknown_point: ["장치 등록 정보에 없는 항목 (참고용)", "Not a point of this device's birth (shown, not trusted)"], deliveries: ["전파 기록", "Deliveries"],
