@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Any
@@ -71,7 +72,7 @@ async def test_the_site_view_lists_the_neighbours_behind_a_forecast_alarm(
             break
         await asyncio.sleep(1.0)
 
-    def with_drivers(c: Any) -> list[tuple[int, str, str]]:
+    def with_drivers(c: sqlite3.Connection) -> list[tuple[int, str, str]]:
         return c.execute("SELECT id, site, drivers FROM alarms WHERE device = ? AND drivers <> '[]' ORDER BY id",
                          (DEVICE,)).fetchall()
 
