@@ -209,6 +209,8 @@ class CommandDesk:
         if not reason.strip():
             raise Refused("a command needs a reason")
         check_action(self.state.kinds.get((draft.site, draft.device)), draft)
+        if vocabulary.action_spec(draft.action).advisory and actor != isa.SYSTEM:
+            raise Refused(f"{draft.action.value} is sent by the hub's network forecast, not by {actor}")
         exercise_id = self._exercise_for(tx, draft.site) if exercise else None
         cmd_id = uuid.uuid4().hex
         wire: Command | None = None

@@ -332,7 +332,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     au.done()
     audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
-    forecast = parse_forecast(root.table("forecast"))
+    forecast = parse_forecast(root.table("forecast"), present="forecast" in raw)
 
     enrolment = None
     if "enrolment" in raw:

@@ -49,9 +49,10 @@ class ForecastConfig:
     clear_after_s: float = 900.0
 
 
-def parse_forecast(t: Table) -> ForecastConfig | None:
-    """``[forecast]``; None when it is absent or ``enabled = false``. Errors name file and key."""
-    enabled = t.flag("enabled", bool(t.names()))  # a [forecast] section turns it on
+def parse_forecast(t: Table, *, present: bool) -> ForecastConfig | None:
+    """``[forecast]``; None when it is absent (``present`` false) or ``enabled = false``. Errors
+    name file and key."""
+    enabled = t.flag("enabled", present)  # a [forecast] section, even empty, turns it on
     model = t.path("model", DEFAULT_MODEL)
     if not model.exists() and Path(t.text("model", DEFAULT_MODEL)).parent == Path():
         model = models_dir() / model.name  # a bare name: the shipped model

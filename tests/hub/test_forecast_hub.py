@@ -16,9 +16,12 @@ import msgspec
 import pytest
 
 from hub import queries, receiver
+from hub.commands import Draft
+from hub.errors import Refused
 from hub.forecastdesk import DEVICE, RULE
 from hub.forward import capread
 from hub.forward.capread import CapSchema
+from hub.roles import Role
 from hub.service import Hub, running
 from shared import messages
 from shared.errors import ConfigError
@@ -205,6 +208,9 @@ def test_forecast_alarms_are_off_without_the_section(hub_config: ConfigFactory) 
     """No [forecast]: the hub runs no forecast; enabled = false likewise."""
     assert hub_config().forecast is None
     assert hub_config(forecast={"enabled": False}).forecast is None
+    on = hub_config(forecast={}).forecast  # an empty [forecast] runs it with the model card's settings
+    assert on is not None
+    assert (on.cap, on.prealert, on.priority.value, on.params.threshold) == (False, True, "high", 0.58)
     assert messages.Action.FORECAST_PREALERT.value == "forecast.prealert"
 
 
@@ -254,3 +260,21 @@ async def test_a_forecast_alarm_is_a_cap_alert_with_urgency_expected_only_when_c
 
 def _headline(body: bytes) -> str:
     return " ".join(i.headline for i in capread.read(body).infos)
+
+
+async def test_an_operator_cannot_send_a_prealert(
+    hub_config: ConfigFactory, broker: RunningBroker, test_pki: PkiFixture, site_id: str
+) -> None:
+    """forecast.prealert is the forecast's own advice: an operator's request for one is refused
+    before anything is signed, and nothing reaches the edge."""
+    cfg = hub_config(sites={"registry": {site_id: {"area": "suwon", "lat": BASE[0], "lon": BASE[1]}}}, forecast={})
+    async with running(cfg) as hub, fake_edge(broker, test_pki.files(site_id), site_id) as edge:
+        await edge.status(SiteState.ONLINE)
+        await edge.birth([("barrier-1", "underpass", POINTS)])
+        await edge.send([edge.reading("barrier-1", "water_depth_cm", 2.0)])
+        await edge.wait_acked(edge.next_seq - 1)
+        draft = Draft(site_id, "barrier-1", Action.FORECAST_PREALERT, {"expected_minutes": 30, "probability": 0.9})
+        with pytest.raises(Refused, match="sent by the hub's network forecast"):
+            await hub.ops.issue_command(draft, "olive", Role.SUPERVISOR, "try")
+        await asyncio.sleep(0.5)
+        assert edge.commands == []
