@@ -225,6 +225,8 @@ class Agent:
             (d.name, p) for d in cfg.devices for p in ("barrier_state", "gate_state", "displacement_mm", "siren_on")
         }
         self.forecast_warns: frozenset[str] = frozenset()
+        self.prealerts: dict[str, float] = {}
+        """Devices holding a hub forecast prealert, until its not_after (edge/policy.py rule 7)."""
         self._actions: dict[tuple[str, str], LocalAction] = {}
         """Local actions not yet started, the newest per (device, point written); never dropped."""
         self._actions_ready = asyncio.Event()
@@ -238,6 +240,7 @@ class Agent:
             planner=self._plan,
             authenticate=lambda cmd: cmdmod.authenticate(cmd, site=cfg.site.id, key=self._hub_key),
             clock=clock,
+            on_prealert=self._prealert,
         )
         self.uplink = Uplink(
             UplinkConfig(site=cfg.site.id, host=cfg.hub.host, port=cfg.hub.port, tls=cfg.tls,
@@ -310,7 +313,7 @@ class Agent:
 
     def _evaluate(self) -> None:
         d: Decision = decide(self._policy_state, self._policy_devices, self.latest, self.cfg.policy, self.clock(),
-                             self.forecast_warns)
+                             self.forecast_warns, self.prealerts)
         self._policy_state = d.state
         for ev in d.events:
             self._event(ev)
@@ -323,6 +326,15 @@ class Agent:
             self.enqueue_action(action)
         if d.actions or d.events:
             self.flush()  # alarms and events are on disk before anything else happens
+
+    def _prealert(self, p: cmdmod.Prealert) -> str:
+        """A hub's forecast prealert (edge/commands.py rule 10): the policy holds it until it expires."""
+        self.prealerts[p.device] = max(p.until, self.prealerts.get(p.device, p.until))
+        self._evaluate()
+        pol = self.cfg.policy
+        does = [w for w, on in (("siren early", pol.prealert_warn), ("close early", pol.prealert_close)) if on]
+        return (f"prealert held until not_after (expected in {p.expected_minutes} min, p={p.probability:.2f}); "
+                f"policy: {', '.join(does) or 'nothing early'}")
 
     def _sample(self, device: str, ts: float, depth: float) -> None:
         if self._samples.full():
@@ -513,7 +525,8 @@ class Agent:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def _plan(self, cmd: m.Command) -> cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest | cmdmod.DryRun:
+    def _plan(self, cmd: m.Command) -> (cmdmod.Refusal | cmdmod.WritePlan | cmdmod.SelfTest | cmdmod.DryRun
+                                        | cmdmod.Prealert):
         depth_of = {pd.name: pd.depth for pd in self._policy_devices if pd.depth}
         return cmdmod.plan(
             cmd, site=self.cfg.site.id, key=self._hub_key,

@@ -36,6 +36,11 @@ Rules and invariants (DESIGN §3, §5):
    report. A device that cannot be reached is ``failed`` with every point ``comm_fail``.
    (Derived points are computed by the edge, not read, so they are not in the report.)
 
+10. ``forecast.prealert`` (the hub's network forecast) passes rules 1-2 like any command, its
+   params within the vocabulary's ranges; it writes nothing. Its terminal reply is ``verified``
+   once the agent's policy holds it until ``not_after`` (edge/policy.py rule 7 decides what it
+   does); an exercise one is verified as a dry run and held by nothing.
+
 :func:`plan` is pure; :class:`CommandExecutor` is the shell that writes and reads back.
 """
 
@@ -85,6 +90,17 @@ class DryRun:
 
 
 @dataclass(frozen=True)
+class Prealert:
+    """Rule 10: the hub expects ``device``'s water to reach the closing depth soon; advice until ``until``."""
+
+    device: str
+    expected_minutes: int
+    probability: float
+    until: float
+    exercise: bool = False
+
+
+@dataclass(frozen=True)
 class SelfTestPoint:
     name: str
     lo: float | None
@@ -122,7 +138,7 @@ def plan(
     latest: Latest,
     policy: PolicySection,
     now: float,
-) -> Refusal | WritePlan | SelfTest | DryRun:
+) -> Refusal | WritePlan | SelfTest | DryRun | Prealert:
     """Decide what a command does, or why it is refused (pure)."""
     refusal = authenticate(cmd, site=site, key=key)
     if refusal is not None:
@@ -140,6 +156,11 @@ def plan(
     problem = vocabulary.check_params(cmd.action, cmd.params)
     if problem is not None:
         return Refusal(ReplyStatus.REJECTED, problem)
+    if vocabulary.action_spec(cmd.action).advisory:  # rule 10
+        minutes, prob = cmd.params["expected_minutes"], cmd.params["probability"]
+        assert isinstance(minutes, int)  # check_params said so
+        assert isinstance(prob, int | float)
+        return Prealert(cmd.device, minutes, float(prob), cmd.not_after, cmd.exercise)
     write = vocabulary.write_of(cmd.action, cmd.params)
     if write is None:
         return SelfTest(cmd.device, tuple(SelfTestPoint(p.name, p.valid_min, p.valid_max)
@@ -261,10 +282,11 @@ class CommandExecutor:
         store: CommandStore,
         reply: Reply,
         bus: Bus,
-        planner: Callable[[Command], Refusal | WritePlan | SelfTest | DryRun],
+        planner: Callable[[Command], Refusal | WritePlan | SelfTest | DryRun | Prealert],
         authenticate: Callable[[Command], Refusal | None],
         clock: Callable[[], float],
         poll_s: float = 0.25,
+        on_prealert: Callable[[Prealert], str] | None = None,
     ) -> None:
         self._store = store
         self._reply = reply
@@ -273,6 +295,8 @@ class CommandExecutor:
         self._authenticate = authenticate
         self._clock = clock
         self._poll_s = poll_s
+        self._on_prealert = on_prealert
+        """Rule 10: hands a prealert to the policy and says what it will do."""
         self.queue: asyncio.Queue[Command] = asyncio.Queue(maxsize=64)
         self._running: set[str] = set()
 
@@ -318,6 +342,13 @@ class CommandExecutor:
             status, reason = decision.status, decision.reason
         elif isinstance(decision, SelfTest):
             status, reason, report = await self.selftest(decision)
+        elif isinstance(decision, Prealert):  # rule 10
+            if decision.exercise:
+                status, reason = ReplyStatus.VERIFIED, "exercise: dry run, prealert checked, not taken"
+            elif self._on_prealert is None:
+                status, reason = ReplyStatus.REJECTED, "this edge takes no prealerts"
+            else:
+                status, reason = ReplyStatus.VERIFIED, self._on_prealert(decision)
         elif isinstance(decision, DryRun):  # rule 8: every check passed; nothing is written
             p = decision.plan
             status, reason = ReplyStatus.VERIFIED, (f"exercise: dry run, checks and interlocks passed, nothing "

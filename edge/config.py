@@ -18,6 +18,8 @@ relative to the config file. Example::
 
     [policy]
     closing_depth_cm = 15.0
+    # prealert_warn = true     # a hub's forecast.prealert sounds a semi-basement siren early
+    # prealert_close = false   # ... or closes a barrier/gate early (off: the 15 cm rule alone closes)
 
     [devices.barrier]
     profile = "underpass-jk-up300.toml"      # a file, or a name in firmware-configs/profiles
@@ -81,6 +83,11 @@ class PolicySection:
     displacement_alarm_mm_per_day: float = 10.0
     verify_timeout_s: float = 30.0
     max_clock_skew_s: float = 30.0
+    prealert_warn: bool = True
+    """A hub's ``forecast.prealert`` sounds a semi-basement alarm's siren before its own depth does."""
+    prealert_close: bool = False
+    """A hub's ``forecast.prealert`` closes a barrier or gate before its own depth does (off: the
+    local closing rule alone closes it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,6 +156,8 @@ def _policy(t: Table) -> PolicySection:
                                                positive=True),
         verify_timeout_s=t.number("verify_timeout_s", d.verify_timeout_s, positive=True),
         max_clock_skew_s=t.number("max_clock_skew_s", d.max_clock_skew_s, positive=True),
+        prealert_warn=t.flag("prealert_warn", d.prealert_warn),
+        prealert_close=t.flag("prealert_close", d.prealert_close),
     )
     t.done()
     return p

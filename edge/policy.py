@@ -7,6 +7,10 @@ Rules:
    closing depth and has stayed there for the debounce period (measured on acquisition
    times), or when the forecaster says the depth will get there within the lead time.
    It never waits for the hub.
+7. A hub's ``forecast.prealert`` (``prealerts``: device → until when it holds, its ``not_after``)
+   is advice: with ``prealert_close`` (off by default) it closes a barrier or gate early; with
+   ``prealert_warn`` (on by default) it sounds a semi-basement alarm's siren early. An expired
+   one does nothing. Nothing of rules 1-3 depends on it.
 2. The policy asks for a close only when the barrier is not already closed or closing, and
    asks again only after ``verify_timeout_s`` (a close in progress is not repeated). It never
    acts on an actuator state it has not read: after a (re)start, nothing is asked until a
@@ -113,6 +117,7 @@ def decide(
     params: PolicySection,
     now: float,
     forecast_warns: frozenset[str] = frozenset(),
+    prealerts: Mapping[str, float] = MappingProxyType({}),
 ) -> Decision:
     """One evaluation of the policy over the latest readings of every device."""
     above = dict(state.above_since)
@@ -150,6 +155,9 @@ def decide(
             if want is None and (dev.name in forecast_warns or (dev.depth and dev.depth[0] in forecast_warns)):
                 want = f"forecast: depth reaches {params.closing_depth_cm:g} cm within {params.forecast_lead_s:g} s"
                 values["forecast"] = "warn"
+            if want is None and params.prealert_close and prealerts.get(dev.name, -1.0) >= now:
+                want = "hub forecast prealert: closing early (prealert_close)"
+                values["prealert"] = "close"
             if want is not None and state_r is None:
                 pass  # rule 2: the actuator's state is not known yet (just started); its reading re-runs this
             elif want is not None and not barrier_closed:
@@ -163,17 +171,22 @@ def decide(
         elif dev.kind is Kind.FLOOD_ALARM:
             depth = latest.get((dev.name, "water_depth_cm"))
             siren = latest.get((dev.name, "siren_on")) or latest.get((dev.name, "siren"))
-            if _fresh(depth, now, params.data_age_limit_s):
-                assert depth is not None
-                d = float(depth.value)  # type: ignore[arg-type]
-                if d >= params.siren_depth_cm and not (siren is not None and siren.value is True):
+            early = params.prealert_warn and prealerts.get(dev.name, -1.0) >= now
+            if early and not _fresh(depth, now, params.data_age_limit_s):
+                depth = None  # rule 7: the prealert alone; no untrusted depth is quoted
+            if _fresh(depth, now, params.data_age_limit_s) or early:
+                d = float(depth.value) if depth is not None else float("nan")  # type: ignore[arg-type]
+                if (d >= params.siren_depth_cm or early) and not (siren is not None and siren.value is True):
                     last = requested.get(dev.name)
                     if last is None or now - last >= params.verify_timeout_s:
                         requested[dev.name] = now
-                        why = f"water depth {d:.1f} cm >= siren depth {params.siren_depth_cm:g} cm"
-                        actions.append(
-                            LocalAction(dev.name, Action.SIREN_ON, why, MappingProxyType({"water_depth_cm": d}))
-                        )
+                        if d >= params.siren_depth_cm:
+                            why = f"water depth {d:.1f} cm >= siren depth {params.siren_depth_cm:g} cm"
+                            vals: dict[str, float | str] = {"water_depth_cm": d}
+                        else:
+                            why = "hub forecast prealert: siren early (prealert_warn)"
+                            vals = {"prealert": "warn"}
+                        actions.append(LocalAction(dev.name, Action.SIREN_ON, why, MappingProxyType(vals)))
 
         elif dev.kind is Kind.DISPLACEMENT:
             r = latest.get((dev.name, "displacement_mm"))

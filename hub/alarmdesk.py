@@ -98,6 +98,8 @@ class AlarmDesk:
         self._rules: dict[tuple[str, str], dict[str, PointRules]] = {}
         self.alerts: AlarmAlerts | None = None
         """Set by the hub when ``[forward]`` is configured: alarm raises and clears become alerts."""
+        self.forecast_cap = False
+        """Whether network-forecast alarms (source ``forecast``) become alerts too (``forecast.cap``)."""
         self.unknown_device_events = 0
         """Alarm events naming a device the site's birth does not (rule 11): stored, no alarm."""
 
@@ -327,7 +329,8 @@ class AlarmDesk:
             st.shelved.discard(am.id)
         if raised:
             self._group(tx, am)
-        if self.alerts is not None and (raised or tr.event is isa.AlarmEvent.CLEAR):
+        if self.alerts is not None and (raised or tr.event is isa.AlarmEvent.CLEAR) and (
+                am.source != "forecast" or self.forecast_cap):
             entry = self.cfg.sites.registry.get(am.site)
             self.alerts.on_transition(tx, AlarmFacts(
                 alarm_id=am.id, site=am.site, site_name=entry.name if entry else "", device=am.device,

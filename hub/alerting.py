@@ -133,6 +133,7 @@ def notice_for(f: AlarmFacts, change: Change, position: GeoPoint | None, *,
         geocodes=() if position is not None else ((AREA_GEOCODE, f.area),),
         site=f.site,
         evidence=evidence,
+        forecast=f.device == "forecast",  # the network forecast's alarm (hub/forecastdesk.py): Expected
     )
 
 

@@ -74,6 +74,10 @@ class HealthView(msgspec.Struct, frozen=True, kw_only=True):
     uptime_s: float
     ingest: dict[str, int]
     writer: dict[str, float]
+    forecast: dict[str, int] | None = None
+    """The network forecast's counters (``[forecast]``; hub/forecastdesk.py): sites it scores,
+    evaluations, samples left out as late, and sites skipped (their reasons are logged as
+    ``forecast.site_skipped``; site ids are not shown on this public endpoint)."""
 
 
 class CameraView(msgspec.Struct, frozen=True, kw_only=True):

@@ -175,10 +175,11 @@ class CommandDesk:
                               reopening_depth_cm=params.reopening_depth_cm, data_age_limit_s=params.data_age_limit_s)
 
     def _sign(self, tx: Tx, cmd_id: str, draft: Draft, issued_by: str, approved_by: list[str], reason: str,
-              exercise: bool) -> Command:
+              exercise: bool, ttl_s: float | None = None) -> Command:
+        ttl = self.cfg.commands.ttl_s if ttl_s is None else ttl_s
         cmd = Command(cmd_id=cmd_id, site=draft.site, device=draft.device, action=draft.action,
                       params=dict(draft.params), issued_by=issued_by, approved_by=approved_by, issued_at=tx.now,
-                      not_after=tx.now + self.cfg.commands.ttl_s, reason=reason, exercise=exercise)
+                      not_after=tx.now + ttl, reason=reason, exercise=exercise)
         signed = sign_command(cmd, self.key)
         try:  # what the edge will decode: a command it would drop as malformed is refused here
             messages.decode(Command, messages.encode(signed))
@@ -199,13 +200,17 @@ class CommandDesk:
         return exercise_for(s.area, self._active_exercises(tx), f"{site} (area {s.area})")
 
     def create_command(self, tx: Tx, draft: Draft, actor: str, role: Role, reason: str,
-                       operation_id: str | None = None, exercise: bool = False) -> CommandOut:
-        """Rule 1 (and rule 7 for an exercise)."""
+                       operation_id: str | None = None, exercise: bool = False,
+                       ttl_s: float | None = None) -> CommandOut:
+        """Rule 1 (and rule 7 for an exercise); ``ttl_s`` overrides ``commands.ttl_s`` (a forecast's
+        prealert lasts as long as the forecast, hub/forecastdesk.py)."""
         if not role.allows(Role.OPERATOR):
             raise Refused(f"{actor} ({role.value}) may not issue commands")
         if not reason.strip():
             raise Refused("a command needs a reason")
         check_action(self.state.kinds.get((draft.site, draft.device)), draft)
+        if vocabulary.action_spec(draft.action).advisory and actor != isa.SYSTEM:
+            raise Refused(f"{draft.action.value} is sent by the hub's network forecast, not by {actor}")
         exercise_id = self._exercise_for(tx, draft.site) if exercise else None
         cmd_id = uuid.uuid4().hex
         wire: Command | None = None
@@ -213,7 +218,7 @@ class CommandDesk:
             self._check_water(tx, draft.site, draft.device)
             state = CommandState.AWAITING_APPROVAL
         else:
-            wire = self._sign(tx, cmd_id, draft, actor, [], reason, exercise)
+            wire = self._sign(tx, cmd_id, draft, actor, [], reason, exercise, ttl_s)
             state = CommandState.SENDING
         tx.conn.execute(
             "INSERT INTO commands (cmd_id, site, device, action, params, issued_by, reason, state, created_at,"

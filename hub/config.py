@@ -52,6 +52,11 @@ default)::
     reopening_depth_cm = 5.0
     data_age_limit_s = 60
 
+    [forecast]                  # the network forecast (hub/forecast_config.py); absent: off
+    priority = "high"
+    cap = false                 # forward its alarms as CAP (urgency Expected)
+    prealert = true             # send the site's edge a signed forecast.prealert
+
     [retention]
     raw_days = 7
     downsample_s = 60
@@ -69,6 +74,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from hub.anchor import AuditConfig, parse_audit
+from hub.forecast_config import ForecastConfig, parse_forecast
 from hub.liveview import LiveConfig
 from hub.liveview import parse_config as parse_live
 from hub.logins import IpNetwork, parse_proxies
@@ -207,6 +213,8 @@ class HubConfig:
     """Cameras and evidence (``[cctv]``); None: no camera linkage."""
     live_view: LiveConfig = field(default_factory=LiveConfig)
     """Live video and view links (``[live_view]``, hub/liveview.py); used when there are cameras."""
+    forecast: ForecastConfig | None = None
+    """The network forecast (``[forecast]``, hub/forecast_config.py); None: it does not run."""
 
 
 def load(path: Path) -> HubConfig:
@@ -328,6 +336,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     au.done()
     audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
+    forecast = parse_forecast(root.table("forecast"), present="forecast" in raw)
 
     enrolment = None
     if "enrolment" in raw:
@@ -389,4 +398,5 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         forward=forward,
         cctv=cctv,
         live_view=live_view,
+        forecast=forecast,
     )

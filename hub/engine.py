@@ -22,6 +22,7 @@ from hub.alarmdesk import AlarmDesk
 from hub.alerting import AlarmAlerts
 from hub.commanddesk import CommandDesk
 from hub.config import HubConfig
+from hub.forecastdesk import ForecastDesk
 from hub.intake import IngestCounters, Intake, Observer
 from hub.outlet import Outlet
 from hub.seqs import SiteSeqs
@@ -41,6 +42,13 @@ class Engine:
         self.intake = Intake(cfg, self.state, self.alarms, self.commands, outlet, clock=clock, observer=observer)
         self.upkeep = Upkeep(cfg, self.state, self.intake, self.alarms, self.commands)
         self.intake.reload = self.reload
+        self.forecast: ForecastDesk | None = None
+        """The network forecast (``[forecast]``, hub/forecastdesk.py), fed by the intake, run by the tick."""
+        if cfg.forecast is not None:
+            self.forecast = ForecastDesk(cfg, cfg.forecast, self.state, self.alarms, self.commands)
+            self.intake.on_latest = self.forecast.observe
+            self.upkeep.forecast = self.forecast
+            self.alarms.forecast_cap = cfg.forecast.cap
         # the writer's entry points
         self.ingest = self.intake.ingest
         self.tick = self.upkeep.tick
@@ -50,6 +58,8 @@ class Engine:
         self.state.load(conn)
         self.alarms.load(conn)
         self.intake.quarantine.load(conn)
+        if self.forecast is not None:
+            self.forecast.load()
 
     def reload(self, conn: sqlite3.Connection) -> None:
         """Rebuild the memory from the database inside the open transaction, in place (the desks

@@ -147,6 +147,9 @@ class Intake:
         self.quarantine = Quarantine(cfg.ingest)
         self.reload: Callable[[sqlite3.Connection], None] | None = None
         """Rebuilds the mirror from the database (rule 7); set by the engine."""
+        self.on_latest: Callable[[str, str, str, float, float | None, Quality, str | None], None] | None = None
+        """Each live reading that became its point's latest (site, device, point, ts, number, quality,
+        kind): the network forecast's feed (hub/forecastdesk.py), set by the engine."""
 
     def ingest(self, tx: Tx, items: Sequence[Inbound]) -> None:
         """The writer's ingest handler: one transaction's worth of inbound messages (rule 7)."""
@@ -381,6 +384,8 @@ class Intake:
                 if changed is not None:
                     changed.setdefault(site, []).append(key)
                 kind = kinds.get((site, r.device))
+                if self.on_latest is not None and not r.historical:
+                    self.on_latest(site, r.device, r.point, r.ts, num, r.quality, kind)
                 if kind is not None:
                     point_rules = alarms.rules_of(site, kind).get(r.point)
                     if point_rules is not None:

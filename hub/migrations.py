@@ -330,6 +330,12 @@ def m011_record_origins(db: Database) -> None:
                " WHERE origin_epoch IS NOT NULL")
 
 
+def m013_alarm_drivers(db: Database) -> None:
+    """A network-forecast alarm (hub/forecastdesk.py) keeps the neighbours that drove it, as JSON
+    (site, distance, crossing age, depth, rise) at its last raise; NULL for every other alarm."""
+    db.execute("ALTER TABLE alarms ADD COLUMN drivers TEXT")
+
+
 @dataclass(frozen=True)
 class Migration:
     set: str
@@ -366,6 +372,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m010_alarm_sources),
     Migration(CORE, m011_record_origins),
     Migration(CORE, m012_camera_links),
+    Migration(CORE, m013_alarm_drivers),
 )
 """The hub database's schema, in order (rule 1)."""
 

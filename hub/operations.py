@@ -159,4 +159,7 @@ class Operations:
             writer={"transactions": st.transactions, "last_tx_ms": round(st.last_tx_ms, 3),
                     "max_tx_ms": round(st.max_tx_ms, 3), "queue": self.writer.qsize(),
                     "queue_high_water": st.queue_high_water},
+            forecast=None if (fd := self.engine.forecast) is None else {
+                "sites": len(fd.forecaster.sites), "evaluations": fd.evaluations, "late_samples": fd.late_samples,
+                "skipped_sites": len(fd.skipped), "alarms_active": fd.active_count},
         )

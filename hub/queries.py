@@ -19,6 +19,7 @@ from hub.views import (
     CommandView,
     DeliveryView,
     DeviceView,
+    DriverView,
     EscalationView,
     EvidenceRef,
     ExerciseView,
@@ -170,7 +171,9 @@ def alarm(conn: sqlite3.Connection, alarm_id: int) -> AlarmDetail:
         evidence = [EvidenceRef(id=r[0], camera=r[1], ts=r[2], sha256=r[3]) for r in conn.execute(
             "SELECT id, camera_id, captured_at, sha256 FROM cctv_evidence WHERE ref = ? ORDER BY id",
             (f"alarm:{alarm_id}",))]
-    return AlarmDetail(alarm=_alarm(row), transitions=trs, evidence=evidence)
+    (raw,) = conn.execute("SELECT drivers FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
+    drivers = msgspec.json.decode(raw, type=list[DriverView]) if raw else []
+    return AlarmDetail(alarm=_alarm(row), transitions=trs, evidence=evidence, drivers=drivers)
 
 
 def deliveries(conn: sqlite3.Connection, limit: int = 500) -> list[DeliveryView]:

@@ -35,6 +35,7 @@ from hub import api, evidence
 from hub.alerting import AlarmAlerts, EvidenceQueue, count_drops
 from hub.anchor import Anchor
 from hub.cctv import CctvLinker
+from hub.commanddesk import CommandOut
 from hub.config import HubConfig
 from hub.engine import Engine
 from hub.forward.capread import shipped_schema
@@ -162,6 +163,18 @@ class Hub:
             drops = self.captures.take_uncounted()
             await self.writer.call(functools.partial(self._tick, dropped_captures=drops))
 
+    async def _prealerts(self, outbox: asyncio.Queue[CommandOut]) -> None:
+        """Publish the network forecast's signed prealerts (hub/forecastdesk.py rule 4) as the
+        operators' commands are: PUBACK marks them sent, a failure ``send_failed``."""
+        link = _MqttLink(self.mqtt)
+        desk = self.engine.commands
+        while True:
+            out = await outbox.get()
+            assert out.wire is not None
+            problem = await link.send(out.wire)
+            await self.writer.call(functools.partial(desk.mark_sent, cmd_id=out.cmd_id, ok=problem is None,
+                                                     detail=problem or ""))
+
     def _tick(self, tx: Tx, dropped_captures: int) -> None:
         self.engine.tick(tx)
         if self.engine.alerts is not None:
@@ -178,6 +191,9 @@ class Hub:
                       tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
             if self.anchor is not None:
                 others.append(tg.create_task(self.anchor.run(self.reader), name="hub.audit_anchor"))
+            if self.engine.forecast is not None:
+                others.append(tg.create_task(self._prealerts(self.engine.forecast.outbox),
+                                             name="hub.forecast_prealerts"))
             stack = contextlib.AsyncExitStack()
             if self.cfg.forward is not None:
                 transport = await stack.enter_async_context(HttpTransport.open())

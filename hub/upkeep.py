@@ -23,6 +23,7 @@ from typing import Final
 from hub.alarmdesk import AlarmDesk
 from hub.commanddesk import CommandDesk
 from hub.config import HubConfig
+from hub.forecastdesk import ForecastDesk
 from hub.intake import Intake
 from hub.state import HubState, Key
 from hub.store import Tx
@@ -41,6 +42,8 @@ class Upkeep:
         self._last_stale = 0.0
         self._last_retention = 0.0
         self._retention_todo: list[Key] = []
+        self.forecast: ForecastDesk | None = None
+        """The network forecast, scored every ``forecast.every_s`` (set by the engine)."""
 
     def tick(self, tx: Tx) -> None:
         """Once a second: resend asks, shelve expiry, stale data, command timeouts, retention."""
@@ -52,6 +55,8 @@ class Upkeep:
             for site in self.state.sites:
                 self.alarms.stale_site(tx, site, now)
         self.commands.timeouts(tx)
+        if self.forecast is not None:
+            self.forecast.tick(tx)
         if now - self._last_retention >= self.cfg.retention.every_s:
             self._last_retention = now
             self._retention_todo = sorted(self.state.latest)

@@ -143,10 +143,24 @@ class EvidenceRef(View, frozen=True, kw_only=True):
     sha256: str
 
 
+class DriverView(View, frozen=True, kw_only=True):
+    """A neighbour that drove a network-forecast alarm (hub/forecastdesk.py), as it stood at the raise."""
+
+    site: str
+    distance_km: float
+    crossed_ago_s: float | None
+    """Seconds since it crossed the closing depth; None: it is wet, it has not crossed."""
+    depth_cm: float
+    rise_cm_per_min: float
+    weight: float
+
+
 class AlarmDetail(View, frozen=True, kw_only=True):
     alarm: AlarmView
     transitions: list[TransitionView]
     evidence: list[EvidenceRef] = []
+    drivers: list[DriverView] = []
+    """A forecast alarm's neighbours, heaviest first (empty for every other alarm)."""
 
 
 class DeliveryView(View, frozen=True, kw_only=True):

@@ -22,8 +22,10 @@ acknowledgements, how many CAP messages the receivers got and how many of those 
 signature that verified against the demo CA (``cap_received``, ``cap_signed_verified``); per
 underpass the latency from the water crossing 15 cm to the barrier closed and to the city
 centre's acknowledgement of the crossing's own CAP alert (the first raise of the underpass's
-closing-depth alarm; ``crossing_to_alarm_ms``: that raise committed at the hub); and per
-underpass and gate when its water fell below its reopening depth (``below_reopening_s``).
+closing-depth alarm; ``crossing_to_alarm_ms``: that raise committed at the hub); per
+underpass and gate when its water fell below its reopening depth (``below_reopening_s``); and
+the network forecast's alarms (``forecast_alarms``; per alarm in ``forecasts`` the site's own
+depth at the raise, how long after it the site's own water reached 15 cm, and the neighbours).
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_
         "forward": {"recipients": recipients, "signing_key": str(pki.key(ALERT_SIGNER)),
                     "signing_cert": str(pki.cert(ALERT_SIGNER))},
         "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
+        # the network forecast (hub/forecastdesk.py): scored four times a second, as the storm is compressed
+        "forecast": {"every_s": 0.25, "hold_s": 0.5},
     }
 
 
@@ -447,6 +451,17 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
                 "SELECT DISTINCT site FROM records WHERE type = 'event'"
                 " AND body LIKE '%local.barrier.close.verified%' ORDER BY site")],
             "acked_at": acked_at,
+            # each forecast alarm, with the site's own latest depth when it was raised and the
+            # first time that depth reached the closing depth (None: it never did)
+            "forecasts": [(site, raised, drivers, conn.execute(
+                "SELECT num FROM records WHERE site = ? AND type = 'reading' AND point IN"
+                " ('water_depth_cm', 'water_level_cm') AND ts <= ? ORDER BY ts DESC LIMIT 1",
+                (site, raised)).fetchone(), conn.execute(
+                "SELECT min(ts) FROM records WHERE site = ? AND type = 'reading' AND point = 'water_depth_cm'"
+                " AND num >= ?", (site, CLOSING_CM)).fetchone()[0])
+                for site, raised, drivers in conn.execute(
+                "SELECT site, raised_at, drivers FROM alarms WHERE device = 'forecast' AND raised_at IS NOT NULL"
+                " ORDER BY raised_at")],
         }
 
     got = await hub.reader.run(q)
@@ -489,6 +504,13 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
             "crossing_to_cap_ack": max(acked) if acked else None,
         },
         "underpasses": per_site,
+        "forecast_alarms": len(got["forecasts"]),
+        "forecast_alarms_before_own_crossing": sum(1 for _s, raised, _d, _o, crossed in got["forecasts"]
+                                                   if crossed is not None and crossed > raised),
+        "forecasts": [{"site": site, "raised_at": raised, "own_depth_cm": own[0] if own else None,
+                       "own_crossing_after_s": None if crossed is None else round(crossed - raised, 1),
+                       "neighbours": [d["site"] for d in json.loads(drivers or "[]")]}
+                      for site, raised, drivers, own, crossed in got["forecasts"]],
     }
 
 

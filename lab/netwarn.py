@@ -553,7 +553,9 @@ def render_markdown(card: dict[str, Any], params: dict[str, Any], edge_card: dic
         "",
         "Hub cost, measured when this card was written (`lab.netwarn.bench`, the same as `jikimi bench "
         "network`): 6,500 sites over a 40 × 40 km square, one sample per site per minute, then every "
-        "site scored; cost grows with sites × (crossed ∪ wet sites).",
+        "site scored; cost grows with sites × (crossed ∪ wet sites). Distances come from one matrix "
+        "product of unit vectors per minute (hub/forecast.py); a radius index would not shrink the work "
+        "here, as the 8 km city kernel reaches across a 40 km city.",
         "",
         "| share of sites flooding | minutes | median s / minute | worst s / minute |",
         "|---|---|---|---|",

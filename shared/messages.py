@@ -137,6 +137,7 @@ class Action(enum.StrEnum):
     SIGN_SHOW = "sign.show"
     BROADCAST_PLAY = "broadcast.play"
     DEVICE_SELFTEST = "device.selftest"
+    FORECAST_PREALERT = "forecast.prealert"
 
 
 class ReplyStatus(enum.StrEnum):

@@ -18,12 +18,14 @@ Invariant (tests/shared/test_vocabulary.py): for every shipped profile of a kind
 kind offers writes a point the profile has, that point is writable and allows every value the
 action can write, and the read-back point named here exists and is the profile's read-back.
 ``device.selftest`` writes nothing: the edge reads every point of the device and replies.
+``forecast.prealert`` is advisory: it writes nothing; the edge's policy may act on it.
 A kind's ``depth`` point, where it has one, is a point of every shipped profile of the kind.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final, TypeAlias
@@ -68,6 +70,9 @@ class Param(msgspec.Struct, frozen=True, kw_only=True):
     type: ParamType
     choices: tuple[Value, ...] = ()
     """The allowed values; empty: any value of the type."""
+    lo: float | None = None
+    hi: float | None = None
+    """For a number: the inclusive range it must lie in (None: unbounded on that side)."""
 
 
 class Write(msgspec.Struct, frozen=True, kw_only=True):
@@ -87,6 +92,9 @@ class ActionSpec(msgspec.Struct, frozen=True, kw_only=True):
     """None: the action writes nothing (``device.selftest`` reads every point)."""
     readback: str | None = None
     """The point read back until it shows the written state."""
+    advisory: bool = False
+    """True: the action writes nothing and reads nothing; the edge's policy takes it as advice
+    (``forecast.prealert``). False with no ``write``: a self-test."""
     opening: bool = False
     """Opening is deliberate: two distinct approvers and fresh low-water data (DESIGN §5)."""
 
@@ -168,17 +176,26 @@ _ACTIONS: Final = (
     ActionSpec(action=Action.BROADCAST_PLAY, params=(_MESSAGE,), write=Write(point="broadcast", param="message"),
                readback="broadcast"),
     ActionSpec(action=Action.DEVICE_SELFTEST),
+    # The hub's network forecast (hub/forecast.py) expects this site's water to reach the closing
+    # depth within ``expected_minutes`` with ``probability``. It writes nothing itself: the edge's
+    # local policy may pre-warn (sirens, signs) or close earlier, as the site's config says, until
+    # the command's ``not_after``. The edge's own closing rule never depends on it.
+    ActionSpec(action=Action.FORECAST_PREALERT, advisory=True,
+               params=(Param(name="expected_minutes", type=ParamType.INT, lo=1, hi=240),
+                       Param(name="probability", type=ParamType.FLOAT, lo=0.0, hi=1.0))),
 )
 
 _KINDS: Final = (
-    KindSpec(kind=Kind.FLOOD_ALARM, actions=(Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST),
+    KindSpec(kind=Kind.FLOOD_ALARM, actions=(Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST,
+                                             Action.FORECAST_PREALERT),
              evacuate=(Step(action=Action.SIREN_ON),), depth="water_depth_cm"),
     KindSpec(kind=Kind.DISPLACEMENT, actions=(Action.DEVICE_SELFTEST,)),
-    KindSpec(kind=Kind.UNDERPASS, actions=(Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.DEVICE_SELFTEST),
+    KindSpec(kind=Kind.UNDERPASS, actions=(Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.DEVICE_SELFTEST,
+                                           Action.FORECAST_PREALERT),
              block=(Step(action=Action.BARRIER_CLOSE),), depth="water_depth_cm"),
     KindSpec(kind=Kind.RIVER_GATE,
              actions=(Action.GATE_CLOSE, Action.GATE_OPEN, Action.SIGN_SHOW, Action.BROADCAST_PLAY,
-                      Action.DEVICE_SELFTEST),
+                      Action.DEVICE_SELFTEST, Action.FORECAST_PREALERT),
              block=(Step(action=Action.GATE_CLOSE),),
              evacuate=(Step(action=Action.SIGN_SHOW, args=(Arg(name="text", value="하천 범람 위험: 진입 금지"),)),
                        Step(action=Action.BROADCAST_PLAY, args=(Arg(name="message", value="evacuate"),))),
@@ -230,6 +247,11 @@ def check_params(action: Action, params: Mapping[str, object]) -> str | None:
             return f"{action.value} params.{p.name} must be a {p.type.value}, not {value!r}"
         if p.choices and value not in p.choices:
             return f"{action.value} params.{p.name}={value!r} is not one of {list(p.choices)!r}"
+        if isinstance(value, int | float) and not isinstance(value, bool) and (
+                not math.isfinite(value) or (p.lo is not None and value < p.lo)
+                or (p.hi is not None and value > p.hi)):
+            return f"{action.value} params.{p.name}={value!r} is outside {p.lo:g}..{p.hi:g}" if (
+                p.lo is not None and p.hi is not None) else f"{action.value} params.{p.name}={value!r} is out of range"
     return None
 
 

@@ -736,9 +736,25 @@ function alarmDialog(a) {
   const dlg = dialog("alarm-dlg", `${t("alarm")}: ${siteName(a.site)} — ${a.message || a.rule}`, [
     h("p", {}, h("span", { class: `prio ${a.priority}` }, t(a.priority)), ` ${t(a.state)} · ${a.device}/${a.rule} · `,
       age(a.raised_at || a.changed_at, 1e9)),
-    h("div", { class: "media" }, snapshotSlot(a.id), live),
+    h("div", { class: "media" }, snapshotSlot(a.id), live), driversSlot(a.id),
     can("operator") ? shareBox(live) : null,
   ], [h("button", { id: "alarm-close", onclick: () => dlg.close() }, t("close"))], () => live.stop());
+}
+
+/** The neighbours behind a network-forecast alarm (GET /api/alarms/{id} ``drivers``), heaviest first;
+ * nothing for any other alarm. */
+function driversSlot(alarmId) {
+  const slot = h("div", { class: "forecast-drivers", id: `drivers-${alarmId || "none"}` });
+  if (!alarmId) return slot;
+  api("GET", `/api/alarms/${alarmId}`).then((d) => {
+    const ds = d.drivers || [];
+    if (!ds.length) return;
+    slot.replaceChildren(h("h4", {}, t("forecast_drivers")), h("ol", { class: "drivers" }, ds.map((n) =>
+      h("li", { dataset: { site: n.site } }, h("b", {}, siteName(n.site)), ` ${n.site} · ${n.distance_km.toFixed(2)} km · `,
+        n.crossed_ago_s === null ? t("wet_now") : `${t("crossed_ago")} ${Math.round(n.crossed_ago_s / 60)} ${t("min_ago")}`,
+        ` · ${n.depth_cm.toFixed(1)} cm · ${n.rise_cm_per_min >= 0 ? "+" : ""}${n.rise_cm_per_min.toFixed(2)} cm/min`))));
+  }, (ex) => { if (!(ex instanceof ApiError)) throw ex; });
+  return slot;
 }
 
 const KEY_POINTS = new Set(["water_depth_cm", "barrier_state", "gate_state", "mode", "motor_fault", "limit_closed",
@@ -793,7 +809,7 @@ function commandDialog(site, device, kind, action) {
     opening ? h("p", { class: "note warn" }, t("reopen_note")) : null,
     h("h3", {}, t("live_values")), values,
     h("h3", {}, t("rule_fired")), rule,
-    h("div", { class: "media" }, snapshotSlot(alarmId), live),
+    h("div", { class: "media" }, snapshotSlot(alarmId), live), driversSlot(alarmId),
     h("label", {}, t("reason"), reason), inputs.map(([p, el]) => h("label", {}, t(p.name), el)),
     exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
     h("p", { class: "select-cd" }, cd), err, progress,
@@ -884,7 +900,7 @@ async function approvalDialog(c) {
     c.exercise_id ? h("p", { class: "note warn", id: "approve-exercise" }, exerciseMark(c), ` ${t("exercise_cmd")}`) : null,
     h("dl", { class: "target" }, h("dt", {}, t("target")), h("dd", {}, `${siteName(c.site)} (${c.site}) / ${c.device} / ${t(c.action)}`),
       h("dt", {}, t("issued_by")), h("dd", {}, `${c.issued_by} — ${c.reason}`)),
-    h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId),
+    h("h3", {}, t("live_values")), values, h("h3", {}, t("rule_fired")), rule, snapshotSlot(alarmId), driversSlot(alarmId),
     h("label", {}, t("reason"), reason), h("p", { class: "select-cd" }, cd), err, progress,
   ], [ok, no, h("button", { onclick: () => dlg.close() }, t("close"))]);
   dlg.refresh = async () => {
@@ -1032,7 +1048,7 @@ function siteView() {
       h("section", { class: "card", id: "site-values" }, h("h3", {}, t("live_values")), valuesTable(S.latest)),
       h("section", { class: "card" }, h("h3", {}, t("alarms")),
         alarms.length ? h("ol", { class: "alarm-list" }, alarms.map(alarmRow)) : h("p", { class: "empty" }, t("no_alarms")),
-        snapshotSlot(sel),
+        snapshotSlot(sel), driversSlot(sel),
         recent.length ? [h("h3", {}, t("commands")), h("ul", { class: "cmd-mini" }, recent.map((c) =>
           h("li", { class: `st-${c.state}` }, exerciseMark(c), ` ${t(c.action)} · ${c.device} · `, h("b", {}, t(c.state)), " · ", age(c.created_at, 1e9))))] : null),
       h("section", { class: "card wide", id: "site-events" }, h("h3", {}, t("events")), eventsList(S.events))),
@@ -1063,7 +1079,8 @@ function deviceCard(dev) {
   const vals = S.latest.filter((v) => v.device === dev.device);
   const worstQ = vals.reduce((w, v) => (v.quality !== "good" ? v.quality : w), "good");
   const states = vals.filter((v) => STATE_POINTS.includes(v.point));
-  const buttons = can("operator") ? offers(dev.kind).map((act) =>
+  // advisory actions (forecast.prealert) are the hub's own, sent by its forecast: no button
+  const buttons = can("operator") ? offers(dev.kind).filter((act) => !(V.actions.get(act) || {}).advisory).map((act) =>
     h("button", { class: act.endsWith(".close") || act === "siren.on" ? "danger" : "", dataset: { action: act, device: dev.device, key: `c-${dev.device}-${act}` },
       onclick: () => commandDialog(S.siteId, dev.device, dev.kind, act) }, t(act))) : [];
   return h("div", { class: "device", dataset: { device: dev.device } },

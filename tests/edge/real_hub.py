@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 import msgspec
@@ -75,9 +76,11 @@ class RealHub:
 
 
 @asynccontextmanager
-async def running_real_hub(broker: RunningBroker, pki: PkiFixture, workdir: Path) -> AsyncIterator[RealHub]:
+async def running_real_hub(broker: RunningBroker, pki: PkiFixture, workdir: Path,
+                           **sections: dict[str, Any]) -> AsyncIterator[RealHub]:
+    """``sections`` merge into the hub's config (e.g. ``sites``, ``forecast``)."""
     db = workdir / f"hub-{uuid.uuid4().hex[:6]}.db"
-    cfg = parse(raw_config(pki, broker.port, db), workdir / "hub.toml")
+    cfg = parse(raw_config(pki, broker.port, db, **sections), workdir / "hub.toml")
     commander_id = pki.take_hub()  # its own identity: the broker binds the client id to the CN
     async with running(cfg) as hub, \
             aiomqtt.Client(broker.host, broker.port, identifier=commander_id, protocol=aiomqtt.ProtocolVersion.V5,

@@ -7,7 +7,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.commands import DryRun, Refusal, SelfTest, SelfTestPoint, WritePlan, judge_selftest, plan
+from edge.commands import DryRun, Prealert, Refusal, SelfTest, SelfTestPoint, WritePlan, judge_selftest, plan
 from edge.config import PolicySection
 from edge.policy import PolicyDevice, PolicyEvent, PolicyState, decide, velocity_mm_per_day
 from shared import messages as m
@@ -169,7 +169,7 @@ def cmd(action: m.Action, **kw: object) -> m.Command:
     return sign_command(m.Command(**base), KEY)  # type: ignore[arg-type]
 
 
-def do_plan(c: m.Command, *readings: m.Reading) -> Refusal | WritePlan | SelfTest | DryRun:
+def do_plan(c: m.Command, *readings: m.Reading) -> Refusal | WritePlan | SelfTest | DryRun | Prealert:
     return plan(
         c,
         site="gg-a-01",
@@ -243,7 +243,7 @@ def test_local_mode_refuses() -> None:
 GATE = load_profile(profiles_dir() / "river-gate-jk-rg10.toml")
 
 
-def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WritePlan | SelfTest | DryRun:
+def gate_plan(action: m.Action, params: dict[str, m.Scalar]) -> Refusal | WritePlan | SelfTest | DryRun | Prealert:
     c = cmd(action, device="gate", params=params)
     return plan(c, site="gg-a-01", key=KEY.public_key(), devices={"gate": GATE}, depth_of={}, latest={},
                 policy=PolicySection(), now=time.time())

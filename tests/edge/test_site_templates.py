@@ -3,7 +3,6 @@ loader accepts once the device's address is filled in, and refuses (naming the k
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tests.conftest import PkiFixture
 ADDRESS = {"tcp": "tcp://192.0.2.10:502", "rtu": "rtu:///dev/ttyUSB0", "serial": "serial:///dev/ttyUSB1"}
 DEVICE = {Kind.UNDERPASS: "barrier", Kind.RIVER_GATE: "gate", Kind.FLOOD_ALARM: "alarm",
           Kind.DISPLACEMENT: "meter", Kind.RAIN_GAUGE: "gauge"}
-RIVER = {"closing_depth_cm": 100.0, "reopening_depth_cm": 50.0}
+RIVER = PolicySection(closing_depth_cm=100.0, reopening_depth_cm=50.0)
 """The only policy values a template sets away from the agent's defaults: a river is not an underpass."""
 
 
@@ -55,7 +54,7 @@ def test_every_kind_loads_once_its_address_is_filled_in(kind: Kind, test_pki: Pk
     assert (cfg.hub.host, cfg.hub.port) == ("hub.suwon.example", 8884)
     (device,) = cfg.devices
     assert (device.name, device.profile.kind) == (DEVICE[kind], kind)
-    expected = dataclasses.replace(PolicySection(), **RIVER) if kind is Kind.RIVER_GATE else PolicySection()
+    expected = RIVER if kind is Kind.RIVER_GATE else PolicySection()
     assert cfg.policy == expected
     if kind is Kind.RIVER_GATE:
         assert device.depth_source == ("gate", "water_level_cm")

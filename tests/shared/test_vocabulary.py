@@ -29,11 +29,12 @@ def test_every_action_and_every_kind_has_exactly_one_entry() -> None:
 @pytest.mark.parametrize(
     ("kind", "actions"),
     [
-        (Kind.FLOOD_ALARM, {Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST}),
+        (Kind.FLOOD_ALARM, {Action.SIREN_ON, Action.SIREN_OFF, Action.DEVICE_SELFTEST, Action.FORECAST_PREALERT}),
         (Kind.DISPLACEMENT, {Action.DEVICE_SELFTEST}),
-        (Kind.UNDERPASS, {Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.DEVICE_SELFTEST}),
+        (Kind.UNDERPASS, {Action.BARRIER_CLOSE, Action.BARRIER_OPEN, Action.DEVICE_SELFTEST,
+                          Action.FORECAST_PREALERT}),
         (Kind.RIVER_GATE, {Action.GATE_CLOSE, Action.GATE_OPEN, Action.SIGN_SHOW, Action.BROADCAST_PLAY,
-                           Action.DEVICE_SELFTEST}),
+                           Action.DEVICE_SELFTEST, Action.FORECAST_PREALERT}),
         (Kind.RAIN_GAUGE, {Action.DEVICE_SELFTEST}),
     ],
 )

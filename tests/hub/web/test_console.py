@@ -138,7 +138,8 @@ async def test_blocking_an_area_from_the_map_lists_its_devices_and_closes_them(b
 
 async def test_a_device_gets_only_the_buttons_the_vocabulary_offers(browser: Browser, console: Console) -> None:
     """The console has no action table of its own: the underpass's buttons are exactly what the
-    hub's /api/vocabulary offers an underpass (no siren: its profile has none)."""
+    hub's /api/vocabulary offers an underpass (no siren: its profile has none), less the advisory
+    forecast.prealert that only the hub's forecast sends."""
     async with logged_in(browser, console, "olive") as page:
         await page.locator(f'.site-marker[data-site="{console.site}"]').press("Enter")
         buttons = page.locator('#site-controls .device[data-device="barrier"] button[data-action]')
@@ -146,6 +147,7 @@ async def test_a_device_gets_only_the_buttons_the_vocabulary_offers(browser: Bro
         shown = await buttons.evaluate_all("(bs) => bs.map((b) => b.dataset.action)")
         offered = await page.evaluate("""async () => {
             const v = await (await fetch("/api/vocabulary")).json();
-            return v.kinds.find((k) => k.kind === "underpass").actions;
+            const advisory = new Set(v.actions.filter((a) => a.advisory).map((a) => a.action));
+            return v.kinds.find((k) => k.kind === "underpass").actions.filter((a) => !advisory.has(a));
         }""")
     assert shown == offered == ["barrier.close", "barrier.open", "device.selftest"]
