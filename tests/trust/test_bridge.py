@@ -37,13 +37,13 @@ class Peer:
         self.connected = threading.Event()
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=cn, protocol=paho.MQTTv5)
         self.client.tls_set_context(client_context(files))
-        self.client.reconnect_delay_set(0.2, 1)
+        self.client.reconnect_delay_set(1, 2)
         self.client.on_connect = lambda c, u, f, rc, p: self.connected.set()
         self.client.on_disconnect = lambda c, u, f, rc, p: self.connected.clear()
         self.client.on_publish = lambda c, u, mid, rc, p: self._acks.put((mid, [rc.value]))
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self._acks.put((mid, [r.value for r in rcs]))
         self.client.on_message = lambda c, u, m: self.received.put((m.topic, bytes(m.payload)))
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_s
         self.client.connect("localhost", broker.port, clean_start=session_s == 0, properties=props)
         self.client.loop_start()
