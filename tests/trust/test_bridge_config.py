@@ -65,7 +65,8 @@ def test_city_acl_gives_a_hub_its_own_city_only(pki: Pki, tmp_path: Path) -> Non
     assert not [x for x in hub if "/city/" in x and "/city/suwon/" not in x]
     assert not [x for x in blocks["user gg-a-01"] if "/city/" in x]
     # the city broker admits no bridge or provincial identity
-    assert "user bridge-suwon" not in blocks and "user province-gyeonggi" not in blocks
+    assert "user bridge-suwon" not in blocks
+    assert "user province-gyeonggi" not in blocks
 
 
 def test_province_acl_admits_bridges_and_provincial_hubs_only(pki: Pki, tmp_path: Path) -> None:
