@@ -107,8 +107,10 @@ class Bridge:
                                   f"'jikimi pki issue --dir {pki.dir} --cn {cn} --role bridge'")
         return [
             "# Bridge to the provincial broker (DESIGN §8): the city's up channels go out, the",
-            "# province's acks and requests come in, QoS 1 both ways. A persistent session on both",
-            "# sides (cleansession false) so nothing queued is dropped when the link comes back.",
+            "# province's acks and requests come in, QoS 1 both ways. cleansession false keeps the",
+            "# local session, so the city's records queue here while the province is unreachable.",
+            "# Mosquitto 2.0's MQTT 5 bridge sends no session expiry, so the province does not queue",
+            "# acks and requests for a broken link: the federation protocol repeats them (docs/bridge.md).",
             f"connection {cn}",
             f"address {self.host}:{self.port}",
             f"remote_clientid {cn}",
