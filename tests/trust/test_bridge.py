@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from shared.cli import main
 from shared.tls import TlsFiles, client_context
 from shared.topics import CityChannel, SiteChannel, all_cities, city_of_hub, city_topic, site_topic
 from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_province_broker
@@ -279,4 +280,42 @@ def test_a_site_cannot_touch_city_topics(
                 _never_gets(peer)
         finally:
             for peer in (*strays, own, province):
+                peer.stop()
+
+
+def test_revoking_a_connected_bridge_cuts_its_city_off_at_the_next_reload(
+    test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path
+) -> None:
+    """`jikimi pki revoke --broker-out --broker-pid` at the province takes the bridge out of the
+    provincial ACL, which Mosquitto applies to the open connection: the revoked city's records
+    stop arriving while another city's still do."""
+    hub_a, hub_b = test_pki.take_hub(), test_pki.take_hub()
+    city_a, city_b = city_of_hub(hub_a), city_of_hub(hub_b)
+    bridge_a, bridge_b = province_pki.bridge_for(city_a), province_pki.bridge_for(city_b)
+    with start_province_broker(province_pki, tmp_path / "province") as upstream, \
+            start_city_broker(test_pki, province_pki, city_a, upstream, tmp_path / "city-a") as local_a, \
+            start_city_broker(test_pki, province_pki, city_b, upstream, tmp_path / "city-b") as local_b:
+        province = Peer(province_pki.files(province_pki.province), province_pki.province, upstream)
+        a, b = Peer(test_pki.files(hub_a), hub_a, local_a), Peer(test_pki.files(hub_b), hub_b, local_b)
+        try:
+            assert province.subscribe(all_cities(DATA)) == 1
+            _bridged(upstream, bridge_a)
+            _bridged(upstream, bridge_b)
+            assert a.publish(city_topic(city_a, DATA), b"a before") in (0, 16)
+            assert province.next_message() == (city_topic(city_a, DATA), b"a before")
+
+            assert main(["pki", "revoke", "--dir", str(province_pki.dir), "--cn", bridge_a,
+                         "--broker-out", str(upstream.workdir), "--broker-pid", str(upstream.proc.pid)]) == 0
+            deadline = time.monotonic() + 10
+            while "Reloading config" not in upstream.log.read_text(errors="replace"):
+                assert time.monotonic() < deadline, upstream.log_tail()
+                time.sleep(0.05)
+
+            assert a.publish(city_topic(city_a, DATA), b"a after") in (0, 16)  # the city broker takes it
+            assert b.publish(city_topic(city_b, DATA), b"b after") in (0, 16)
+            assert province.next_message() == (city_topic(city_b, DATA), b"b after")
+            _never_gets(province)
+            assert _refused(upstream.port, client_context(province_pki.files(bridge_a)), bridge_a)
+        finally:
+            for peer in (province, a, b):
                 peer.stop()
