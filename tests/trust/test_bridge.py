@@ -20,7 +20,8 @@ from shared.tls import TlsFiles, client_context
 from shared.topics import CityChannel, SiteChannel, all_cities, city_of_hub, city_topic, site_topic
 from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_province_broker
 from tests.trust.test_broker import _refused
-from trust.broker import RunningBroker
+from tests.trust.test_broker_run import _argv, broker_cli
+from trust.broker import RunningBroker, free_port
 from trust.pki import Role
 
 pytestmark = pytest.mark.broker
@@ -32,7 +33,7 @@ DATA, REQ = CityChannel.DATA, CityChannel.REQ
 class Peer:
     """A paho MQTT 5 client in its own thread that records what it receives and every reason code."""
 
-    def __init__(self, files: TlsFiles, cn: str, broker: RunningBroker, *, session_s: int = 0) -> None:
+    def __init__(self, files: TlsFiles, cn: str, broker: RunningBroker | int, *, session_s: int = 0) -> None:
         self.received: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._acks: queue.Queue[tuple[int, list[int]]] = queue.Queue()
         self.connected = threading.Event()
@@ -46,7 +47,8 @@ class Peer:
         self.client.on_message = lambda c, u, m: self.received.put((m.topic, bytes(m.payload)))
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = session_s
-        self.client.connect("localhost", broker.port, clean_start=session_s == 0, properties=props)
+        port = broker if isinstance(broker, int) else broker.port
+        self.client.connect("localhost", port, clean_start=session_s == 0, properties=props)
         self.client.loop_start()
         assert self.connected.wait(10), f"{cn} could not connect"
 
@@ -319,3 +321,22 @@ def test_revoking_a_connected_bridge_cuts_its_city_off_at_the_next_reload(
         finally:
             for peer in (province, a, b):
                 peer.stop()
+
+
+def test_broker_run_province_serves_the_provincial_acl(province_pki: ProvincePki, tmp_path: Path) -> None:
+    """`jikimi broker run --province` becomes a provincial Mosquitto: a bridge's record on its
+    own city's channel reaches the provincial hub, its forgery for another city is refused."""
+    port = free_port()
+    bridge = province_pki.bridge_for("run-a")
+    argv = _argv(province_pki.dir, tmp_path / "out", port, "--province", "--no-persistence")
+    with broker_cli(argv, port, tmp_path / "run.log"):
+        province = Peer(province_pki.files(province_pki.province), province_pki.province, port)
+        city = Peer(province_pki.files(bridge), bridge, port)
+        try:
+            assert province.subscribe(all_cities(DATA)) == 1
+            assert city.publish(city_topic("run-b", DATA), b"forged") == NOT_AUTHORIZED
+            assert city.publish(city_topic("run-a", DATA), b"own") in (0, 16)
+            assert province.next_message() == (city_topic("run-a", DATA), b"own")
+        finally:
+            province.stop()
+            city.stop()
