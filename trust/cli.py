@@ -111,10 +111,24 @@ def _provision_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bridge(args: argparse.Namespace) -> broker.Bridge | None:
+    if args.bridge_to is None:
+        if args.city is not None or args.bridge_pki is not None:
+            raise broker.BrokerError("--city and --bridge-pki go with --bridge-to HOST:PORT")
+        return None
+    if args.city is None:
+        raise broker.BrokerError("--bridge-to needs --city CITY: the city this broker bridges for")
+    host, _, port = args.bridge_to.rpartition(":")
+    if not host or not port.isdigit():
+        raise broker.BrokerError(f"--bridge-to {args.bridge_to!r}: expected HOST:PORT")
+    return broker.Bridge(city=args.city, host=host, port=int(port), pki_dir=args.bridge_pki or args.pki)
+
+
 def _broker_config(args: argparse.Namespace) -> int:
     cfg = broker.write_config(
         args.pki, args.out, port=args.port, bind=args.bind, user=args.user, persistence=not args.no_persistence,
-        persistence_dir=args.persistence_dir, dry_run=args.dry_run,
+        persistence_dir=args.persistence_dir, scope=_scope(args), bridge=_bridge(args),
+        dry_run=args.dry_run,
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
     return 0
@@ -129,7 +143,7 @@ def _broker_acl(args: argparse.Namespace) -> int:
 def _broker_run(args: argparse.Namespace) -> int:
     out: Path = args.out
     cfg = broker.write_config(args.pki, out, port=args.port, bind=args.bind, persistence=not args.no_persistence,
-                              log_file=out / "mosquitto.log")
+                              log_file=out / "mosquitto.log", scope=_scope(args), bridge=_bridge(args))
     state = f"persistence in {out / 'data'}" if not args.no_persistence else "no persistence (a restart forgets)"
     print(f"broker state in {out}: config {cfg.conf.name}, log mosquitto.log, pid mosquitto.pid, {state}; "
           f"mTLS on {args.bind}:{cfg.port}", file=sys.stderr)
@@ -159,6 +173,21 @@ def _enrol_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mqtt-port", type=int, default=broker.DEFAULT_PORT)
     p.add_argument("--broker-out", type=Path, help="broker config folder whose ACL is refreshed on issue")
     p.add_argument("--broker-pid", type=int, help="broker to reload (SIGHUP) on issue")
+
+
+def _federation_args(p: argparse.ArgumentParser) -> None:
+    """The province's options of ``broker config`` and ``broker run`` (docs/bridge.md)."""
+    p.add_argument("--province", action="store_true",
+                   help="the provincial broker: admit only the cities' bridges and the provincial hubs")
+    p.add_argument("--bridge-to", metavar="HOST:PORT",
+                   help="bridge this city broker to the provincial broker there (with --city)")
+    p.add_argument("--city", help="the city this broker bridges for, e.g. suwon (identity bridge-CITY)")
+    p.add_argument("--bridge-pki", type=Path,
+                   help="the province's PKI: its ca.pem and bridge-CITY's cert and key (default --pki)")
+
+
+def _scope(args: argparse.Namespace) -> broker.Scope:
+    return broker.Scope.PROVINCE if args.province else broker.Scope.CITY
 
 
 def register(cli: Cli) -> None:
@@ -221,6 +250,7 @@ def register(cli: Cli) -> None:
                    help="keep no sessions, queued or retained messages across a restart")
     p.add_argument("--persistence-dir", type=Path,
                    help="where Mosquitto keeps them (default OUT/data)")
+    _federation_args(p)
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)
@@ -237,4 +267,5 @@ def register(cli: Cli) -> None:
     p.add_argument("--bind", default="127.0.0.1")
     p.add_argument("--no-persistence", action="store_true",
                    help="keep no sessions, queued or retained messages across a restart")
+    _federation_args(p)
 
