@@ -202,6 +202,10 @@ class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
 
 Record: TypeAlias = Reading | Event | Reply
 
+AnyRecord: TypeAlias = _Record
+"""The base of every record an outbox holds (shared/outbox.py): the edge's :data:`Record` and a
+city hub's province records alike carry ``seq``, ``ts``, ``prio``, ``historical`` and ``origin``."""
+
 UNAUTHENTICATED: Final = "unauthenticated: "
 """How the reason of a ``rejected`` reply begins when the edge could not authenticate the command
 (not addressed to it, or not signed by the hub's key). Such a reply may answer a forgery sent
@@ -355,8 +359,8 @@ def encode(msg: Message) -> bytes:
     return out
 
 
-def encode_record(record: Record) -> bytes:
-    """One record as it stands inside a :class:`DataBatch` (what the edge's outbox stores)."""
+def encode_record(record: AnyRecord) -> bytes:
+    """One record as it stands inside a batch (what an outbox stores)."""
     return _encoder.encode(record)
 
 
