@@ -14,7 +14,7 @@ Rules and invariants:
    records.
 4. Every batch carries the outbox's ``epoch`` and ``floor_seq`` (see
    :meth:`edge.outbox.Outbox.floor_seq`), and names the thinned holes among and just before
-   its records (:func:`thinned_holes`), so the hub closes them at once. Records are marked
+   its records (:func:`shared.outbox.thinned_holes`), so the hub closes them at once. Records are marked
    sent before they are published (an ack deletes only sent records); an ack for another
    epoch is ignored, and when an ack makes the outbox start a new epoch every held record is
    replayed.
@@ -48,6 +48,7 @@ from edge.outbox import Outbox, Row
 from shared import messages, topics
 from shared.errors import MqttError, WireError
 from shared.mqtt import Connection, ConnectOptions, Mqtt, Transport, Will
+from shared.outbox import thinned_holes
 from shared.probe import probe
 from shared.tls import TlsFiles, client_context
 
@@ -84,22 +85,6 @@ class UplinkCounters:
     last_error: str = ""
     connected_since: float | None = None
     history: list[str] = field(default_factory=list)
-
-
-def thinned_holes(rows: list[Row], from_seq: int) -> list[tuple[int, int]]:
-    """Pure: the seqs from ``from_seq`` up to the last of ``rows`` that are not among them.
-
-    ``rows`` were read in one go, in seq order, from ``from_seq`` (not below the outbox's
-    floor): a seq between them that the outbox did not return is not held, and above the
-    floor only thinning removes records (acks delete from the bottom), so it will never come.
-    """
-    holes: list[tuple[int, int]] = []
-    expect = from_seq
-    for row in rows:
-        if row.seq > expect:
-            holes.append((expect, row.seq - 1))
-        expect = row.seq + 1
-    return holes[: messages.MAX_THINNED]
 
 
 class Uplink:

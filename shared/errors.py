@@ -50,7 +50,7 @@ class WireError(JikimiError):
 
 class OutboxError(JikimiError):
     """A durable outbox cannot take or give a record; each owner raises its own subclass
-    (edge.errors.OutboxError), so it is caught in its own tree."""
+    (edge.errors.OutboxError, hub.errors.UpstreamError), so it is caught in its own tree."""
 
 
 class SigningError(JikimiError):

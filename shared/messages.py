@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Annotated, Final, TypeAlias, TypeVar
+from typing import Annotated, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -525,6 +525,7 @@ def encode_batch(
     thinned: Sequence[tuple[int, int]] = (),
     historical: bool = False,
     max_bytes: int = MAX_PAYLOAD_BYTES,
+    sender: Literal["site", "city"] = "site",
 ) -> tuple[bytes, int]:
     """A :class:`DataBatch` from records already encoded by :func:`encode_record`, without
     decoding them again: it decodes to the same batch as :func:`encode`'s bytes (and is those
@@ -533,9 +534,11 @@ def encode_batch(
     ``historical`` flags every record; the records must not carry the flag already (false is
     the default and omitted, so flagging one is appending the field to its object). Records
     are taken in order while the payload stays within ``max_bytes`` (always at least one).
-    Returns the payload and how many of ``records`` it holds.
+    Returns the payload and how many of ``records`` it holds. With ``sender="city"``, ``site`` is a
+    city id and the payload is a :class:`CityBatch` (the records are a city outbox's).
     """
-    head = b'{"v":%d,"site":%s,"boot":%s,"records":[' % (VERSION, _encoder.encode(site), _encoder.encode(boot))
+    head = b'{"v":%d,"%s":%s,"boot":%s,"records":[' % (VERSION, sender.encode(), _encoder.encode(site),
+                                                        _encoder.encode(boot))
     parts: list[bytes] = []
     ranges = b",".join(b"[%d,%d]" % (lo, hi) for lo, hi in thinned[:MAX_THINNED])
     size = len(head) + 80 + len(ranges)  # room for the tail

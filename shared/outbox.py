@@ -63,7 +63,7 @@ import msgspec
 
 from shared import site_events
 from shared.errors import OutboxError
-from shared.messages import MAX_EPOCH, MAX_SEQ, AnyRecord, Event, Priority, encode_record
+from shared.messages import MAX_EPOCH, MAX_SEQ, MAX_THINNED, AnyRecord, Event, Priority, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,8 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]] = MI
     for number, (name, sql) in enumerate(migrations[done:], start=done + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in sql.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(sql):
+                conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
         except sqlite3.Error:
             conn.execute("ROLLBACK")
@@ -146,6 +145,20 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[tuple[str, str]] = MI
 
 
 R = TypeVar("R", bound=AnyRecord)
+
+
+def _statements(sql: str) -> list[str]:
+    """The complete statements of a script (a trigger's body holds ``;`` of its own)."""
+    out, buf = [], ""
+    for piece in sql.split(";"):
+        buf += piece + ";"
+        if sqlite3.complete_statement(buf):
+            if buf.strip(" \n;"):
+                out.append(buf)
+            buf = ""
+    if buf.strip(" \n;"):
+        out.append(buf)
+    return out
 
 
 @dataclass(frozen=True)
@@ -638,6 +651,22 @@ def _salvage(path: Path, kind: OutboxKind[R]) -> _Salvage[R]:
     finally:
         conn.close()
     return _Salvage(records, unreadable, acked)
+
+
+def thinned_holes(rows: list[Row], from_seq: int) -> list[tuple[int, int]]:
+    """Pure: the seqs from ``from_seq`` up to the last of ``rows`` that are not among them.
+
+    ``rows`` were read in one go, in seq order, from ``from_seq`` (not below the outbox's
+    floor): a seq between them that the outbox did not return is not held, and above the
+    floor only thinning removes records (acks delete from the bottom), so it will never come.
+    """
+    holes: list[tuple[int, int]] = []
+    expect = from_seq
+    for row in rows:
+        if row.seq > expect:
+            holes.append((expect, row.seq - 1))
+        expect = row.seq + 1
+    return holes[:MAX_THINNED]
 
 
 def carried(rec: R, epoch: int | None, seq: int) -> R:
