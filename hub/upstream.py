@@ -15,12 +15,14 @@ Rules:
 2. A batch carries the outbox's epoch, its floor and the thinned holes among its records
    (:func:`shared.outbox.thinned_holes`, as the edge's uplink names them); records are marked
    sent before the batch is published.
-3. A :class:`~shared.messages.CityAck` is applied as the edge applies an :class:`Ack`:
-   ``through_seq`` of the outbox's epoch deletes what was sent; another epoch's deletes nothing.
+3. A :class:`~shared.messages.CityAck` is applied as the edge applies an :class:`Ack`
+   (shared/sending.py): ``through_seq`` of the outbox's epoch deletes what was sent; another
+   epoch's deletes nothing.
 
-Not here yet: the MQTT publisher task (status, birth, live and replayed batches, resend_from and
-rebirth), and the hub's writer feeding the outbox from its alarms, incidents, sites, operations
-and deliveries.
+Not here yet: the MQTT publisher task (status, birth, live and replayed batches; its acks through
+:class:`shared.sending.Cursors`, as the edge's uplink does), the ``[province]`` section of the
+hub's config, and the hub's writer feeding the outbox from its alarms, incidents, sites,
+operations and deliveries.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from shared.messages import (
     Priority,
     SiteStateRecord,
 )
+from shared.sending import Ack as SentAck
+from shared.sending import Cursors
 
 NOW = 1_790_000_000.0
 
@@ -217,3 +219,28 @@ def test_a_corrupt_city_outbox_is_moved_aside_and_a_new_epoch_starts(tmp_path: P
     again.close()
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(replaced.moved_to).execute("SELECT * FROM records").fetchall()
+
+
+def test_a_city_senders_cursors_follow_the_provinces_acks(tmp_path: Path, store: ProvinceStore) -> None:
+    """shared/sending.py over a city outbox: an ack of another epoch changes nothing, the province's
+    resend_from widens the replay to the gap, and its through_seq deletes what was committed."""
+    outbox, _ = open_upstream(tmp_path / "goyang-outbox.db", clock=lambda: NOW)
+    cur = Cursors(outbox)
+    assert cur.connected() == 0
+    outbox.append([_alarm(f"g-{i}", "gg-goyang-up-0001", FAR_GOYANG) for i in range(5)])
+    got = next_batch(outbox, "goyang", "b", 1)
+    assert got is not None
+    cur.live = got[1]
+    assert cur.on_ack(outbox.epoch + 1, 5, None) is SentAck.FOREIGN
+    assert outbox.held == 5
+    # the province lost seqs 3-5 on the way: it asks again from 3 once the grace is over
+    batch = msgspec.json.decode(got[0])
+    partial = messages.encode(CityBatch(city="goyang", boot="b", epoch=outbox.epoch, records=[
+        msgspec.convert(r, CityRecord) for r in batch["records"][:2]] + [
+        msgspec.convert(batch["records"][4], CityRecord)]))
+    store.receive(_data("goyang"), partial, NOW)
+    ack = store.receive(_data("goyang"), partial, NOW + 5)
+    assert ack == CityAck(city="goyang", epoch=outbox.epoch, through_seq=2, resend_from=3)
+    assert cur.on_ack(ack.epoch, ack.through_seq, ack.resend_from) is SentAck.RESEND
+    assert (cur.replay, cur.replay_end, outbox.held) == (3, 6, 3)
+    outbox.close()
