@@ -21,8 +21,8 @@ import pytest
 from shared import retry
 from shared.paths import shared_data_dir
 from shared.tls import TlsFiles, client_context
-from trust.broker import RunningBroker
-from trust.pki import Pki, Role
+from trust.broker import Bridge, RunningBroker, Scope
+from trust.pki import Pki, Role, bridge_cn
 
 EDGE_POOL = 512  # issued up front: the session broker's ACL lists them from the start
 HUB_POOL = 384
@@ -98,6 +98,56 @@ def broker(test_pki: PkiFixture, tmp_path_factory: pytest.TempPathFactory) -> It
         pytest.fail("mosquitto is not installed; 'make test' installs it with apt-get")
     with RunningBroker.start(test_pki.dir, tmp_path_factory.mktemp("broker")) as b:
         yield b
+
+
+@dataclass
+class ProvincePki:
+    """The province's own PKI (another CA than the cities'): the provincial broker's certificate,
+    one provincial hub identity, and bridge identities issued per city on demand."""
+
+    pki: Pki
+    province: str = "province-test"
+
+    @property
+    def dir(self) -> Path:
+        return self.pki.dir
+
+    def bridge_for(self, city: str) -> str:
+        """Issue ``bridge-<city>`` (once) and return its CN."""
+        cn = bridge_cn(city)
+        if not self.pki.cert(cn).exists():
+            self.pki.issue(cn, Role.BRIDGE)
+        return cn
+
+    def files(self, cn: str) -> TlsFiles:
+        return TlsFiles.from_pki(self.pki.dir, cn)
+
+
+def build_province_pki(directory: Path) -> ProvincePki:
+    pki = Pki(directory)
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    made = ProvincePki(pki)
+    pki.issue(made.province, Role.PROVINCE)
+    return made
+
+
+@pytest.fixture(scope="session")
+def province_pki(tmp_path_factory: pytest.TempPathFactory) -> ProvincePki:
+    return build_province_pki(tmp_path_factory.mktemp("province-pki"))
+
+
+def start_province_broker(province: ProvincePki, workdir: Path, *, persistence: bool = False) -> RunningBroker:
+    """A provincial Mosquitto: admits the bridges and provincial hubs its PKI holds *now*."""
+    return RunningBroker.start(province.dir, workdir, scope=Scope.PROVINCE, persistence=persistence)
+
+
+def start_city_broker(test_pki: PkiFixture, province: ProvincePki, city: str, upstream: RunningBroker,
+                      workdir: Path) -> RunningBroker:
+    """A city Mosquitto (the session PKI's identities) bridged to ``upstream`` as ``bridge-<city>``.
+    Issue the bridge identity before starting ``upstream``: its ACL is written at start."""
+    bridge = Bridge(city=city, host=upstream.host, port=upstream.port, pki_dir=province.dir)
+    return RunningBroker.start(test_pki.dir, workdir, bridge=bridge, persistence=True)
 
 
 @pytest.fixture

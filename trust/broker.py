@@ -13,7 +13,16 @@ but a CRL change only to new ones):
   ``jk/v1/site/<its CN>/{cmd,ack}`` and ``jk/v1/hub/+/status``;
 - a hub may read every site's status, birth and data, write every site's cmd and ack, and
   write its own ``jk/v1/hub/<its CN>/status``;
+- a hub ``hub-<city>`` may also write its city's up channels ``jk/v1/city/<city>/{status,birth,
+  data}`` and read its down channels ``jk/v1/city/<city>/{ack,req}`` (DESIGN §8), nothing of
+  another city's;
 - any other identity (operators, revoked edges) gets nothing.
+
+The provincial broker (``Scope.PROVINCE``) admits only the cities' bridges and the provincial
+hubs: ``bridge-<city>`` has exactly its city's rights above, ``province-<name>`` reads every city's
+up channels and writes every city's down channels. A city broker may carry a :class:`Bridge` to
+the provincial broker (a Mosquitto ``connection`` section, mutual TLS 1.3, MQTT 5, persistent
+session both sides, QoS 1 both ways). The topic strings all come from ``shared/topics.py``.
 
 Queues are sized for the hub: Mosquitto 2.0's default ``max_queued_messages 1000`` drops the
 *newest* messages for a slow subscriber, so a hub catching up after a restart would lose data
@@ -23,6 +32,7 @@ broker should not cause it.
 
 from __future__ import annotations
 
+import enum
 import getpass
 import os
 import re
@@ -36,9 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from shared.errors import TrustError
-from shared.topics import ROOT, SiteChannel
-from trust.pki import Pki, PkiError, Role
+from shared.errors import TrustError, WireError
+from shared.topics import ROOT, CityChannel, SiteChannel, all_cities, city_of_hub, city_topic
+from trust.pki import Pki, PkiError, Role, bridge_cn, city_of_bridge
 
 DEFAULT_PORT = 8883
 MAX_QUEUED_MESSAGES = 1_000_000
@@ -51,6 +61,76 @@ class BrokerError(TrustError):
     """The broker cannot be configured or started."""
 
 
+BRIDGE_MAX_QUEUED_BYTES = 256 * 1024 * 1024
+"""A bridged city broker's per-client queue cap in bytes (Mosquitto 2.0 has only global queue
+limits, so it binds the hub's queue too). While the province is unreachable the bridge queues the
+city's up channels in RAM (and in the persistence file): at a typhoon's ~10 kB/s of city records
+this holds hours of outage, and it keeps one dead link from eating the city broker's memory.
+Whatever is dropped beyond it the city hub's durable outbox sends again (DESIGN §8)."""
+BRIDGE_KEEPALIVE_S = 30
+BRIDGE_RESTART_S = (2, 30)
+"""The bridge's reconnect backoff (jittered, base and cap in seconds): back within seconds of a
+short outage, not hammering a province that is down for longer."""
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """A city broker's bridge to the provincial broker (DESIGN §8).
+
+    ``pki_dir`` is the province's PKI: its ``ca.pem`` verifies the provincial broker, and its
+    ``bridge-<city>/cert.pem, key.pem`` are the identity the bridge connects with.
+    """
+
+    city: str
+    host: str
+    port: int
+    pki_dir: Path
+
+    @property
+    def cn(self) -> str:
+        return bridge_cn(self.city)
+
+    def lines(self) -> list[str]:
+        """The ``connection`` section of mosquitto.conf."""
+        if not _BIND_RE.match(self.host):
+            raise BrokerError(f"--bridge-to {self.host!r}: expected HOST:PORT")
+        if not 1 <= self.port <= 65535:
+            raise BrokerError(f"--bridge-to port {self.port}: not a TCP port")
+        pki = Pki(self.pki_dir)
+        try:
+            cn = self.cn
+        except PkiError as exc:
+            raise BrokerError(str(exc)) from exc
+        for path in (pki.ca_chain, pki.cert(cn), pki.key(cn)):
+            if not path.exists():
+                raise BrokerError(f"{path}: missing; issue the bridge identity in the province's PKI: "
+                                  f"'jikimi pki issue --dir {pki.dir} --cn {cn} --role bridge'")
+        return [
+            "# Bridge to the provincial broker (DESIGN §8): the city's up channels go out, the",
+            "# province's acks and requests come in, QoS 1 both ways. A persistent session on both",
+            "# sides (cleansession false) so nothing queued is dropped when the link comes back.",
+            f"connection {cn}",
+            f"address {self.host}:{self.port}",
+            f"remote_clientid {cn}",
+            f"local_clientid local.{cn}",
+            "bridge_protocol_version mqttv50",
+            f"bridge_cafile {pki.ca_chain.resolve()}",
+            f"bridge_certfile {pki.cert(cn).resolve()}",
+            f"bridge_keyfile {pki.key(cn).resolve()}",
+            "bridge_tls_version tlsv1.3",
+            "bridge_insecure false",
+            "cleansession false",
+            "try_private true",
+            "# no $SYS notifications: the provincial ACL gives a bridge nothing outside its city",
+            "notifications false",
+            "start_type automatic",
+            f"keepalive_interval {BRIDGE_KEEPALIVE_S}",
+            f"restart_timeout {BRIDGE_RESTART_S[0]} {BRIDGE_RESTART_S[1]}",
+            *(f"topic {city_topic(self.city, c)} {'out' if c.from_city else 'in'} 1" for c in CityChannel),
+            "",
+        ]
+
+
 @dataclass(frozen=True)
 class BrokerConfig:
     conf: Path
@@ -58,13 +138,28 @@ class BrokerConfig:
     port: int
 
 
-def render_acl(pki: Pki) -> str:
-    """The ACL file for every active edge and hub identity of ``pki``."""
+class Scope(enum.StrEnum):
+    """Which broker an ACL is for: a city's (hubs and edges) or the province's (bridges and
+    provincial hubs). One PKI may hold both kinds of identity (the demo's does); each broker
+    admits only its own kind."""
+
+    CITY = "city"
+    PROVINCE = "province"
+
+
+_SCOPE_LINE = "# scope: "
+
+
+def render_acl(pki: Pki, scope: Scope = Scope.CITY) -> str:
+    """The ACL file for every active identity of ``pki`` that ``scope``'s broker admits."""
     lines = [
         "# Generated by 'jikimi broker config' from the PKI index; do not edit by hand.",
         "# Identities not listed here (operators, revoked certificates) may do nothing.",
+        f"{_SCOPE_LINE}{scope.value}",
         "",
     ]
+    if scope is Scope.PROVINCE:
+        return "\n".join(lines + _province_blocks(pki))
     for hub in sorted(pki.active(Role.HUB)):
         lines += [
             f"user {hub}",
@@ -75,6 +170,7 @@ def render_acl(pki: Pki) -> str:
             f"topic write {ROOT}/site/+/{SiteChannel.ACK.value}",
             f"topic readwrite {ROOT}/hub/{hub}/status",
             f"topic read {ROOT}/hub/+/status",
+            *_city_lines(city_of_hub(hub)),
             "",
         ]
     for site in sorted(pki.active(Role.EDGE)):
@@ -83,6 +179,34 @@ def render_acl(pki: Pki) -> str:
         lines += [f"topic read {ROOT}/site/{site}/{c.value}" for c in SiteChannel if not c.from_edge]
         lines += [f"topic read {ROOT}/hub/+/status", ""]
     return "\n".join(lines)
+
+
+def _city_lines(city: str) -> list[str]:
+    """What a city's own voice towards the province may do (its hub at the city broker, its
+    bridge at the provincial broker): write its up channels, read its down channels."""
+    return [f"topic {'write' if c.from_city else 'read'} {city_topic(city, c)}" for c in CityChannel]
+
+
+def _province_blocks(pki: Pki) -> list[str]:
+    lines: list[str] = []
+    for cn in sorted(pki.active(Role.BRIDGE)):
+        lines += [f"user {cn}", *_city_lines(city_of_bridge(cn)), ""]
+    for cn in sorted(pki.active(Role.PROVINCE)):
+        lines += [f"user {cn}"]
+        lines += [f"topic {'read' if c.from_city else 'write'} {all_cities(c)}" for c in CityChannel]
+        lines += [""]
+    return lines
+
+
+def _scope_of(acl_path: Path) -> Scope:
+    """The scope an existing ACL was written for (files from before scopes existed are a city's)."""
+    for line in acl_path.read_text().splitlines():
+        if line.startswith(_SCOPE_LINE):
+            try:
+                return Scope(line[len(_SCOPE_LINE):].strip())
+            except ValueError:
+                raise BrokerError(f"{acl_path}: unknown scope {line!r}") from None
+    return Scope.CITY
 
 
 def render_conf(
@@ -94,13 +218,14 @@ def render_conf(
     user: str,
     persistence_dir: Path | None,
     log_file: Path | None,
+    bridge: Bridge | None = None,
 ) -> str:
     broker_cert, broker_key = pki.cert("broker"), pki.key("broker")
     if not _BIND_RE.match(bind):
         raise BrokerError(f"--bind {bind!r}: expected an IP address or a host name")
     if not _USER_RE.match(user):
         raise BrokerError(f"--user {user!r}: not an account name")
-    for path in (acl_path, persistence_dir, log_file, pki.dir):
+    for path in (acl_path, persistence_dir, log_file, pki.dir, bridge.pki_dir if bridge else None):
         # one directive per line: a line break in a path would add directives of its own
         if path is not None and any(c in str(path.resolve()) for c in "\r\n\0"):
             raise BrokerError(f"{str(path)!r}: a path with a line break cannot go into mosquitto.conf")
@@ -121,7 +246,11 @@ def render_conf(
         "",
         "# Size queues for the hub: the default (1000) drops the newest messages.",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
-        "max_queued_bytes 0",
+        *([
+            f"# ...and cap them at {BRIDGE_MAX_QUEUED_BYTES // 2**20} MiB per client: the bridge queues the city's",
+            "# records in RAM while the province is unreachable; the city outbox resends any drop.",
+            f"max_queued_bytes {BRIDGE_MAX_QUEUED_BYTES}",
+        ] if bridge is not None else ["max_queued_bytes 0"]),
         "max_inflight_messages 100",
         f"max_packet_size {MAX_PACKET_SIZE}",
         "",
@@ -159,6 +288,8 @@ def render_conf(
         "tls_version tlsv1.3",
         "",
     ]
+    if bridge is not None:
+        lines += bridge.lines()
     return "\n".join(lines)
 
 
@@ -172,6 +303,8 @@ def write_config(
     persistence: bool = True,
     persistence_dir: Path | None = None,
     log_file: Path | None = None,
+    scope: Scope = Scope.CITY,
+    bridge: Bridge | None = None,
     dry_run: bool = False,
 ) -> BrokerConfig:
     """Write ``OUT/mosquitto.conf`` and ``OUT/acl`` for the PKI in ``pki_dir``.
@@ -185,13 +318,19 @@ def write_config(
     ``user`` is the account Mosquitto runs as after start; it defaults to the current user,
     so that the generated files (and the private key) stay readable without widening their
     permissions. The systemd units of ``jikimi provision units`` choose a dedicated account.
+
+    ``scope`` chooses whom the ACL admits: a city's hubs and edges, or (``Scope.PROVINCE``, the
+    provincial broker) the cities' bridges and the provincial hubs. ``bridge`` adds a city
+    broker's bridge to the provincial broker.
     """
     if not 1 <= port <= 65535:
         raise BrokerError(f"--port {port}: not a TCP port")
+    if bridge is not None and scope is Scope.PROVINCE:
+        raise BrokerError("--bridge-to: the provincial broker is the bridges' end, it bridges nowhere")
     pki = Pki(pki_dir)
     try:
-        acl = render_acl(pki)
-    except PkiError as exc:
+        acl = render_acl(pki, scope)
+    except (PkiError, WireError) as exc:
         raise BrokerError(str(exc)) from exc
     conf_path, acl_path = out_dir / "mosquitto.conf", out_dir / "acl"
     conf = render_conf(
@@ -202,6 +341,7 @@ def write_config(
         user=user or getpass.getuser(),
         persistence_dir=(persistence_dir or out_dir / "data") if persistence else None,
         log_file=log_file,
+        bridge=bridge,
     )
     if not dry_run:
         try:
@@ -226,8 +366,8 @@ def refresh_acl(pki_dir: Path, out_dir: Path, pid: int | None) -> None:
     if not acl_path.exists():
         raise BrokerError(f"{out_dir}: no broker config here (run 'jikimi broker config' first)")
     try:
-        text = render_acl(Pki(pki_dir))
-    except PkiError as exc:
+        text = render_acl(Pki(pki_dir), _scope_of(acl_path))
+    except (PkiError, WireError) as exc:
         raise BrokerError(str(exc)) from exc
     tmp = acl_path.with_suffix(".tmp")
     tmp.write_text(text)
@@ -360,9 +500,12 @@ class RunningBroker:
         *,
         port: int | None = None,
         persistence: bool = False,
+        scope: Scope = Scope.CITY,
+        bridge: Bridge | None = None,
         ready_timeout_s: float = 10.0,
     ) -> RunningBroker:
-        config = write_config(pki_dir, workdir, port=port or free_port(), persistence=persistence)
+        config = write_config(pki_dir, workdir, port=port or free_port(), persistence=persistence,
+                              scope=scope, bridge=bridge)
         log = workdir / "mosquitto.log"
         proc = _spawn(config, log)
         broker = cls(proc, config, log, pki_dir, workdir, persistence)

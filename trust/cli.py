@@ -111,10 +111,24 @@ def _provision_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bridge(args: argparse.Namespace) -> broker.Bridge | None:
+    if args.bridge_to is None:
+        if args.city is not None or args.bridge_pki is not None:
+            raise broker.BrokerError("--city and --bridge-pki go with --bridge-to HOST:PORT")
+        return None
+    if args.city is None:
+        raise broker.BrokerError("--bridge-to needs --city CITY: the city this broker bridges for")
+    host, _, port = args.bridge_to.rpartition(":")
+    if not host or not port.isdigit():
+        raise broker.BrokerError(f"--bridge-to {args.bridge_to!r}: expected HOST:PORT")
+    return broker.Bridge(city=args.city, host=host, port=int(port), pki_dir=args.bridge_pki or args.pki)
+
+
 def _broker_config(args: argparse.Namespace) -> int:
     cfg = broker.write_config(
         args.pki, args.out, port=args.port, bind=args.bind, user=args.user, persistence=not args.no_persistence,
-        persistence_dir=args.persistence_dir, dry_run=args.dry_run,
+        persistence_dir=args.persistence_dir, scope=broker.Scope.PROVINCE if args.province else broker.Scope.CITY,
+        bridge=_bridge(args), dry_run=args.dry_run,
     )
     _show(Plan(writes=[str(cfg.conf), str(cfg.acl)]), args.dry_run)
     return 0
@@ -221,6 +235,13 @@ def register(cli: Cli) -> None:
                    help="keep no sessions, queued or retained messages across a restart")
     p.add_argument("--persistence-dir", type=Path,
                    help="where Mosquitto keeps them (default OUT/data)")
+    p.add_argument("--province", action="store_true",
+                   help="the provincial broker: admit only the cities' bridges and the provincial hubs")
+    p.add_argument("--bridge-to", metavar="HOST:PORT",
+                   help="bridge this city broker to the provincial broker there (with --city)")
+    p.add_argument("--city", help="the city this broker bridges for, e.g. suwon (identity bridge-CITY)")
+    p.add_argument("--bridge-pki", type=Path,
+                   help="the province's PKI: its ca.pem and bridge-CITY's cert and key (default --pki)")
     p.add_argument("--dry-run", action="store_true")
 
     p = cli.subcommand("broker", "acl", "rewrite the ACL of a broker config from the PKI index", _broker_acl)

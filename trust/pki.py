@@ -20,8 +20,9 @@ Layout of a PKI folder (so people and scripts can find things)::
 Certificates are ECDSA P-256. Private keys are written 0600 and never overwritten. Every
 function that writes has a dry-run form that returns the plan instead.
 
-Names are namespaced by role: a hub is ``hub-<name>``, an edge's CN is its site id and may not
-look like a hub's or be ``broker``, and a CN belongs to one role only (the index refuses a
+Names are namespaced by role: a hub is ``hub-<name>``, a city broker's bridge ``bridge-<city>``,
+a provincial hub ``province-<name>``; an edge's CN is its site id and may not look like any of
+these or be ``broker``, and a CN belongs to one role only (the index refuses a
 certificate for a CN that another role already holds), so no identity can pass for another's.
 
 (In production the root key lives offline; ``pki init`` keeps it here for a single-machine
@@ -49,7 +50,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from shared.errors import TrustError
+from shared.errors import TrustError, WireError
+from shared.topics import check_city_id
 
 
 class PkiError(TrustError):
@@ -63,12 +65,20 @@ class Role(enum.StrEnum):
     BROKER = "broker"
     ALERT = "alert"
     """The hub's CAP alert-signing key (XML-DSig): document signing only, never a TLS identity."""
+    BRIDGE = "bridge"
+    """A city broker's bridge at the provincial broker: CN ``bridge-<city>`` (DESIGN §8)."""
+    PROVINCE = "province"
+    """A provincial hub: CN ``province-<name>``; reads every city's up channels, writes their down ones."""
 
 
 _CN_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,62}$")
 _SITE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 _HUB_RE = re.compile(r"^hub-[a-z0-9][a-z0-9-]{0,58}$")
 _ALERT_RE = re.compile(r"^alert-[a-z0-9][a-z0-9-]{0,56}$")
+_PROVINCE_RE = re.compile(r"^province-[a-z0-9][a-z0-9-]{0,53}$")
+BRIDGE_PREFIX = "bridge-"
+_RESERVED_PREFIXES = ("hub-", "alert-", BRIDGE_PREFIX, "province-")
+"""What an edge's CN may not start with: the other roles' namespaces."""
 DOCUMENT_SIGNING = x509.ObjectIdentifier("1.3.6.1.5.5.7.3.36")
 """id-kp-documentSigning (RFC 9336): what an alert-signing certificate may do, and nothing else."""
 DEFAULT_DAYS = 90
@@ -333,7 +343,7 @@ class Pki:
             raise PkiError(f"--days {days}: must be between 1 and 825")
         if self.key(cn).exists() or self.cert(cn).exists():
             raise PkiError(f"{self.dir / cn}: an identity named {cn!r} exists already; revoke it or pick another CN")
-        if not sans and role in (Role.BROKER, Role.HUB):
+        if not sans and role in (Role.BROKER, Role.HUB, Role.PROVINCE):
             sans = ("localhost", "127.0.0.1")
         san_entries = [_san(s) for s in sans]
         plan = Plan(
@@ -383,6 +393,8 @@ class Pki:
             Role.HUB: [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
             Role.BROKER: [ExtendedKeyUsageOID.SERVER_AUTH],
             Role.ALERT: [DOCUMENT_SIGNING],
+            Role.BRIDGE: [ExtendedKeyUsageOID.CLIENT_AUTH],
+            Role.PROVINCE: [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
         }[role]
         serial = x509.random_serial_number()
         builder = (
@@ -573,15 +585,41 @@ def check_cn(cn: str, role: Role) -> None:
     """Refuse names that would not be valid identities (and MQTT topic segments) for ``role``."""
     if role is Role.EDGE and not _SITE_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: an edge's CN is its site id: 2-63 of a-z, 0-9 and '-'")
-    if role is Role.EDGE and (cn.startswith(("hub-", "alert-")) or cn == "broker"):
+    if role is Role.EDGE and (cn.startswith(_RESERVED_PREFIXES) or cn == "broker"):
         raise PkiError(f"--cn {cn!r}: a site id may not look like a hub's (hub-...), an alert signer's "
-                       "(alert-...) or the broker's name")
+                       "(alert-...), a bridge's (bridge-...), a provincial hub's (province-...) "
+                       "or the broker's name")
+    if role is Role.BRIDGE:
+        try:
+            city_of_bridge(cn)
+        except PkiError:
+            raise PkiError(f"--cn {cn!r}: a bridge's CN is 'bridge-<city>', e.g. bridge-suwon") from None
+    if role is Role.PROVINCE and not _PROVINCE_RE.match(cn):
+        raise PkiError(f"--cn {cn!r}: a provincial hub's CN is 'province-<name>', e.g. province-gyeonggi")
     if role is Role.ALERT and not _ALERT_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: an alert-signing CN is 'alert-<hub>', e.g. alert-hub-suwon")
     if role is Role.HUB and not _HUB_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: a hub's CN is 'hub-<name>' with a-z, 0-9 and '-'")
     if not _CN_RE.match(cn):
         raise PkiError(f"--cn {cn!r}: use 2-63 of a-z, 0-9, '.' and '-'")
+
+
+def bridge_cn(city: str) -> str:
+    """The CN of the identity city ``city``'s broker bridges to the province with."""
+    try:
+        return BRIDGE_PREFIX + check_city_id(city)
+    except WireError as exc:
+        raise PkiError(f"--city {city!r}: {exc}") from exc
+
+
+def city_of_bridge(cn: str) -> str:
+    """The city a bridge identity speaks for: its CN without ``bridge-``."""
+    if not cn.startswith(BRIDGE_PREFIX):
+        raise PkiError(f"{cn!r} is not a bridge identity (bridge-<city>)")
+    try:
+        return check_city_id(cn[len(BRIDGE_PREFIX):])
+    except WireError as exc:
+        raise PkiError(f"{cn!r}: {exc}") from exc
 
 
 def _san(value: str) -> x509.GeneralName:
