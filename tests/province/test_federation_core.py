@@ -7,6 +7,7 @@ ACL comes with the bridge work; every byte here is what the broker would carry.
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +245,30 @@ def test_a_city_senders_cursors_follow_the_provinces_acks(tmp_path: Path, store:
     assert cur.on_ack(ack.epoch, ack.through_seq, ack.resend_from) is SentAck.RESEND
     assert (cur.replay, cur.replay_end, outbox.held) == (3, 6, 3)
     outbox.close()
+
+
+@pytest.mark.parametrize("distance", [0.0, 400.0, 3000.0, 12_000.0])
+def test_grid_grouping_finds_the_same_incidents_as_comparing_every_pair(distance: float) -> None:
+    """The grid in province/grouping.py is only a shortcut: on 400 random alarms over the province
+    it groups exactly as linking every pair within the distance (or catchment) would."""
+    rng = random.Random(int(distance) + 18)
+    cities = ["suwon", "bucheon", "goyang", "yongin"]
+    alarms = [PlacedAlarm(rng.choice(cities), f"a-{i}", float(i), rng.uniform(36.9, 38.3), rng.uniform(126.4, 127.9),
+                          rng.choice([None, None, None, "hantan", "anyang"])) for i in range(400)]
+    parent = list(range(len(alarms)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(alarms):
+        for j, b in enumerate(alarms[:i]):
+            if (a.catchment is not None and a.catchment == b.catchment) or distance_m(a, b) <= distance:
+                parent[root(i)] = root(j)
+    expected: dict[int, set[tuple[str, str]]] = {}
+    for i, a in enumerate(alarms):
+        expected.setdefault(root(i), set()).add((a.city, a.alarm_id))
+    want = sorted(sorted(g) for g in expected.values() if len({c for c, _ in g}) > 1)
+    got = sorted(sorted(inc.alarms) for inc in group(alarms, distance))
+    assert got == want
