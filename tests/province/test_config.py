@@ -11,23 +11,15 @@ import pytest
 from province.config import load
 from shared.errors import ConfigError
 from shared.tls import TlsFiles
-from tests.conftest import PkiFixture
-from trust.pki import Pki, Role
-
-# The province-* role comes with the bridge work; until then a test PKI issues that CN as an
-# operator certificate: the config reads only its CN.
-PROVINCE = "province-gyeonggi"
+from tests.conftest import PkiFixture, ProvincePki
 
 
-@pytest.fixture(scope="module")
-def province_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    pki = Pki(tmp_path_factory.mktemp("province-pki"))
-    pki.init()
-    pki.issue(PROVINCE, Role.OPERATOR)
-    return TlsFiles.from_pki(pki.dir, PROVINCE)
+@pytest.fixture
+def province_files(province_pki: ProvincePki) -> TlsFiles:
+    return province_pki.files(province_pki.province)
 
 
-def _write(tmp_path: Path, files: TlsFiles, *, province_id: str = PROVINCE, extra: str = "") -> Path:
+def _write(tmp_path: Path, files: TlsFiles, *, province_id: str = "province-test", extra: str = "") -> Path:
     path = tmp_path / "province.toml"
     path.write_text(f"""
 [province]
@@ -50,9 +42,9 @@ path = "var/province.db"
 @pytest.mark.parametrize(("province_id", "extra", "key"), [
     ("gyeonggi", "", "province.id"),  # not a province-* identity
     ("province-suwon", "", "broker.cert"),  # the certificate's CN is not province.id
-    (PROVINCE, "[grouping]\ndistance_m = -1\n", "grouping.distance_m"),
-    (PROVINCE, "[grouping]\ndistanse_m = 10\n", "grouping.distanse_m"),
-    (PROVINCE, "[ingest]\nmax_clock_skew_s = 'soon'\n", "ingest.max_clock_skew_s"),
+    ("province-test", "[grouping]\ndistance_m = -1\n", "grouping.distance_m"),
+    ("province-test", "[grouping]\ndistanse_m = 10\n", "grouping.distanse_m"),
+    ("province-test", "[ingest]\nmax_clock_skew_s = 'soon'\n", "ingest.max_clock_skew_s"),
 ])
 def test_a_broken_config_names_its_file_and_key(tmp_path: Path, province_files: TlsFiles, province_id: str,
                                                 extra: str, key: str) -> None:
@@ -67,7 +59,7 @@ def test_a_broken_config_names_its_file_and_key(tmp_path: Path, province_files: 
 def test_a_sound_config_is_read_with_its_defaults(tmp_path: Path, province_files: TlsFiles) -> None:
     """Grouping distance and ingest limits default when their sections are absent."""
     cfg = load(_write(tmp_path, province_files))
-    assert cfg.province_id == PROVINCE
+    assert cfg.province_id == "province-test"
     assert cfg.distance_m == 3000.0
     assert cfg.db_path == tmp_path / "var" / "province.db"
 
