@@ -17,6 +17,7 @@ subclasses at the driver seam.
 
 from __future__ import annotations
 
+from shared import errors as shared_errors
 from shared.errors import JikimiError
 
 
@@ -52,7 +53,7 @@ class CodecError(EdgeError):
     """Registers cannot be decoded into a value, or a value cannot be encoded."""
 
 
-class OutboxError(EdgeError):
+class OutboxError(EdgeError, shared_errors.OutboxError):
     """The durable outbox cannot take or give a record."""
 
 

@@ -14,7 +14,7 @@ Rules and invariants:
    records.
 4. Every batch carries the outbox's ``epoch`` and ``floor_seq`` (see
    :meth:`edge.outbox.Outbox.floor_seq`), and names the thinned holes among and just before
-   its records (:func:`thinned_holes`), so the hub closes them at once. Records are marked
+   its records (:func:`shared.outbox.thinned_holes`), so the hub closes them at once. Records are marked
    sent before they are published (an ack deletes only sent records); an ack for another
    epoch is ignored, and when an ack makes the outbox start a new epoch every held record is
    replayed.
@@ -48,7 +48,10 @@ from edge.outbox import Outbox, Row
 from shared import messages, topics
 from shared.errors import MqttError, WireError
 from shared.mqtt import Connection, ConnectOptions, Mqtt, Transport, Will
+from shared.outbox import thinned_holes
 from shared.probe import probe
+from shared.sending import Ack as SentAck
+from shared.sending import Cursors
 from shared.tls import TlsFiles, client_context
 
 log = logging.getLogger(__name__)
@@ -86,22 +89,6 @@ class UplinkCounters:
     history: list[str] = field(default_factory=list)
 
 
-def thinned_holes(rows: list[Row], from_seq: int) -> list[tuple[int, int]]:
-    """Pure: the seqs from ``from_seq`` up to the last of ``rows`` that are not among them.
-
-    ``rows`` were read in one go, in seq order, from ``from_seq`` (not below the outbox's
-    floor): a seq between them that the outbox did not return is not held, and above the
-    floor only thinning removes records (acks delete from the bottom), so it will never come.
-    """
-    holes: list[tuple[int, int]] = []
-    expect = from_seq
-    for row in rows:
-        if row.seq > expect:
-            holes.append((expect, row.seq - 1))
-        expect = row.seq + 1
-    return holes[: messages.MAX_THINNED]
-
-
 class Uplink:
     """Owns the MQTT connection of one site; run :meth:`run` as a task."""
 
@@ -129,10 +116,8 @@ class Uplink:
         self.counters = UplinkCounters()
         self._tls = client_context(cfg.tls)
         self._mqtt = Mqtt(self._options, transport=transport, backoff=(cfg.reconnect_initial_s, cfg.reconnect_max_s))
-        # cursors (valid while connected)
-        self._live = 0
-        self._replay = 0
-        self._replay_end = 0
+        self._cur = Cursors(outbox)
+        """Live and replay cursors (valid while connected; shared/sending.py)."""
 
     def notify(self) -> None:
         """New records are in the outbox: wake the sender."""
@@ -215,12 +200,11 @@ class Uplink:
         await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.ACK), qos=1)
         await client.subscribe(topics.site_topic(cfg.site, topics.SiteChannel.CMD), qos=1)
         # Everything held is unacked: replay it; everything from now on is live.
-        self._replay = self.outbox.floor_seq()
-        self._replay_end = self._live = self.outbox.next_seq
+        replay = self._cur.connected()
         self.counters.connects += 1
         self.counters.connected_since = self._clock()
         self.connected.set()
-        log.info("uplink.connected", extra={"site": cfg.site, "replay": self._replay_end - self._replay})
+        log.info("uplink.connected", extra={"site": cfg.site, "replay": replay})
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._sender(client), name="uplink.sender")
             tg.create_task(self._receiver(client), name="uplink.receiver")
@@ -235,23 +219,24 @@ class Uplink:
                 self.counters.rebirths += 1
                 log.info("uplink.rebirth", extra={"site": self.cfg.site})
                 await self._announce(client)
-            rows = self.outbox.read(self._live, limit=limit)
+            cur = self._cur
+            rows = self.outbox.read(cur.live, limit=limit)
             if rows:
-                payload = self._batch(rows, self._live, historical=False)
+                payload = self._batch(rows, cur.live, historical=False)
                 self.outbox.mark_sent(rows[-1].seq)
                 await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
-                self._live = rows[-1].seq + 1
+                cur.live = rows[-1].seq + 1
                 self._sent(rows, replayed=False)
                 continue
-            if self._replay < self._replay_end:
-                rows = self.outbox.read(max(self._replay, 0), limit=limit, below_seq=self._replay_end)
+            if cur.replaying:
+                rows = self.outbox.read(max(cur.replay, 0), limit=limit, below_seq=cur.replay_end)
                 if not rows:
-                    self._replay = self._replay_end
+                    cur.replay = cur.replay_end
                     continue
-                payload = self._batch(rows, max(self._replay, 0), historical=True)
+                payload = self._batch(rows, max(cur.replay, 0), historical=True)
                 self.outbox.mark_sent(rows[-1].seq)
                 await client.publish(data_topic, payload, qos=1, timeout_s=math.inf)
-                self._replay = rows[-1].seq + 1
+                cur.replay = rows[-1].seq + 1
                 self._sent(rows, replayed=True)
                 # Rate limit replay, but let new live records through at once.
                 pause = len(rows) / self.cfg.replay_rate
@@ -306,25 +291,14 @@ class Uplink:
         if ack.rebirth:  # the hub lacks our status or birth, whatever epoch it speaks of
             self._rebirth = True
             self._wakeup.set()
-        epoch = self.outbox.epoch
-        if ack.epoch != epoch:
+        outcome = self._cur.on_ack(ack.epoch, ack.through_seq, ack.resend_from)
+        if outcome is SentAck.FOREIGN:
             self.counters.foreign_acks += 1
-            log.info("uplink.ack_other_epoch", extra={"ack_epoch": ack.epoch, "epoch": epoch})
+            log.info("uplink.ack_other_epoch", extra={"ack_epoch": ack.epoch, "epoch": self.outbox.epoch})
             return
-        if ack.through_seq is not None:
-            self.outbox.ack(ack.through_seq, epoch=ack.epoch)
-            if self.outbox.epoch != epoch:
-                # a new epoch: every held record was renumbered and is sent again
-                self._replay = self.outbox.floor_seq()
-                self._replay_end = self._live = self.outbox.next_seq
-                self._wakeup.set()
-                return
-        if ack.resend_from is not None:
+        if ack.resend_from is not None and outcome is not SentAck.NEW_EPOCH:
             self.counters.resend_requests += 1
-            start = max(ack.resend_from, self.outbox.floor_seq())
-            if start < self._live:
-                self._replay = min(self._replay, start) if self._replay < self._replay_end else start
-                self._replay_end = max(self._replay_end, self._live)
-                log.info("uplink.resend", extra={"from": start, "to": self._replay_end})
-                self._wakeup.set()
-
+        if outcome is SentAck.RESEND:
+            log.info("uplink.resend", extra={"from": self._cur.replay, "to": self._cur.replay_end})
+        if outcome in (SentAck.NEW_EPOCH, SentAck.RESEND):
+            self._wakeup.set()

@@ -2,6 +2,8 @@
 
     HubError                      (shared.errors.JikimiError)
     ├── StoreError                the hub's SQLite file cannot be opened, migrated or written
+    ├── UpstreamError             the province outbox cannot take or give a record (also a
+    │                             shared.errors.OutboxError; hub/upstream.py)
     ├── IllegalTransition         an alarm action that ISA-18.2 does not allow from its state
     ├── NotFound                  an alarm, command, operation, site or user that does not exist
     ├── Refused                   a request the hub will not carry out (two-person rule,
@@ -19,7 +21,7 @@ Config errors are :class:`shared.errors.ConfigError` (file and key); wire errors
 
 from __future__ import annotations
 
-from shared.errors import JikimiError
+from shared.errors import JikimiError, OutboxError
 
 
 class HubError(JikimiError):
@@ -28,6 +30,10 @@ class HubError(JikimiError):
 
 class StoreError(HubError):
     """The hub's database cannot be opened, migrated or written."""
+
+
+class UpstreamError(HubError, OutboxError):
+    """The city hub's province outbox (hub/upstream.py) cannot take or give a record."""
 
 
 class IllegalTransition(HubError):

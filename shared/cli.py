@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "edge.inference.cli",
     "hub.cli",
     "hub.forward.cli",
+    "province.cli",
     "lab.cli",
     "lab.netwarn_cli",
 )

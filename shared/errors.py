@@ -8,6 +8,7 @@
     ├── TlsSetupError                 certificates or keys cannot be loaded into a TLS context
     ├── RetryExhausted                the retry helper gave up (attempts or total time)
     ├── MqttError                     an MQTT connection could not be made, or it ended
+    ├── OutboxError                   a durable outbox (shared/outbox.py) cannot take or give a record
     ├── EdgeError (edge/errors.py)    the edge agent's tree
     ├── HubError (hub/errors.py)      the hub's tree
     ├── TrustError                    identity: PKI, broker config, the enrolment endpoint (trust/)
@@ -45,6 +46,11 @@ class ProfileError(ConfigError):
 
 class WireError(JikimiError):
     """A payload or topic does not follow the wire contract (DESIGN §3)."""
+
+
+class OutboxError(JikimiError):
+    """A durable outbox cannot take or give a record; each owner raises its own subclass
+    (edge.errors.OutboxError, hub.errors.UpstreamError), so it is caught in its own tree."""
 
 
 class SigningError(JikimiError):

@@ -19,16 +19,24 @@ Message                    topic (shared.topics)        direction
 :class:`Command`           jk/v1/site/{site}/cmd        hub → edge (signed)
 :class:`Ack`               jk/v1/site/{site}/ack        hub → edge
 :class:`HubStatus`         jk/v1/hub/{hub}/status       hub → edges (retained, Will)
+:class:`CityStatus`        jk/v1/city/{city}/status     city hub → province (retained, Will)
+:class:`CityBirth`         jk/v1/city/{city}/birth      city hub → province (retained)
+:class:`CityBatch`         jk/v1/city/{city}/data       city hub → province
+:class:`CityAck`           jk/v1/city/{city}/ack        province → city hub
 
 A :class:`DataBatch` carries records of three kinds, told apart by their ``type`` tag:
-:class:`Reading`, :class:`Event` and :class:`Reply`.
+:class:`Reading`, :class:`Event` and :class:`Reply`. A :class:`CityBatch` carries a city hub's
+province records (DESIGN §8; never raw telemetry): :class:`AlarmRecord`, :class:`IncidentRecord`,
+:class:`SiteStateRecord`, :class:`OperationRecord`, :class:`DeliveryRecord`, and the city
+outbox's own :class:`Event` records. The city channels mirror the site channels: the same seq,
+epoch, floor, thinned ranges and ack rules (shared/outbox.py).
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from typing import Annotated, Final, TypeAlias, TypeVar
+from typing import Annotated, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 
@@ -203,6 +211,10 @@ class Reply(_Record, frozen=True, kw_only=True, tag="reply"):
 
 Record: TypeAlias = Reading | Event | Reply
 
+AnyRecord: TypeAlias = _Record
+"""The base of every record an outbox holds (shared/outbox.py): the edge's :data:`Record` and a
+city hub's province records alike carry ``seq``, ``ts``, ``prio``, ``historical`` and ``origin``."""
+
 UNAUTHENTICATED: Final = "unauthenticated: "
 """How the reason of a ``rejected`` reply begins when the edge could not authenticate the command
 (not addressed to it, or not signed by the hub's key). Such a reply may answer a forgery sent
@@ -330,8 +342,148 @@ class HubStatus(_Message, frozen=True, kw_only=True):
     ts: Timestamp
 
 
-Message: TypeAlias = Status | Birth | DataBatch | Command | Ack | HubStatus
-M = TypeVar("M", Status, Birth, DataBatch, Command, Ack, HubStatus)
+# --- the province (DESIGN §8) ------------------------------------------------------------------
+
+CityId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,58}$")]
+"""A city's id: its hub's id without ``hub-`` (shared.topics.city_of_hub)."""
+Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
+Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
+MAX_CITY_SITES: Final = 20_000
+"""Most sites one city's birth may list (Gyeonggi's largest city has a few thousand endpoints
+that are sites; a city over it would be split into districts, each its own hub)."""
+MAX_INCIDENT_ALARMS: Final = 1024
+"""Most alarm ids one incident record lists."""
+
+
+class Place(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, omit_defaults=True):
+    """Where a site is: what the province groups alarms by (distance, or the same catchment)."""
+
+    lat: Latitude
+    lon: Longitude
+    catchment: Name | None = None
+
+
+class AlarmRecord(_Record, frozen=True, kw_only=True, tag="alarm"):
+    """An alarm of the city hub as it is now, sent on each of its transitions (``state`` is the
+    hub's alarm state, hub/alarms.py; ``by``/``why`` say who moved it and why)."""
+
+    alarm_id: Name
+    site: SiteId
+    rule: Name
+    severity: Name
+    state: Name
+    raised_at: Timestamp
+    place: Place | None = None
+    by: Name | None = None
+    why: Text = ""
+
+
+class IncidentRecord(_Record, frozen=True, kw_only=True, tag="incident"):
+    """A city incident as it is now: the alarms it groups and its area."""
+
+    incident_id: Name
+    state: Name
+    area: Name
+    opened_at: Timestamp
+    alarm_ids: Annotated[list[Name], msgspec.Meta(max_length=MAX_INCIDENT_ALARMS)] = msgspec.field(
+        default_factory=list)
+
+
+class SiteStateRecord(_Record, frozen=True, kw_only=True, tag="site_state"):
+    """A site as its city hub sees it at ``ts``: online or not, and when its newest data was
+    acquired (the province shows the data age, ``now - last_data_ts``, never a re-stamped time)."""
+
+    site: SiteId
+    online: bool
+    last_data_ts: Timestamp | None = None
+    place: Place | None = None
+
+
+class OperationRecord(_Record, frozen=True, kw_only=True, tag="operation"):
+    """An area operation (block or evacuate) of the city hub and how far its commands got."""
+
+    op_id: Name
+    action: Name
+    area: Name
+    state: Name
+    commands: Annotated[int, msgspec.Meta(ge=0)] = 0
+    verified: Annotated[int, msgspec.Meta(ge=0)] = 0
+    failed: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class DeliveryRecord(_Record, frozen=True, kw_only=True, tag="delivery"):
+    """One alert delivery of the city hub's forwarding outbox to one recipient, as it is now."""
+
+    delivery_id: Name
+    alert_id: Name
+    recipient: Name
+    state: Name
+    attempts: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+CityRecord: TypeAlias = AlarmRecord | IncidentRecord | SiteStateRecord | OperationRecord | DeliveryRecord | Event
+"""What a city hub's province outbox holds (hub/upstream.py) and a :class:`CityBatch` carries."""
+
+
+class CityStatus(_Message, frozen=True, kw_only=True):
+    """A city hub's liveness towards the province; retained, and also its Will (``offline``)."""
+
+    city: CityId
+    hub: HubId
+    state: SiteState
+    ts: Timestamp
+
+
+class CityBirth(_Message, frozen=True, kw_only=True):
+    """Sent retained on every (re)connect to the province: which hub serves the city, its
+    version, and the city's sites."""
+
+    city: CityId
+    hub: HubId
+    hub_version: Name
+    boot: Name
+    ts: Timestamp
+    sites: Annotated[list[SiteId], msgspec.Meta(max_length=MAX_CITY_SITES)]
+
+
+class CityBatch(_Message, frozen=True, kw_only=True):
+    """A batch of a city's province records; ``floor_seq``, ``epoch`` and ``thinned`` mean what
+    they mean in a :class:`DataBatch`."""
+
+    city: CityId
+    boot: Name
+    records: list[CityRecord]
+    floor_seq: Seq | None = None
+    epoch: Epoch = 0
+    thinned: Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)] = msgspec.field(
+        default_factory=list)
+
+    def __post_init__(self) -> None:
+        for lo, hi in self.thinned:
+            if lo > hi:
+                raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
+
+
+class CityAck(_Message, frozen=True, kw_only=True):
+    """The province's acknowledgement to a city hub; its fields mean what they mean in an
+    :class:`Ack`."""
+
+    city: CityId
+    epoch: Epoch = 0
+    through_seq: Seq | None = None
+    resend_from: Seq | None = None
+    rebirth: bool = False
+
+    def __post_init__(self) -> None:
+        if self.through_seq is None and self.resend_from is None and not self.rebirth:
+            raise ValueError("an ack needs through_seq, resend_from or rebirth")
+
+
+CityMessage: TypeAlias = CityStatus | CityBirth | CityBatch | CityAck
+
+Message: TypeAlias = Status | Birth | DataBatch | Command | Ack | HubStatus | CityMessage
+M = TypeVar("M", Status, Birth, DataBatch, Command, Ack, HubStatus, CityStatus, CityBirth, CityBatch, CityAck)
+C = TypeVar("C", CityStatus, CityBirth, CityBatch, CityAck)
 
 
 # --- encode / decode --------------------------------------------------------------------------
@@ -356,8 +508,8 @@ def encode(msg: Message) -> bytes:
     return out
 
 
-def encode_record(record: Record) -> bytes:
-    """One record as it stands inside a :class:`DataBatch` (what the edge's outbox stores)."""
+def encode_record(record: AnyRecord) -> bytes:
+    """One record as it stands inside a batch (what an outbox stores)."""
     return _encoder.encode(record)
 
 
@@ -374,6 +526,7 @@ def encode_batch(
     thinned: Sequence[tuple[int, int]] = (),
     historical: bool = False,
     max_bytes: int = MAX_PAYLOAD_BYTES,
+    sender: Literal["site", "city"] = "site",
 ) -> tuple[bytes, int]:
     """A :class:`DataBatch` from records already encoded by :func:`encode_record`, without
     decoding them again: it decodes to the same batch as :func:`encode`'s bytes (and is those
@@ -382,9 +535,11 @@ def encode_batch(
     ``historical`` flags every record; the records must not carry the flag already (false is
     the default and omitted, so flagging one is appending the field to its object). Records
     are taken in order while the payload stays within ``max_bytes`` (always at least one).
-    Returns the payload and how many of ``records`` it holds.
+    Returns the payload and how many of ``records`` it holds. With ``sender="city"``, ``site`` is a
+    city id and the payload is a :class:`CityBatch` (the records are a city outbox's).
     """
-    head = b'{"v":%d,"site":%s,"boot":%s,"records":[' % (VERSION, _encoder.encode(site), _encoder.encode(boot))
+    head = b'{"v":%d,"%s":%s,"boot":%s,"records":[' % (VERSION, sender.encode(), _encoder.encode(site),
+                                                        _encoder.encode(boot))
     parts: list[bytes] = []
     ranges = b",".join(b"[%d,%d]" % (lo, hi) for lo, hi in thinned[:MAX_THINNED])
     size = len(head) + 80 + len(ranges)  # room for the tail
@@ -430,3 +585,13 @@ def to_builtins(msg: Message) -> dict[str, object]:
     out = msgspec.to_builtins(msg)
     assert isinstance(out, dict)
     return out
+
+
+def decode_city(kind: type[C], payload: bytes, city: str) -> C:
+    """Decode ``payload`` as ``kind`` (:func:`decode`) from the topic of ``city``, and refuse it
+    when the city it names is another: a city may speak only for itself, whatever the broker's
+    ACL let through."""
+    msg = decode(kind, payload)
+    if msg.city != city:
+        raise WireError(f"{kind.__name__}: names city {msg.city!r} but came on the topic of {city!r}")
+    return msg

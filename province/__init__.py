@@ -1,0 +1,1 @@
+"""The provincial tier (DESIGN §8): the federation of city hubs."""

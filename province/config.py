@@ -1,0 +1,83 @@
+"""The provincial hub's config file, parsed once into frozen types (``jikimi province run``).
+
+Every problem is a :class:`shared.errors.ConfigError` naming the file and the key; the process
+refuses to start. Sections::
+
+    [province]  id = "province-gyeonggi"       its certificate's CN on the provincial broker
+    [broker]    host, port, ca, cert, key      the provincial broker (mutual TLS)
+    [database]  path                           the province's SQLite file
+    [grouping]  distance_m = 3000              alarms of different cities this close are one incident
+    [ingest]    max_clock_skew_s, gap_grace_s, resend_interval_s   (as the hub's [ingest])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from hub.config import BrokerConfig, IngestConfig
+from shared import tomlread
+from shared.tls import TlsFiles, cert_cn
+from shared.tomlread import Table
+
+_PROVINCE_RE: Final = re.compile(r"^province-[a-z0-9][a-z0-9-]{0,52}$")
+
+
+@dataclass(frozen=True)
+class ProvinceConfig:
+    province_id: str
+    broker: BrokerConfig
+    db_path: Path
+    distance_m: float
+    ingest: IngestConfig
+
+
+def load(path: Path) -> ProvinceConfig:
+    """Read and check the province's config file."""
+    return parse(tomlread.load(path).data, path)
+
+
+def parse(raw: Mapping[str, Any], file: Path) -> ProvinceConfig:
+    root = Table(file, raw)
+
+    p = root.table("province", required=True)
+    pid = p.text("id")
+    if not _PROVINCE_RE.match(pid):
+        raise p.error("id", f"{pid!r} is not a province id: 'province-' then a-z, 0-9 and '-'")
+    p.done()
+
+    b = root.table("broker", required=True)
+    tls = TlsFiles(ca=b.path("ca"), cert=b.path("cert"), key=b.path("key"))
+    for name, f in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+        if not os.path.isfile(f):
+            raise b.error(name, f"{f}: no such file")
+    cn = cert_cn(tls.cert)
+    if cn != pid:
+        raise b.error("cert", f"{tls.cert}: its CN is {cn!r}, not province.id {pid!r} (the broker binds the"
+                              " client id to the certificate's CN)")
+    broker = BrokerConfig(host=b.text("host", "localhost"), port=b.integer("port", 8883, lo=1, hi=65535), tls=tls,
+                          keepalive_s=b.integer("keepalive_s", 30, lo=5, hi=3600))
+    b.done()
+
+    d = root.table("database", required=True)
+    db_path = d.path("path")
+    d.done()
+
+    g = root.table("grouping")
+    distance = g.number("distance_m", 3000.0, lo=0.0)
+    g.done()
+
+    i = root.table("ingest")
+    default = IngestConfig()
+    ingest = IngestConfig(
+        max_clock_skew_s=i.number("max_clock_skew_s", default.max_clock_skew_s, lo=0.0),
+        gap_grace_s=i.number("gap_grace_s", default.gap_grace_s, lo=0.0),
+        resend_interval_s=i.number("resend_interval_s", default.resend_interval_s, lo=0.1),
+    )
+    i.done()
+    root.done()
+    return ProvinceConfig(pid, broker, db_path, distance, ingest)

@@ -1,0 +1,116 @@
+"""``jikimi province run``: the provincial hub's ingest of every city's stream (DESIGN §8).
+
+Rules:
+
+1. One MQTT connection to the provincial broker as the ``province-*`` identity, subscribed to
+   every city's status, birth and data (``shared.topics.all_cities``), with manual PUBACK: a
+   message is acknowledged to the broker only after the store has committed (or quarantined) it.
+2. The store (province/store.py) is the file's one writer; messages are handled one at a time on
+   the event loop, each one short transaction.
+3. After each batch the province publishes the city's :class:`~shared.messages.CityAck` on
+   ``jk/v1/city/{city}/ack``: ``through_seq`` of what is committed, ``resend_from`` for a gap.
+4. A gap left by a city that has gone quiet is asked for again on a tick (every
+   ``resend_interval_s``), so no city waits for its own next batch to be asked.
+
+Not here yet: the HTTPS API, provincial CAP alerts, requests down to cities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from province.config import ProvinceConfig
+from province.store import ProvinceStore
+from shared import messages, topics
+from shared.errors import MqttError
+from shared.mqtt import Connection, ConnectOptions, Mqtt
+from shared.tls import client_context
+
+log = logging.getLogger(__name__)
+
+SESSION_EXPIRY_S = 3600
+"""The broker keeps the province's subscriptions and queued city messages this long across a
+restart of the province (clean start off)."""
+
+
+class ProvinceIngest:
+    """The MQTT shell around the store (rules 1-4)."""
+
+    def __init__(self, cfg: ProvinceConfig, store: ProvinceStore) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.mqtt = Mqtt(self._options, incoming_max=cfg.ingest.incoming_max)
+        self.connected = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def _options(self) -> ConnectOptions:
+        b = self.cfg.broker
+        return ConnectOptions(host=b.host, port=b.port, client_id=self.cfg.province_id, tls=client_context(b.tls),
+                              keepalive_s=b.keepalive_s, receive_maximum=self.cfg.ingest.receive_maximum,
+                              session_expiry_s=SESSION_EXPIRY_S, manual_ack=True, max_inflight=1000)
+
+    async def _session(self, conn: Connection) -> None:
+        for channel in (topics.CityChannel.STATUS, topics.CityChannel.BIRTH, topics.CityChannel.DATA):
+            await conn.subscribe(topics.all_cities(channel), qos=1)
+        self.connected.set()
+        log.info("province.connected", extra={"id": self.cfg.province_id, "generation": conn.generation})
+        try:
+            async with asyncio.TaskGroup() as tg:
+                receiver = tg.create_task(self._receive(conn), name="province.receive")
+                ticks = tg.create_task(self._ticks(conn), name="province.resend_ticks")
+                await self._stop.wait()
+                receiver.cancel()
+                ticks.cancel()
+        finally:
+            self.connected.clear()
+
+    async def _receive(self, conn: Connection) -> None:
+        """Rules 1-3: commit (or quarantine), then PUBACK, then the city's ack."""
+        async for msg in conn.messages:
+            ack = self.store.receive(msg.topic, msg.payload, time.time())
+            self.mqtt.ack(msg.generation, [msg.mid])
+            if ack is not None:
+                await conn.publish(topics.city_topic(ack.city, topics.CityChannel.ACK), messages.encode(ack), qos=1)
+
+    async def _ticks(self, conn: Connection) -> None:
+        """Rule 4."""
+        while True:
+            await asyncio.sleep(self.cfg.ingest.resend_interval_s)
+            now = time.time()
+            for (city, epoch), seqs in list(self.store.links.seqs.items()):
+                if seqs.held and seqs.want_resend(now, self.store.links.grace_s, self.store.links.interval_s):
+                    ack = messages.CityAck(city=city, epoch=epoch, through_seq=seqs.through,
+                                           resend_from=seqs.through + 1)
+                    await conn.publish(topics.city_topic(city, topics.CityChannel.ACK), messages.encode(ack), qos=1)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop`` is set."""
+        self._stop = stop
+        await self.mqtt.run(self._session, stop=stop, on_lost=self._lost)
+
+    async def _lost(self, exc: MqttError) -> None:
+        log.warning("province.disconnected", extra={"error": self.mqtt.last_error})
+
+
+async def serve(cfg: ProvinceConfig, stop: asyncio.Event) -> None:
+    store = ProvinceStore(cfg.db_path, ingest_cfg=cfg.ingest)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(ProvinceIngest(cfg, store).run(stop), name="province.ingest")
+    finally:
+        store.close()
+
+
+def main(cfg: ProvinceConfig) -> int:
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(cfg, stop)
+
+    asyncio.run(run())
+    return 0
