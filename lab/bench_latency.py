@@ -20,6 +20,13 @@ agent's polls) and measures, from that instant (wall clock, one machine):
   site's preset (``CAMERA_TRAVEL_S`` of travel: it is sent back to another preset between trials),
   reported stopped, and its snapshot fetched over digest auth and stored with its digest.
 
+After the trials, ``live_view_startup_ms``: ``LIVE_VIEWS`` times, a WebRTC client (aiortc, standing
+in for the console's browser; it does not include the browser's own decode and paint) posts its
+offer for the camera (``POST /api/cameras/{camera}/live``) and times until it decodes the first
+picture: the hub opening the camera's RTSP stream (the camera's H.264 over GStreamer's RTSP
+server), ICE and DTLS on loopback, and the first keyframe. Each view is ended before the next, so
+each opens the camera's stream afresh.
+
 Between trials the water drops, the hub's alarm clears, and the barrier is set open again.
 """
 
@@ -62,6 +69,7 @@ CAMERA = "SW-PTZ-BENCH"
 CAMERA_TRAVEL_S = 1.0
 """The simulated PTZ move to a preset (real domes take about 0.5-3 s)."""
 CAMERA_PRESET, CAMERA_PARKED = 2, 1
+LIVE_VIEWS = 10
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -140,7 +148,7 @@ async def measure_latency(trials: int = 20, seed: int = 7) -> dict[str, Any]:
 
 
 async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
-    from edge.sim import camera_onvif
+    from edge.sim import camera_onvif, camera_rtsp
     from hub import receiver
     from hub.forward.capread import shipped_schema
 
@@ -162,6 +170,9 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             (work / "camera.password").write_text(cam_password + "\n")
             cam = await stack.enter_async_context(camera_onvif.serve(
                 CAMERA, user="jikimi", password=cam_password, travel_s=CAMERA_TRAVEL_S))
+            stream = stack.enter_context(camera_rtsp.serve(CAMERA, user="jikimi", password=cam_password,
+                                                           preset=cam.sim.preset_now))
+            cam.sim.stream_uri = stream.url
             phys = sim.physics
             phys.barrier.travel_s = 0.5
             phys.water.depth_cm = 5.0
@@ -209,6 +220,7 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             await asyncio.to_thread(auth.add_user, db, "viewer", HubRole.VIEWER, password, actor="bench")
             async with session.post("/api/session", json={"username": "viewer", "password": password}) as r:
                 r.raise_for_status()
+                session.headers["X-CSRF-Token"] = (await r.json())["csrf"]
             live = _LiveStream()
             reader = asyncio.create_task(live.read(session), name="bench.live")
             stack.callback(reader.cancel)
@@ -229,6 +241,7 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
             for _ in range(trials):
                 cam.sim.preset = CAMERA_PARKED  # each trial's alarm moves the camera
                 rows.append(await _trial(phys, live, write_at, db, rng.uniform(0, poll_s)))
+            startups = [await _live_view_startup(session) for _ in range(LIVE_VIEWS)]
     write = [r["write"] for r in rows if r["write"] is not None]
     alarm = [r["alarm"] for r in rows if r["alarm"] is not None]
     ack = [r["cap_ack"] for r in rows if r["cap_ack"] is not None]
@@ -239,6 +252,8 @@ async def _run(work: Path, trials: int, seed: int) -> dict[str, Any]:
         "crossing_to_alarm_ms": _summary(alarm),
         "crossing_to_cap_ack_ms": _summary(ack),
         "alarm_to_snapshot_ms": _summary(snap),
+        "live_view_startup_ms": _summary([s for s in startups if s is not None]),
+        "live_views": LIVE_VIEWS,
         "camera_travel_s": CAMERA_TRAVEL_S,
         "parts": "Mosquitto, `jikimi hub run` and `jikimi edge run` as processes; simulator, ONVIF camera, "
                  "receiver and the live-stream client in the benchmark's process",
@@ -271,6 +286,37 @@ def _site_known(db: Path) -> bool:
         return False
     finally:
         conn.close()
+
+
+async def _live_view_startup(session: aiohttp.ClientSession) -> float | None:
+    """Offer → first decoded picture of the camera's live view, in ms (None: no picture in 20 s)."""
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.mediastreams import MediaStreamTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
+    pc.on("track", lambda track: got.done() or got.set_result(track))
+    pc.addTransceiver("video", direction="recvonly")
+    view = None
+    try:
+        await pc.setLocalDescription(await pc.createOffer())
+        started = time.monotonic()
+        async with session.post(f"/api/cameras/{CAMERA}/live", json={"sdp": pc.localDescription.sdp}) as r:
+            r.raise_for_status()
+            answer = await r.json()
+        view = answer["view"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        try:
+            async with asyncio.timeout(20):
+                await (await got).recv()
+        except TimeoutError:
+            return None
+        return (time.monotonic() - started) * 1000
+    finally:
+        if view is not None:  # ended by the viewer, then hung up
+            async with session.delete(f"/api/live/{view}") as r:
+                r.raise_for_status()
+        await pc.close()
 
 
 def _evidence_at(db: Path, alarm_id: int, after: float) -> float | None:

@@ -19,3 +19,4 @@ def test_bench_latency_times_each_trial_from_the_crossing_to_write_alarm_cap_ack
         row = doc[stage]
         assert row["n"] == 2, f"{stage}: a trial was not measured"
         assert 0 < row["p50"] <= row["p99"] <= row["max"]
+    assert doc["live_view_startup_ms"]["n"] == doc["live_views"], "a live view showed no picture"
