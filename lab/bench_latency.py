@@ -295,7 +295,11 @@ async def _live_view_startup(session: aiohttp.ClientSession) -> float | None:
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     got: asyncio.Future[MediaStreamTrack] = asyncio.get_running_loop().create_future()
-    pc.on("track", lambda track: got.done() or got.set_result(track))
+    def on_track(track: MediaStreamTrack) -> None:
+        if not got.done():
+            got.set_result(track)
+
+    pc.on("track", on_track)
     pc.addTransceiver("video", direction="recvonly")
     view = None
     try:
