@@ -1,9 +1,9 @@
 """``jikimi demo``: the whole system on one machine, state under ``./var/demo``.
 
 What runs, all real parts on loopback: a fresh development PKI; Mosquitto with mutual TLS; the
-hub (ingest, alarms, commands, API and console, forwarding, CCTV); a reference receiver
-standing for the city centre and another for 119; camera simulators facing the underpasses;
-and twelve sites in three cities (Suwon, Bucheon, Goyang), each an edge agent with its
+hub (ingest, alarms, commands, API and console, forwarding, CCTV and live video); a reference
+receiver standing for the city centre and another for 119; simulated PTZ cameras (ONVIF, H.264
+over RTSP) facing the underpasses; and twelve sites in three cities (Suwon, Bucheon, Goyang), each an edge agent with its
 simulated device: underpass barriers (Modbus TCP), semi-basement alarms and rain gauges
 (Modbus RTU on pseudo-terminals), river gates (serial line) and a slope meter.
 
@@ -288,7 +288,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
                    forward_to: str | None, speed: float | None) -> int:
     from edge.agent import Agent
     from edge.config import load_site_config
-    from edge.sim import camera as camsim
+    from edge.sim import camera_onvif, camera_rtsp
     from edge.sim.servers import run_simulator
     from hub import auth
     from hub.config import parse
@@ -330,11 +330,22 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
                 phys.barrier.travel_s = 3.0
                 if "-sl-" in spec.site:
                     phys.slope.rate_mm_per_h = 0.2 * speed
-                if spec.site in ups:
-                    cam = await stack.enter_async_context(camsim.serve(f"CCTV-{spec.site[3:]}"))
-                    cameras[f"CCTV-{spec.site[3:]}"] = {
-                        "lat": spec.lat, "lon": spec.lon + 0.0009, "heading_deg": 270, "fov_deg": 60, "range_m": 150,
-                        "snapshot_url": cam.snapshot_url}
+                if spec.site in ups:  # a PTZ camera ~80 m east, preset 1 facing the underpass
+                    cam_id, cam_pw = f"CCTV-{spec.site[3:]}", secrets.token_urlsafe(12)
+                    pw_file = root / "cameras" / f"{cam_id}.password"
+                    pw_file.parent.mkdir(exist_ok=True)
+                    pw_file.write_text(cam_pw + "\n")
+                    pw_file.chmod(0o600)
+                    cam = await stack.enter_async_context(camera_onvif.serve(
+                        cam_id, user="jikimi", password=cam_pw, travel_s=1.0))
+                    stream = stack.enter_context(camera_rtsp.serve(cam_id, user="jikimi", password=cam_pw,
+                                                                   preset=cam.sim.preset_now))
+                    cam.sim.stream_uri = stream.url
+                    cameras[cam_id] = {
+                        "lat": spec.lat, "lon": spec.lon + 0.0009, "range_m": 150, "onvif_url": cam.device_url,
+                        "user": "jikimi", "password_file": str(pw_file),
+                        "presets": [{"preset": 1, "heading_deg": 270, "fov_deg": 60},
+                                    {"preset": 2, "heading_deg": 90, "fov_deg": 60}]}
             raw = _hub_raw(root, pki, broker, centre.url, fire.url, cameras, forward_to)
             (root / "hub").mkdir(exist_ok=True)
             cfg = parse(raw, root / "hub" / "hub.toml")
@@ -446,6 +457,7 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
             "commands": one("SELECT count(*) FROM commands"),
             "alerts": one("SELECT count(*) FROM fwd_messages"),
             "deliveries": one("SELECT count(*) FROM fwd_deliveries"),
+            "evidence": one("SELECT count(*) FROM cctv_evidence"),
             "deliveries_acknowledged": one("SELECT count(*) FROM fwd_deliveries WHERE state = 'acked'"),
             "closed_events": [r[0] for r in conn.execute(
                 "SELECT DISTINCT site FROM records WHERE type = 'event'"
@@ -495,6 +507,7 @@ async def _figures(hub: Any, db: Path, agents: list[Any], ups: dict[str, Underpa
         "alerts_acknowledged": got["deliveries_acknowledged"] == got["deliveries"] and got["deliveries"] > 0,
         "deliveries": got["deliveries"],
         "deliveries_acknowledged": got["deliveries_acknowledged"],
+        "camera_snapshots": got["evidence"],
         "city_centre_received": len(received),
         "cap_received": len(cap),
         "cap_signed_verified": sum(1 for a in cap if a.verified),

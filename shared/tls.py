@@ -28,15 +28,16 @@ class TlsFiles:
 
 
 def _base(purpose: ssl.Purpose, files: TlsFiles) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(purpose)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    """TLS 1.3 trusting the project's CA alone: given ``cafile``, ``create_default_context`` does not
+    load the system's trust store, so no public CA can vouch for a broker, hub or peer."""
     for label, path in (("CA", files.ca), ("certificate", files.cert), ("key", files.key)):
         if not path.is_file():
             raise TlsSetupError(f"{path}: {label} file not found")
     try:
-        ctx.load_verify_locations(cafile=str(files.ca))
+        ctx = ssl.create_default_context(purpose, cafile=str(files.ca))
     except (ssl.SSLError, OSError) as exc:
         raise TlsSetupError(f"{files.ca}: cannot load CA: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     try:
         ctx.load_cert_chain(certfile=str(files.cert), keyfile=str(files.key))
     except (ssl.SSLError, OSError) as exc:

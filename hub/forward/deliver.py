@@ -74,12 +74,12 @@ def tls_context(recipient: Recipient) -> ssl.SSLContext | None:
         return client_context(TlsFiles(ca=tls.ca, cert=tls.cert, key=tls.key))
     # Server authentication only (no client certificate configured): the same rules as
     # shared.tls.client_context, without loading a certificate of ours.
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    # The configured CA alone (given cafile, the system's trust store is not loaded).
     try:
-        ctx.load_verify_locations(cafile=str(tls.ca))
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
     except (ssl.SSLError, OSError) as exc:
         raise TlsSetupError(f"{tls.ca}: cannot load CA: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     return ctx
 
 

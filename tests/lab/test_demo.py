@@ -32,6 +32,7 @@ def test_headless_demo_closes_barriers_commits_everything_and_gets_every_alert_a
     assert figures["forwarding_settled"] is True
     assert figures["alerts"] > 0
     assert figures["alerts_acknowledged"] is True
+    assert figures["camera_snapshots"] >= 1  # an alarm moved an ONVIF camera and stored its picture
     assert figures["city_centre_received"] == figures["alerts"]
     assert figures["cap_received"] >= figures["city_centre_received"]
     assert figures["cap_signed_verified"] == figures["cap_received"]  # every CAP message verified with the CA

@@ -45,3 +45,15 @@ def test_mismatched_key_is_reported(pki: Pki) -> None:
     files = TlsFiles(ca=pki.ca_chain, cert=pki.cert("gg-a-01"), key=pki.key("hub-a"))
     with pytest.raises(TlsSetupError, match="cannot load certificate and key"):
         client_context(files)
+
+
+def _pem_count(path: Path) -> int:
+    return path.read_text().count("BEGIN CERTIFICATE")
+
+
+@pytest.mark.parametrize("server", [False, True])
+def test_contexts_trust_the_projects_ca_alone_never_the_systems_store(pki: Pki, server: bool) -> None:
+    """A public CA in the machine's trust store can vouch for no broker, hub or peer of ours."""
+    ctx = (server_context(TlsFiles.from_pki(pki.dir, "hub-a"), require_client_cert=True) if server
+           else client_context(TlsFiles.from_pki(pki.dir, "gg-a-01")))
+    assert ctx.cert_store_stats()["x509_ca"] == _pem_count(pki.ca_chain)
