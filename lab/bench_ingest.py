@@ -342,9 +342,12 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                     ctl.rate.value = rate
                     await asyncio.sleep(warmup)
                     w0, s0, r0 = time.time(), ctl.sent.value, c.records
+                    cpu0 = _cpu_s(os.getpid(), broker.proc.pid, *(g.pid for g in gens))
                     lat.window = (w0, w0 + step)
                     await asyncio.sleep(step)
                     w1, s1, r1 = time.time(), ctl.sent.value, c.records
+                    cpu1 = _cpu_s(os.getpid(), broker.proc.pid, *(g.pid for g in gens))
+                    cores = [round((b - a) / (w1 - w0), 2) for a, b in zip(cpu0, cpu1, strict=True)]
                     ctl.rate.value = 0.0
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(drain):
@@ -365,6 +368,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                         "sustained": drained and p99 <= P99_GOAL_MS and offered >= 0.95 * rate,
                         "overflow": hub.mqtt.overflow, "resend_asks": c.resend_asks,
                         "load_average": [round(x, 2) for x in os.getloadavg()],
+                        # CPU used in the window, in cores: where the two cores went
+                        "cores_used": {"hub": cores[0], "broker": cores[1], "generators": round(sum(cores[2:]), 2)},
                     })
                     if not points[-1]["sustained"]:
                         break
@@ -401,16 +406,16 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
     }
 
 
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds of this process: the event-loop (main) thread and all other threads."""
+def _cpu_s(*pids: int | None) -> list[float]:
+    """CPU seconds (user + system) each process has used so far (0 for one that is gone)."""
     tick = os.sysconf("SC_CLK_TCK")
-    out = {"main": 0.0, "other_threads": 0.0}
-    pid = os.getpid()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            cpu = (int(fields[11]) + int(fields[12])) / tick
-            out["main" if int(task.name) == pid else "other_threads"] += cpu
+    out = []
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out.append((int(fields[11]) + int(fields[12])) / tick)
+        except (OSError, IndexError, ValueError):
+            out.append(0.0)
     return out
 
 
