@@ -36,3 +36,14 @@ def test_bench_ingest_refuses_nonsense_arguments(tmp_path: Path, argv: list[str]
     assert main(["bench", "ingest", *argv, "--json", str(out)]) == 2
     assert "must be positive" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bench_ingest_refuses_a_reused_pki_without_the_sites_identities(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    (pki / "ca.pem").write_text("not used: the identities are checked first\n")
+    out = tmp_path / "x.json"
+    assert main(["bench", "ingest", "--sites", "2", "--pki", str(pki), "--json", str(out)]) == 2
+    assert f"{pki}: the PKI has no identity" in capsys.readouterr().err
+    assert not out.exists()
