@@ -179,7 +179,9 @@ class HubMqtt:
     async def _receive(self, conn: Connection) -> None:
         async for msg in conn.messages:
             self.received += 1
-            inbound = classify(msg.topic, msg.payload, received=self.clock(), mid=msg.mid if msg.qos > 0 else 0,
+            # received: when the MQTT client read it off the socket, not when it left the inbox
+            inbound = classify(msg.topic, msg.payload, received=msg.received or self.clock(),
+                               mid=msg.mid if msg.qos > 0 else 0,
                                generation=msg.generation)
             await self._put(inbound)
 

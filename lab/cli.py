@@ -90,13 +90,19 @@ def register(cli: Cli) -> None:
     p.add_argument("--json", type=Path, required=True, metavar="FILE")
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
 
-    p = cli.subcommand("bench", "ingest", "hub ingest throughput and latency against a real mTLS broker",
+    p = cli.subcommand("bench", "ingest", "the hub's ingest limit at many mTLS sites, next to the broker's",
                        _bench_ingest)
-    p.add_argument("--sites", type=int, default=100)
-    p.add_argument("--duration", type=float, default=20.0, help="measured seconds (after a warm-up)")
+    p.add_argument("--sites", type=int, default=6500, help="connected sites, one mutual-TLS connection each")
+    p.add_argument("--procs", type=int, default=6, help="load-generator processes the sites are spread over")
+    p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
+                   default=[10000.0, 20000.0, 30000.0, 40000.0, 50000.0, 60000.0, 70000.0, 80000.0],
+                   help="offered records/s (all sites together) of the sweep's steps, comma-separated, rising")
+    p.add_argument("--step", type=float, default=20.0, help="measured seconds per step (after the warm-up)")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds per step before measuring")
+    p.add_argument("--drain", type=float, default=20.0, help="seconds a step may take to commit what was sent")
     p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
-    p.add_argument("--rate", type=float, default=25000.0, help="records/s offered by all sites together")
-    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--capacity-msgs", type=int, default=20000, help="batches queued for the C subscriber")
+    p.add_argument("--pki", type=Path, help="a PKI folder to issue into, or to reuse from an earlier run")
     p.add_argument("--json", type=Path, required=True, help="write the results here")
 
     p = cli.subcommand("bench", "latency", "water crossing → barrier write, console alarm, CAP acknowledged",

@@ -35,9 +35,10 @@ import math
 import random
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import paho.mqtt.client as paho
@@ -90,6 +91,8 @@ class Message:
     mid: int
     generation: int
     """Which connection it came on (:meth:`Mqtt.ack` takes it back)."""
+    received: float = field(default=0.0, compare=False)
+    """Wall-clock time the client read it off the socket (paho's callback, before any queue)."""
 
 
 class Link(Protocol):
@@ -226,7 +229,7 @@ class Connection:
                 self.link.ack(mid, qos)
             self._on_overflow()
             return
-        self._inbox.put(Message(topic, payload, qos, mid, self.generation))
+        self._inbox.put(Message(topic, payload, qos, mid, self.generation, time.time()))
 
     async def _watch(self) -> None:
         """Rule 2: end the session when the link ends (after the inbox is drained)."""

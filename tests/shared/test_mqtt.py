@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -144,6 +145,23 @@ async def test_reconnects_with_growing_backoff_that_a_connect_resets() -> None:
     assert len(lost) == 5
     assert "connection lost (fake)" in owner.last_error or "refused" in owner.last_error
     assert transport.links[-1].clean, "a stop ends with a clean DISCONNECT (no Will)"
+
+
+async def test_a_message_carries_when_it_was_read_off_the_socket_not_when_it_was_taken() -> None:
+    """The hub's broker-receive → commit latency starts at delivery by the link, before any queue."""
+    stop = asyncio.Event()
+    owner = Mqtt(_options(), transport=FakeTransport())
+
+    async def session(conn: Connection) -> None:
+        before = time.time()
+        _link(conn).deliver("jk/v1/site/a-1/data", b"{}", 1, 7)
+        after = time.time()
+        await asyncio.sleep(0.2)  # the message waits in the inbox
+        msg = await anext(aiter(conn.messages))
+        assert before <= msg.received <= after
+        stop.set()
+
+    await _run(owner, session, stop)
 
 
 async def test_a_message_is_acked_only_when_the_caller_acks_it() -> None:
