@@ -3,8 +3,8 @@
 What runs, all real parts on loopback: a fresh development PKI; Mosquitto with mutual TLS; the
 hub (ingest, alarms, commands, API and console, forwarding, CCTV and live video); a reference
 receiver standing for the city centre and another for 119; simulated PTZ cameras (ONVIF, H.264
-over RTSP) facing the underpasses; and twelve sites in three cities (Suwon, Bucheon, Goyang), each an edge agent with its
-simulated device: underpass barriers (Modbus TCP), semi-basement alarms and rain gauges
+over RTSP) facing the underpasses; and twelve sites in three cities (Suwon, Bucheon, Goyang),
+each an edge agent with its simulated device: underpass barriers (Modbus TCP), semi-basement alarms and rain gauges
 (Modbus RTU on pseudo-terminals), river gates (serial line) and a slope meter.
 
 The real Walnut Creek storm of 2024-08-08/09 (USGS; Tropical Storm Debby) and the creek's
