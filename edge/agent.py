@@ -85,7 +85,7 @@ from shared import messages as m
 from shared import site_events, vocabulary
 from shared.errors import ConfigError
 from shared.profiles import Kind, Point, Profile
-from shared.signing import load_public_key
+from shared.signing import load_verify_key
 
 if TYPE_CHECKING:
     from edge.inference.slope import SlopeDetector
@@ -230,7 +230,7 @@ class Agent:
         self._actions_ready = asyncio.Event()
         self.schedulers: dict[str, BusScheduler] = {}
         self._scheduler_of: dict[str, BusScheduler] = {}
-        self._hub_key = load_public_key(cfg.command_key)
+        self._hub_key = load_verify_key(cfg.command_key)
         self.executor = CommandExecutor(
             store=self.outbox,
             reply=self._reply,
