@@ -3,7 +3,8 @@
 Everything runs on this machine: a fresh PKI, Mosquitto with mutual TLS, Modbus TCP
 simulators (in this process), and the agent as a separate process (``jikimi edge run``), so
 its RSS and CPU are its own. A plain MQTT subscriber with the hub's identity stands in for the
-hub and timestamps what reaches the broker.
+hub: it timestamps what reaches the broker and acks every seq it has (contiguously), so the
+agent's outbox holds what it would hold in the field.
 
 - ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second, each
   underpass device running the flood model as in the field (``model_loaded``); the same run
@@ -73,6 +74,15 @@ class Subscriber:
     latencies_ms: list[float] = field(default_factory=list)
     seqs: set[int] = field(default_factory=set)
     online_at: list[float] = field(default_factory=list)
+    acked: int = 0
+    """Every seq up to this one has arrived, and the subscriber acked it as the hub would."""
+
+    def next_ack(self) -> int | None:
+        """The new contiguous ``through_seq`` to ack, if it moved."""
+        start = self.acked
+        while self.acked + 1 in self.seqs:
+            self.acked += 1
+        return self.acked if self.acked > start else None
 
 
 @contextlib.asynccontextmanager
@@ -102,6 +112,11 @@ async def _subscriber(broker: RunningBroker, pki: Pki, sub: Subscriber) -> Async
                                 sub.readings += 1
                                 if not r.historical:
                                     sub.latencies_ms.append((now - r.ts) * 1000)
+                        through = sub.next_ack()
+                        if through is not None:  # the agent deletes what the hub acked, as in the field
+                            ack = messages.Ack(site=SITE, epoch=batch.epoch, through_seq=through)
+                            await c.publish(topics.site_topic(SITE, topics.SiteChannel.ACK), messages.encode(ack),
+                                            qos=1)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
@@ -290,6 +305,7 @@ async def _outage_run(work: Path, pki: Pki, broker: RunningBroker, outage_s: flo
         "outage_s": outage_s, "records_in_outage": before_restart - 1, "drained": drained,
         "drain_s": round(drain_s, 1), "missing_seqs": missing,
         "rss_steady_mb": round(_median(steady), 1), "rss_peak_outage_mb": round(max(during + after), 1),
+        "rss_end_of_outage_mb": round(during[-1], 1),
         "rss_after_outage_mb": round(_median(after), 1),
         "rss_after_outage_last_mb": round(after[-1], 1),
     }
@@ -356,8 +372,8 @@ async def agent_section(seconds: float, outage_s: float = 240.0) -> dict[str, An
     with tempfile.TemporaryDirectory(prefix="jikimi-bench-") as tmp:
         work = Path(tmp)
         async with _world(work) as (pki, broker):
-            outage = (await _outage_run(work, pki, broker, outage_s, steady_s=max(seconds, 30.0),
-                                        settle_s=max(seconds, 30.0)) if outage_s > 0 else None)
+            outage = (await _outage_run(work, pki, broker, outage_s, steady_s=max(3 * seconds, 3.0),
+                                        settle_s=max(3 * seconds, 3.0)) if outage_s > 0 else None)
             load = [await _load_run(work, pki, broker, 1.0, max(seconds, 10.0))]
             bare = await _load_run(work, pki, broker, 1.0, max(seconds, 10.0), model=None)
             for poll_s in (0.2, 0.1, 0.05, 0.025):

@@ -14,7 +14,6 @@ import base64
 import binascii
 import hashlib
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import msgspec

@@ -116,12 +116,12 @@ def test_a_key_file_that_is_not_an_ed25519_public_key_is_refused_naming_the_file
     path.write_bytes(pem())
     with pytest.raises(KeyFormatError):
         VerifyKey.from_pem(path.read_bytes())
-    with pytest.raises(ConfigError, match="pub.pem"):
+    with pytest.raises(ConfigError, match=r"pub\.pem"):
         load_verify_key(path)
 
 
 def test_a_missing_key_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="nope.pem"):
+    with pytest.raises(ConfigError, match=r"nope\.pem"):
         load_verify_key(tmp_path / "nope.pem")
 
 
