@@ -127,7 +127,7 @@ class Uplink:
         """The hub asked for status and birth again; the sender publishes them next."""
         self.connected = asyncio.Event()
         self.counters = UplinkCounters()
-        self._tls = client_context(cfg.tls)
+        self._tls = client_context(cfg.tls, public_cas=False)
         self._mqtt = Mqtt(self._options, transport=transport, backoff=(cfg.reconnect_initial_s, cfg.reconnect_max_s))
         # cursors (valid while connected)
         self._live = 0
@@ -142,8 +142,9 @@ class Uplink:
         return messages.encode(messages.Status(site=self.cfg.site, state=state, boot=self.boot, ts=self._clock()))
 
     def _options(self) -> ConnectOptions:
-        # A fresh TLS context per connection picks up a renewed certificate.
-        self._tls = client_context(self.cfg.tls)
+        # A fresh TLS context per connection picks up a renewed certificate; it trusts the
+        # project's CA alone (the broker's certificate is the project's), at a few kB a context.
+        self._tls = client_context(self.cfg.tls, public_cas=False)
         will = Will(
             topic=topics.site_topic(self.cfg.site, topics.SiteChannel.STATUS),
             payload=self._status(messages.SiteState.OFFLINE),

@@ -27,16 +27,19 @@ class TlsFiles:
         return cls(ca=pki_dir / "ca.pem", cert=pki_dir / cn / "cert.pem", key=pki_dir / cn / "key.pem")
 
 
-def _base(purpose: ssl.Purpose, files: TlsFiles) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(purpose)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+def _base(purpose: ssl.Purpose, files: TlsFiles, *, public_cas: bool = True) -> ssl.SSLContext:
     for label, path in (("CA", files.ca), ("certificate", files.cert), ("key", files.key)):
         if not path.is_file():
             raise TlsSetupError(f"{path}: {label} file not found")
     try:
-        ctx.load_verify_locations(cafile=str(files.ca))
+        if public_cas:
+            ctx = ssl.create_default_context(purpose)
+            ctx.load_verify_locations(cafile=str(files.ca))
+        else:  # given a cafile, the default context does not load the system's CAs
+            ctx = ssl.create_default_context(purpose, cafile=str(files.ca))
     except (ssl.SSLError, OSError) as exc:
         raise TlsSetupError(f"{files.ca}: cannot load CA: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     try:
         ctx.load_cert_chain(certfile=str(files.cert), keyfile=str(files.key))
     except (ssl.SSLError, OSError) as exc:
@@ -57,10 +60,15 @@ def cert_cn(path: Path) -> str:
     return str(names[0].value) if names else ""
 
 
-def client_context(files: TlsFiles) -> ssl.SSLContext:
+def client_context(files: TlsFiles, *, public_cas: bool = True) -> ssl.SSLContext:
     """For connecting out (edge → broker, hub → broker, hub → recipients): TLS 1.3, the
-    server's certificate and host name verified against ``files.ca``, our certificate sent."""
-    ctx = _base(ssl.Purpose.SERVER_AUTH, files)
+    server's certificate and host name verified against ``files.ca``, our certificate sent.
+
+    ``public_cas=False`` trusts ``files.ca`` alone, not the system's public CAs as well: for a
+    peer that only ever presents a project certificate (the edge's broker). It is also ~0.9 MB
+    less memory per context (146 system CA certificates not parsed), which an edge pays on
+    every reconnect attempt (issue 17)."""
+    ctx = _base(ssl.Purpose.SERVER_AUTH, files, public_cas=public_cas)
     ctx.check_hostname = True
     ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx

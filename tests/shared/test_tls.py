@@ -45,3 +45,23 @@ def test_mismatched_key_is_reported(pki: Pki) -> None:
     files = TlsFiles(ca=pki.ca_chain, cert=pki.cert("gg-a-01"), key=pki.key("hub-a"))
     with pytest.raises(TlsSetupError, match="cannot load certificate and key"):
         client_context(files)
+
+
+def test_a_context_without_public_cas_trusts_the_project_ca_alone(pki: Pki) -> None:
+    """The edge's context holds only the CAs of its ca.pem, still verifying as strictly."""
+    files = TlsFiles.from_pki(pki.dir, "gg-a-01")
+    ours = client_context(files, public_cas=False)
+    in_file = files.ca.read_text().count("BEGIN CERTIFICATE")
+    assert ours.cert_store_stats()["x509_ca"] == in_file
+    assert client_context(files).cert_store_stats()["x509_ca"] >= in_file  # the default adds the system's
+    assert ours.minimum_version is ssl.TLSVersion.TLSv1_3
+    assert ours.verify_mode is ssl.CERT_REQUIRED
+    assert ours.check_hostname
+
+
+def test_a_broken_ca_file_is_named_without_public_cas(pki: Pki, tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    files = TlsFiles(ca=bad, cert=pki.cert("gg-a-01"), key=pki.key("gg-a-01"))
+    with pytest.raises(TlsSetupError, match=r"ca\.pem: cannot load CA"):
+        client_context(files, public_cas=False)
