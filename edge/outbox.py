@@ -213,6 +213,14 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
+    def release_memory(self) -> None:
+        """Hand SQLite's page cache back to the allocator (``PRAGMA shrink_memory``): after an
+        outage's backlog drains, the cache the backlog filled is no longer needed."""
+        try:
+            self._db.execute("PRAGMA shrink_memory")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot release memory: {exc}") from exc
+
     def check(self) -> None:
         """SQLite's ``quick_check``; raises :class:`OutboxError` unless the file is sound."""
         try:
