@@ -51,7 +51,7 @@ from shared import messages, topics
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.tls import TlsFiles, client_context
-from trust.broker import RunningBroker
+from trust.broker import BrokerError, RunningBroker
 from trust.pki import Pki, Role
 
 SITE = "gg-bench-site-01"
@@ -287,6 +287,20 @@ def _median(values: list[float]) -> float:
     return ordered[len(ordered) // 2]
 
 
+async def _restart(broker: RunningBroker, attempts: int = 10) -> None:
+    """Restart the broker on its port. The port is in the ephemeral range, and over a long
+    outage the agent's own connection attempts can hold it for a moment (a TCP connect to a
+    port nobody listens on may pick that port as its source and connect to itself)."""
+    for attempt in range(attempts):
+        try:
+            broker.restart()
+            return
+        except BrokerError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+
+
 async def _outage_run(work: Path, pki: Pki, broker: RunningBroker, outage_s: float, steady_s: float,
                       settle_s: float, n_devices: int = 10, poll_s: float = 1.0) -> dict[str, Any]:
     """RSS of the loaded site (model on) before, during and after a broker outage (module docstring)."""
@@ -295,7 +309,7 @@ async def _outage_run(work: Path, pki: Pki, broker: RunningBroker, outage_s: flo
         broker.stop()
         during = await _rss_samples(site.pid, outage_s)
         before_restart = site.next_seq()
-        broker.restart()
+        await _restart(broker)
         back = time.monotonic()
         drained = await _wait(lambda: site.missing(before_restart) == 0, max(60.0, outage_s))
         drain_s = time.monotonic() - back
