@@ -50,10 +50,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import PolicySection
 from edge.errors import CodecError, DeviceError, OutboxError
@@ -63,6 +62,11 @@ from shared.errors import SigningError
 from shared.messages import MAX_REPORT, MAX_TEXT, UNAUTHENTICATED, Command, PointCheck, Quality, ReplyStatus, Scalar
 from shared.profiles import Profile
 from shared.signing import verify_command
+
+if TYPE_CHECKING:  # the agent verifies with shared.ed25519.VerifyKey; cryptography's key works too
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from shared.ed25519 import VerifyKey
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +121,7 @@ EXECUTING = "executing"
 """The stored status of a command whose write may have happened (rule 6)."""
 
 
-def authenticate(cmd: Command, *, site: str, key: Ed25519PublicKey) -> Refusal | None:
+def authenticate(cmd: Command, *, site: str, key: Ed25519PublicKey | VerifyKey) -> Refusal | None:
     """Rule 5: addressed to this site and signed by the hub's key, or why not (pure)."""
     if cmd.site != site:
         return Refusal(ReplyStatus.REJECTED, f"{UNAUTHENTICATED}addressed to site {cmd.site}, this is {site}")
@@ -132,7 +136,7 @@ def plan(
     cmd: Command,
     *,
     site: str,
-    key: Ed25519PublicKey,
+    key: Ed25519PublicKey | VerifyKey,
     devices: Mapping[str, Profile],
     depth_of: Mapping[str, tuple[str, str]],
     latest: Latest,

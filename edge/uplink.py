@@ -127,7 +127,8 @@ class Uplink:
         return messages.encode(messages.Status(site=self.cfg.site, state=state, boot=self.boot, ts=self._clock()))
 
     def _options(self) -> ConnectOptions:
-        # A fresh TLS context per connection picks up a renewed certificate.
+        # A fresh TLS context per connection picks up a renewed certificate; it trusts the
+        # project's CA alone (the broker's certificate is the project's), at a few kB a context.
         self._tls = client_context(self.cfg.tls)
         will = Will(
             topic=topics.site_topic(self.cfg.site, topics.SiteChannel.STATUS),

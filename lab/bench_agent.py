@@ -3,7 +3,8 @@
 Everything runs on this machine: a fresh PKI, Mosquitto with mutual TLS, Modbus TCP
 simulators (in this process), and the agent as a separate process (``jikimi edge run``), so
 its RSS and CPU are its own. A plain MQTT subscriber with the hub's identity stands in for the
-hub and timestamps what reaches the broker.
+hub: it timestamps what reaches the broker and acks every seq it has (contiguously), so the
+agent's outbox holds what it would hold in the field.
 
 - ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second, each
   underpass device running the flood model as in the field (``model_loaded``); the same run
@@ -17,6 +18,14 @@ hub and timestamps what reaches the broker.
   arriving at the simulated PLC, with the profile's poll period (``poll_period_ms``).
 - ``reconnect_s``: the broker is stopped and restarted; from the broker listening again to the
   agent's ``online`` status arriving.
+- ``rss_steady_mb``, ``rss_peak_outage_mb``, ``rss_after_outage_mb``: the loaded site (model on)
+  runs a while (its RSS sampled every second, the median is the steady state), the broker is
+  stopped for ``outage_s`` (the peak is the highest sample while the agent buffers), then
+  restarted; once every record of the outage has reached the subscriber (``drain_s`` after the
+  restart) the RSS is sampled again for a settling period, its median is the RSS after the drain.
+
+The agent runs as ``jikimi edge run`` with the systemd unit's environment
+(:data:`edge.agent_cli.AGENT_ENV`), so its figures are the unit's.
 """
 
 from __future__ import annotations
@@ -29,19 +38,20 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
+from edge.agent_cli import AGENT_ENV
 from edge.sim.servers import Simulator, run_simulator
 from shared import messages, topics
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.tls import TlsFiles, client_context
-from trust.broker import RunningBroker
+from trust.broker import BrokerError, RunningBroker
 from trust.pki import Pki, Role
 
 SITE = "gg-bench-site-01"
@@ -64,6 +74,15 @@ class Subscriber:
     latencies_ms: list[float] = field(default_factory=list)
     seqs: set[int] = field(default_factory=set)
     online_at: list[float] = field(default_factory=list)
+    acked: int = 0
+    """Every seq up to this one has arrived, and the subscriber acked it as the hub would."""
+
+    def next_ack(self) -> int | None:
+        """The new contiguous ``through_seq`` to ack, if it moved."""
+        start = self.acked
+        while self.acked + 1 in self.seqs:
+            self.acked += 1
+        return self.acked if self.acked > start else None
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +112,11 @@ async def _subscriber(broker: RunningBroker, pki: Pki, sub: Subscriber) -> Async
                                 sub.readings += 1
                                 if not r.historical:
                                     sub.latencies_ms.append((now - r.ts) * 1000)
+                        through = sub.next_ack()
+                        if through is not None:  # the agent deletes what the hub acked, as in the field
+                            ack = messages.Ack(site=SITE, epoch=batch.epoch, through_seq=through)
+                            await c.publish(topics.site_topic(SITE, topics.SiteChannel.ACK), messages.encode(ack),
+                                            qos=1)
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.05)
 
@@ -129,11 +153,12 @@ def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: lis
 
 
 @contextlib.asynccontextmanager
-async def _agent(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+async def _agent(config: Path, log: Path,
+                 env: Mapping[str, str] = AGENT_ENV) -> AsyncIterator[asyncio.subprocess.Process]:
     with log.open("ab") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "shared.cli", "edge", "run", "--config", str(config),
-            stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
     try:
         yield proc
     finally:
@@ -175,9 +200,31 @@ async def _world(work: Path) -> AsyncIterator[tuple[Pki, RunningBroker]]:
         yield pki, broker
 
 
-async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, seconds: float,
-                    n_devices: int = 10, model: str | None = "flood") -> dict[str, Any]:
-    run_dir = work / f"load-{int(poll_s * 1000)}-{model or 'nomodel'}"
+@dataclass
+class _Site:
+    """A running loaded site: the agent process, what reached the subscriber, its files."""
+
+    pid: int
+    sub: Subscriber
+    run_dir: Path
+    points: int
+
+    def next_seq(self) -> int:
+        """The outbox's next seq: every seq below it has been handed out."""
+        db = sqlite3.connect(self.run_dir / "state" / "outbox.db")
+        try:
+            return int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
+        finally:
+            db.close()
+
+    def missing(self, below: int) -> int:
+        return sum(1 for s in range(1, below) if s not in self.sub.seqs)
+
+
+@contextlib.asynccontextmanager
+async def _loaded_site(run_dir: Path, pki: Pki, broker: RunningBroker, poll_s: float, n_devices: int,
+                       model: str | None, env: Mapping[str, str] = AGENT_ENV) -> AsyncIterator[_Site]:
+    """``n_devices`` underpass simulators polled every ``poll_s`` by a real agent, warmed up."""
     run_dir.mkdir()
     profile_path = _write_profile(run_dir, poll_s)
     profile = load_profile(profile_path)
@@ -188,26 +235,30 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
         config = _write_config(run_dir, pki, broker, [(f"d{i:02d}", profile_path, s.address)
                                                        for i, s in enumerate(sims)], model)
         await stack.enter_async_context(_subscriber(broker, pki, sub))
-        proc = await stack.enter_async_context(_agent(config, run_dir / "agent.log"))
+        proc = await stack.enter_async_context(_agent(config, run_dir / "agent.log", env))
         assert proc.pid is not None
         await _wait(lambda: sub.readings > 0, 20)
         await asyncio.sleep(2.0)  # warm-up: imports done, first polls settled
-        r0, cpu0, t0, b0 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic(), sub.payload_bytes
+        yield _Site(proc.pid, sub, run_dir, len(profile.polled))
+
+
+async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, seconds: float,
+                    n_devices: int = 10, model: str | None = "flood",
+                    env: Mapping[str, str] = AGENT_ENV) -> dict[str, Any]:
+    run_dir = work / f"load-{int(poll_s * 1000)}-{model or 'nomodel'}"
+    async with _loaded_site(run_dir, pki, broker, poll_s, n_devices, model, env) as site:
+        sub, points = site.sub, site.points
+        r0, cpu0, t0, b0 = sub.readings, _proc_cpu_s(site.pid), time.monotonic(), sub.payload_bytes
         lat0 = len(sub.latencies_ms)
         await asyncio.sleep(seconds)
-        r1, cpu1, t1, b1 = sub.readings, _proc_cpu_s(proc.pid), time.monotonic(), sub.payload_bytes
-        rss = _proc_rss_mb(proc.pid)
+        r1, cpu1, t1, b1 = sub.readings, _proc_cpu_s(site.pid), time.monotonic(), sub.payload_bytes
+        rss = _proc_rss_mb(site.pid)
         window = sub.latencies_ms[lat0:]
         # Every seq handed out so far must reach the subscriber while the agent still runs:
         # lag is allowed to drain (up to 15 s), loss is not.
-        db = sqlite3.connect(run_dir / "state" / "outbox.db")
-        next_seq = int(db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0])
-        db.close()
-        drained = await _wait(lambda: all(s in sub.seqs for s in range(1, next_seq)), 15)
-        proc.terminate()
-        await proc.wait()
-    missing = sum(1 for s in range(1, next_seq) if s not in sub.seqs)
-    points = len(profile.polled)
+        next_seq = site.next_seq()
+        drained = await _wait(lambda: site.missing(next_seq) == 0, 15)
+        missing = site.missing(next_seq)
     offered = n_devices * points / poll_s
     achieved = (r1 - r0) / (t1 - t0)
     return {
@@ -218,6 +269,59 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
         "cpu_pct": round((cpu1 - cpu0) / (t1 - t0) * 100, 2), "rss_mb": round(rss, 1),
         "read_to_broker_ms": {"p50": round(_pct(window, 0.5), 1), "p99": round(_pct(window, 0.99), 1)},
         "lossless": missing == 0 and drained and achieved >= 0.9 * offered,
+    }
+
+
+async def _rss_samples(pid: int, seconds: float, every_s: float = 1.0) -> list[float]:
+    """The process's RSS every ``every_s`` for ``seconds`` (at least one sample)."""
+    samples = [_proc_rss_mb(pid)]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() + every_s <= deadline:
+        await asyncio.sleep(every_s)
+        samples.append(_proc_rss_mb(pid))
+    return samples
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+async def _restart(broker: RunningBroker, attempts: int = 10) -> None:
+    """Restart the broker on its port. The port is in the ephemeral range, and over a long
+    outage the agent's own connection attempts can hold it for a moment (a TCP connect to a
+    port nobody listens on may pick that port as its source and connect to itself)."""
+    for attempt in range(attempts):
+        try:
+            broker.restart()
+            return
+        except BrokerError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def _outage_run(work: Path, pki: Pki, broker: RunningBroker, outage_s: float, steady_s: float,
+                      settle_s: float, n_devices: int = 10, poll_s: float = 1.0) -> dict[str, Any]:
+    """RSS of the loaded site (model on) before, during and after a broker outage (module docstring)."""
+    async with _loaded_site(work / "outage", pki, broker, poll_s, n_devices, "flood") as site:
+        steady = await _rss_samples(site.pid, steady_s)
+        broker.stop()
+        during = await _rss_samples(site.pid, outage_s)
+        before_restart = site.next_seq()
+        await _restart(broker)
+        back = time.monotonic()
+        drained = await _wait(lambda: site.missing(before_restart) == 0, max(60.0, outage_s))
+        drain_s = time.monotonic() - back
+        after = await _rss_samples(site.pid, settle_s)
+        missing = site.missing(before_restart)
+    return {
+        "outage_s": outage_s, "records_in_outage": before_restart - 1, "drained": drained,
+        "drain_s": round(drain_s, 1), "missing_seqs": missing,
+        "rss_steady_mb": round(_median(steady), 1), "rss_peak_outage_mb": round(max(during + after), 1),
+        "rss_end_of_outage_mb": round(during[-1], 1),
+        "rss_after_outage_mb": round(_median(after), 1),
+        "rss_after_outage_last_mb": round(after[-1], 1),
     }
 
 
@@ -277,10 +381,13 @@ async def _reconnect(work: Path, pki: Pki, broker: RunningBroker, outage_s: floa
     return {"reconnect_s": round(sub.online_at[-1] - back, 2) if ok else None, "outage_s": outage_s}
 
 
-async def agent_section(seconds: float) -> dict[str, Any]:
+async def agent_section(seconds: float, outage_s: float = 240.0) -> dict[str, Any]:
+    """The agent's figures; ``outage_s`` 0 leaves out the RSS-after-outage run."""
     with tempfile.TemporaryDirectory(prefix="jikimi-bench-") as tmp:
         work = Path(tmp)
         async with _world(work) as (pki, broker):
+            outage = (await _outage_run(work, pki, broker, outage_s, steady_s=max(3 * seconds, 3.0),
+                                        settle_s=max(3 * seconds, 3.0)) if outage_s > 0 else None)
             load = [await _load_run(work, pki, broker, 1.0, max(seconds, 10.0))]
             bare = await _load_run(work, pki, broker, 1.0, max(seconds, 10.0), model=None)
             for poll_s in (0.2, 0.1, 0.05, 0.025):
@@ -302,4 +409,7 @@ async def agent_section(seconds: float) -> dict[str, Any]:
         "poll_period_ms": close["poll_period_ms"], "close_latency_ms": close["close_latency_ms"],
         "close_trials": {"trials": close["trials"], "closed": close["closed"]},
         "reconnect_s": reconnect["reconnect_s"], "reconnect_outage_s": reconnect["outage_s"],
+        **({} if outage is None else {
+            "rss_steady_mb": outage["rss_steady_mb"], "rss_peak_outage_mb": outage["rss_peak_outage_mb"],
+            "rss_after_outage_mb": outage["rss_after_outage_mb"], "outage": outage}),
     }

@@ -29,6 +29,7 @@ import os
 import platform
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,24 +201,32 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def rtu_section(seconds: float) -> list[dict[str, float]]:
-    return [await rtu_reads_per_s(baud, seconds) for baud in BAUDS]
+@dataclass(frozen=True)
+class BenchOptions:
+    """How long each measurement runs; ``outage_s`` 0 leaves out the agent's outage run."""
+
+    seconds: float = 3.0
+    outage_s: float = 240.0
 
 
-async def _agent_section(seconds: float) -> dict[str, Any]:
+async def rtu_section(opts: BenchOptions) -> list[dict[str, float]]:
+    return [await rtu_reads_per_s(baud, opts.seconds) for baud in BAUDS]
+
+
+async def _agent_section(opts: BenchOptions) -> dict[str, Any]:
     from lab.bench_agent import agent_section
 
-    return await agent_section(seconds)
+    return await agent_section(opts.seconds, outage_s=opts.outage_s)
 
 
-async def _inference_section(seconds: float) -> dict[str, Any]:
+async def _inference_section(opts: BenchOptions) -> dict[str, Any]:
     from lab.bench_inference import measure_inference
 
     return await asyncio.to_thread(measure_inference, 3000)
 
 
 # Top-level report keys -> how to produce them; other packages add theirs here.
-SECTIONS: dict[str, Callable[[float], Awaitable[Any]]] = {
+SECTIONS: dict[str, Callable[[BenchOptions], Awaitable[Any]]] = {
     "rtu": rtu_section,
     "inference_ms": _inference_section,
     "agent": _agent_section,
@@ -226,13 +235,14 @@ SECTIONS: dict[str, Callable[[float], Awaitable[Any]]] = {
 FLATTENED = frozenset({"agent"})
 
 
-async def run_edge_bench(seconds: float = 3.0) -> dict[str, Any]:
+async def run_edge_bench(seconds: float = 3.0, outage_s: float = 240.0) -> dict[str, Any]:
     report: dict[str, Any] = {
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),
     }
+    opts = BenchOptions(seconds, outage_s)
     for key, produce in SECTIONS.items():
-        value = await produce(seconds)
+        value = await produce(opts)
         if key in FLATTENED:
             report.update(value)
         else:

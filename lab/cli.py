@@ -24,7 +24,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench_edge(args: argparse.Namespace) -> int:
     from lab.bench_edge import run_edge_bench, write_report
 
-    report = asyncio.run(run_edge_bench(seconds=args.seconds))
+    report = asyncio.run(run_edge_bench(seconds=args.seconds, outage_s=args.outage_s))
     write_report(args.json, report)
     print(json.dumps(report, indent=2))
     return 0
@@ -89,6 +89,8 @@ def register(cli: Cli) -> None:
     p = cli.subcommand("bench", "edge", "measure the edge's device I/O", _bench_edge, group_help=g)
     p.add_argument("--json", type=Path, required=True, metavar="FILE")
     p.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    p.add_argument("--outage-s", type=float, default=240.0,
+                   help="broker outage for the agent's RSS-after-outage run (0: leave the run out)")
 
     p = cli.subcommand("bench", "ingest", "the hub's ingest limit at many mTLS sites, next to the broker's",
                        _bench_ingest)

@@ -324,11 +324,16 @@ def _hub_inbound() -> Harness:
 
 
 def _edge_command() -> Harness:
+    from cryptography.hazmat.primitives import serialization
+
     from shared import messages
+    from shared.ed25519 import VerifyKey
     from shared.errors import SigningError, WireError
     from shared.signing import verify_command
 
-    key = _command_key().public_key()
+    # the edge's own verifier (the ssl module's OpenSSL through ctypes), as the agent runs it
+    key = VerifyKey(_command_key().public_key().public_bytes(serialization.Encoding.Raw,
+                                                             serialization.PublicFormat.Raw))
 
     def call(data: bytes) -> None:
         with contextlib.suppress(WireError):

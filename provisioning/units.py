@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.agent_cli import AGENT_ENV
 from shared.errors import ProvisioningError
 
 # Shared hardening for every jikimi service (systemd.exec(5)).
@@ -68,6 +69,7 @@ def default_exec() -> str:
 
 
 def edge_unit(jikimi: str, watchdog_s: int = 30) -> Unit:
+    env = "\n".join(f"Environment={k}={v}" for k, v in AGENT_ENV.items())
     return Unit("jikimi-edge@.service", f"""\
 [Unit]
 Description=jikimi edge agent for site %i
@@ -78,6 +80,8 @@ Wants=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={jikimi} edge run --config /etc/jikimi/%i/site.toml
+# The agent's footprint (edge/agent_cli.py AGENT_ENV; bench edge runs it with the same).
+{env}
 # Fed by the acquisition loop, not by a timer: a stuck bus restarts the agent.
 WatchdogSec={watchdog_s}
 Restart=always

@@ -38,6 +38,10 @@ COMMAND_MODULES = (
     "lab.netwarn_cli",
 )
 
+# Long-lived commands that load only the module that registers them: ``jikimi edge run`` runs for
+# months on a small box and must not carry every other package's imports (issue 17).
+LEAN_COMMANDS = {("edge", "run"): "edge.agent_cli"}
+
 
 class _Registrar(Protocol):
     def __call__(self, cli: Cli) -> None: ...
@@ -122,7 +126,9 @@ def build_cli(modules: Sequence[str] = COMMAND_MODULES) -> Cli:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    cli = build_cli()
+    words = tuple(sys.argv[1:3] if argv is None else argv[:2])
+    lean = LEAN_COMMANDS.get((words[0], words[1])) if len(words) == 2 else None
+    cli = build_cli((lean,) if lean else COMMAND_MODULES)
     args = cli.parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:

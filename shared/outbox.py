@@ -240,6 +240,14 @@ class Outbox(Generic[R]):
     def close(self) -> None:
         self._db.close()
 
+    def release_memory(self) -> None:
+        """Hand SQLite's page cache back to the allocator (``PRAGMA shrink_memory``): after an
+        outage's backlog drains, the cache the backlog filled is no longer needed."""
+        try:
+            self._db.execute("PRAGMA shrink_memory")
+        except sqlite3.Error as exc:
+            raise self.kind.error(f"{self.path}: cannot release memory: {exc}") from exc
+
     def check(self) -> None:
         """SQLite's ``quick_check``; raises the kind's :class:`OutboxError` unless the file is sound."""
         try:

@@ -14,14 +14,16 @@ import base64
 import binascii
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from shared.ed25519 import KeyFormatError, VerifyKey
 from shared.errors import ConfigError, SigningError
 from shared.messages import Command, to_builtins
+
+if TYPE_CHECKING:  # cryptography is imported where a key is made or loaded: the edge only verifies
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 _canonical = msgspec.json.Encoder(order="sorted")
 
@@ -33,9 +35,14 @@ def canonical_bytes(cmd: Command) -> bytes:
     return _canonical.encode(body)
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
+def key_id(public_key: Ed25519PublicKey | VerifyKey) -> str:
     """A short, stable name for a public key: the first 16 hex digits of SHA-256 of its raw bytes."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if isinstance(public_key, VerifyKey):
+        raw = public_key.raw
+    else:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
@@ -46,7 +53,7 @@ def sign_command(cmd: Command, private_key: Ed25519PrivateKey) -> Command:
     return msgspec.structs.replace(unsigned, sig=base64.b64encode(sig).decode("ascii"))
 
 
-def verify_command(cmd: Command, public_key: Ed25519PublicKey) -> None:
+def verify_command(cmd: Command, public_key: Ed25519PublicKey | VerifyKey) -> None:
     """Raise :class:`SigningError` unless ``cmd`` carries a valid signature by ``public_key``."""
     if not cmd.sig:
         raise SigningError(f"command {cmd.cmd_id}: not signed")
@@ -60,6 +67,12 @@ def verify_command(cmd: Command, public_key: Ed25519PublicKey) -> None:
         sig = base64.b64decode(cmd.sig, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise SigningError(f"command {cmd.cmd_id}: signature is not base64") from exc
+    if isinstance(public_key, VerifyKey):
+        if not public_key.verify(sig, canonical_bytes(cmd)):
+            raise SigningError(f"command {cmd.cmd_id}: signature does not verify")
+        return
+    from cryptography.exceptions import InvalidSignature
+
     try:
         public_key.verify(sig, canonical_bytes(cmd))
     except InvalidSignature as exc:
@@ -68,6 +81,9 @@ def verify_command(cmd: Command, public_key: Ed25519PublicKey) -> None:
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """Load the hub's Ed25519 command key (PEM, PKCS#8). Errors name the file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
@@ -79,6 +95,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load the hub's command-verification key (PEM, SubjectPublicKeyInfo). Errors name the file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError, TypeError) as exc:
@@ -86,3 +105,14 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ConfigError(str(path), "", "the command-verification key is not an Ed25519 key")
     return key
+
+
+def load_verify_key(path: Path) -> VerifyKey:
+    """The edge's form of :func:`load_public_key`: a key that only verifies, without loading
+    ``cryptography`` (shared/ed25519.py). Errors name the file."""
+    try:
+        return VerifyKey.from_pem(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot load the command-verification key: {exc}") from exc
+    except KeyFormatError as exc:
+        raise ConfigError(str(path), "", f"the command-verification key is not an Ed25519 key: {exc}") from exc

@@ -49,6 +49,18 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
+def _reference_kernels(interpreter_class: Any) -> dict[str, Any]:
+    """Interpreter options for LiteRT's reference kernels without the default XNNPACK delegate.
+
+    For a network this small the delegate only costs memory (~1 MB of RSS, issue 17); the
+    reference kernels give the same outputs for the shipped int8 model (tests/edge/inference/
+    test_runtime.py compares them). Empty where the runtime has no such option.
+    """
+    module = __import__(interpreter_class.__module__, fromlist=["OpResolverType"])
+    kind = getattr(getattr(module, "OpResolverType", None), "BUILTIN_REF", None)
+    return {} if kind is None else {"experimental_op_resolver_type": kind}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the card says about one model file: where it is, its hash, its threshold."""
@@ -134,7 +146,8 @@ class ModelRunner:
         log.info("inference.model_loaded", extra={"model": self.spec.name, "sha256": self.sha256})
 
     def _open(self, data: bytes) -> None:
-        interp = _interpreter_class()(model_content=data, num_threads=1)
+        cls = _interpreter_class()
+        interp = cls(model_content=data, num_threads=1, **_reference_kernels(cls))
         interp.allocate_tensors()
         self._in_index = interp.get_input_details()[0]["index"]
         self._out_index = interp.get_output_details()[0]["index"]

@@ -147,7 +147,7 @@ async def test_sim_run_listens_on_tcp_with_command_line_faults() -> None:
 def test_bench_edge_writes_rtu_numbers_next_to_the_reference_client_and_the_wire_limit(tmp_path: Path) -> None:
     out = tmp_path / "edge.json"
     out.write_text(json.dumps({"inference": {"kept": True}}))
-    assert main(["bench", "edge", "--json", str(out), "--seconds", "0.3"]) == 0
+    assert main(["bench", "edge", "--json", str(out), "--seconds", "0.3", "--outage-s", "2"]) == 0
     doc = json.loads(out.read_text())
     assert doc["inference"] == {"kept": True}  # other sections survive
     assert doc["machine"]["cores"] >= 1
@@ -157,3 +157,11 @@ def test_bench_edge_writes_rtu_numbers_next_to_the_reference_client_and_the_wire
         assert row["reference_reads_per_s"] > 0
         assert row["ratio"] == pytest.approx(row["reads_per_s"] / row["reference_reads_per_s"], rel=0.01)
         assert row["ratio_of_wire_limit"] == pytest.approx(row["reads_per_s"] / row["wire_limit_per_s"], rel=0.01)
+    # the agent's keys (issue 17), with the model loaded as in the field; no figure is asserted
+    assert doc["model_loaded"] is True
+    for key in ("rss_mb", "cpu_pct", "bytes_per_sample", "rss_steady_mb", "rss_peak_outage_mb",
+                "rss_after_outage_mb"):
+        assert isinstance(doc[key], float), key
+    assert doc["outage"]["outage_s"] == 2.0
+    assert doc["outage"]["drained"] is True
+    assert doc["outage"]["missing_seqs"] == 0

@@ -120,3 +120,12 @@ def test_renew_check_says_whether_renewal_is_due(tmp_path: Path) -> None:
     site = pki.dir / "gg-due-01"
     assert main(["provision", "renew", "--dir", str(site), "--check"]) == 1
     assert main(["provision", "renew", "--dir", str(site), "--check", "--force"]) == 0
+
+
+def test_edge_unit_runs_the_agent_with_its_footprint_environment(units: Path) -> None:
+    """The unit sets every variable of the agent's environment, the one bench edge measures with."""
+    from edge.agent_cli import AGENT_ENV
+
+    s = _settings((units / "jikimi-edge@.service").read_text())
+    assert sorted(s["Environment"]) == sorted(f"{k}={v}" for k, v in AGENT_ENV.items())
+    assert "MALLOC_ARENA_MAX=2" in s["Environment"]

@@ -57,3 +57,11 @@ def test_contexts_trust_the_projects_ca_alone_never_the_systems_store(pki: Pki, 
     ctx = (server_context(TlsFiles.from_pki(pki.dir, "hub-a"), require_client_cert=True) if server
            else client_context(TlsFiles.from_pki(pki.dir, "gg-a-01")))
     assert ctx.cert_store_stats()["x509_ca"] == _pem_count(pki.ca_chain)
+
+
+def test_a_broken_ca_file_is_named(pki: Pki, tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n")
+    files = TlsFiles(ca=bad, cert=pki.cert("gg-a-01"), key=pki.key("gg-a-01"))
+    with pytest.raises(TlsSetupError, match=r"ca\.pem: cannot load CA"):
+        client_context(files)

@@ -175,3 +175,35 @@ def test_model_never_warns_below_its_arming_depth(test_events: list[FloodEvent])
         assert seen_below > 0
     finally:
         fc.close()
+
+
+@pytest.mark.parametrize("variant", ["int8", "float"])
+def test_reference_kernels_give_the_default_kernels_outputs_on_test_year_samples(
+    variant: str, test_events: list[FloodEvent],
+) -> None:
+    """The runner loads LiteRT's reference kernels (no XNNPACK, less memory); on every sample of
+    the test-year events their output is the default interpreter's (bit for bit for the shipped
+    int8 model; the float model's sums may round differently in the last bit), so the card holds."""
+    from edge.inference.features import flood_features
+    from edge.inference.flood import default_card_path
+    from edge.inference.runtime import ModelRunner, _interpreter_class, _reference_kernels, model_spec
+
+    spec = model_spec(default_card_path(), variant)
+    assert _reference_kernels(_interpreter_class())  # this runtime has the option, so it is in use
+    runner = ModelRunner(spec)
+    default = _interpreter_class()(model_content=spec.path.read_bytes(), num_threads=1)
+    default.allocate_tensors()
+    i, o = default.get_input_details()[0]["index"], default.get_output_details()[0]["index"]
+    compared = 0
+    try:
+        for e in test_events:
+            for n in range(1, e.t_secs.size + 1):
+                x = flood_features(e.t_secs[:n], e.depth_cm[:n])
+                default.set_tensor(i, x.reshape(1, -1))
+                default.invoke()
+                expected = float(default.get_tensor(o).reshape(-1)[0])
+                assert runner.predict(x) == (expected if variant == "int8" else pytest.approx(expected, abs=1e-6))
+                compared += 1
+    finally:
+        runner.close()
+    assert compared > 1000
