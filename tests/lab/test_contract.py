@@ -277,7 +277,9 @@ async def _send(system: System, site: Site, action: Action, params: dict[str, An
 
 # --- the matrix ---------------------------------------------------------------------------------
 
-OFFERED = [(k, a) for k in PROFILES for a in vocabulary.offers(k)]
+OFFERED = [(k, a) for k in PROFILES for a in vocabulary.offers(k) if not vocabulary.action_spec(a).advisory]
+ADVISORY = [(k, a) for k in PROFILES for a in vocabulary.offers(k) if vocabulary.action_spec(a).advisory]
+"""Offered, but sent by the hub itself (the network forecast's prealert), never by an operator."""
 NOT_OFFERED = [(k, a) for k in PROFILES for a in Action if a not in vocabulary.offers(k)]
 
 
@@ -288,7 +290,7 @@ def _id(case: tuple[Kind, Action]) -> str:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_the_matrix_covers_every_profile_and_every_action() -> None:
     assert set(PROFILES) == set(Kind)  # one shipped profile of every kind
-    assert {a for _k, a in OFFERED} | {a for _k, a in NOT_OFFERED} == set(Action)
+    assert {a for _k, a in OFFERED} | {a for _k, a in ADVISORY} | {a for _k, a in NOT_OFFERED} == set(Action)
     assert NOT_OFFERED  # some kind does not take some action: the refusal half is not empty
 
 
@@ -312,6 +314,23 @@ async def test_an_offered_action_is_verified_and_the_device_shows_it(system: Sys
     readback, want = _expected(site, action, params)
     assert site.shows(readback) == want
     assert site.sim.device.writes[writes_before:][-1:] == [vocabulary.write_of(action, params)]
+
+
+@pytest.mark.parametrize("case", ADVISORY, ids=_id)
+async def test_an_advisory_action_from_an_operator_is_refused_before_anything_is_signed(
+        system: System, case: tuple[Kind, Action]) -> None:
+    """The prealert is the hub's own (hub/forecastdesk.py): an operator's, even well formed, is refused
+    with the reason, and the device sees nothing."""
+    kind, action = case
+    site = system.sites[kind]
+    params = {p.name: p.lo if p.lo is not None else p.choices[0] for p in vocabulary.action_spec(action).params}
+    writes_before = len(site.sim.device.writes)
+    async with client(system, "sam") as sam:
+        r = await sam.post("/api/commands", {"site": site.site, "device": DEVICE, "action": action.value,
+                                             "params": params, "reason": "contract test"})
+        assert r.status == 422, f"{kind.value} {action.value}: {r.status} {await r.text()}"
+        assert "network forecast" in (await r.json())["error"]
+    assert len(site.sim.device.writes) == writes_before
 
 
 SELFTESTS = [k for k in PROFILES if Action.DEVICE_SELFTEST in vocabulary.offers(k)]
