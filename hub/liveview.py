@@ -439,8 +439,9 @@ class LiveView:
             err: Exception = SourceError(f"camera {cam.id}: its stream did not open in {self.config.open_timeout_s} s")
             fut.set_exception(err)
             raise err from exc
-        except Exception as exc:
-            fut.set_exception(exc)
+        except BaseException as exc:  # whatever ends this opening ends it for the viewers sharing it
+            fut.set_exception(exc if isinstance(exc, Exception)
+                              else SourceError(f"camera {cam.id}: opening its stream was cancelled"))
             raise
         finally:
             self._opening.pop(cam.id, None)

@@ -261,6 +261,17 @@ class Birth(_Message, frozen=True, kw_only=True):
     models: list[ModelInfo] = msgspec.field(default_factory=list)
 
 
+ThinnedRanges = Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)]
+"""Inclusive [from, to] seq ranges a full outbox thinned (a batch's ``thinned``)."""
+
+
+def check_thinned(ranges: list[tuple[int, int]]) -> None:
+    """A batch's thinned ranges each run forwards (decoding refuses the batch otherwise)."""
+    for lo, hi in ranges:
+        if lo > hi:
+            raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
+
+
 class DataBatch(_Message, frozen=True, kw_only=True):
     """A batch of records (ascending seq within a batch; live records may overtake replay).
 
@@ -284,13 +295,10 @@ class DataBatch(_Message, frozen=True, kw_only=True):
     records: list[Record]
     floor_seq: Seq | None = None
     epoch: Epoch = 0
-    thinned: Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)] = msgspec.field(
-        default_factory=list)
+    thinned: ThinnedRanges = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for lo, hi in self.thinned:
-            if lo > hi:
-                raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
+        check_thinned(self.thinned)
 
 
 class Command(_Message, frozen=True, kw_only=True):
@@ -455,13 +463,10 @@ class CityBatch(_Message, frozen=True, kw_only=True):
     records: list[CityRecord]
     floor_seq: Seq | None = None
     epoch: Epoch = 0
-    thinned: Annotated[list[tuple[Seq, Seq]], msgspec.Meta(max_length=MAX_THINNED)] = msgspec.field(
-        default_factory=list)
+    thinned: ThinnedRanges = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        for lo, hi in self.thinned:
-            if lo > hi:
-                raise ValueError(f"thinned range [{lo}, {hi}] is backwards")
+        check_thinned(self.thinned)
 
 
 class CityAck(_Message, frozen=True, kw_only=True):

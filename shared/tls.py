@@ -27,17 +27,22 @@ class TlsFiles:
         return cls(ca=pki_dir / "ca.pem", cert=pki_dir / cn / "cert.pem", key=pki_dir / cn / "key.pem")
 
 
+def trusting(purpose: ssl.Purpose, ca: Path) -> ssl.SSLContext:
+    """TLS 1.3 trusting the CA file ``ca`` alone: given ``cafile``, ``create_default_context`` does
+    not load the system's trust store, so no public CA can vouch for a broker, hub or peer."""
+    try:
+        ctx = ssl.create_default_context(purpose, cafile=str(ca))
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsSetupError(f"{ca}: cannot load CA: {exc}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
 def _base(purpose: ssl.Purpose, files: TlsFiles) -> ssl.SSLContext:
-    """TLS 1.3 trusting the project's CA alone: given ``cafile``, ``create_default_context`` does not
-    load the system's trust store, so no public CA can vouch for a broker, hub or peer."""
     for label, path in (("CA", files.ca), ("certificate", files.cert), ("key", files.key)):
         if not path.is_file():
             raise TlsSetupError(f"{path}: {label} file not found")
-    try:
-        ctx = ssl.create_default_context(purpose, cafile=str(files.ca))
-    except (ssl.SSLError, OSError) as exc:
-        raise TlsSetupError(f"{files.ca}: cannot load CA: {exc}") from exc
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx = trusting(purpose, files.ca)
     try:
         ctx.load_cert_chain(certfile=str(files.cert), keyfile=str(files.key))
     except (ssl.SSLError, OSError) as exc:

@@ -42,7 +42,7 @@ from hub.forward.plan import Notice
 from hub.forward.policy import Outcome, backoff_s, classify
 from hub.forward.tx import WriteGateway, WriteTx
 from shared.errors import TlsSetupError
-from shared.tls import TlsFiles, client_context
+from shared.tls import TlsFiles, client_context, trusting
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,7 @@ def tls_context(recipient: Recipient) -> ssl.SSLContext | None:
         return client_context(TlsFiles(ca=tls.ca, cert=tls.cert, key=tls.key))
     # Server authentication only (no client certificate configured): the same rules as
     # shared.tls.client_context, without loading a certificate of ours.
-    # The configured CA alone (given cafile, the system's trust store is not loaded).
-    try:
-        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
-    except (ssl.SSLError, OSError) as exc:
-        raise TlsSetupError(f"{tls.ca}: cannot load CA: {exc}") from exc
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
+    return trusting(ssl.Purpose.SERVER_AUTH, tls.ca)
 
 
 class HttpTransport:

@@ -21,9 +21,20 @@ UNDERPASS = profiles_dir() / "underpass-jk-up300.toml"
 
 
 def write_config(
-    path: Path, pki: PkiFixture, site: str, broker: RunningBroker, sim: Simulator, *, extra_policy: str = ""
+    path: Path, pki: PkiFixture, site: str, broker: RunningBroker, sim: Simulator | None = None, *,
+    extra_policy: str = "", devices: dict[str, tuple[Path, str]] | None = None,
 ) -> Path:
+    """A site config beside ``path``: the underpass barrier on ``sim``, or ``devices`` (name →
+    (profile, transport))."""
     d = pki.dir
+    if devices is None:
+        assert sim is not None, "give the simulator or the devices"
+        devices = {"barrier": (UNDERPASS, sim.address)}
+    device_tables = "".join(f"""
+[devices.{name}]
+profile = "{profile}"
+transport = "{transport}"
+""" for name, (profile, transport) in devices.items())
     path.write_text(f"""
 [site]
 id = "{site}"
@@ -40,11 +51,7 @@ command_key = "{d / "command-signing" / "pub.pem"}"
 [policy]
 verify_timeout_s = 5.0
 {extra_policy}
-
-[devices.barrier]
-profile = "{UNDERPASS}"
-transport = "{sim.address}"
-""")
+{device_tables}""")
     return path
 
 

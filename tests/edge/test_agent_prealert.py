@@ -33,30 +33,8 @@ FLOOD = profiles_dir() / "flood-alarm-jk-fa100.toml"
 
 
 def _flood_site(tmp_path: Path, pki: PkiFixture, site: str, broker: RunningBroker, pty: str, policy: str) -> Path:
-    d = pki.dir
-    path = tmp_path / "site.toml"
-    path.write_text(f"""
-[site]
-id = "{site}"
-state_dir = "{tmp_path / "state"}"
-
-[hub]
-host = "{broker.host}"
-port = {broker.port}
-ca = "{d / "ca.pem"}"
-cert = "{d / site / "cert.pem"}"
-key = "{d / site / "key.pem"}"
-command_key = "{d / "command-signing" / "pub.pem"}"
-
-[policy]
-verify_timeout_s = 5.0
-{policy}
-
-[devices.alarm]
-profile = "{FLOOD}"
-transport = "rtu://{pty}"
-""")
-    return path
+    return write_config(tmp_path / "site.toml", pki, site, broker, extra_policy=policy,
+                        devices={"alarm": (FLOOD, f"rtu://{pty}")})
 
 
 def prealert(site: str, device: str, **kw: object) -> m.Command:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import shutil
 import signal
 import socket
 import sys
@@ -115,7 +114,6 @@ def test_the_picture_follows_the_preset_while_a_client_watches(server: RtspCamer
     assert set(seen) == {None, 4}
 
 
-@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed (make system-deps installs it)")
 async def test_ffprobe_plays_the_stream_of_the_camera_command_and_onvif_names_it() -> None:
     """The command line camera with --rtsp and --no-snapshot: ONVIF GetStreamUri names its stream, ffprobe reads it."""
     argv = ["sim", "camera", "--onvif", "127.0.0.1:0", "--rtsp", "127.0.0.1:0", "--no-snapshot", "--id", "SW-PTZ-0032",
