@@ -4,7 +4,10 @@ underpass simulator, and real headless Chromium (Debian's, driven by Playwright)
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -148,12 +151,47 @@ transport = "serial://{sim.path}"
 async def browser() -> AsyncIterator[Browser]:
     if not CHROMIUM.exists() or shutil.which(str(CHROMIUM)) is None:
         pytest.fail("Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium)")
-    async with async_playwright() as pw:
+    pw = await async_playwright().start()
+    try:
         b = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
-            await b.close()
+            await _within(b.close(), "Chromium did not close")
+    finally:
+        stopping = asyncio.ensure_future(pw.stop())
+        if not await _within(stopping, "Playwright's driver did not exit after its input closed"):
+            _kill_driver()  # Chromium exits with it: its control pipe closes
+            await _within(stopping, "Playwright's driver outlived SIGKILL")
+
+
+TEARDOWN_S = 30.0
+
+
+async def _within(aw: Awaitable[object], what: str) -> bool:
+    """Await a teardown step for at most TEARDOWN_S. A browser teardown that never returns once
+    cost a CI run its whole test timeout; now it costs 30 s and says which step it was."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=TEARDOWN_S)
+    if task in done:
+        task.result()
+        return True
+    warnings.warn(f"{what} within {TEARDOWN_S:.0f} s", stacklevel=2)
+    return False
+
+
+def _kill_driver() -> None:
+    """SIGKILL this process's Playwright drivers (``node … run-driver``), found through /proc:
+    Playwright's public API has no handle on its driver process."""
+    me = str(os.getpid())
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = stat.read_text().rsplit(")", 1)[1].split()[1]
+            cmdline = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError):
+            continue  # the process went away while we looked
+        if ppid == me and b"run-driver" in cmdline:
+            os.kill(int(stat.parent.name), signal.SIGKILL)
 
 
 @asynccontextmanager
