@@ -248,7 +248,7 @@ class Agent:
             on_prealert=self._prealert,
         )
         self.uplink = Uplink(
-            UplinkConfig(site=cfg.site.id, host=cfg.hub.host, port=cfg.hub.port, tls=cfg.tls,
+            UplinkConfig(sender=cfg.site.id, host=cfg.hub.host, port=cfg.hub.port, tls=cfg.tls,
                          replay_rate=cfg.outbox.replay_rate),
             self.outbox,
             boot=self.boot,

@@ -42,7 +42,7 @@ async def running_uplink(
     on_command: Callable[[messages.Command], Awaitable[None]] = _ignore,
 ) -> AsyncIterator[Uplink]:
     up = Uplink(
-        UplinkConfig(site=site, host=broker.host, port=broker.port, tls=files, replay_rate=5000.0),
+        UplinkConfig(sender=site, host=broker.host, port=broker.port, tls=files, replay_rate=5000.0),
         outbox,
         boot="boot-1",
         birth=_birth(site),
