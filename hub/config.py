@@ -57,6 +57,9 @@ default)::
     cap = false                 # forward its alarms as CAP (urgency Expected)
     prealert = true             # send the site's edge a signed forecast.prealert
 
+    [province]                  # report to the province (hub/province_config.py); absent: off
+    site_state_every_s = 30
+
     [retention]
     raw_days = 7
     downsample_s = 60
@@ -78,6 +81,7 @@ from hub.forecast_config import ForecastConfig, parse_forecast
 from hub.liveview import LiveConfig
 from hub.liveview import parse_config as parse_live
 from hub.logins import IpNetwork, parse_proxies
+from hub.province_config import ProvinceLinkConfig, parse_province_link
 from hub.sites import RulesConfig, SitesConfig, parse_rules, parse_sites, unplaced_problem, with_enrolled
 from shared import tomlread
 from shared.addr import host_port
@@ -215,6 +219,8 @@ class HubConfig:
     """Live video and view links (``[live_view]``, hub/liveview.py); used when there are cameras."""
     forecast: ForecastConfig | None = None
     """The network forecast (``[forecast]``, hub/forecast_config.py); None: it does not run."""
+    province: ProvinceLinkConfig | None = None
+    """Reporting to the province (``[province]``, hub/province_config.py); None: the city stands alone."""
 
 
 def load(path: Path) -> HubConfig:
@@ -337,6 +343,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     au.done()
     audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
     forecast = parse_forecast(root.table("forecast"), present="forecast" in raw)
+    province = parse_province_link(root.table("province"), present="province" in raw)
 
     enrolment = None
     if "enrolment" in raw:
@@ -399,4 +406,5 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         cctv=cctv,
         live_view=live_view,
         forecast=forecast,
+        province=province,
     )

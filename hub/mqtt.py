@@ -26,6 +26,9 @@ Rules and invariants:
    gets a few acks a second, not one per transaction.
 6. The hub's status is retained: ``online`` on every connect, ``offline`` on a clean stop and
    as the Will.
+7. When the hub reports to the province, the city's sender (hub/upstream.py rule 4) runs on this
+   connection: the receiver hands it the city's acks and requests (PUBACKed once handled), and
+   a clean stop says the city ``offline`` too.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from shared.errors import MqttError
 from shared.messages import Ack, Command, HubStatus, SiteState
 from shared.mqtt import Connection, ConnectOptions, Mqtt, Transport, Will
 from shared.tls import client_context
+from shared.uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +89,8 @@ class HubMqtt:
         self._ack_wakeup = asyncio.Event()
         self.received = 0
         self.acks_sent = 0
+        self.upstream: Uplink | None = None
+        """The city's sender to the province (hub/upstream.py rule 4), served on this connection."""
 
     @property
     def generation(self) -> int:
@@ -158,13 +164,18 @@ class HubMqtt:
             self.connected.set()
             log.info("mqtt.connected", extra={"client_id": self.client_id, "generation": conn.generation})
             async with asyncio.TaskGroup() as tg:
-                receiver = tg.create_task(self._receive(conn), name="mqtt.receive")
-                acker = tg.create_task(self._send_acks(conn), name="mqtt.acks")
+                tasks = [tg.create_task(self._receive(conn), name="mqtt.receive"),
+                         tg.create_task(self._send_acks(conn), name="mqtt.acks")]
+                if self.upstream is not None:
+                    tasks.append(tg.create_task(self.upstream.attached(conn), name="mqtt.upstream"))
                 await self._stop.wait()
-                receiver.cancel()
-                acker.cancel()
+                for task in tasks:
+                    task.cancel()
             await conn.publish(topics.hub_status_topic(self.cfg.hub_id), self._status(SiteState.OFFLINE),
                                qos=1, retain=True)
+            if self.upstream is not None:
+                wire = self.upstream.wire
+                await conn.publish(wire.status_topic, wire.status(SiteState.OFFLINE), qos=1, retain=True)
         finally:
             self.connected.clear()
 
@@ -178,6 +189,10 @@ class HubMqtt:
 
     async def _receive(self, conn: Connection) -> None:
         async for msg in conn.messages:
+            if self.upstream is not None and self.upstream.owns(msg.topic):
+                await self.upstream.deliver(msg.topic, msg.payload)  # the province's ack or request
+                self._mqtt.ack(msg.generation, [msg.mid])
+                continue
             self.received += 1
             # received: when the MQTT client read it off the socket, not when it left the inbox
             inbound = classify(msg.topic, msg.payload, received=msg.received or self.clock(),

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import secrets
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -50,6 +51,7 @@ from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
 from hub.store import Clock, Reader, Tx, Writer
+from hub.upstream import Upstream, sites_now
 from shared.messages import Command
 from shared.signing import load_private_key
 
@@ -90,6 +92,11 @@ class Hub:
                                               linger_s=cfg.ingest.linger_s, clock=clock)
         self.mqtt = HubMqtt(cfg, self.writer.put, client_id=client_id, clock=clock)
         self.outlet = HubOutlet(self.mqtt.offer_ack, self.mqtt.puback, self.bus)
+        self.upstream: Upstream | None = None
+        if cfg.province is not None:
+            self.upstream = Upstream(cfg, cfg.province, boot=f"{int(clock())}-{secrets.token_hex(3)}", clock=clock)
+            self.outlet.on_change = self.upstream.changed
+            self.mqtt.upstream = self.upstream.uplink
         self.engine = Engine(cfg, load_private_key(cfg.commands.signing_key), self.outlet, observer=observer,
                              clock=clock)
         self.writer.bind(self.engine.ingest, self.engine.load)
@@ -175,6 +182,14 @@ class Hub:
             await self.writer.call(functools.partial(desk.mark_sent, cmd_id=out.cmd_id, ok=problem is None,
                                                      detail=problem or ""))
 
+    async def _report_sites(self, upstream: Upstream) -> None:
+        """hub/upstream.py rule 5: every site's state and data age, when changed, every few seconds
+        (at once on start: rule 6)."""
+        while True:
+            sites = await self.writer.call(lambda _tx: sites_now(self.engine.state))
+            upstream.report_sites(sites)
+            await asyncio.sleep(upstream.link.site_state_every_s)
+
     def _tick(self, tx: Tx, dropped_captures: int) -> None:
         self.engine.tick(tx)
         if self.engine.alerts is not None:
@@ -191,6 +206,8 @@ class Hub:
                       tg.create_task(self.writer.checkpointer(), name="hub.checkpointer")]
             if self.anchor is not None:
                 others.append(tg.create_task(self.anchor.run(self.reader), name="hub.audit_anchor"))
+            if self.upstream is not None:
+                others.append(tg.create_task(self._report_sites(self.upstream), name="hub.province_sites"))
             if self.engine.forecast is not None:
                 others.append(tg.create_task(self._prealerts(self.engine.forecast.outbox),
                                              name="hub.forecast_prealerts"))
@@ -229,6 +246,8 @@ class Hub:
             await stack.aclose()
             writer.cancel()
         self.reader.close()
+        if self.upstream is not None:
+            self.upstream.close()
         if self.anchor is not None:  # the writer has closed: this checkpoint sees the last row
             await asyncio.to_thread(self.anchor.final, self.cfg.db_path)
         log.info("hub.stopped", extra={"hub": self.cfg.hub_id})

@@ -198,7 +198,8 @@ class Uplink:
         await client.publish(wire.status_topic, wire.status(messages.SiteState.ONLINE), qos=1, retain=True)
         await client.publish(wire.birth_topic, wire.birth(), qos=1, retain=True)
 
-    async def _serve(self, client: Connection) -> None:
+    async def _start(self, client: Connection) -> None:
+        """Rule 1, and the cursors of a new connection."""
         self._rebirth = False
         await self._announce(client)
         for topic in (self.wire.ack_topic, *self.wire.inbound):
@@ -209,9 +210,47 @@ class Uplink:
         self.counters.connected_since = self._clock()
         self.connected.set()
         log.info("uplink.connected", extra={"sender": self.cfg.sender, "replay": replay})
+
+    async def _serve(self, client: Connection) -> None:
+        await self._start(client)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._sender(client), name="uplink.sender")
             tg.create_task(self._receiver(client), name="uplink.receiver")
+
+    def owns(self, topic: str) -> bool:
+        """Whether a message on ``topic`` is this sender's (its ack or an ``inbound`` topic)."""
+        return topic == self.wire.ack_topic or topic in self.wire.inbound
+
+    async def attached(self, client: Connection) -> None:
+        """Send over a connection another owner holds (a city hub's one broker connection, whose
+        certificate is the city's voice): as :meth:`run` does on its own connection, but the
+        owner's receiver hands this sender its messages (:meth:`deliver`), and the Will is the
+        owner's. Returns when the connection ends; a storage error ends it (rule 8)."""
+        try:
+            await self._start(client)
+            try:
+                await self._sender(client)
+            except self.wire.outbox_error as exc:
+                raise MqttError(f"outbox: {exc}") from exc
+        finally:
+            if self.connected.is_set():
+                self.connected.clear()
+                self.counters.disconnects += 1
+            self.counters.connected_since = None
+
+    async def deliver(self, topic: str, payload: bytes) -> None:
+        """One message on a topic this sender :meth:`owns`; a bad one is counted and logged."""
+        wire = self.wire
+        try:
+            if topic == wire.ack_topic:
+                self._on_ack(wire.decode_ack(payload))
+            elif topic in wire.inbound and wire.on_message is not None:
+                await wire.on_message(topic, payload)
+            else:
+                raise WireError(f"unexpected topic {topic}")
+        except WireError as exc:
+            self.counters.bad_messages += 1
+            log.warning("uplink.bad_message", extra={"topic": topic, "error": str(exc)})
 
     async def _sender(self, client: Connection) -> None:
         data_topic = self.wire.data_topic
@@ -277,18 +316,8 @@ class Uplink:
         return payload
 
     async def _receiver(self, client: Connection) -> None:
-        wire = self.wire
         async for msg in client.messages:
-            try:
-                if msg.topic == wire.ack_topic:
-                    self._on_ack(wire.decode_ack(msg.payload))
-                elif msg.topic in wire.inbound and wire.on_message is not None:
-                    await wire.on_message(msg.topic, msg.payload)
-                else:
-                    raise WireError(f"unexpected topic {msg.topic}")
-            except WireError as exc:
-                self.counters.bad_messages += 1
-                log.warning("uplink.bad_message", extra={"topic": msg.topic, "error": str(exc)})
+            await self.deliver(msg.topic, msg.payload)
 
     def _on_ack(self, ack: AckMessage) -> None:
         self.counters.acks += 1

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hub.config import HubConfig, parse
 from hub.engine import Engine
 from hub.inbound import Inbound, classify
-from hub.live import LiveEvent
+from hub.live import Change, LiveEvent
 from hub.migrations import connect
 from hub.store import Tx
 from shared import messages, topics
@@ -41,6 +41,9 @@ class Sink:
 
     def wants_live(self) -> bool:
         return False
+
+    def changed(self, change: Change) -> None:
+        pass
 
 
 def make_cfg(pki: PkiFixture, tmp_path: Path, **sections: dict[str, Any]) -> HubConfig:

@@ -24,33 +24,9 @@ from shared import messages
 from shared.messages import AlarmRecord, CityAck, CityRecord, Place, Priority, SiteStateRecord
 from shared.topics import CityChannel, city_of_hub, city_topic
 from tests.conftest import PkiFixture, ProvincePki, mqtt_client, start_city_broker, start_province_broker
-from trust.broker import RunningBroker
+from tests.province.harness import province_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _config(tmp_path: Path, province_pki: ProvincePki, upstream: RunningBroker) -> Path:
-    files = province_pki.files(province_pki.province)
-    path = tmp_path / "province.toml"
-    path.write_text(f"""
-[province]
-id = "{province_pki.province}"
-
-[broker]
-host = "{upstream.host}"
-port = {upstream.port}
-ca = "{files.ca}"
-cert = "{files.cert}"
-key = "{files.key}"
-
-[database]
-path = "province.db"
-
-[ingest]
-gap_grace_s = 0.5
-resend_interval_s = 1.0
-""")
-    return path
 
 
 def _start(config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -105,7 +81,7 @@ async def test_a_killed_province_loses_nothing_and_commits_every_city_record_onc
     now = time.time()
     outbox, _ = open_upstream(tmp_path / "city" / "province-outbox.db", clock=time.time)
     outbox.append(_records(1, 150, now))
-    config = _config(tmp_path, province_pki, upstream := start_province_broker(province_pki, tmp_path / "pb"))
+    config = province_config(tmp_path, province_pki, upstream := start_province_broker(province_pki, tmp_path / "pb"))
     log = tmp_path / "province.log"
     procs: list[subprocess.Popen[bytes]] = []
     try:

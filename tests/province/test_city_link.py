@@ -1,0 +1,97 @@
+"""A real city hub reporting to the province (DESIGN §8, issue 18): an edge agent beside an
+underpass simulator → the city broker → `Hub` with ``[province]`` → its province outbox, sent on
+the hub's own connection → the city broker's bridge → the provincial broker → the provincial hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from hub.config import parse
+from hub.service import running
+from province.config import load
+from province.service import serve
+from province.store import AlarmView, ProvinceStore
+from shared.topics import city_of_hub
+from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_province_broker
+from tests.edge.harness import running_agent, underpass_sim, write_config
+from tests.hub.conftest import raw_config
+from tests.province.harness import province_config
+
+# Bucheon's Songnae underpass (WGS84)
+SONGNAE = {"area": "gg-bucheon", "name": "송내 지하차도", "lat": 37.4876, "lon": 126.7530}
+
+
+@asynccontextmanager
+async def province_running(config: Path) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(load(config), stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        async with asyncio.timeout(15):
+            await task
+
+
+async def until(pred: Callable[[], bool], within_s: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(within_s):
+            while True:
+                if pred():
+                    return
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting until {what}")
+
+
+def province_alarms(db: Path, site: str) -> list[AlarmView]:
+    store = ProvinceStore(db)
+    try:
+        return [a for a in store.alarms(time.time()) if a.site == site]
+    finally:
+        store.close()
+
+
+async def test_an_alarm_at_a_bucheon_site_appears_at_the_province_with_its_data_age(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """Water at 20 cm under a Bucheon underpass: the city hub raises its alarm, and the provincial
+    hub shows that alarm at that site of that city, with the site's data age from the edge's own
+    sample times; every record the city sent is acknowledged by the province and leaves the
+    city's outbox."""
+    hub_id = test_pki.take_hub()
+    city = city_of_hub(hub_id)
+    site = test_pki.take_site()
+    province_pki.bridge_for(city)
+    with start_province_broker(province_pki, tmp_path / "pb") as upstream, \
+            start_city_broker(test_pki, province_pki, city, upstream, tmp_path / "cb") as local:
+        config = province_config(tmp_path, province_pki, upstream)
+        raw = raw_config(test_pki, local.port, tmp_path / "hub.db", hub_id,
+                         sites={"registry": {site: SONGNAE}}, province={"site_state_every_s": 1.0})
+        cfg = parse(raw, tmp_path / "hub.toml")
+        async with province_running(config), underpass_sim() as sim, running(cfg) as hub:
+            sim.physics.water.depth_cm = 3.0
+            (tmp_path / "edge").mkdir()
+            async with running_agent(write_config(tmp_path / "edge" / "site.toml", test_pki, site, local, sim,
+                                                  extra_policy="closing_depth_cm = 40.0")):
+                assert hub.upstream is not None
+                await until(lambda: hub.upstream is not None and hub.upstream.uplink.connected.is_set(), 15,
+                            "the city's sender is connected")
+                sim.physics.water.depth_cm = 20.0
+                db = tmp_path / "province.db"
+                await until(lambda: any(a.rule == "closing_depth" and a.data_age_s is not None
+                                        for a in province_alarms(db, site)), 30,
+                            "the alarm and its site's data age reach the province")
+                [alarm] = [a for a in province_alarms(db, site) if a.rule == "closing_depth"]
+                assert alarm.city == city
+                assert alarm.data_age_s is not None
+                assert alarm.data_age_s < 30.0
+                await until(lambda: hub.upstream is not None and hub.upstream.outbox.held == 0, 30,
+                            "the province acknowledged everything the city sent")
+                assert hub.upstream.uplink.counters.records_sent > 0
