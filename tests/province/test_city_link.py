@@ -9,12 +9,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from edge.sim.servers import Simulator
 from hub.config import parse
-from hub.service import running
+from hub.service import Hub, running
+from hub.upstream import Upstream
 from province.config import load
 from province.service import serve
 from province.store import AlarmView, ProvinceStore
@@ -23,6 +26,7 @@ from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_pro
 from tests.edge.harness import running_agent, underpass_sim, write_config
 from tests.hub.conftest import raw_config
 from tests.province.harness import province_config
+from trust.broker import RunningBroker
 
 # Bucheon's Songnae underpass (WGS84)
 SONGNAE = {"area": "gg-bucheon", "name": "송내 지하차도", "lat": 37.4876, "lon": 126.7530}
@@ -59,12 +63,31 @@ def province_alarms(db: Path, site: str) -> list[AlarmView]:
         store.close()
 
 
-async def test_an_alarm_at_a_bucheon_site_appears_at_the_province_with_its_data_age(
-        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
-    """Water at 20 cm under a Bucheon underpass: the city hub raises its alarm, and the provincial
-    hub shows that alarm at that site of that city, with the site's data age from the edge's own
-    sample times; every record the city sent is acknowledged by the province and leaves the
-    city's outbox."""
+@dataclass
+class Federation:
+    hub: Hub
+    sim: Simulator
+    upstream: RunningBroker
+    """The provincial broker."""
+    city: str
+    site: str
+    db: Path
+    """The provincial hub's database."""
+
+    @property
+    def link(self) -> Upstream:
+        assert self.hub.upstream is not None
+        return self.hub.upstream
+
+    def alarms(self) -> list[AlarmView]:
+        return province_alarms(self.db, self.site)
+
+
+@asynccontextmanager
+async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path,
+                     edge_policy: str = "") -> AsyncIterator[Federation]:
+    """One city (its broker bridged to the provincial broker, its hub with ``[province]``, one
+    real agent beside an underpass simulator at a registered Bucheon site) and the provincial hub."""
     hub_id = test_pki.take_hub()
     city = city_of_hub(hub_id)
     site = test_pki.take_site()
@@ -79,19 +102,57 @@ async def test_an_alarm_at_a_bucheon_site_appears_at_the_province_with_its_data_
             sim.physics.water.depth_cm = 3.0
             (tmp_path / "edge").mkdir()
             async with running_agent(write_config(tmp_path / "edge" / "site.toml", test_pki, site, local, sim,
-                                                  extra_policy="closing_depth_cm = 40.0")):
-                assert hub.upstream is not None
-                await until(lambda: hub.upstream is not None and hub.upstream.uplink.connected.is_set(), 15,
-                            "the city's sender is connected")
-                sim.physics.water.depth_cm = 20.0
-                db = tmp_path / "province.db"
-                await until(lambda: any(a.rule == "closing_depth" and a.data_age_s is not None
-                                        for a in province_alarms(db, site)), 30,
-                            "the alarm and its site's data age reach the province")
-                [alarm] = [a for a in province_alarms(db, site) if a.rule == "closing_depth"]
-                assert alarm.city == city
-                assert alarm.data_age_s is not None
-                assert alarm.data_age_s < 30.0
-                await until(lambda: hub.upstream is not None and hub.upstream.outbox.held == 0, 30,
-                            "the province acknowledged everything the city sent")
-                assert hub.upstream.uplink.counters.records_sent > 0
+                                                  extra_policy=edge_policy)):
+                fed = Federation(hub, sim, upstream, city, site, tmp_path / "province.db")
+                await until(lambda: fed.link.uplink.connected.is_set(), 15, "the city's sender is connected")
+                yield fed
+
+
+async def test_an_alarm_at_a_bucheon_site_appears_at_the_province_with_its_data_age(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """Water at 20 cm under a Bucheon underpass: the city hub raises its alarm, and the provincial
+    hub shows that alarm at that site of that city, with the site's data age from the edge's own
+    sample times; every record the city sent is acknowledged by the province and leaves the
+    city's outbox."""
+    async with federation(test_pki, province_pki, tmp_path, "closing_depth_cm = 40.0") as fed:
+        fed.sim.physics.water.depth_cm = 20.0
+        await until(lambda: any(a.rule == "closing_depth" and a.data_age_s is not None for a in fed.alarms()), 30,
+                    "the alarm and its site's data age reach the province")
+        [alarm] = [a for a in fed.alarms() if a.rule == "closing_depth"]
+        assert alarm.city == fed.city
+        assert alarm.data_age_s is not None
+        assert alarm.data_age_s < 30.0
+        await until(lambda: fed.link.outbox.held == 0, 30, "the province acknowledged everything the city sent")
+        assert fed.link.uplink.counters.records_sent > 0
+
+
+OUTAGE_S = 60.0
+
+
+async def test_a_provincial_broker_down_for_a_minute_and_back_empty_loses_nothing(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """The provincial broker stops for 60 s (the bridge is down: the city broker's bridge queue and
+    the city's outbox hold what the city says) and comes back without persistence (its sessions and
+    queues gone). Throughout, the city closes its barrier and raises its alarm by itself; after, the
+    province holds every record the city sent, each exactly once, with the alarm raised during the
+    outage."""
+    async with federation(test_pki, province_pki, tmp_path) as fed:
+        await until(lambda: fed.link.outbox.held == 0 and fed.link.outbox.next_seq > 1, 30,
+                    "the first site state is acknowledged")
+        fed.upstream.stop()
+        down_at = time.monotonic()
+        fed.sim.physics.water.depth_cm = 20.0
+        await until(lambda: fed.sim.physics.barrier.limit_closed, 30, "the edge closes the barrier by itself")
+        await until(lambda: fed.link.outbox.held > 0, 30, "the city keeps recording for the province")
+        await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
+        fed.upstream.restart()
+        await until(lambda: fed.link.outbox.held == 0, 120, "the province acknowledged everything after the outage")
+        assert any(a.rule == "closing_depth" for a in fed.alarms())
+        epoch = fed.link.outbox.epoch
+        sent = fed.link.outbox.next_seq - 1
+    store = ProvinceStore(fed.db)
+    try:
+        committed = [(e, s) for e, s, _ in store.committed(fed.city)]
+    finally:
+        store.close()
+    assert committed == [(epoch, s) for s in range(1, sent + 1)]
