@@ -37,6 +37,7 @@ from aiohttp import web
 
 from hub import api_act as act
 from hub import api_live as live
+from hub import api_province as province
 from hub import api_read as read
 from hub import api_video as video
 from hub.api_base import LIMITER_KEY, MAX_BODY, OPS_KEY, Handler, errors_and_headers, json_response, need, ops_of
@@ -114,6 +115,9 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/operations", v, read.list_operations),
         ("POST", "/api/operations", o, act.post_operation),
         ("GET", "/api/operations/{op_id}", v, read.get_operation),
+        ("GET", "/api/province-requests", v, province.list_requests),
+        ("POST", "/api/province-requests/{id}/accept", o, province.accept_request),
+        ("POST", "/api/province-requests/{id}/refuse", o, province.refuse_request),
         ("GET", "/api/exercises", v, read.list_exercises),
         ("POST", "/api/exercises", s, act.post_exercise),
         ("POST", "/api/exercises/{ex_id}/end", s, act.end_exercise),

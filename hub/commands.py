@@ -35,8 +35,7 @@ from typing import Final
 from hub.errors import Refused
 from hub.roles import Role
 from shared import vocabulary
-from shared.messages import Action, Quality, ReplyStatus, Scalar
-from shared.vocabulary import Operation
+from shared.messages import Action, Operation, Quality, ReplyStatus, Scalar
 
 
 class CommandState(enum.StrEnum):
@@ -64,7 +63,7 @@ class CommandState(enum.StrEnum):
 
 
 OperationKind = Operation
-"""Area operations; the vocabulary's :class:`shared.vocabulary.Operation` under the hub's name."""
+"""Area operations (:class:`shared.messages.Operation`, which the vocabulary plans) under the hub's name."""
 
 
 @dataclass(frozen=True)

@@ -336,6 +336,15 @@ def m013_alarm_drivers(db: Database) -> None:
     db.execute("ALTER TABLE alarms ADD COLUMN drivers TEXT")
 
 
+def m014_province_requests(db: Database) -> None:
+    """Requests of the province to this city (hub/requestdesk.py): each once, with its answer."""
+    db.execute("""CREATE TABLE province_requests (
+        request_id TEXT PRIMARY KEY, action TEXT NOT NULL, area TEXT NOT NULL, reason TEXT NOT NULL,
+        requested_by TEXT NOT NULL, requested_at REAL NOT NULL, not_after REAL NOT NULL,
+        received_at REAL NOT NULL, state TEXT NOT NULL, op_id TEXT, decided_by TEXT,
+        why TEXT NOT NULL DEFAULT '', decided_at REAL)""")
+
+
 @dataclass(frozen=True)
 class Migration:
     set: str
@@ -373,6 +382,7 @@ MIGRATIONS: Final = (
     Migration(CORE, m011_record_origins),
     Migration(CORE, m012_camera_links),
     Migration(CORE, m013_alarm_drivers),
+    Migration(CORE, m014_province_requests),
 )
 """The hub database's schema, in order (rule 1)."""
 

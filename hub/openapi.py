@@ -12,6 +12,7 @@ import msgspec
 
 from hub import apitypes as t
 from hub import views as q
+from hub.requestdesk import StoredRequest
 from hub.roles import Role
 from shared.vocabulary import Vocabulary
 
@@ -87,6 +88,13 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/operations/{op_id}"): ("One operation: each device's plan and state (planned, refused with "
                                          "the reason, sent, ..., terminal) with counts, and its commands", None,
                                          q.OperationView, False),
+    ("GET", "/api/province-requests"): ("The province's requests to this city (block or evacuate an area), newest"
+                                        " first, with the city's answers (?limit)", None, StoredRequest, True),
+    ("POST", "/api/province-requests/{id}/accept"): ("Accept a provincial request: the city's own operation starts in"
+                                                     " the operator's name", t.DecisionBody, t.OperationAccepted,
+                                                     False),
+    ("POST", "/api/province-requests/{id}/refuse"): ("Refuse a provincial request (a reason is required)",
+                                                     t.DecisionBody, None, False),
     ("GET", "/api/exercises"): ("The active exercises (drills) by area", None, q.ExerciseView, True),
     ("POST", "/api/exercises"): ("Start an exercise over an area (supervisor): commands and operations may then "
                                  "carry exercise (dry run at the edge; CAP status Exercise)", t.ExerciseBody,

@@ -13,12 +13,14 @@ The API (hub/api.py) sees only this layer and the readers; the composition root
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from hub import alarms as isa
+from hub import requestdesk
 from hub.alerting import operation_notice
 from hub.apitypes import HealthView
 from hub.cctv import CctvLinker
@@ -34,7 +36,8 @@ from hub.live import Broadcaster
 from hub.liveview import LiveView
 from hub.roles import Role
 from hub.store import Clock, Reader, Tx, Writer
-from shared.messages import Command
+from hub.upstream import Upstream
+from shared.messages import CityRequest, Command
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class Operations:
         """Set while the CCTV linkage runs (``[cctv]``): evidence is shown through it."""
         self.live: LiveView | None = None
         """Set while the CCTV linkage runs: live video and view links (hub/liveview.py)."""
+        self.upstream: Upstream | None = None
+        """Set when the hub reports to the province (``[province]``): requests' answers go through it."""
 
     async def write(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a write transaction; its result once committed."""
@@ -118,6 +123,58 @@ class Operations:
                 await self.forwarder.enqueue(dataclasses.replace(notice, exercise=op.exercise_id is not None))
         sent = await asyncio.gather(*(self._dispatch(c) for c in op.commands))
         return OperationOut(op.operation_id, tuple(sent))
+
+    # --- the province's requests (hub/requestdesk.py) -------------------------------------------
+
+    def _answer(self, req: requestdesk.StoredRequest) -> None:
+        """Rule 4: the answer goes to the province."""
+        if self.upstream is not None:
+            self.upstream.report(requestdesk.record(req, self.clock()))
+
+    async def province_request(self, req: CityRequest) -> None:
+        """Rules 1-2 for a request from the province; one the city's rule accepts starts now."""
+        link = self.cfg.province
+        auto = link.auto_accept if link is not None else frozenset()
+
+        def areas() -> frozenset[str]:
+            return frozenset(e.area for e in self.cfg.sites.registry.values()) | frozenset(
+                m.area for m in self.engine.state.sites.values())
+
+        stored, new = await self.writer.call(
+            lambda tx: requestdesk.receive(tx, req, city_areas=areas(), auto_accept=auto))
+        if new:
+            log.info("province.request", extra={"request": req.request_id, "action": req.action.value,
+                                                "area": req.area, "state": stored.state})
+        if new and stored.state == "accepted" and stored.op_id is None:
+            with contextlib.suppress(Refused):  # refused: the answer says why
+                await self.accept_request(req.request_id, requestdesk.AUTO, Role.OPERATOR, stored.why)
+            return
+        self._answer(stored)
+
+    async def accept_request(self, request_id: str, actor: str, role: Role, reason: str) -> OperationOut:
+        """Rule 3: start the city's own operation for the request, in ``actor``'s name."""
+        if not role.allows(Role.OPERATOR):
+            raise Refused(f"{actor} ({role.value}) may not accept provincial requests")
+        req = await self.writer.call(lambda tx: requestdesk.claim(tx, request_id, actor))
+        why = f"provincial request {request_id} from {req.requested_by}: {req.reason}" + (
+            f" (accepted: {reason})" if reason.strip() else "")
+        try:
+            out = await self.start_operation(req.action, req.area, actor, role, why)
+        except Refused as exc:
+            why_not = f"the city could not: {exc}"
+            refused = await self.writer.call(lambda tx: requestdesk.decide(tx, request_id, "refused", actor, why_not))
+            self._answer(refused)
+            raise
+        accepted = await self.writer.call(
+            lambda tx: requestdesk.decide(tx, request_id, "accepted", actor, reason, out.operation_id))
+        self._answer(accepted)
+        return out
+
+    async def refuse_request(self, request_id: str, actor: str, role: Role, reason: str) -> None:
+        if not role.allows(Role.OPERATOR):
+            raise Refused(f"{actor} ({role.value}) may not refuse provincial requests")
+        refused = await self.writer.call(lambda tx: requestdesk.refuse(tx, request_id, actor, reason))
+        self._answer(refused)
 
     async def start_exercise(self, area: str, actor: str, role: Role, reason: str) -> str:
         desk = self.engine.commands

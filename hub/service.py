@@ -39,6 +39,7 @@ from hub.cctv import CctvLinker
 from hub.commanddesk import CommandOut
 from hub.config import HubConfig
 from hub.engine import Engine
+from hub.errors import HubError
 from hub.forward.capread import shipped_schema
 from hub.forward.deliver import Forwarder, HttpTransport
 from hub.forward.outbox import Escalation
@@ -52,7 +53,7 @@ from hub.operations import Operations
 from hub.outlet import HubOutlet
 from hub.store import Clock, Reader, Tx, Writer
 from hub.upstream import Upstream, sites_now
-from shared.messages import Command
+from shared.messages import CityRequest, Command
 from shared.signing import load_private_key
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,10 @@ class Hub:
             self.engine.alerts.desk = self.engine.alarms  # escalations are alarms (hub/alerting.py rule 6)
         self.reader = Reader(cfg.db_path)
         self.ops = Operations(cfg, self.engine, self.writer, self.reader, self.bus, _MqttLink(self.mqtt), clock=clock)
+        self._requests: set[asyncio.Task[None]] = set()
+        if self.upstream is not None:
+            self.ops.upstream = self.upstream
+            self.upstream.on_request = self._province_request
         self.anchor = Anchor(cfg.audit, clock) if cfg.audit is not None else None
         """Signs checkpoints of the audit chain's head (hub/anchor.py)."""
         self.api_port: int | None = None
@@ -181,6 +186,19 @@ class Hub:
             problem = await link.send(out.wire)
             await self.writer.call(functools.partial(desk.mark_sent, cmd_id=out.cmd_id, ok=problem is None,
                                                      detail=problem or ""))
+
+    def _province_request(self, req: CityRequest) -> None:
+        """A request from the province: decided in its own task, so the receiver goes on."""
+
+        async def decide() -> None:
+            try:
+                await self.ops.province_request(req)
+            except HubError as exc:
+                log.error("province.request_failed", extra={"request": req.request_id, "error": str(exc)})
+
+        task = asyncio.create_task(decide(), name=f"hub.province_request:{req.request_id}")
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
 
     async def _report_sites(self, upstream: Upstream) -> None:
         """hub/upstream.py rule 5: every site's state and data age, when changed, every few seconds

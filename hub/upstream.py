@@ -34,8 +34,11 @@ Rules:
    outbox's (a crash in between) is repaired by the next one of the same alarm, incident or
    operation, and on start every site's state is reported again.
 
-Not here yet: alert deliveries (the forwarder's outbox has no after-commit change to follow), and
-requests from the province.
+7. Requests from the province (``jk/v1/city/{city}/req``) are decoded as from this city's topic
+   (a request naming another city is dropped and counted) and handed to ``on_request``
+   (hub/requestdesk.py decides; its answers come back through :meth:`Upstream.report`).
+
+Not here yet: alert deliveries (the forwarder's outbox has no after-commit change to follow).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from shared.messages import (
     CityAck,
     CityBirth,
     CityRecord,
+    CityRequest,
     CityStatus,
     IncidentRecord,
     OperationRecord,
@@ -153,10 +157,15 @@ class Upstream:
             return messages.encode(CityBirth(city=city, hub=cfg.hub_id, hub_version=HUB_VERSION, boot=boot,
                                              ts=clock(), sites=sorted(self._sites)))
 
+        async def request(topic: str, payload: bytes) -> None:
+            req = messages.decode_city(CityRequest, payload, city)  # WireError: counted, dropped
+            if self.on_request is not None:
+                self.on_request(req)
+
         wire = Wire(kind="city", status_topic=at(topics.CityChannel.STATUS), birth_topic=at(topics.CityChannel.BIRTH),
                     data_topic=at(topics.CityChannel.DATA), ack_topic=at(topics.CityChannel.ACK),
-                    decode_ack=lambda p: messages.decode(CityAck, p), status=status, birth=birth,
-                    outbox_error=UpstreamError)
+                    decode_ack=lambda p: messages.decode_city(CityAck, p, city), status=status, birth=birth,
+                    outbox_error=UpstreamError, inbound=(at(topics.CityChannel.REQ),), on_message=request)
         b = cfg.broker
         self.uplink = Uplink(UplinkConfig(sender=city, host=b.host, port=b.port, tls=b.tls, client_id=cfg.hub_id),
                              wire, self.outbox, boot=boot, clock=clock)
@@ -169,6 +178,8 @@ class Upstream:
         self._incidents: dict[int, tuple[float, list[str]]] = {}
         """incident id → (opened at, its alarms' ids)."""
         self._pending: list[CityRecord] = []
+        self.on_request: Callable[[CityRequest], None] | None = None
+        """Takes a request from the province (the hub hands it to hub/requestdesk.py); must not block."""
 
     def close(self) -> None:
         self.outbox.close()
@@ -239,6 +250,11 @@ class Upstream:
             log.error("upstream.append_failed", extra={"records": len(pending), "error": str(exc)})
             return
         self.uplink.notify()
+
+    def report(self, rec: CityRecord) -> None:
+        """A record the hub makes on its own (a provincial request's answer, hub/requestdesk.py)."""
+        self._pending.append(rec)
+        self._flush()
 
     # --- rule 5: site states -------------------------------------------------------------
 

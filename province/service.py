@@ -11,8 +11,11 @@ Rules:
    ``jk/v1/city/{city}/ack``: ``through_seq`` of what is committed, ``resend_from`` for a gap.
 4. A gap left by a city that has gone quiet is asked for again on a tick (every
    ``resend_interval_s``), so no city waits for its own next batch to be asked.
+5. Requests down: on the same tick every request its city has not answered yet (province/store.py
+   rule 6) is published on ``jk/v1/city/{city}/req`` again, since a bridge does not queue what goes
+   down to a city whose link is broken; the city answers a repeat with the answer it gave.
 
-Not here yet: the HTTPS API, provincial CAP alerts, requests down to cities.
+Not here yet: the HTTPS API, provincial CAP alerts.
 """
 
 from __future__ import annotations
@@ -76,10 +79,12 @@ class ProvinceIngest:
                 await conn.publish(topics.city_topic(ack.city, topics.CityChannel.ACK), messages.encode(ack), qos=1)
 
     async def _ticks(self, conn: Connection) -> None:
-        """Rule 4."""
+        """Rules 4 and 5."""
         while True:
             await asyncio.sleep(self.cfg.ingest.resend_interval_s)
             now = time.time()
+            for req in self.store.unanswered(now):
+                await conn.publish(topics.city_topic(req.city, topics.CityChannel.REQ), messages.encode(req), qos=1)
             for (city, epoch), seqs in list(self.store.links.seqs.items()):
                 if seqs.held and seqs.want_resend(now, self.store.links.grace_s, self.store.links.interval_s):
                     ack = messages.CityAck(city=city, epoch=epoch, through_seq=seqs.through,

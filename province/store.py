@@ -16,6 +16,11 @@ Rules:
    goes on.
 5. Every city link event that changes what operators see (a new epoch of a city, a city's
    birth) is appended to the hub's hash-chained audit log (hub/audit.py).
+6. A provincial request (block or evacuate an area of a city) is ``sent`` until its city's
+   :class:`~shared.messages.RequestRecord` is committed; then it holds the city's answer
+   (``pending`` at a city operator, ``accepted`` with the operation it started, ``refused``).
+   Creating one and each answer are audited. Other processes (``jikimi province request``) may
+   add requests: the file waits up to ``BUSY_TIMEOUT_MS`` for the writer.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import copy
 import logging
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -36,7 +42,7 @@ from hub.quarantine import Quarantine
 from hub.store import Tx
 from hub.validate import Reason
 from province import ingest
-from province.errors import ProvinceStoreError
+from province.errors import ProvinceRequestError, ProvinceStoreError
 from province.grouping import PlacedAlarm, ProvincialIncident, group
 from shared import topics
 from shared.errors import WireError
@@ -46,13 +52,18 @@ from shared.messages import (
     CityBatch,
     CityBirth,
     CityRecord,
+    CityRequest,
     CityStatus,
     DeliveryRecord,
     Event,
     IncidentRecord,
+    Operation,
     OperationRecord,
+    RequestRecord,
     SiteStateRecord,
+    decode,
     decode_city,
+    encode,
     encode_record,
 )
 from shared.outbox import migrate
@@ -62,6 +73,9 @@ log = logging.getLogger(__name__)
 ACTIVE: Final = (AlarmState.UNACK.value, AlarmState.ACKED.value)
 """Alarm states whose condition is present: what provincial incidents group (two: the query
 that reads them has two placeholders)."""
+
+BUSY_TIMEOUT_MS: Final = 5000
+"""How long a second process's write waits for the service's transaction (rule 6)."""
 
 MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
     ("m001_cities", """
@@ -108,6 +122,14 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
         CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END
+        """),
+    ("m003_requests", """
+        CREATE TABLE requests (
+            request_id TEXT PRIMARY KEY, city TEXT NOT NULL, action TEXT NOT NULL, area TEXT NOT NULL,
+            reason TEXT NOT NULL, requested_by TEXT NOT NULL, created_at REAL NOT NULL, not_after REAL NOT NULL,
+            state TEXT NOT NULL DEFAULT 'sent', op_id TEXT, decided_by TEXT, why TEXT NOT NULL DEFAULT '',
+            ts REAL);
+        CREATE INDEX requests_state ON requests (state)
         """),
 )
 
@@ -174,6 +196,24 @@ class AlarmView:
     """The data age of the alarm's site (None when the city sent no state for it)."""
 
 
+@dataclass(frozen=True)
+class RequestView:
+    request_id: str
+    city: str
+    action: str
+    area: str
+    requested_by: str
+    created_at: float
+    state: str
+    """``sent`` (no answer from the city yet), ``pending``, ``accepted`` or ``refused`` (rule 6)."""
+    op_id: str | None
+    decided_by: str | None
+    why: str
+    commands: int | None
+    verified: int | None
+    failed: int | None
+
+
 class ProvinceStore:
     """The province's file and its one writer (rule 1)."""
 
@@ -187,6 +227,7 @@ class ProvinceStore:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             migrate(self.db, MIGRATIONS)
             self.quarantine = Quarantine(self.cfg)
             self.quarantine.load(self.db)
@@ -313,6 +354,13 @@ class ProvinceStore:
             case OperationRecord():
                 c.execute(_UPSERT["operations"], (city, rec.op_id, rec.action, rec.area, rec.state, rec.commands,
                                                   rec.verified, rec.failed, rec.ts))
+            case RequestRecord():
+                cur = c.execute("UPDATE requests SET state=?, op_id=?, decided_by=?, why=?, ts=?"
+                                " WHERE request_id=? AND city=? AND coalesce(ts, 0) <= ?",
+                                (rec.state, rec.op_id, rec.decided_by, rec.why, rec.ts, rec.request_id, city, rec.ts))
+                if cur.rowcount:
+                    tx.audit(f"city:{city}", f"request.{rec.state}", f"request/{rec.request_id}",
+                             {"op_id": rec.op_id, "decided_by": rec.decided_by, "why": rec.why})
             case DeliveryRecord():
                 c.execute(_UPSERT["deliveries"], (city, rec.delivery_id, rec.alert_id, rec.recipient, rec.state,
                                                   rec.attempts, rec.ts))
@@ -374,6 +422,44 @@ class ProvinceStore:
         placed = [PlacedAlarm(c, a, at, lat, lon, catch) for c, a, at, lat, lon, catch in rows
                   if lat is not None and lon is not None]
         return group(placed, distance_m)
+
+    def add_request(self, city: str, action: Operation, area: str, reason: str, requested_by: str,
+                    now: float, ttl_s: float) -> CityRequest:
+        """Rule 6: a provincial operator's request to ``city``; refused (:class:`ProvinceRequestError`)
+        for a city the province has not heard from or without a reason."""
+        if not reason.strip():
+            raise ProvinceRequestError("a request needs a reason")
+        try:  # the city will decode it: every bound of the wire message is checked before it is stored
+            req = decode(CityRequest, encode(CityRequest(
+                city=city, request_id=uuid.uuid4().hex, action=action, area=area, reason=reason,
+                requested_by=requested_by, ts=now, not_after=now + ttl_s)))
+        except WireError as exc:
+            raise ProvinceRequestError(f"the request cannot be sent: {exc}") from None
+        with self._tx(now) as tx:
+            if tx.conn.execute("SELECT 1 FROM cities WHERE city = ?", (city,)).fetchone() is None:
+                raise ProvinceRequestError(f"no city {city!r} has reported to the province")
+            tx.conn.execute("INSERT INTO requests (request_id, city, action, area, reason, requested_by, created_at,"
+                            " not_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (req.request_id, city, action, area, reason, requested_by, now, req.not_after))
+            tx.audit(requested_by, f"request.{action}", f"request/{req.request_id}",
+                     {"city": city, "area": area, "reason": reason, "not_after": req.not_after})
+        return req
+
+    def unanswered(self, now: float) -> list[CityRequest]:
+        """Rule 6: requests no answer of their city has reached yet, still within their time."""
+        rows = self.db.execute(
+            "SELECT request_id, city, action, area, reason, requested_by, created_at, not_after FROM requests"
+            " WHERE state = 'sent' AND not_after > ? ORDER BY created_at", (now,)).fetchall()
+        return [CityRequest(request_id=r, city=c, action=a, area=ar, reason=why, requested_by=by, ts=at, not_after=na)
+                for r, c, a, ar, why, by, at, na in rows]
+
+    def requests(self) -> list[RequestView]:
+        """Every request with its city's answer and how far the operation it started got."""
+        rows = self.db.execute(
+            "SELECT r.request_id, r.city, r.action, r.area, r.requested_by, r.created_at, r.state, r.op_id,"
+            " r.decided_by, r.why, o.commands, o.verified, o.failed FROM requests r"
+            " LEFT JOIN operations o ON o.city = r.city AND o.op_id = r.op_id ORDER BY r.created_at").fetchall()
+        return [RequestView(*row) for row in rows]
 
     def committed(self, city: str) -> list[tuple[int, int, str]]:
         """(epoch, seq, type) of every record committed for ``city`` (tests, the bench)."""

@@ -429,7 +429,34 @@ class DeliveryRecord(_Record, frozen=True, kw_only=True, tag="delivery"):
     attempts: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-CityRecord: TypeAlias = AlarmRecord | IncidentRecord | SiteStateRecord | OperationRecord | DeliveryRecord | Event
+class Operation(enum.StrEnum):
+    """Area operations (DESIGN §3): block closes barriers and gates, evacuate warns people. The
+    vocabulary plans them (shared/vocabulary.py); the province may request them of a city."""
+
+    BLOCK = "block"
+    EVACUATE = "evacuate"
+
+
+RequestState = Literal["pending", "accepted", "refused"]
+
+
+class RequestRecord(_Record, frozen=True, kw_only=True, tag="request"):
+    """A provincial request as its city hub has it now: sent on receipt and on each decision; the
+    operation it started reports on its own (:class:`OperationRecord`, the same ``op_id``)."""
+
+    request_id: Name
+    action: Operation
+    area: Name
+    state: RequestState
+    """Waiting for a city operator; accepted (an operation started); or refused (by an operator, by
+    the city's rules, or expired before a decision)."""
+    op_id: Name | None = None
+    decided_by: Name | None = None
+    why: Text = ""
+
+
+CityRecord: TypeAlias = (AlarmRecord | IncidentRecord | SiteStateRecord | OperationRecord | DeliveryRecord
+                         | RequestRecord | Event)
 """What a city hub's province outbox holds (hub/upstream.py) and a :class:`CityBatch` carries."""
 
 
@@ -484,11 +511,29 @@ class CityAck(_Message, frozen=True, kw_only=True):
             raise ValueError("an ack needs through_seq, resend_from or rebirth")
 
 
-CityMessage: TypeAlias = CityStatus | CityBirth | CityBatch | CityAck
+class CityRequest(_Message, frozen=True, kw_only=True):
+    """A provincial operator's request to one city (``jk/v1/city/{city}/req``): block or evacuate
+    an area of it. The city applies its own approvals and rules and answers with a
+    :class:`RequestRecord`; the province repeats the request until that answer is committed (a
+    bridge does not queue what goes down to a city whose link is broken)."""
+
+    city: CityId
+    request_id: Name
+    action: Operation
+    area: Name
+    reason: Text
+    requested_by: Name
+    ts: Timestamp
+    not_after: Timestamp
+    """After this the city refuses it undecided (``expired``)."""
+
+
+CityMessage: TypeAlias = CityStatus | CityBirth | CityBatch | CityAck | CityRequest
 
 Message: TypeAlias = Status | Birth | DataBatch | Command | Ack | HubStatus | CityMessage
-M = TypeVar("M", Status, Birth, DataBatch, Command, Ack, HubStatus, CityStatus, CityBirth, CityBatch, CityAck)
-C = TypeVar("C", CityStatus, CityBirth, CityBatch, CityAck)
+M = TypeVar("M", Status, Birth, DataBatch, Command, Ack, HubStatus, CityStatus, CityBirth, CityBatch, CityAck,
+             CityRequest)
+C = TypeVar("C", CityStatus, CityBirth, CityBatch, CityAck, CityRequest)
 
 
 # --- encode / decode --------------------------------------------------------------------------

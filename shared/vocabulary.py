@@ -32,7 +32,7 @@ from typing import Final, TypeAlias
 
 import msgspec
 
-from shared.messages import Action
+from shared.messages import Action, Operation
 from shared.profiles import Kind
 
 Value: TypeAlias = bool | int | float | str
@@ -56,11 +56,6 @@ class ParamType(enum.StrEnum):
         return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-class Operation(enum.StrEnum):
-    """Area operations (DESIGN §3): block closes barriers and gates, evacuate warns people."""
-
-    BLOCK = "block"
-    EVACUATE = "evacuate"
 
 
 class Param(msgspec.Struct, frozen=True, kw_only=True):

@@ -37,10 +37,9 @@ from hub.forward import capread
 from hub.forward.capread import shipped_schema
 from hub.service import Hub, running
 from shared import vocabulary
-from shared.messages import Action, Quality
+from shared.messages import Action, Operation, Quality
 from shared.paths import profiles_dir
 from shared.profiles import Kind, Profile, load_profile
-from shared.vocabulary import Operation
 from tests.conftest import PkiFixture
 from tests.hub.conftest import ApiClient, add_users, api_client, raw_config
 from trust.broker import RunningBroker

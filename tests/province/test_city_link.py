@@ -6,27 +6,36 @@ the hub's own connection → the city broker's bridge → the provincial broker 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge.sim.servers import Simulator
+from edge.sim.servers import Simulator, run_simulator
 from hub.config import parse
 from hub.service import Hub, running
 from hub.upstream import Upstream
 from province.config import load
 from province.service import serve
-from province.store import AlarmView, ProvinceStore
+from province.store import AlarmView, ProvinceStore, RequestView
+from shared.paths import profiles_dir
+from shared.profiles import load_profile
 from shared.topics import city_of_hub
 from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_province_broker
-from tests.edge.harness import running_agent, underpass_sim, write_config
-from tests.hub.conftest import raw_config
+from tests.edge.harness import UNDERPASS, running_agent, write_config
+from tests.hub.conftest import add_users, api_client, raw_config
 from tests.province.harness import province_config
 from trust.broker import RunningBroker
+
+ROOT = Path(__file__).resolve().parents[2]
+RIVER_GATE = profiles_dir() / "river-gate-jk-rg10.toml"
 
 # Bucheon's Songnae underpass (WGS84)
 SONGNAE = {"area": "gg-bucheon", "name": "송내 지하차도", "lat": 37.4876, "lon": 126.7530}
@@ -44,11 +53,14 @@ async def province_running(config: Path) -> AsyncIterator[None]:
             await task
 
 
-async def until(pred: Callable[[], bool], within_s: float, what: str) -> None:
+async def until(pred: Callable[[], bool | Awaitable[bool]], within_s: float, what: str) -> None:
     try:
         async with asyncio.timeout(within_s):
             while True:
-                if pred():
+                got = pred()
+                if not isinstance(got, bool):
+                    got = await got
+                if got:
                     return
                 await asyncio.sleep(0.2)
     except TimeoutError:
@@ -73,6 +85,8 @@ class Federation:
     site: str
     db: Path
     """The provincial hub's database."""
+    config: Path
+    """The provincial hub's config file."""
 
     @property
     def link(self) -> Upstream:
@@ -84,10 +98,12 @@ class Federation:
 
 
 @asynccontextmanager
-async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path,
-                     edge_policy: str = "") -> AsyncIterator[Federation]:
-    """One city (its broker bridged to the provincial broker, its hub with ``[province]``, one
-    real agent beside an underpass simulator at a registered Bucheon site) and the provincial hub."""
+async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path, edge_policy: str = "", *,
+                     place: dict[str, object] = SONGNAE, gate: bool = False,
+                     province: dict[str, object] | None = None) -> AsyncIterator[Federation]:
+    """One city (its broker bridged to the provincial broker, its hub with ``[province]`` and its
+    API, one real agent beside an underpass simulator at ``place``, or beside a river-gate
+    simulator on a serial line with ``gate``) and the provincial hub."""
     hub_id = test_pki.take_hub()
     city = city_of_hub(hub_id)
     site = test_pki.take_site()
@@ -95,15 +111,22 @@ async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: 
     with start_province_broker(province_pki, tmp_path / "pb") as upstream, \
             start_city_broker(test_pki, province_pki, city, upstream, tmp_path / "cb") as local:
         config = province_config(tmp_path, province_pki, upstream)
-        raw = raw_config(test_pki, local.port, tmp_path / "hub.db", hub_id,
-                         sites={"registry": {site: SONGNAE}}, province={"site_state_every_s": 1.0})
+        raw = raw_config(test_pki, local.port, tmp_path / "hub.db", hub_id, api={"enabled": True},
+                         sites={"accept_any": False, "registry": {site: place}},
+                         province={"site_state_every_s": 1.0, **(province or {})})
         cfg = parse(raw, tmp_path / "hub.toml")
-        async with province_running(config), underpass_sim() as sim, running(cfg) as hub:
-            sim.physics.water.depth_cm = 3.0
+        add_users(cfg)
+        device = load_profile(RIVER_GATE) if gate else load_profile(UNDERPASS)
+        async with province_running(config), run_simulator(device, transport="pty" if gate else "tcp") as sim, \
+                running(cfg) as hub:
+            if not gate:
+                sim.physics.barrier.travel_s = 1.0
+                sim.physics.water.depth_cm = 3.0
             (tmp_path / "edge").mkdir()
+            devices = {"gate": (RIVER_GATE, f"serial://{sim.path}")} if gate else None
             async with running_agent(write_config(tmp_path / "edge" / "site.toml", test_pki, site, local, sim,
-                                                  extra_policy=edge_policy)):
-                fed = Federation(hub, sim, upstream, city, site, tmp_path / "province.db")
+                                                  extra_policy=edge_policy, devices=devices)):
+                fed = Federation(hub, sim, upstream, city, site, tmp_path / "province.db", config)
                 await until(lambda: fed.link.uplink.connected.is_set(), 15, "the city's sender is connected")
                 yield fed
 
@@ -156,3 +179,80 @@ async def test_a_provincial_broker_down_for_a_minute_and_back_empty_loses_nothin
     finally:
         store.close()
     assert committed == [(epoch, s) for s in range(1, sent + 1)]
+
+
+GOYANG = {"area": "gg-goyang", "name": "행주산성 한강 둔치 입구", "lat": 37.5990, "lon": 126.8110}
+
+
+def province_request(config: Path, city: str, action: str, area: str) -> subprocess.CompletedProcess[str]:
+    """``jikimi province request`` as a provincial operator runs it beside the running service."""
+    return subprocess.run([sys.executable, "-m", "shared.cli", "province", "request", "--config", str(config),
+                           "--city", city, "--action", action, "--area", area,
+                           "--reason", "Hangang over the warning level", "--by", "prov-duty"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+
+
+def province_cities(db: Path) -> list[str]:
+    store = ProvinceStore(db)
+    try:
+        return [c.city for c in store.cities(time.time())]
+    finally:
+        store.close()
+
+
+def province_requests(db: Path) -> list[RequestView]:
+    store = ProvinceStore(db)
+    try:
+        return store.requests()
+    finally:
+        store.close()
+
+
+async def test_a_provincial_evacuate_request_for_goyang_is_applied_after_the_citys_approval(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """A provincial operator asks Goyang to evacuate its riverside area. The request reaches the
+    Goyang hub, which holds it for its own operator (nothing moves before); the operator accepts
+    it through the city's API, the city's own operation signs the evacuate commands, every device
+    command reaches verified and the gate's sign shows the evacuate text; the province sees the
+    request accepted, the operation named and all its commands verified."""
+    async with federation(test_pki, province_pki, tmp_path, place=GOYANG, gate=True) as fed:
+        await until(lambda: fed.city in province_cities(fed.db), 30, "the province knows the city")
+        done = province_request(fed.config, fed.city, "evacuate", "gg-goyang")
+        assert done.returncode == 0, done.stdout + done.stderr
+        async with api_client(fed.hub, test_pki.dir / "ca.pem") as api:
+            assert (await api.login("olive")).status == 200
+
+            async def pending() -> list[dict[str, Any]]:
+                resp = await api.get("/api/province-requests")
+                assert resp.status == 200
+                return [r for r in await resp.json() if r["state"] == "pending"]
+
+            async def held() -> bool:
+                return bool(await pending())
+
+            await until(held, 30, "the Goyang hub holds the request for its operator")
+            [req] = await pending()
+            assert req["action"] == "evacuate"
+            assert fed.sim.physics.sign_message == ""  # the city has not acted on the request by itself
+            await until(lambda: any(r.state == "pending" for r in province_requests(fed.db)), 30,
+                        "the province sees the request pending at the city")
+            resp = await api.post(f"/api/province-requests/{req['request_id']}/accept", {"reason": "confirmed by CCTV"})
+            assert resp.status == 202, await resp.text()
+            op_id = (await resp.json())["operation_id"]
+
+            async def devices() -> list[dict[str, Any]]:
+                r = await api.get(f"/api/operations/{op_id}")
+                return list((await r.json())["devices"])
+
+            async def all_verified() -> bool:
+                ds = await devices()
+                return bool(ds) and all(d["state"] == "verified" for d in ds)
+
+            await until(all_verified, 30, "every device command of the operation is verified")
+            assert fed.sim.physics.broadcast == "evacuate"
+            again = await api.post(f"/api/province-requests/{req['request_id']}/accept", {"reason": "twice"})
+            assert again.status == 422  # decided once
+        await until(lambda: any(r.state == "accepted" and r.op_id == op_id and r.commands
+                                and r.verified == r.commands for r in province_requests(fed.db)), 30,
+                    "the province sees the request accepted and every command verified")
