@@ -10,6 +10,7 @@ Rules:
 2. Every route says who may call it, as the hub's do: ``/api/health`` and logging in are public
    (health carries counts only, no ids); the views of cities, sites, alarms and incidents need a
    viewer; the audit log and the quarantine a supervisor. No session: 401; a role too low: 403.
+   The console's static files (the city console's, hub/web/, in its province view) hold no data.
 3. Query parameters are checked before any query runs: a city id must be a city id (400) and a
    city the province has heard of (404); an alarm state must be one of the hub's states (400);
    a ``limit`` is bounded (400 outside its range).
@@ -31,6 +32,7 @@ from aiohttp import web
 
 from hub import api_act, queries
 from hub.alarms import AlarmState
+from hub.api import WEB_DIR, console
 from hub.api_base import (
     AUTH_KEY,
     LIMITER_KEY,
@@ -254,6 +256,9 @@ def make_app(host: ProvinceHost) -> web.Application:
                                     backoff_max_s=au.login_backoff_max_s)
     for method, path, _role, handler in routes():
         app.router.add_route(method, path, handler)
+    # the city console's own files: it shows its province view against this API (hub/web/app.js)
+    app.router.add_get("/", console)
+    app.router.add_static("/web/", WEB_DIR, follow_symlinks=False)
     return app
 
 

@@ -9,6 +9,7 @@ carries there (the bridge itself is tests/province/test_province_run.py's subjec
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import Browser, expect
 
 from hub import audit, auth
 from hub.roles import Role
@@ -34,6 +36,7 @@ from shared.messages import AlarmRecord, CityRecord, CityStatus, Place, Priority
 from shared.topics import CityChannel, city_of_hub, city_topic
 from tests.conftest import PkiFixture, ProvincePki, mqtt_client, start_province_broker
 from tests.hub.conftest import PASSWORD, ApiClient, eventually, until
+from tests.hub.web.conftest import VIEWPORT, browser  # noqa: F401 - the real-Chromium fixture
 from trust.broker import RunningBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -344,3 +347,37 @@ def test_a_bad_api_section_names_the_file_and_key(province_pki: ProvincePki, tmp
     assert str(path) in str(err.value)
     assert key in str(err.value)
 
+
+
+async def test_the_console_shows_the_province_view_with_every_city_and_all_cities_alarms(
+        fed: Fed, browser: Browser) -> None:  # noqa: F811 - the fixture imported above
+    """The city console's page, served by the province, logs a viewer in and shows its province
+    view in real Chromium: each city with its link, and the alarms of every city with their
+    site's data age; no JavaScript error."""
+    a, b, _ = fed.cities
+    await fed.publish(a, [_site(f"gg-{a}-up-0001", 30.0), _alarm("x-1", f"gg-{a}-up-0001")])
+    await fed.publish(b, [_alarm("y-1", f"gg-{b}-up-0002")], status=SiteState.OFFLINE)
+    await fed.committed(a, 2)
+    await fed.committed(b, 1)
+    ctx = await browser.new_context(viewport=VIEWPORT, ignore_https_errors=True, locale="ko-KR")
+    errors: list[str] = []
+    try:
+        page = await ctx.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"https://127.0.0.1:{fed.province.api_port}/")
+        await page.fill("#login-user", "vera")
+        await page.fill("#login-pass", PASSWORD)
+        await page.click("#login-form button[type=submit]")
+        await expect(page.locator("#province-mode")).to_be_visible()
+        await expect(page.locator(f'.city-row[data-city="{a}"]')).to_have_attribute("data-link", "online")
+        await expect(page.locator(f'.city-row[data-city="{b}"]')).to_have_attribute("data-link", "offline")
+        row = page.locator(f'.alarm-row[data-city="{a}"][data-alarm="x-1"]')
+        await expect(row).to_contain_text(f"gg-{a}-up-0001")
+        await expect(row.locator(".age").nth(1)).to_have_text(re.compile(r"^([3-8]\d) 초$"))  # its site's data age
+        await expect(page.locator(f'.alarm-row[data-city="{b}"][data-alarm="y-1"]')).to_be_visible()
+        await expect(page.locator("#alarm-count")).to_have_text("2")
+        await page.click("#logout")
+        await expect(page.locator("#login-form")).to_be_visible()
+        assert errors == [], f"JavaScript errors in the console: {errors}"
+    finally:
+        await ctx.close()
