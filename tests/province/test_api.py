@@ -27,6 +27,7 @@ from playwright.async_api import Browser, expect
 from hub import audit, auth
 from hub.roles import Role
 from hub.upstream import next_batch, open_upstream
+from province.api import routes
 from province.config import ProvinceConfig, load
 from province.service import Province, running
 from province.store import connect
@@ -207,16 +208,19 @@ async def test_alarms_of_two_cities_within_the_distance_are_one_provincial_incid
 
 
 async def test_without_a_session_every_route_but_health_and_login_is_401(fed: Fed) -> None:
-    """No cookie, or a made-up one: 401 on every viewer and supervisor route."""
+    """No cookie, or a made-up one: 401 on every route of the table that names a role; the two
+    public ones are health and logging in."""
     city = fed.cities[0]
-    paths = ["/api/cities", f"/api/cities/{city}/sites", "/api/alarms", "/api/incidents", "/api/session",
-             "/api/audit", "/api/quarantine"]
+    guarded = [(m, p.format(city=city)) for m, p, role, _h in routes() if role is not None]
+    assert {(m, p) for m, p, role, _h in routes() if role is None} == {("GET", "/api/health"),
+                                                                       ("POST", "/api/session")}
+    assert ("GET", "/api/audit") in guarded
     async with fed.client() as api:
-        for path in paths:
-            assert (await api.get(path)).status == 401, path
+        for method, path in guarded:
+            assert (await api.session.request(method, path)).status == 401, path
         api.session.cookie_jar.update_cookies({auth.COOKIE: "made-up"})
-        for path in paths:
-            assert (await api.get(path)).status == 401, path
+        for method, path in guarded:
+            assert (await api.session.request(method, path)).status == 401, path
 
 
 async def test_health_is_public_and_names_no_province_city_or_site(fed: Fed) -> None:
