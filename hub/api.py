@@ -40,7 +40,17 @@ from hub import api_live as live
 from hub import api_province as province
 from hub import api_read as read
 from hub import api_video as video
-from hub.api_base import LIMITER_KEY, MAX_BODY, OPS_KEY, Handler, errors_and_headers, json_response, need, ops_of
+from hub.api_base import (
+    AUTH_KEY,
+    LIMITER_KEY,
+    MAX_BODY,
+    OPS_KEY,
+    Handler,
+    errors_and_headers,
+    json_response,
+    need,
+    ops_of,
+)
 from hub.logins import LoginLimiter
 from hub.openapi import document
 from hub.operations import Operations
@@ -131,6 +141,7 @@ def _routes() -> list[tuple[str, str, Role | None, Handler]]:
 def make_app(ops: Operations) -> web.Application:
     app = web.Application(middlewares=[errors_and_headers], client_max_size=MAX_BODY)
     app[OPS_KEY] = ops
+    app[AUTH_KEY] = ops
     au = ops.cfg.auth
     app[LIMITER_KEY] = LoginLimiter(au.login_max_failures, au.login_window_s, backoff_s=au.login_backoff_s,
                                     backoff_max_s=au.login_backoff_max_s)

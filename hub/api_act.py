@@ -15,6 +15,7 @@ from hub.alarms import AlarmEvent
 from hub.api_base import (
     LIMITER_KEY,
     BadInput,
+    auth_of,
     check_origin,
     client_of,
     id_param,
@@ -42,23 +43,23 @@ from hub.roles import Role
 
 async def login(request: web.Request) -> web.Response:
     check_origin(request)
-    ops = ops_of(request)
+    host = auth_of(request)
     limiter = request.app[LIMITER_KEY]
     body = await read_body(request, LoginBody)
     remote = client_of(request)
-    now = ops.clock()
+    now = host.clock()
     attempt = limiter.begin(body.username, remote, now)  # counted before the password is checked
-    op = await ops.reader.run(lambda c: auth.find_operator(c, body.username))
+    op = await host.reader.run(lambda c: auth.find_operator(c, body.username))
     try:
         op = await asyncio.to_thread(auth.verify_login, op, body.password)
     except BadCredentials:
         username = body.username
-        await ops.write(lambda tx: tx.audit(username, "session.login_failed", f"operator/{username}",
-                                           {"remote": remote}))
+        await host.write(lambda tx: tx.audit(username, "session.login_failed", f"operator/{username}",
+                                            {"remote": remote}))
         raise
     limiter.succeeded(attempt)
-    ttl = ops.cfg.auth.session_ttl_s
-    token, csrf = await ops.write(lambda tx: auth.create_session(tx, op.username, remote, ttl))
+    ttl = host.cfg.auth.session_ttl_s
+    token, csrf = await host.write(lambda tx: auth.create_session(tx, op.username, remote, ttl))
     resp = json_response(SessionView(username=op.username, role=op.role.value, csrf=csrf, expires_at=now + ttl))
     resp.set_cookie(auth.COOKIE, token, max_age=int(ttl), path="/", secure=True, httponly=True, samesite="Strict")
     return resp
@@ -71,7 +72,7 @@ async def whoami(request: web.Request, sess: auth.Session) -> web.Response:
 
 async def logout(request: web.Request, sess: auth.Session) -> web.Response:
     token = request.cookies.get(auth.COOKIE, "")
-    await ops_of(request).write(lambda tx: auth.end_session(tx, token, sess.username))
+    await auth_of(request).write(lambda tx: auth.end_session(tx, token, sess.username))
     resp = web.Response(status=204)
     resp.del_cookie(auth.COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
     return resp

@@ -2,29 +2,68 @@
 every non-public route goes through (rules 1-4 of hub/api.py).
 
 Handlers reach the hub only through :data:`OPS_KEY` (the use-case layer, hub/operations.py).
+Sessions, logins and the guard reach the accounts only through :data:`AUTH_KEY`, an
+:class:`AuthHost`: the hub's use-case layer is one, and so is the province's API
+(province/api.py), so both serve the one auth (hub/auth.py) and the same routes.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from typing import Final, Protocol, TypeVar
 
 import msgspec
 from aiohttp import web
 
 from hub import auth, logins
 from hub.apitypes import Body
+from hub.config import ApiConfig, AuthConfig
 from hub.errors import AuthError, Conflict, Forbidden, HubError, IllegalTransition, NotFound, RateLimited, Refused
 from hub.logins import LoginLimiter
 from hub.operations import Operations
 from hub.roles import Role
+from hub.store import Clock, Tx
 from shared.errors import WireError
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+
+class Reads(Protocol):
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+
+class AuthSettings(Protocol):
+    @property
+    def api(self) -> ApiConfig: ...
+
+    @property
+    def auth(self) -> AuthConfig: ...
+
+
+class AuthHost(Protocol):
+    """What sessions, logins and the guard need of a service: its ``[api]`` and ``[auth]``, its
+    clock, reads of its file and short write transactions on it (the file holds hub/auth.py's
+    ``operators`` and ``sessions`` and the hash-chained ``audit``)."""
+
+    @property
+    def cfg(self) -> AuthSettings: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def reader(self) -> Reads: ...
+
+    async def write(self, fn: Callable[[Tx], T]) -> T: ...
+
+
 OPS_KEY: Final = web.AppKey("ops", Operations)
+AUTH_KEY: Final = web.AppKey[AuthHost]("auth")
 LIMITER_KEY: Final = web.AppKey("limiter", LoginLimiter)
 UNSAFE: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_BODY: Final = 64 * 1024
@@ -48,6 +87,10 @@ class BadField(Refused):
 
 def ops_of(request: web.Request) -> Operations:
     return request.app[OPS_KEY]
+
+
+def auth_of(request: web.Request) -> AuthHost:
+    return request.app[AUTH_KEY]
 
 
 def json_response(body: object, status: int = 200) -> web.Response:
@@ -76,7 +119,7 @@ async def read_body(request: web.Request, kind: type[B]) -> B:
 
 def client_of(request: web.Request) -> str:
     """The client's address: the peer's, or the trusted proxy's header's (hub/logins.py rule 6)."""
-    cfg = ops_of(request).cfg.api
+    cfg = auth_of(request).cfg.api
     header = cfg.trusted_proxy_header
     value = request.headers.get(header) if header is not None else None
     return logins.client_address(request.remote, header, value, cfg.trusted_proxies)
@@ -133,9 +176,9 @@ async def _session(request: web.Request) -> auth.Session:
     token = request.cookies.get(auth.COOKIE)
     if not token:
         raise AuthError("log in first")
-    ops = ops_of(request)
-    now = ops.clock()
-    sess: auth.Session | None = await ops.reader.run(lambda c: auth.lookup_session(c, token, now))
+    host = auth_of(request)
+    now = host.clock()
+    sess: auth.Session | None = await host.reader.run(lambda c: auth.lookup_session(c, token, now))
     if sess is None:
         raise AuthError("session expired or unknown; log in again")
     return sess

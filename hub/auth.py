@@ -11,6 +11,9 @@ Rules:
 3. Login attempts are limited per (user name, address) and per address, counted before the
    password is checked, with a growing back-off rather than a lockout (hub/logins.py).
 4. Account changes (``jikimi hub user ...``) are audited like every other action.
+5. Account management opens the file with ``opener`` (default: the hub's own, with its
+   migrations); the province passes its own (``jikimi province user ...``): one code path, the
+   ``operators``, ``sessions`` and ``audit`` tables alike in both files.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import re
 import secrets
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -40,6 +44,9 @@ SCRYPT_P: Final = 1
 MIN_PASSWORD: Final = 10
 COOKIE: Final = "jk_session"
 _USER_RE: Final = re.compile(r"^[a-z][a-z0-9._-]{1,31}$")
+
+Opener = Callable[[Path], sqlite3.Connection]
+"""Opens (and migrates) the file that holds the accounts (rule 5)."""
 
 
 def hash_password(password: str, *, n: int = SCRYPT_N) -> str:
@@ -133,8 +140,9 @@ def end_session(tx: Tx, token: str, username: str) -> None:
 
 
 def _run(db: Path, actor: str, work: list[tuple[str, tuple[object, ...]]], action: str, target: str,
-         detail: dict[str, str | float | int | bool | list[str] | None], now: float) -> None:
-    conn = connect(db)
+         detail: dict[str, str | float | int | bool | list[str] | None], now: float,
+         opener: Opener = connect) -> None:
+    conn = opener(db)
     try:
         conn.execute("BEGIN IMMEDIATE")
         for sql, args in work:
@@ -157,10 +165,10 @@ def cli_actor() -> str:
 
 
 def add_user(db: Path, username: str, role: Role, password: str, *, actor: str | None = None,
-             scrypt_n: int = SCRYPT_N, clock: Clock = time.time) -> None:
+             scrypt_n: int = SCRYPT_N, clock: Clock = time.time, opener: Opener = connect) -> None:
     check_username(username)
     check_new_password(password)
-    conn = connect(db)
+    conn = opener(db)
     try:
         exists = find_operator(conn, username) is not None
     finally:
@@ -171,11 +179,11 @@ def add_user(db: Path, username: str, role: Role, password: str, *, actor: str |
     _run(db, actor or cli_actor(), [(
         "INSERT INTO operators (username, role, pw_hash, disabled, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)",
         (username, role.value, hash_password(password, n=scrypt_n), now, now))],
-        "user.add", f"operator/{username}", {"role": role.value}, now)
+        "user.add", f"operator/{username}", {"role": role.value}, now, opener)
 
 
-def _existing(db: Path, username: str) -> Operator:
-    conn = connect(db)
+def _existing(db: Path, username: str, opener: Opener) -> Operator:
+    conn = opener(db)
     try:
         op = find_operator(conn, username)
     finally:
@@ -186,24 +194,25 @@ def _existing(db: Path, username: str) -> Operator:
 
 
 def set_password(db: Path, username: str, password: str, *, actor: str | None = None,
-                 clock: Clock = time.time) -> None:
-    _existing(db, username)
+                 clock: Clock = time.time, opener: Opener = connect) -> None:
+    _existing(db, username, opener)
     check_new_password(password)
     now = clock()
     _run(db, actor or cli_actor(), [
         ("UPDATE operators SET pw_hash = ?, updated_at = ? WHERE username = ?",
          (hash_password(password), now, username)),
         ("DELETE FROM sessions WHERE username = ?", (username,)),
-    ], "user.passwd", f"operator/{username}", {}, now)
+    ], "user.passwd", f"operator/{username}", {}, now, opener)
 
 
-def disable_user(db: Path, username: str, *, actor: str | None = None, clock: Clock = time.time) -> None:
-    _existing(db, username)
+def disable_user(db: Path, username: str, *, actor: str | None = None, clock: Clock = time.time,
+                 opener: Opener = connect) -> None:
+    _existing(db, username, opener)
     now = clock()
     _run(db, actor or cli_actor(), [
         ("UPDATE operators SET disabled = 1, updated_at = ? WHERE username = ?", (now, username)),
         ("DELETE FROM sessions WHERE username = ?", (username,)),
-    ], "user.disable", f"operator/{username}", {}, now)
+    ], "user.disable", f"operator/{username}", {}, now, opener)
 
 
 def verify_login(op: Operator | None, password: str) -> Operator:

@@ -228,6 +228,47 @@ def load(path: Path) -> HubConfig:
     return parse(tomlread.load(path).data, path)
 
 
+def parse_api(a: Table, default_tls: TlsFiles) -> ApiConfig:
+    """``[api]``: the operator API's listen address and TLS files (default: ``default_tls``'s
+    certificate and key; its CA). The province's config reads its ``[api]`` with this too."""
+    listen = a.text("listen", "127.0.0.1:8443")
+    api_addr = host_port(listen, lowest_port=0)
+    if api_addr is None:
+        raise a.error("listen", f"{listen!r} is not HOST:PORT")
+    host, api_port = api_addr
+    proxy_header = a.optional_text("trusted_proxy_header", pattern=_HEADER_RE)
+    try:
+        proxies = parse_proxies(a.strings("trusted_proxies", ()))
+    except ValueError as exc:
+        raise a.error("trusted_proxies", str(exc)) from None
+    if proxy_header is not None and not proxies:
+        raise a.error("trusted_proxy_header", "needs trusted_proxies: the addresses of the proxies that set it")
+    api = ApiConfig(
+        host=host.strip("[]"),
+        port=api_port,
+        tls=TlsFiles(ca=default_tls.ca, cert=a.path("cert", default_tls.cert), key=a.path("key", default_tls.key)),
+        enabled=a.flag("enabled", True),
+        trusted_proxy_header=proxy_header,
+        trusted_proxies=proxies,
+        events_keepalive_s=a.number("events_keepalive_s", 15.0, positive=True),
+    )
+    a.done()
+    return api
+
+
+def parse_auth(au: Table) -> AuthConfig:
+    """``[auth]``: sessions and login back-off (hub/auth.py, hub/logins.py)."""
+    auth = AuthConfig(
+        session_ttl_s=au.number("session_ttl_s", 8 * 3600.0, positive=True),
+        login_max_failures=au.integer("login_max_failures", 5, lo=1),
+        login_window_s=au.number("login_window_s", 300.0, positive=True),
+        login_backoff_s=au.number("login_backoff_s", 10.0, positive=True),
+        login_backoff_max_s=au.number("login_backoff_max_s", 900.0, positive=True),
+    )
+    au.done()
+    return auth
+
+
 def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     root = Table(file, raw)
 
@@ -258,29 +299,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     db_path = d.path("path")
     d.done()
 
-    a = root.table("api")
-    listen = a.text("listen", "127.0.0.1:8443")
-    api_addr = host_port(listen, lowest_port=0)
-    if api_addr is None:
-        raise a.error("listen", f"{listen!r} is not HOST:PORT")
-    host, api_port = api_addr
-    proxy_header = a.optional_text("trusted_proxy_header", pattern=_HEADER_RE)
-    try:
-        proxies = parse_proxies(a.strings("trusted_proxies", ()))
-    except ValueError as exc:
-        raise a.error("trusted_proxies", str(exc)) from None
-    if proxy_header is not None and not proxies:
-        raise a.error("trusted_proxy_header", "needs trusted_proxies: the addresses of the proxies that set it")
-    api = ApiConfig(
-        host=host.strip("[]"),
-        port=api_port,
-        tls=TlsFiles(ca=broker_tls.ca, cert=a.path("cert", broker_tls.cert), key=a.path("key", broker_tls.key)),
-        enabled=a.flag("enabled", True),
-        trusted_proxy_header=proxy_header,
-        trusted_proxies=proxies,
-        events_keepalive_s=a.number("events_keepalive_s", 15.0, positive=True),
-    )
-    a.done()
+    api = parse_api(root.table("api"), broker_tls)
 
     c = root.table("commands")
     commands = CommandsConfig(
@@ -332,15 +351,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
     )
     al.done()
 
-    au = root.table("auth")
-    auth = AuthConfig(
-        session_ttl_s=au.number("session_ttl_s", 8 * 3600.0, positive=True),
-        login_max_failures=au.integer("login_max_failures", 5, lo=1),
-        login_window_s=au.number("login_window_s", 300.0, positive=True),
-        login_backoff_s=au.number("login_backoff_s", 10.0, positive=True),
-        login_backoff_max_s=au.number("login_backoff_max_s", 900.0, positive=True),
-    )
-    au.done()
+    auth = parse_auth(root.table("auth"))
     audit = parse_audit(root.table("audit"), db_path, commands.signing_key)
     forecast = parse_forecast(root.table("forecast"), present="forecast" in raw)
     province = parse_province_link(root.table("province"), present="province" in raw)

@@ -8,10 +8,14 @@ refuses to start. Sections::
     [database]  path                           the province's SQLite file
     [grouping]  distance_m = 3000              alarms of different cities this close are one incident
     [ingest]    max_clock_skew_s, gap_grace_s, resend_interval_s   (as the hub's [ingest])
+    [api]       listen = "127.0.0.1:8443", cert, key (default: the broker identity's), enabled,
+                trusted_proxy_header, trusted_proxies     the HTTPS API, as the hub's [api]; absent: none
+    [auth]      session_ttl_s, login_max_failures, ...   sessions and login back-off, as the hub's
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from hub.config import BrokerConfig, IngestConfig
+from hub.config import ApiConfig, AuthConfig, BrokerConfig, IngestConfig, parse_api, parse_auth
 from shared import tomlread
 from shared.tls import TlsFiles, cert_cn
 from shared.tomlread import Table
@@ -34,6 +38,8 @@ class ProvinceConfig:
     db_path: Path
     distance_m: float
     ingest: IngestConfig
+    api: ApiConfig
+    auth: AuthConfig
 
 
 def load(path: Path) -> ProvinceConfig:
@@ -79,5 +85,14 @@ def parse(raw: Mapping[str, Any], file: Path) -> ProvinceConfig:
         resend_interval_s=i.number("resend_interval_s", default.resend_interval_s, lo=0.1),
     )
     i.done()
+
+    a = root.table("api")
+    api = parse_api(a, tls)
+    if "api" not in raw:  # no [api]: the ingest alone, no HTTPS listener
+        api = dataclasses.replace(api, enabled=False)
+    for name, f in (("cert", api.tls.cert), ("key", api.tls.key)):
+        if api.enabled and not os.path.isfile(f):
+            raise a.error(name, f"{f}: no such file")
+    auth = parse_auth(root.table("auth"))
     root.done()
-    return ProvinceConfig(pid, broker, db_path, distance, ingest)
+    return ProvinceConfig(pid, broker, db_path, distance, ingest, api, auth)

@@ -15,16 +15,27 @@ Rules:
    rule 6) is published on ``jk/v1/city/{city}/req`` again, since a bridge does not queue what goes
    down to a city whose link is broken; the city answers a repeat with the answer it gave.
 
-Not here yet: the HTTPS API, provincial CAP alerts.
+5. The HTTPS API (province/api.py, when ``[api]`` is configured) is a task beside the ingest in
+   the one TaskGroup; it reads on the hub's reader threads and writes sessions through the store.
+
+Usable in-process (tests)::
+
+    async with running(config) as province:
+        ...  # province.api_port, province.store, province.ingest.connected
+
+Not here yet: provincial CAP alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
+from collections.abc import AsyncIterator
 
+from province import api
 from province.config import ProvinceConfig
 from province.store import ProvinceStore
 from shared import messages, topics
@@ -100,13 +111,55 @@ class ProvinceIngest:
         log.warning("province.disconnected", extra={"error": self.mqtt.last_error})
 
 
+class Province:
+    """The provincial hub's parts: the store, the ingest and (``[api]``) the API."""
+
+    def __init__(self, cfg: ProvinceConfig) -> None:
+        self.cfg = cfg
+        self.store = ProvinceStore(cfg.db_path, ingest_cfg=cfg.ingest)
+        self.ingest = ProvinceIngest(cfg, self.store)
+        self.api_port: int | None = None
+
+    def _listening(self, port: int) -> None:
+        self.api_port = port
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Run until ``stop`` is set; a crash in any task ends the province (systemd restarts it)."""
+        host = api.ProvinceHost(self.cfg, self.store, connected=self.ingest.connected.is_set)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                ingest = tg.create_task(self.ingest.run(stop), name="province.ingest")
+                api_ready = asyncio.Event()
+                served = None
+                if self.cfg.api.enabled:
+                    served = tg.create_task(api.serve(host, api_ready, self._listening), name="province.api")
+                    await api_ready.wait()
+                if ready is not None:
+                    ready.set()
+                await ingest
+                if served is not None:
+                    served.cancel()
+        finally:
+            host.close()
+            self.store.close()
+
+
 async def serve(cfg: ProvinceConfig, stop: asyncio.Event) -> None:
-    store = ProvinceStore(cfg.db_path, ingest_cfg=cfg.ingest)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(ProvinceIngest(cfg, store).run(stop), name="province.ingest")
-    finally:
-        store.close()
+    await Province(cfg).run(stop)
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: ProvinceConfig) -> AsyncIterator[Province]:
+    """Start the province in this event loop (its API listening) and stop it when the block ends."""
+    province = Province(cfg)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(province.run(stop, ready), name="province")
+        await ready.wait()  # a start-up failure cancels this wait and the TaskGroup raises it
+        try:
+            yield province
+        finally:
+            stop.set()
 
 
 def main(cfg: ProvinceConfig) -> int:

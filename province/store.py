@@ -20,7 +20,10 @@ Rules:
    :class:`~shared.messages.RequestRecord` is committed; then it holds the city's answer
    (``pending`` at a city operator, ``accepted`` with the operation it started, ``refused``).
    Creating one and each answer are audited. Other processes (``jikimi province request``) may
-   add requests: the file waits up to ``BUSY_TIMEOUT_MS`` for the writer.
+   add requests (the file waits for the writer: :func:`connect`).
+7. Provincial operators' accounts and sessions are hub/auth.py's own tables (``operators``,
+   ``sessions``) in this file, written by the API's logins through :meth:`ProvinceStore.write`
+   and by ``jikimi province user`` through :func:`connect`; every login lands in the same chain.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import copy
 import logging
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -73,9 +77,6 @@ log = logging.getLogger(__name__)
 ACTIVE: Final = (AlarmState.UNACK.value, AlarmState.ACKED.value)
 """Alarm states whose condition is present: what provincial incidents group (two: the query
 that reads them has two placeholders)."""
-
-BUSY_TIMEOUT_MS: Final = 5000
-"""How long a second process's write waits for the service's transaction (rule 6)."""
 
 MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
     ("m001_cities", """
@@ -123,7 +124,18 @@ MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
         CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
             BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END
         """),
-    ("m003_requests", """
+    ("m003_people", """
+        -- hub/auth.py's tables, as the hub's migration m004_people makes them (rule 6)
+        CREATE TABLE operators (
+            username TEXT PRIMARY KEY, role TEXT NOT NULL, pw_hash TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY, username TEXT NOT NULL REFERENCES operators (username),
+            csrf TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, remote TEXT NOT NULL);
+        -- the epoch of each city's latest committed batch (the API shows it)
+        ALTER TABLE cities ADD COLUMN epoch INTEGER;
+        """),
+    ("m004_requests", """
         CREATE TABLE requests (
             request_id TEXT PRIMARY KEY, city TEXT NOT NULL, action TEXT NOT NULL, area TEXT NOT NULL,
             reason TEXT NOT NULL, requested_by TEXT NOT NULL, created_at REAL NOT NULL, not_after REAL NOT NULL,
@@ -158,6 +170,24 @@ _UPSERT: Final = {
                    " attempts=excluded.attempts, ts=excluded.ts WHERE excluded.ts >= deliveries.ts"),
 }
 _json = msgspec.json.Encoder()
+T = TypeVar("T")
+BUSY_TIMEOUT_MS: Final = 5000
+"""How long a transaction waits for another writer of the file (``jikimi province user`` and
+``jikimi province request`` beside the running service)."""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """The province's file with its settings, migrated (rule 1); also hub/auth.py's opener (rule 6)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        migrate(db, MIGRATIONS)
+    except (sqlite3.Error, OSError) as exc:
+        raise ProvinceStoreError(f"{path}: cannot open the province store: {exc}") from exc
+    return db
 
 
 @dataclass(frozen=True)
@@ -222,13 +252,8 @@ class ProvinceStore:
         self.path = path
         self.cfg = ingest_cfg or IngestConfig()
         self.links = links or ingest.CityLinks(grace_s=self.cfg.gap_grace_s, interval_s=self.cfg.resend_interval_s)
+        self.db = connect(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            migrate(self.db, MIGRATIONS)
             self.quarantine = Quarantine(self.cfg)
             self.quarantine.load(self.db)
             self._load_trackers()
@@ -255,6 +280,14 @@ class ProvinceStore:
 
     def _tx(self, now: float) -> _Transaction:
         return _Transaction(self.db, now)
+
+    def write(self, fn: Callable[[Tx], T], now: float) -> T:
+        """``fn`` in one short transaction of its own (rule 6: a login, a logout)."""
+        try:
+            with self._tx(now) as tx:
+                return fn(tx)
+        except sqlite3.Error as exc:
+            raise ProvinceStoreError(f"{self.path}: write failed: {exc}") from exc
 
     def _quarantine(self, topic: str, city: str | None, reason: Reason, error: str, payload: bytes,
                     now: float) -> None:
@@ -318,12 +351,12 @@ class ProvinceStore:
                 if taken.new:
                     newest = max(r.ts for r in taken.new)
                     tx.conn.execute(
-                        "INSERT INTO cities (city, records, last_batch_at, newest_record_ts, lag_s)"
-                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (city) DO UPDATE SET"
+                        "INSERT INTO cities (city, records, last_batch_at, newest_record_ts, lag_s, epoch)"
+                        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (city) DO UPDATE SET"
                         " records = cities.records + excluded.records, last_batch_at = excluded.last_batch_at,"
                         " newest_record_ts = max(coalesce(cities.newest_record_ts, 0), excluded.newest_record_ts),"
-                        " lag_s = excluded.lag_s",
-                        (city, len(taken.new), now, newest, max(0.0, now - newest)))
+                        " lag_s = excluded.lag_s, epoch = excluded.epoch",
+                        (city, len(taken.new), now, newest, max(0.0, now - newest), batch.epoch))
         except sqlite3.Error as exc:
             log.error("province.batch_failed", extra={"city": city, "error": str(exc)})
             self._quarantine(topic, city, Reason.STORE, str(exc), payload, now)

@@ -332,10 +332,12 @@ function showLogin(message) {
 }
 
 async function start(me) {
-  S.me = me;
   setCsrf(me.csrf);
-  const [places, health, geo, vocab] = await Promise.all([
-    api("GET", "/api/places"), api("GET", "/api/health"),
+  const health = await api("GET", "/api/health");
+  if (health.cities !== undefined) { startProvince(me); return; } // the province's API (province/api.py)
+  S.me = me;
+  const [places, geo, vocab] = await Promise.all([
+    api("GET", "/api/places"),
     fetch("/web/data/gyeonggi-municipalities-2018.geojson").then((r) => r.json()),
     api("GET", "/api/vocabulary"),
   ]);
@@ -1193,6 +1195,65 @@ async function quarantineView(v) {
       h("td", {}, r.site || r.topic), h("td", {}, r.reason), h("td", { class: "num" }, String(r.size)),
       h("td", { class: "small" }, r.error)))))
     : h("p", { class: "empty", id: "quarantine-empty" }, t("no_quarantine")));
+}
+
+// --- the province view (province/api.py) ---------------------------------------------------------
+// The same page against the provincial hub: every city with its link (from the city's status),
+// the age of its newest committed record, its epoch and counts; all cities' alarms with their
+// site's data age, worst first. Read-only: a provincial operator sees, the city hubs act.
+
+const P = { me: null, cities: [], alarms: [], timer: null };
+
+function startProvince(me) {
+  P.me = me;
+  const header = h("header", { class: "top" },
+    h("strong", { class: "brand" }, t("app")), h("span", { class: "hub", id: "province-mode" }, t("province")),
+    h("span", { class: "me", id: "me" }, `${me.username} · ${me.role}`),
+    h("button", { id: "lang", onclick: () => { toggleLang(); startProvince(me); } }, t("lang")),
+    h("button", { id: "logout", onclick: provinceLogout }, t("logout")));
+  const main = h("main", { class: "grid" },
+    h("section", { id: "view", class: "view", "aria-live": "off" }),
+    h("aside", { id: "alarms", class: "alarms", "aria-label": t("alarms") }));
+  replace(document.body, header, main);
+  if (P.timer) clearInterval(P.timer);
+  P.timer = setInterval(loadProvince, 5000);
+  loadProvince();
+}
+
+async function provinceLogout() {
+  clearInterval(P.timer);
+  P.timer = null;
+  await api("DELETE", "/api/session");
+  showLogin();
+}
+
+async function loadProvince() {
+  try {
+    [P.cities, P.alarms] = await Promise.all([api("GET", "/api/cities"), api("GET", "/api/alarms?limit=2000")]);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 401) { clearInterval(P.timer); P.timer = null; showLogin(); return; }
+    throw err;
+  }
+  if (!$("view")) return;
+  replace($("view"), h("h2", {}, t("cities")), P.cities.length ? h("table", { class: "grid-table", id: "city-list" },
+    h("thead", {}, h("tr", {}, [t("city"), t("link"), t("data_age"), t("epoch"), t("records"), t("quarantine")]
+      .map((x) => h("th", {}, x)))),
+    h("tbody", {}, P.cities.map((c) => h("tr", { class: "city-row", dataset: { city: c.city, link: c.link } },
+      h("td", {}, c.city), h("td", {}, h("span", { class: `chip link-${c.link === "online" ? "normal" : c.link}` }, t(c.link))),
+      h("td", {}, age(c.last_record_ts)), h("td", {}, c.epoch === null ? "—" : String(c.epoch)),
+      h("td", {}, String(c.records_committed)), h("td", {}, String(c.quarantined))))))
+    : h("p", { class: "empty" }, t("no_cities")));
+  const active = P.alarms.filter((a) => ACTIVE_STATES.has(a.state))
+    .sort((a, b) => (RANK[a.severity] ?? 9) - (RANK[b.severity] ?? 9) || a.raised_at - b.raised_at);
+  replace($("alarms"),
+    h("h2", {}, `${t("alarms")} `, h("span", { class: "count", id: "alarm-count" }, `${active.length}`)),
+    active.length ? h("ol", { class: "alarm-list", id: "alarm-list" }, active.map((a) =>
+      h("li", { class: `alarm-row ${a.severity} st-${a.state}`, dataset: { city: a.city, alarm: a.alarm_id, state: a.state } },
+        h("span", { class: `prio ${a.severity}` }, t(a.severity)),
+        h("span", {}, h("b", {}, a.city), " ", a.site, " ", h("span", { class: "msg" }, a.rule)),
+        h("span", { class: "alarm-meta" }, h("span", { class: "state" }, t(a.state)), " · ", age(a.raised_at, 1e9),
+          " · ", t("data_age"), " ", a.data_age_s === null ? "—" : age(serverNow() - a.data_age_s)))))
+      : h("p", { class: "empty" }, t("no_alarms")));
 }
 
 // --- boot ---------------------------------------------------------------------------------------
