@@ -664,12 +664,12 @@ def render_markdown(card: dict[str, Any], params: dict[str, Any], edge_card: dic
         "floods, 229 of 829 non-floods, had another sensor cross 15 cm 10–120 min before), which "
         "motivated the crossing features and their 2-hour window. The feature set, distance and age "
         "scales were fixed before any test-year scoring.",
-        "- **The test years have now been scored three times.** First by the edge model's card (the "
-        "rule and the edge model, `flood_rise.md`); second by the first version of this model (label "
-        "horizon 30 min, threshold 0.58: 77/201 warned ≥ 10 min at 56/829 false alarms); third by the "
+        "- **The test years have now been scored three times for this model.** Twice before, with its "
+        "first policy (label horizon 30 min, warning depth 4 in, threshold 0.58: 77/201 floods warned "
+        "≥ 10 min at 56/829 false alarms, the figures this card showed then); the third time by the "
         "command that wrote this card, after the policy above was chosen on 2024 alone (the longer "
-        "label horizons and the below-gate path were added and judged on 2024; nothing was computed on "
-        "2025–2026 until that choice was fixed).",
+        "label horizons, the below-gate path and the exploratory models below were judged on 2024 only; "
+        "nothing was computed on 2025–2026 until that choice was fixed and committed).",
         "- Development was iterated on the 2024 validation year (a slope-scaling bug found and fixed, "
         "per-event sample weights, the interaction terms, the candidate grids, the below-gate path and "
         "the exploratory models below), which is also where the operating point was chosen: the 2024 "
@@ -708,7 +708,7 @@ def render_markdown(card: dict[str, Any], params: dict[str, Any], edge_card: dic
         "## Reproduce",
         "",
         "```",
-        "jikimi model train network --out firmware-configs/models     # writes these three files (~2 min)",
+        "jikimi model train network --out firmware-configs/models     # writes these three files (~1 min)",
         "jikimi model warnings network --events ../shared/data/floodnet-nyc/flood-events.csv --out w.csv",
         "jikimi bench network --sites 6500 --minutes 30 --wet-share 0.2",
         "```",
