@@ -679,11 +679,12 @@ def render_markdown(card: dict[str, Any], params: dict[str, Any], edge_card: dic
         "(8, 16, 32 units, two seeds each, fitted on all samples or on armed ones, 30 min horizon) "
         "warned 64–98 ≥ 10 min, never more than the logistic model; extra network-state features (wet "
         "sites within 1 km and 3 km, the share of the city's sensors wet now, the age of the nearest "
-        "crossing within 3 km) lowered the main path to 74 and lifted a below-gate path by at most 1 "
-        "flood; the site's own history (share of its past events that crossed 15 cm, its number of past "
-        "events, days since its last crossing) added at most 1 flood to a below-gate path (alone it "
-        "separates weakly: 25 % of 2024's floods and 13 % of its non-floods had a past share ≥ 0.5). "
-        "None was kept.",
+        "crossing within 3 km) lowered the main path to 74 and, in a below-gate path, warned 100 "
+        "against 99 without a second path; the site's own history (share of its past events that "
+        "crossed 15 cm, its number of past events, days since its last crossing) with FloodNet-only "
+        "terms (sensors in an event nearby and city-wide, time since the event began), in a below-gate "
+        "path: 100 (the history alone separates weakly: 25 % of 2024's floods and 13 % of its "
+        "non-floods had a past share ≥ 0.5). None was kept.",
         "- FloodNet holds events only: between events a sensor's depth is unknown, and a storm that wets "
         "no sensor is invisible. A hub with continuous readings sees more (dry sensors are known dry).",
         "- Positions are NYC's; distance scales (1.5 km, 8 km) and the age scale (40 min) are NYC street "
