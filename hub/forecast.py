@@ -21,7 +21,7 @@ year; a warning depth of 0 lets the network warn a dry site). A parameter file m
 below-gate path (``below_gate``): its own logistic model and its own, stricter threshold, read
 only where the depth is under the warning depth, so the network can warn a site before its own
 water rises. The models are logistic regressions over standardised features: numpy only, no
-training library. Its weights, scales and threshold live in a JSON parameter
+training library. Their weights, scales and thresholds live in a JSON parameter
 file (``firmware-configs/models/network_warning.json``) written by ``jikimi model train
 network``; the closing and arming depths come from that file, which takes them from the edge's
 definitions at training time.
