@@ -17,8 +17,11 @@ Causality is the invariant: :meth:`NetworkForecaster.observe` must be fed in tim
 older sample than the latest seen raises), and :meth:`NetworkForecaster.scores` at ``t`` uses
 only samples at or before ``t``. The forecast warns a site when the model's probability reaches
 the threshold and the site's depth is at least the warning depth (both chosen on the validation
-year; a warning depth of 0 lets the network warn a dry site). The model is a logistic regression over
-standardised features: numpy only, no training library. Its weights, scales and threshold live in a JSON parameter
+year; a warning depth of 0 lets the network warn a dry site). A parameter file may add a second,
+below-gate path (``below_gate``): its own logistic model and its own, stricter threshold, read
+only where the depth is under the warning depth, so the network can warn a site before its own
+water rises. The models are logistic regressions over standardised features: numpy only, no
+training library. Their weights, scales and thresholds live in a JSON parameter
 file (``firmware-configs/models/network_warning.json``) written by ``jikimi model train
 network``; the closing and arming depths come from that file, which takes them from the edge's
 definitions at training time.
@@ -86,6 +89,19 @@ class ForecastError(HubError):
 
 
 @dataclass(frozen=True)
+class BelowGatePath:
+    """The second path: a logistic model read only below the warning depth, with its own threshold.
+
+    Its weights apply to the raw (unstandardised) features; its threshold is on the logit, as the
+    probabilities it needs to reach sit too close to 1 for a probability to state them well.
+    """
+
+    weights: FloatArray
+    bias: float
+    threshold_logit: float
+
+
+@dataclass(frozen=True)
 class NetworkParams:
     """What the trained model needs at run time (all read from its JSON file)."""
 
@@ -99,6 +115,8 @@ class NetworkParams:
     warn_depth_cm: float
     horizon_s: float = 1800.0
     """How far ahead the model was trained to warn (``label_horizon_secs``): a warning's lead."""
+    below_gate: BelowGatePath | None = None
+    """The optional second path for sites under the warning depth (None: such sites never warn)."""
 
 
 def params_from_dict(raw: Mapping[str, Any], source: str = "parameters") -> NetworkParams:
@@ -118,11 +136,21 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "parameters") -> Netw
             raise ForecastError(f"{source}: {key}: expected finite numbers")
         return np.asarray(v, dtype=np.float64)
 
+    def below_gate_path() -> BelowGatePath | None:
+        v = raw.get("below_gate")
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            raise ForecastError(f"{source}: below_gate: expected an object or null")
+        return params_from_below_gate(v, f"{source}: below_gate")
+
     if raw.get("features") != list(FEATURE_NAMES):
         raise ForecastError(f"{source}: features: not the features this hub computes {list(FEATURE_NAMES)}")
     scale = vector("scale")
     if np.any(scale <= 0.0):
         raise ForecastError(f"{source}: scale: every scale must be positive")
+    if not 0.0 < number("threshold") <= 1.0:
+        raise ForecastError(f"{source}: threshold: must be above 0 and at most 1")
     if number("warn_depth_cm") < 0.0:
         raise ForecastError(f"{source}: warn_depth_cm: must not be negative")
     closing = number("closing_depth_cm")
@@ -139,7 +167,24 @@ def params_from_dict(raw: Mapping[str, Any], source: str = "parameters") -> Netw
         threshold=number("threshold"),
         warn_depth_cm=number("warn_depth_cm"),
         horizon_s=number("label_horizon_secs") if "label_horizon_secs" in raw else 1800.0,
+        below_gate=below_gate_path(),
     )
+
+
+def params_from_below_gate(raw: Mapping[str, Any], source: str) -> BelowGatePath:
+    """Validate the ``below_gate`` object: ``weights`` (one per feature), ``bias``, ``threshold_logit``."""
+    w = raw.get("weights")
+    if not isinstance(w, list) or len(w) != N_FEATURES:
+        raise ForecastError(f"{source}: weights: expected a list of {N_FEATURES} numbers")
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in w):
+        raise ForecastError(f"{source}: weights: expected finite numbers")
+    out = []
+    for key in ("bias", "threshold_logit"):
+        v = raw.get(key)
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            raise ForecastError(f"{source}: {key}: expected a finite number")
+        out.append(float(v))
+    return BelowGatePath(weights=np.asarray(w, dtype=np.float64), bias=out[0], threshold_logit=out[1])
 
 
 def load_params(path: Path, sha256: str | None = None) -> NetworkParams:
@@ -159,17 +204,50 @@ def load_params(path: Path, sha256: str | None = None) -> NetworkParams:
     return params_from_dict(raw, str(path))
 
 
-def probability(params: NetworkParams, features: FloatArray) -> FloatArray:
-    """P(the site reaches the closing depth soon) for each row of ``features``."""
-    z = ((features - params.mean) / params.scale) @ params.weights + params.bias
+def _sigmoid(z: FloatArray) -> FloatArray:
     out: FloatArray = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
     return out
 
 
+def _gated(params: NetworkParams, features: FloatArray) -> npt.NDArray[np.bool_]:
+    """Rows at or above the warning depth (the main path's rows)."""
+    out: npt.NDArray[np.bool_] = features[:, 0] * params.closing_depth_cm >= params.warn_depth_cm
+    return out
+
+
+def below_gate_logit(params: NetworkParams, features: FloatArray) -> FloatArray:
+    """The below-gate path's logit per row (-inf everywhere when the parameters have no such path)."""
+    bg = params.below_gate
+    if bg is None:
+        return np.full(features.shape[0], -np.inf)
+    out: FloatArray = features @ bg.weights + bg.bias
+    return out
+
+
+def probability(params: NetworkParams, features: FloatArray) -> FloatArray:
+    """P(the site reaches the closing depth soon) for each row, from the path that reads that row.
+
+    Rows at or above the warning depth: the main model. Below it: the below-gate model, or the
+    main model when there is none (its probability is then shown, never acted on).
+    """
+    z = ((features - params.mean) / params.scale) @ params.weights + params.bias
+    if params.below_gate is not None:
+        z = np.where(_gated(params, features), z, below_gate_logit(params, features))
+    return _sigmoid(z)
+
+
 def score(params: NetworkParams, features: FloatArray) -> FloatArray:
-    """What is compared with the threshold: the probability, 0 below the warning depth."""
-    depth = features[:, 0] * params.closing_depth_cm
-    out: FloatArray = np.where(depth >= params.warn_depth_cm, probability(params, features), 0.0)
+    """What is compared with the threshold.
+
+    At or above the warning depth: the main model's probability. Below it: 1 when the below-gate
+    path reaches its own threshold, else 0 (so a sweep of the threshold traces the main path's
+    curve with the below-gate path held at its chosen point).
+    """
+    gated = _gated(params, features)
+    z = ((features - params.mean) / params.scale) @ params.weights + params.bias
+    below = below_gate_logit(params, features)
+    bg_fires = below >= (math.inf if params.below_gate is None else params.below_gate.threshold_logit)
+    out: FloatArray = np.where(gated, _sigmoid(z), np.where(bg_fires, 1.0, 0.0))
     return out
 
 

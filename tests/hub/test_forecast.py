@@ -177,6 +177,18 @@ def test_a_tampered_parameter_file_fails_the_hash(tmp_path: Path) -> None:
         ({"bias": None}, "bias"),
         ({"arm_depth_cm": 20.0}, "arm_depth_cm"),
         ({"warn_depth_cm": -1.0}, "warn_depth_cm"),
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"below_gate": "on"}, "below_gate"),
+        ({"below_gate": [1, 2]}, "below_gate"),
+        ({"below_gate": {"weights": [1.0], "bias": 0.0, "threshold_logit": 5.0}}, "below_gate: weights"),
+        ({"below_gate": {"weights": [True] * fc.N_FEATURES, "bias": 0.0, "threshold_logit": 5.0}},
+         "below_gate: weights"),
+        ({"below_gate": {"weights": [0.0] * fc.N_FEATURES, "bias": "x", "threshold_logit": 5.0}},
+         "below_gate: bias"),
+        ({"below_gate": {"weights": [0.0] * fc.N_FEATURES, "bias": 0.0}}, "below_gate: threshold_logit"),
+        ({"below_gate": {"weights": [0.0] * fc.N_FEATURES, "bias": 0.0, "threshold_logit": float("inf")}},
+         "below_gate: threshold_logit"),
     ],
 )
 def test_malformed_parameters_name_the_key(tmp_path: Path, change: dict[str, Any], key: str) -> None:
@@ -205,3 +217,40 @@ def test_the_forecast_never_warns_below_its_warning_depth() -> None:
     assert fc.score(forced, x)[0] == 0.0
     x[0, 0] = params.warn_depth_cm / params.closing_depth_cm
     assert fc.warns(forced, x)[0]
+
+
+def _below_gate(bias: float, threshold_logit: float) -> dict[str, Any]:
+    """Shipped parameters plus a below-gate path whose logit is ``bias`` (weights 0) everywhere."""
+    return {**_shipped(), "below_gate": {"weights": [0.0] * fc.N_FEATURES, "bias": bias,
+                                         "threshold_logit": threshold_logit}}
+
+
+def test_the_below_gate_path_warns_a_dry_site_only_at_its_own_threshold() -> None:
+    """Under the warning depth the second path decides, by its own threshold, whatever the main model says."""
+    x = np.zeros((2, fc.N_FEATURES))
+    shipped = fc.params_from_dict(_shipped())
+    x[0, 0] = 0.0  # dry
+    x[1, 0] = (shipped.warn_depth_cm - 0.01) / shipped.closing_depth_cm  # just under the gate
+    below = fc.params_from_dict({**_below_gate(6.0, 5.0), "bias": -50.0})
+    assert fc.warns(below, x).tolist() == [True, True]
+    assert fc.warns(fc.params_from_dict(_below_gate(4.9, 5.0)), x).tolist() == [False, False]
+    # the main model, however sure, still never warns under the gate
+    assert not fc.warns(fc.params_from_dict({**_below_gate(-50.0, 5.0), "bias": 50.0}), x).any()
+
+
+def test_the_below_gate_path_leaves_sites_at_the_gate_to_the_main_model() -> None:
+    """At or above the warning depth, a below-gate path that always fires changes nothing."""
+    shipped = fc.params_from_dict(_shipped())
+    x = np.zeros((1, fc.N_FEATURES))
+    x[0, 0] = shipped.warn_depth_cm / shipped.closing_depth_cm
+    for bias, expected in ((-50.0, False), (50.0, True)):
+        p = fc.params_from_dict({**_below_gate(50.0, 0.0), "bias": bias})
+        assert fc.warns(p, x)[0] is np.bool_(expected)
+
+
+def test_probability_below_the_gate_is_the_below_gate_models() -> None:
+    """The probability shown for a dry site (the prealert's) comes from the path that judges it."""
+    x = np.zeros((1, fc.N_FEATURES))
+    p = fc.params_from_dict({**_below_gate(2.0, 5.0), "bias": -50.0})
+    assert fc.probability(p, x)[0] == pytest.approx(1.0 / (1.0 + np.exp(-2.0)))
+    assert fc.below_gate_logit(fc.params_from_dict(_shipped()), x)[0] == -np.inf

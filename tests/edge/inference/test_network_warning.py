@@ -219,3 +219,82 @@ def test_bench_scores_every_site_each_minute(tmp_path: Path, capsys: pytest.Capt
     assert figures["max_secs_per_minute"] >= figures["median_secs_per_minute"] > 0.0
     assert main(["bench", "network", "--sites", "0"]) == 2
     assert "--sites" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [
+        ([0.2, 0.5, 0.4, 0.9], {0.1: 0.0, 0.2: 0.0, 0.3: 60.0, 0.5: 60.0, 0.6: 180.0, 0.9: 180.0, 0.95: np.inf}),
+        ([-np.inf, -np.inf, 0.3], {0.1: 120.0, 0.3: 120.0, 0.31: np.inf}),
+        ([], {0.5: np.inf}),
+    ],
+)
+def test_first_times_is_the_first_sample_reaching_each_threshold(scores: list[float],
+                                                                 expected: dict[float, float]) -> None:
+    """The vectorised first warning per threshold equals the first sample whose score reaches it."""
+    t = 60.0 * np.arange(len(scores))
+    got = netwarn.first_times(t, np.asarray(scores, dtype=np.float64), np.asarray(list(expected)))
+    assert got.tolist() == list(expected.values())
+
+
+def _events(rng: np.random.Generator, n: int) -> list[netwarn.EventFeatures]:
+    """Synthetic events: random features, half of them crossing; depths both sides of the gate."""
+    out = []
+    for k in range(n):
+        m = int(rng.integers(3, 30))
+        t = 60.0 * np.arange(m)
+        depth = np.sort(rng.uniform(0.0, 14.9, m))
+        crossing = float(t[-1] + 60.0 * rng.integers(1, 20)) if k % 2 else None
+        x = rng.normal(0.0 if crossing is None else 0.5, 0.3, (m, fc.N_FEATURES))
+        x[:, 0] = depth / 15.0
+        out.append(netwarn.EventFeatures(crossing, t, depth, x))
+    return out
+
+
+def test_the_two_path_grid_finds_the_pair_the_hubs_own_scoring_ranks_best() -> None:
+    """Every pair of thresholds scored through hub.forecast: none beats the grid's pick at the cap."""
+    rng = np.random.default_rng(7)
+    val = _events(rng, 60)
+    w = np.abs(rng.normal(0.0, 1.0, fc.N_FEATURES))
+    bg = {"weights": np.abs(rng.normal(0.0, 1.0, fc.N_FEATURES)).tolist(), "bias": 0.0, "threshold_logit": 0.0}
+    base = netwarn.params_dict(np.zeros(fc.N_FEATURES), np.ones(fc.N_FEATURES), w, 0.0, 0.5, 1800.0, 10.16, bg)
+    i, j = netwarn.grid_two_paths(fc.params_from_dict(base), val)
+
+    def hub_metrics(a: int, b: int) -> ev.Metrics:
+        p = fc.params_from_dict({**base, "threshold": netwarn.THRESHOLDS[a],
+                                 "below_gate": {**bg, "threshold_logit": netwarn.BELOW_GATE_LOGITS[b]}})
+        return ev.metrics_at(netwarn.scored(p, val), p.threshold)
+
+    picked = hub_metrics(i, j)
+    assert picked.false_alarm_rate <= netwarn.MAX_FALSE_ALARM_RATE
+    assert picked.warned_ge10 > 0
+    for a in range(0, len(netwarn.THRESHOLDS), 7):
+        for b in range(0, len(netwarn.BELOW_GATE_LOGITS), 6):
+            m = hub_metrics(a, b)
+            if m.false_alarm_rate <= netwarn.MAX_FALSE_ALARM_RATE:
+                assert (m.warned_ge10, m.warned_ge5) <= (picked.warned_ge10, picked.warned_ge5)
+
+
+def _choice(warned_ge10: int, below_gate: bool) -> netwarn.Choice:
+    m = ev.Metrics(positives=250, negatives=400, false_alarms=30, warned_ge5=150, warned_ge10=warned_ge10,
+                   median_lead_min=8.0, p25_lead_min=4.0, p10_lead_min=2.0)
+    return netwarn.Choice({"label_horizon_secs": 1800.0, "warn_depth_cm": 10.16,
+                           "below_gate": {"threshold_logit": 5.0} if below_gate else None}, m)
+
+
+@pytest.mark.parametrize(("gain", "below_gate_chosen"), [(0, False), (1, False), (4, False), (5, True), (9, True)])
+def test_the_below_gate_path_ships_only_past_its_margin(gain: int, below_gate_chosen: bool) -> None:
+    """A second path is kept only when it warns BELOW_GATE_MARGIN of the floods (5 of 250) more."""
+    picked = netwarn.pick(_choice(100, False), [_choice(100 + gain, True)])
+    assert (picked.params["below_gate"] is not None) is below_gate_chosen
+
+
+def test_the_card_discloses_the_below_gate_path_and_the_third_scoring() -> None:
+    """The card lists every below-gate candidate tried on 2024, says which policy shipped and how often
+    the test years were scored."""
+    card = _card()
+    assert card["validation_below_gate"]
+    assert card["below_gate_chosen"] is (json.loads(PARAMS.read_text(encoding="utf-8"))["below_gate"] is not None)
+    md = (MODELS / netwarn.MD_FILE).read_text(encoding="utf-8")
+    assert "scored three times" in md
+    assert md.count("+ below-gate path") == len(card["validation_below_gate"])
