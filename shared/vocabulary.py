@@ -32,7 +32,8 @@ from typing import Final, TypeAlias
 
 import msgspec
 
-from shared.messages import Action, Operation
+from shared.messages import Action
+from shared.messages import Operation as Operation  # planned here; defined with the wire messages
 from shared.profiles import Kind
 
 Value: TypeAlias = bool | int | float | str
