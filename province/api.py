@@ -9,14 +9,18 @@ Rules:
    user``); every login, failed login and logout is appended to the province's hash chain.
 2. Every route says who may call it, as the hub's do: ``/api/health`` and logging in are public
    (health carries counts only, no ids); the views of cities, sites, alarms and incidents need a
-   viewer; the audit log and the quarantine a supervisor. No session: 401; a role too low: 403.
+   viewer; a request to a city an operator; the audit log and the quarantine a supervisor. No
+   session: 401; a role too low: 403.
    The console's static files (the city console's, hub/web/, in its province view) hold no data.
 3. Query parameters are checked before any query runs: a city id must be a city id (400) and a
    city the province has heard of (404); an alarm state must be one of the hub's states (400);
    a ``limit`` is bounded (400 outside its range).
 4. Reads run on the hub's read-only :class:`~hub.store.Reader` threads (WAL: they never block the
-   ingest); the only writes here are the sessions', one short transaction each on the store's
-   one connection, on the event loop like every other write to the file.
+   ingest); the only writes here are the sessions' and the requests', one short transaction each
+   on the store's one connection, on the event loop like every other write to the file.
+5. A request (``POST /api/requests``: block or evacuate an area of a city the province has heard
+   from) is stored in the requesting operator's name and audited; the ingest's tick sends it until
+   the city answers. ``GET /api/requests`` shows each with its city's answer and its operation.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
+import msgspec
 from aiohttp import web
 
 from hub import api_act, queries
@@ -43,16 +48,20 @@ from hub.api_base import (
     int_param,
     json_response,
     need,
+    read_body,
 )
+from hub.apitypes import Body
 from hub.auth import Session
-from hub.errors import NotFound
+from hub.errors import NotFound, Refused
 from hub.logins import LoginLimiter
 from hub.roles import Role
 from hub.store import Clock, Reader, Tx
 from province.api_types import AlarmView, CityView, HealthView, IncidentView, SiteView
 from province.config import ProvinceConfig
+from province.errors import ProvinceRequestError
 from province.grouping import PlacedAlarm, group
-from province.store import ACTIVE, ProvinceStore
+from province.store import ACTIVE, ProvinceStore, request_views
+from shared.messages import CityId, Name, Operation, Text
 from shared.tls import server_context
 from shared.topics import check_city_id
 
@@ -217,6 +226,33 @@ async def list_incidents(request: web.Request, sess: Session) -> web.Response:
     return json_response(await host.reader.run(lambda c: incidents(c, now, distance)))
 
 
+async def list_requests(request: web.Request, sess: Session) -> web.Response:
+    limit = int_param(request, "limit", 1000, 1, MAX_LIMIT)
+    return json_response(await _host(request).reader.run(lambda c: request_views(c, limit)))
+
+
+class RequestBody(Body, frozen=True, kw_only=True):
+    city: CityId
+    action: Operation
+    area: Name
+    reason: Text
+    ttl_s: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 1800.0
+
+
+async def post_request(request: web.Request, sess: Session) -> web.Response:
+    """Rule 5: a provincial operator's request to a city, sent by the ingest's tick until the city
+    answers (province/store.py rule 6)."""
+    host = _host(request)
+    body = await read_body(request, RequestBody)
+    await _known(request, body.city)
+    try:
+        req = host.store.add_request(body.city, body.action, body.area, body.reason, sess.username, host.clock(),
+                                     body.ttl_s)
+    except ProvinceRequestError as exc:
+        raise Refused(str(exc)) from None
+    return json_response({"request_id": req.request_id, "not_after": req.not_after}, status=201)
+
+
 async def get_audit(request: web.Request, sess: Session) -> web.Response:
     after = int_param(request, "after", 0, 0, 2**62)
     limit = int_param(request, "limit", 500, 1, MAX_LIMIT)
@@ -231,7 +267,7 @@ async def get_quarantine(request: web.Request, sess: Session) -> web.Response:
 
 def routes() -> list[tuple[str, str, Role | None, Handler]]:
     """Rule 2's table."""
-    v, s = Role.VIEWER, Role.SUPERVISOR
+    v, o, s = Role.VIEWER, Role.OPERATOR, Role.SUPERVISOR
     table: list[tuple[str, str, Role | None, Any]] = [
         ("GET", "/api/health", None, get_health),
         ("POST", "/api/session", None, api_act.login),
@@ -241,6 +277,8 @@ def routes() -> list[tuple[str, str, Role | None, Handler]]:
         ("GET", "/api/cities/{city}/sites", v, list_sites),
         ("GET", "/api/alarms", v, list_alarms),
         ("GET", "/api/incidents", v, list_incidents),
+        ("GET", "/api/requests", v, list_requests),
+        ("POST", "/api/requests", o, post_request),
         ("GET", "/api/audit", s, get_audit),
         ("GET", "/api/quarantine", s, get_quarantine),
     ]

@@ -487,12 +487,7 @@ class ProvinceStore:
                 for r, c, a, ar, why, by, at, na in rows]
 
     def requests(self) -> list[RequestView]:
-        """Every request with its city's answer and how far the operation it started got."""
-        rows = self.db.execute(
-            "SELECT r.request_id, r.city, r.action, r.area, r.requested_by, r.created_at, r.state, r.op_id,"
-            " r.decided_by, r.why, o.commands, o.verified, o.failed FROM requests r"
-            " LEFT JOIN operations o ON o.city = r.city AND o.op_id = r.op_id ORDER BY r.created_at").fetchall()
-        return [RequestView(*row) for row in rows]
+        return request_views(self.db)
 
     def committed(self, city: str) -> list[tuple[int, int, str]]:
         """(epoch, seq, type) of every record committed for ``city`` (tests, the bench)."""
@@ -506,6 +501,16 @@ class ProvinceStore:
 
     def verify_audit(self) -> int:
         return audit.verify_conn(self.db)
+
+
+def request_views(conn: sqlite3.Connection, limit: int = 10_000) -> list[RequestView]:
+    """Every request (oldest first) with its city's answer and how far the operation it started got."""
+    rows = conn.execute(
+        "SELECT r.request_id, r.city, r.action, r.area, r.requested_by, r.created_at, r.state, r.op_id,"
+        " r.decided_by, r.why, o.commands, o.verified, o.failed FROM requests r"
+        " LEFT JOIN operations o ON o.city = r.city AND o.op_id = r.op_id ORDER BY r.created_at LIMIT ?",
+        (limit,)).fetchall()
+    return [RequestView(*row) for row in rows]
 
 
 class _Transaction:

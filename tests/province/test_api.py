@@ -8,6 +8,7 @@ carries there (the bridge itself is tests/province/test_province_run.py's subjec
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import ssl
@@ -33,7 +34,16 @@ from province.service import Province, running
 from province.store import connect
 from shared import messages
 from shared.errors import ConfigError
-from shared.messages import AlarmRecord, CityRecord, CityStatus, Place, Priority, SiteState, SiteStateRecord
+from shared.messages import (
+    AlarmRecord,
+    CityRecord,
+    CityRequest,
+    CityStatus,
+    Place,
+    Priority,
+    SiteState,
+    SiteStateRecord,
+)
 from shared.topics import CityChannel, city_of_hub, city_topic
 from tests.conftest import PkiFixture, ProvincePki, mqtt_client, start_province_broker
 from tests.hub.conftest import PASSWORD, ApiClient, eventually, until
@@ -41,7 +51,7 @@ from tests.hub.web.conftest import VIEWPORT, browser  # noqa: F401 - the real-Ch
 from trust.broker import RunningBroker
 
 ROOT = Path(__file__).resolve().parents[2]
-USERS = {"vera": Role.VIEWER, "sam": Role.SUPERVISOR}
+USERS = {"vera": Role.VIEWER, "olive": Role.OPERATOR, "sam": Role.SUPERVISOR}
 
 # synthetic places a kilometre apart across a city boundary, and one far from both
 NEAR_A = Place(lat=37.4800, lon=126.8000)
@@ -385,3 +395,40 @@ async def test_the_console_shows_the_province_view_with_every_city_and_all_citie
         assert errors == [], f"JavaScript errors in the console: {errors}"
     finally:
         await ctx.close()
+
+
+async def test_an_operator_requests_an_evacuate_of_a_city_and_hostile_requests_are_refused(fed: Fed) -> None:
+    """A provincial operator's request is stored in their name, audited, listed as ``sent`` (no
+    answer from the city yet) and published on that city's request topic; a viewer may not ask;
+    an unknown city, an unknown action, a missing reason, an unknown field or an absurd time to
+    live are refused with what is wrong, and none of them is stored."""
+    city = fed.cities[0]
+    await fed.publish(city, [_site(f"gg-{city}-up-0001", 10.0)])
+    await fed.committed(city, 1)
+    good: dict[str, Any] = {"city": city, "action": "evacuate", "area": f"gg-{city}",
+                            "reason": "Hangang over the warning level"}
+    async with fed.client() as api:
+        await api.login("vera")
+        assert (await api.post("/api/requests", good)).status == 403
+    async with fed.client() as api:
+        await api.login("olive")
+        hostile: list[tuple[dict[str, Any], int]] = [
+            ({**good, "city": "nowhere"}, 404), ({**good, "action": "reopen"}, 422), ({**good, "reason": "  "}, 422),
+            ({**good, "extra": 1}, 422), ({**good, "ttl_s": -5}, 422), ({**good, "ttl_s": 1e12}, 422),
+            ({**good, "area": "x" * 5000}, 422)]
+        for body, status in hostile:
+            resp = await api.post("/api/requests", body)
+            assert resp.status == status, (body, await resp.text())
+        bridge = fed.pki.bridge_for(city)
+        async with mqtt_client(fed.broker, fed.pki.files(bridge), bridge) as c:
+            await c.subscribe(city_topic(city, CityChannel.REQ), qos=1)
+            made = await _json(await api.post("/api/requests", good), 201)
+            async with asyncio.timeout(15):
+                msg = await anext(aiter(c.messages))
+        sent = messages.decode_city(CityRequest, bytes(msg.payload), city)
+        assert (sent.request_id, sent.action, sent.requested_by) == (made["request_id"], "evacuate", "olive")
+        [listed] = await _json(await api.get("/api/requests"))
+        assert (listed["request_id"], listed["state"], listed["requested_by"]) == (made["request_id"], "sent", "olive")
+        await api.login("sam")
+        trail = await _json(await api.get("/api/audit"))
+        assert any(r["action"] == "request.evacuate" and r["actor"] == "olive" for r in trail)
