@@ -52,7 +52,7 @@ from hub.mqtt import HubMqtt, NotConnected
 from hub.operations import Operations
 from hub.outlet import HubOutlet
 from hub.store import Clock, Reader, Tx, Writer
-from hub.upstream import Upstream, sites_now
+from hub.upstream import Upstream, deliveries_now, sites_now
 from shared.messages import CityRequest, Command
 from shared.signing import load_private_key
 
@@ -201,12 +201,19 @@ class Hub:
         task.add_done_callback(self._requests.discard)
 
     async def _report_sites(self, upstream: Upstream) -> None:
-        """hub/upstream.py rule 5: every site's state and data age, when changed, every few seconds
-        (at once on start: rule 6)."""
+        """hub/upstream.py rule 5: every site's state and data age, and every alert delivery, when
+        changed, every few seconds (at once on start: rule 6)."""
+        every = upstream.link.site_state_every_s
+        since = 0.0
         while True:
-            sites = await self.writer.call(lambda _tx: sites_now(self.engine.state))
+            now = self.clock()
+            sites, deliveries = await self.writer.call(
+                functools.partial(lambda tx, after: (sites_now(self.engine.state), deliveries_now(tx.conn, after)),
+                                  after=since))
             upstream.report_sites(sites)
-            await asyncio.sleep(upstream.link.site_state_every_s)
+            upstream.report_deliveries(deliveries)
+            since = now - 2 * every  # a delivery settled during the last query is seen by the next
+            await asyncio.sleep(every)
 
     def _tick(self, tx: Tx, dropped_captures: int) -> None:
         self.engine.tick(tx)

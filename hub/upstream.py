@@ -28,17 +28,15 @@ Rules:
 5. :class:`Upstream` turns the hub's committed changes (hub/outlet.py, after commit, on the
    event loop) into records: alarm transitions, incidents, operations; every
    ``site_state_every_s`` each site whose state or newest data changed (its data age at the
-   province is ``now - last_data_ts``). The records of one writer transaction are appended in
+   province is ``now - last_data_ts``), and each alert delivery (CAP to a city centre, 112, 119)
+   whose state or attempts changed. The records of one writer transaction are appended in
    one outbox write.
 6. Records are the state *as it is now*, so a record lost between the hub's commit and the
    outbox's (a crash in between) is repaired by the next one of the same alarm, incident or
    operation, and on start every site's state is reported again.
-
 7. Requests from the province (``jk/v1/city/{city}/req``) are decoded as from this city's topic
    (a request naming another city is dropped and counted) and handed to ``on_request``
    (hub/requestdesk.py decides; its answers come back through :meth:`Upstream.report`).
-
-Not here yet: alert deliveries (the forwarder's outbox has no after-commit change to follow).
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
@@ -65,6 +64,7 @@ from shared.messages import (
     CityRecord,
     CityRequest,
     CityStatus,
+    DeliveryRecord,
     IncidentRecord,
     OperationRecord,
     Place,
@@ -115,6 +115,18 @@ def apply_ack(outbox: ProvinceOutbox, ack: CityAck) -> int:
     if ack.through_seq is None:
         return 0
     return outbox.ack(ack.through_seq, epoch=ack.epoch)
+
+
+DeliveryNow = tuple[int, str, str, str, int]
+"""(delivery id, alert identifier, recipient, state, attempts) of one alert delivery."""
+
+
+def deliveries_now(conn: sqlite3.Connection, since: float) -> list[DeliveryNow]:
+    """Alert deliveries still pending, or created or settled at or after ``since``."""
+    rows = conn.execute(
+        "SELECT id, identifier, recipient, state, attempts FROM fwd_deliveries WHERE state = 'pending'"
+        " OR max(created_at, coalesce(acked_at, 0), coalesce(failed_at, 0)) >= ? ORDER BY id", (since,)).fetchall()
+    return [(int(i), str(a), str(r), str(s), int(n)) for i, a, r, s, n in rows]
 
 
 SiteNow = tuple[str, bool, float | None]
@@ -178,6 +190,8 @@ class Upstream:
         self._incidents: dict[int, tuple[float, list[str]]] = {}
         """incident id → (opened at, its alarms' ids)."""
         self._pending: list[CityRecord] = []
+        self._delivered: dict[int, tuple[str, int]] = {}
+        """delivery id → (state, attempts) as last reported, for those the last query returned."""
         self.on_request: Callable[[CityRequest], None] | None = None
         """Takes a request from the province (the hub hands it to hub/requestdesk.py); must not block."""
 
@@ -270,6 +284,24 @@ class Upstream:
             self._reported[site] = (online, last)
             out.append(SiteStateRecord(seq=0, ts=now, prio=Priority.TELEMETRY, site=site, online=online,
                                        last_data_ts=last, place=self._place(site)))
+        if out:
+            self._pending.extend(out)
+            self._flush()
+        return len(out)
+
+    def report_deliveries(self, deliveries: Iterable[DeliveryNow]) -> int:
+        """Append a delivery record for each alert delivery whose state or attempts changed since
+        it was last reported; returns how many."""
+        now = self.clock()
+        out: list[CityRecord] = []
+        seen: dict[int, tuple[str, int]] = {}
+        for did, alert, recipient, state, attempts in deliveries:
+            seen[did] = (state, attempts)
+            if self._delivered.get(did) == (state, attempts):
+                continue
+            out.append(DeliveryRecord(seq=0, ts=now, prio=Priority.EVENT, delivery_id=str(did), alert_id=alert,
+                                      recipient=recipient, state=state, attempts=attempts))
+        self._delivered = seen  # what the next query can return again: no more is remembered
         if out:
             self._pending.extend(out)
             self._flush()

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from edge.sim.servers import Simulator, run_simulator
+from hub import receiver
 from hub.config import parse
 from hub.service import Hub, running
 from hub.upstream import Upstream
@@ -100,10 +101,12 @@ class Federation:
 @asynccontextmanager
 async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path, edge_policy: str = "", *,
                      place: dict[str, object] = SONGNAE, gate: bool = False,
-                     province: dict[str, object] | None = None) -> AsyncIterator[Federation]:
+                     province: dict[str, object] | None = None, centre: str | None = None
+                     ) -> AsyncIterator[Federation]:
     """One city (its broker bridged to the provincial broker, its hub with ``[province]`` and its
     API, one real agent beside an underpass simulator at ``place``, or beside a river-gate
-    simulator on a serial line with ``gate``) and the provincial hub."""
+    simulator on a serial line with ``gate``) and the provincial hub; with ``centre`` (a CAP
+    receiver's URL) the city forwards its alerts to it."""
     hub_id = test_pki.take_hub()
     city = city_of_hub(hub_id)
     site = test_pki.take_site()
@@ -111,9 +114,11 @@ async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: 
     with start_province_broker(province_pki, tmp_path / "pb") as upstream, \
             start_city_broker(test_pki, province_pki, city, upstream, tmp_path / "cb") as local:
         config = province_config(tmp_path, province_pki, upstream)
+        forward = {"forward": {"recipients": {"city-centre": {
+            "kind": "city_centre", "url": centre, "initial_backoff_s": 0.0, "max_backoff_s": 0.0}}}} if centre else {}
         raw = raw_config(test_pki, local.port, tmp_path / "hub.db", hub_id, api={"enabled": True},
                          sites={"accept_any": False, "registry": {site: place}},
-                         province={"site_state_every_s": 1.0, **(province or {})})
+                         province={"site_state_every_s": 1.0, **(province or {})}, **forward)
         cfg = parse(raw, tmp_path / "hub.toml")
         add_users(cfg)
         device = load_profile(RIVER_GATE) if gate else load_profile(UNDERPASS)
@@ -156,21 +161,25 @@ async def test_a_provincial_broker_down_for_a_minute_and_back_empty_loses_nothin
         test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
     """The provincial broker stops for 60 s (the bridge is down: the city broker's bridge queue and
     the city's outbox hold what the city says) and comes back without persistence (its sessions and
-    queues gone). Throughout, the city closes its barrier and raises its alarm by itself; after, the
-    province holds every record the city sent, each exactly once, with the alarm raised during the
-    outage."""
-    async with federation(test_pki, province_pki, tmp_path) as fed:
+    queues gone). Throughout, the city closes its barrier, raises its alarm and forwards its alert
+    to its city centre by itself; after, the province holds every record the city sent, each
+    exactly once, with the alarm raised and the alert delivered during the outage."""
+    async with receiver.serve() as centre, \
+            federation(test_pki, province_pki, tmp_path, centre=centre.url) as fed:
         await until(lambda: fed.link.outbox.held == 0 and fed.link.outbox.next_seq > 1, 30,
                     "the first site state is acknowledged")
         fed.upstream.stop()
         down_at = time.monotonic()
         fed.sim.physics.water.depth_cm = 20.0
         await until(lambda: fed.sim.physics.barrier.limit_closed, 30, "the edge closes the barrier by itself")
+        await centre.wait_for(lambda: "Alert" in {a.msg_type for a in centre.alerts()}, 30)
         await until(lambda: fed.link.outbox.held > 0, 30, "the city keeps recording for the province")
         await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - down_at)))
         fed.upstream.restart()
         await until(lambda: fed.link.outbox.held == 0, 120, "the province acknowledged everything after the outage")
         assert any(a.rule == "closing_depth" for a in fed.alarms())
+        await until(lambda: "acked" in province_deliveries(fed.db, fed.city), 30,
+                    "the province sees the alert delivered to the city centre")
         epoch = fed.link.outbox.epoch
         sent = fed.link.outbox.next_seq - 1
     store = ProvinceStore(fed.db)
@@ -191,6 +200,15 @@ def province_request(config: Path, city: str, action: str, area: str) -> subproc
                            "--reason", "Hangang over the warning level", "--by", "prov-duty"],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+
+
+def province_deliveries(db: Path, city: str) -> list[str]:
+    """The states of the city's alert deliveries as the province holds them."""
+    store = ProvinceStore(db)
+    try:
+        return [str(s) for (s,) in store.db.execute("SELECT state FROM deliveries WHERE city = ?", (city,))]
+    finally:
+        store.close()
 
 
 def province_cities(db: Path) -> list[str]:
