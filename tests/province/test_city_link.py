@@ -6,7 +6,9 @@ the hub's own connection → the city broker's bridge → the provincial broker 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,8 +30,8 @@ from province.service import serve
 from province.store import AlarmView, ProvinceStore, RequestView
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
-from shared.topics import city_of_hub
-from tests.conftest import PkiFixture, ProvincePki, start_city_broker, start_province_broker
+from shared.topics import CityChannel, city_of_hub, city_topic
+from tests.conftest import PkiFixture, ProvincePki, mqtt_client, start_city_broker, start_province_broker
 from tests.edge.harness import UNDERPASS, running_agent, write_config
 from tests.hub.conftest import add_users, api_client, raw_config
 from tests.province.harness import province_config
@@ -43,7 +45,10 @@ SONGNAE = {"area": "gg-bucheon", "name": "송내 지하차도", "lat": 37.4876, 
 
 
 @asynccontextmanager
-async def province_running(config: Path) -> AsyncIterator[None]:
+async def province_running(config: Path, run: bool = True) -> AsyncIterator[None]:
+    if not run:
+        yield
+        return
     stop = asyncio.Event()
     task = asyncio.create_task(serve(load(config), stop))
     try:
@@ -101,12 +106,13 @@ class Federation:
 @asynccontextmanager
 async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path, edge_policy: str = "", *,
                      place: dict[str, object] = SONGNAE, gate: bool = False,
-                     province: dict[str, object] | None = None, centre: str | None = None
-                     ) -> AsyncIterator[Federation]:
+                     province: dict[str, object] | None = None, centre: str | None = None,
+                     provincial_hub: bool = True) -> AsyncIterator[Federation]:
     """One city (its broker bridged to the provincial broker, its hub with ``[province]`` and its
     API, one real agent beside an underpass simulator at ``place``, or beside a river-gate
     simulator on a serial line with ``gate``) and the provincial hub; with ``centre`` (a CAP
-    receiver's URL) the city forwards its alerts to it."""
+    receiver's URL) the city forwards its alerts to it; without ``provincial_hub`` nothing speaks for
+    the province (a test does, with its identity)."""
     hub_id = test_pki.take_hub()
     city = city_of_hub(hub_id)
     site = test_pki.take_site()
@@ -122,7 +128,8 @@ async def federation(test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: 
         cfg = parse(raw, tmp_path / "hub.toml")
         add_users(cfg)
         device = load_profile(RIVER_GATE) if gate else load_profile(UNDERPASS)
-        async with province_running(config), run_simulator(device, transport="pty" if gate else "tcp") as sim, \
+        transport = "pty" if gate else "tcp"
+        async with province_running(config, provincial_hub), run_simulator(device, transport=transport) as sim, \
                 running(cfg) as hub:
             if not gate:
                 sim.physics.barrier.travel_s = 1.0
@@ -274,3 +281,58 @@ async def test_a_provincial_evacuate_request_for_goyang_is_applied_after_the_cit
         await until(lambda: any(r.state == "accepted" and r.op_id == op_id and r.commands
                                 and r.verified == r.commands for r in province_requests(fed.db)), 30,
                     "the province sees the request accepted and every command verified")
+
+
+
+def city_requests(db: Path) -> list[tuple[str, str, str]]:
+    """(request id, state, why) of every provincial request the city hub holds."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return [(str(r), str(s), str(w)) for r, s, w in conn.execute(
+            "SELECT request_id, state, why FROM province_requests ORDER BY received_at")]
+    finally:
+        conn.close()
+
+
+async def test_hostile_or_broken_requests_from_the_province_move_nothing(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """What comes down the bridge as a request is checked at the city: garbage, a request naming
+    another city, an unknown action, an over-long reason or an over-size payload are dropped and
+    counted; a request for an area that is not the city's, or one already expired, is refused with
+    the reason; a replayed request is stored and audited once. Nothing of it starts an operation
+    or moves a device."""
+    async with federation(test_pki, province_pki, tmp_path, "closing_depth_cm = 40.0", provincial_hub=False) as fed:
+        topic = city_topic(fed.city, CityChannel.REQ)
+        now = time.time()
+
+        def req(**kw: Any) -> dict[str, Any]:
+            return {"v": 1, "city": fed.city, "request_id": "r-" + str(len(kw)), "action": "block",
+                    "area": "gg-bucheon", "reason": "test", "requested_by": "prov-duty", "ts": now,
+                    "not_after": now + 600, **kw}
+
+        bad = [b"{not json", json.dumps(req(city="suwon")).encode(), json.dumps(req(action="reopen")).encode(),
+               json.dumps(req(reason="x" * 5000)).encode(), json.dumps(req(reason="x" * 300_000)).encode()]
+        good_replayed = json.dumps(req(request_id="r-replay", area="gg-bucheon")).encode()
+        foreign_area = json.dumps(req(request_id="r-foreign", area="gg-suwon")).encode()
+        expired = json.dumps(req(request_id="r-expired", not_after=now - 60)).encode()
+        province = province_pki.province
+        before = fed.link.uplink.counters.bad_messages
+        async with mqtt_client(fed.upstream, province_pki.files(province), province) as c:
+            for payload in [*bad, good_replayed, good_replayed, foreign_area, expired, good_replayed]:
+                await c.publish(topic, payload, qos=1)
+        await until(lambda: len(city_requests(fed.hub.cfg.db_path)) == 3, 30, "the city holds the three requests")
+        await until(lambda: fed.link.uplink.counters.bad_messages - before == len(bad), 30,
+                    "every broken request is counted")
+        held = {r: (state, why) for r, state, why in city_requests(fed.hub.cfg.db_path)}
+        assert held["r-replay"] == ("pending", "")
+        assert held["r-foreign"][0] == "refused"
+        assert "gg-suwon" in held["r-foreign"][1]
+        assert held["r-expired"] == ("refused", "expired before it arrived")
+        conn = sqlite3.connect(f"file:{fed.hub.cfg.db_path}?mode=ro", uri=True)
+        try:
+            assert conn.execute("SELECT count(*) FROM operations").fetchone() == (0,)
+            audited = conn.execute("SELECT count(*) FROM audit WHERE target = 'province-request/r-replay'").fetchone()
+        finally:
+            conn.close()
+        assert audited == (1,)
+        assert not fed.sim.physics.barrier.limit_closed
