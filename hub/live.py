@@ -150,15 +150,24 @@ class EscalationRaised(msgspec.Struct, frozen=True):
     escalated_to: str | None
 
 
+class ProvinceRequestChanged(msgspec.Struct, frozen=True):
+    """A request of the province arrived or was decided (hub/requestdesk.py)."""
+
+    KIND: ClassVar[str] = "province_request"
+    request_id: str
+    state: str
+
+
 Change = (LatestChanged | SiteEvent | AlarmChanged | IncidentChanged | CommandChanged | OperationStarted
-          | OperationChanged | ExerciseChanged | SiteStateChanged | SiteBorn | EscalationRaised)
+          | OperationChanged | ExerciseChanged | SiteStateChanged | SiteBorn | EscalationRaised
+          | ProvinceRequestChanged)
 
 
 @dataclass(frozen=True)
 class LiveEvent:
     kind: str
     """``alarm``, ``latest``, ``site``, ``command``, ``operation``, ``exercise``, ``incident``,
-    ``event``, ``escalation`` or ``resync``."""
+    ``event``, ``escalation``, ``province_request`` or ``resync``."""
     data: bytes
     """The event's JSON body, already encoded."""
 

@@ -105,7 +105,7 @@ SPEC: Final[dict[tuple[str, str], tuple[str, type | None, type | None, bool]]] =
     ("GET", "/api/quarantine"): ("Refused edge messages: time, site, topic, reason, size (?reason=)", None,
                                  q.QuarantineRow, True),
     ("GET", "/api/events"): ("Server-Sent Events: alarm, latest, site, command, operation, exercise, incident, "
-                             "event, escalation, resync", None, None, False),
+                             "event, escalation, province_request, resync", None, None, False),
 }
 
 _ERRORS: Final = {

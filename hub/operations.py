@@ -32,7 +32,7 @@ from hub.engine import Engine
 from hub.errors import NotFound, Refused
 from hub.forward.deliver import Forwarder
 from hub.inbound import Inbound
-from hub.live import Broadcaster
+from hub.live import Broadcaster, LiveEvent, ProvinceRequestChanged
 from hub.liveview import LiveView
 from hub.roles import Role
 from hub.store import Clock, Reader, Tx, Writer
@@ -127,7 +127,8 @@ class Operations:
     # --- the province's requests (hub/requestdesk.py) -------------------------------------------
 
     def _answer(self, req: requestdesk.StoredRequest) -> None:
-        """Rule 4: the answer goes to the province."""
+        """Rule 4: the answer goes to the province (and the console's list is refreshed)."""
+        self.bus.publish(LiveEvent.of(ProvinceRequestChanged(request_id=req.request_id, state=req.answer)))
         if self.upstream is not None:
             self.upstream.report(requestdesk.record(req, self.clock()))
 

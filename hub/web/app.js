@@ -34,7 +34,7 @@ const S = {
   me: null, hub: "", view: "map", sites: [], places: [], alarms: [], incidents: [], commands: [],
   siteId: null, siteDetail: null, latest: [], history: {}, selectedAlarm: null, geo: null, proj: null,
   connected: false, lastEventAt: null, slowView: null, slowAt: 0, fitKey: null, cities: new Set(), viewBox: null,
-  escalations: [], exercises: [], operations: [], events: [],
+  escalations: [], exercises: [], operations: [], events: [], requests: [],
 };
 const $ = (id) => document.getElementById(id);
 
@@ -126,6 +126,7 @@ async function flush() {
   if (parts.has("commands")) jobs.push(api("GET", "/api/operations?limit=50").then((x) => { S.operations = x; }));
   if (parts.has("escalations")) jobs.push(api("GET", "/api/escalations").then((x) => { S.escalations = x; }));
   if (parts.has("exercises")) jobs.push(api("GET", "/api/exercises").then((x) => { S.exercises = x; }));
+  if (parts.has("requests")) jobs.push(api("GET", "/api/province-requests?limit=50").then((x) => { S.requests = x; }));
   if (parts.has("site") && S.siteId) jobs.push(loadSite());
   try {
     await Promise.all(jobs);
@@ -162,7 +163,7 @@ async function loadSite() {
 // --- live ---------------------------------------------------------------------------------------
 
 let source = null;
-const ALL_PARTS = ["sites", "alarms", "incidents", "commands", "site", "escalations", "exercises"];
+const ALL_PARTS = ["sites", "alarms", "incidents", "commands", "site", "escalations", "exercises", "requests"];
 
 function connectLive() {
   if (source) source.close();
@@ -188,6 +189,7 @@ function connectLive() {
   on("event", (d) => { if (d.site === S.siteId) schedule("site"); });
   on("escalation", () => schedule("escalations", "alarms"));
   on("exercise", () => schedule("exercises", "commands"));
+  on("province_request", () => schedule("requests", "commands"));
   on("resync", () => schedule(...ALL_PARTS));
   // the hub ends the stream with the session (logout elsewhere, expiry, a disabled account)
   source.addEventListener("session_ended", () => showLogin());
@@ -235,7 +237,15 @@ function renderBanners() {
     h("span", { class: "small" }, `${t("started_by")}: ${x.started_by} · `, age(x.started_at, 1e9)),
     h("span", { class: "small" }, t("exercise_note")),
     can("supervisor") ? h("button", { class: "exercise-end", dataset: { key: `ex-end-${x.id}` }, onclick: () => endExercise(x) }, t("exercise_end")) : null));
-  replace(box, escRows, exRows);
+  // a request of the province waits for a city operator: it is acted on only through the dialog
+  const reqRows = S.requests.filter((r) => r.state === "pending").map((r) => h("div", {
+    class: "banner province-request", role: "alert", id: `preq-${r.request_id}`, dataset: { request: r.request_id } },
+  h("b", {}, `▲ ${t("province_request")}: ${t(r.action === "block" ? "block_area" : "evacuate_area")} ${r.area}`),
+  h("span", {}, r.reason), h("span", { class: "small" }, `${t("requested_by")}: ${r.requested_by} · `, age(r.requested_at, 1e9)),
+  h("span", { class: "small" }, countdown(r.not_after, "request_expires")),
+  can("operator") ? h("button", { class: "primary preq-review", dataset: { key: `preq-${r.request_id}` },
+    onclick: () => operationDialog(r.action, r.area, r) }, t("review")) : null));
+  replace(box, reqRows, escRows, exRows);
 }
 
 function renderSound() {
@@ -932,7 +942,7 @@ async function approvalDialog(c) {
 /** Block / evacuate an area: list what the hub will act on (the vocabulary's steps per kind, as
  * plan_operation), with each step's parameters as the vocabulary gives them (the sign's preset
  * text, the broadcast's value), then each device's state as the operation runs. */
-async function operationDialog(kind, area) {
+async function operationDialog(kind, area, req = null) {
   const ids = [...new Set([...S.places.filter((p) => p.area === area).map((p) => p.site),
     ...S.sites.filter((x) => x.area === area).map((x) => x.site)])].sort();
   const details = await Promise.all(ids.map((id) => api("GET", `/api/sites/${encodeURIComponent(id)}`).then((d) => d, (ex) => {
@@ -948,13 +958,18 @@ async function operationDialog(kind, area) {
   const progress = h("div", { class: "progress", id: "op-progress", "aria-live": "polite" });
   const exBox = exerciseBox(area);
   const title = t(kind === "block" ? "block_area" : "evacuate_area");
-  const exec = h("button", { class: "danger", id: "op-execute", disabled: !plan.length }, `${t("execute")}: ${title}`);
+  const exec = h("button", { class: "danger", id: "op-execute", disabled: !plan.length },
+    `${t(req ? "accept_request" : "execute")}: ${title}`);
+  const refuse = req ? h("button", { id: "op-refuse" }, t("refuse_request")) : null;
   const cd = countdown(serverNow() + SELECT_TIMEOUT_S, "select_expires", () => {
     if (dlg.dataset.op) return;
     exec.disabled = true;
     err.textContent = t("select_expired");
   });
   const dlg = dialog("op-dlg", `${title}: ${area}`, [
+    req ? h("div", { class: "request-box", id: "op-request" }, h("b", {}, `▲ ${t("province_request")}`),
+      h("p", {}, `${t("requested_by")}: ${req.requested_by} · `, clock(req.requested_at)), h("p", {}, `“${req.reason}”`))
+      : null,
     h("p", { class: "note" }, t("selection_note")),
     h("h3", {}, `${t("devices_acted")} (${plan.length})`),
     plan.length ? h("ul", { class: "op-plan", id: "op-plan" }, plan.map(([site, dev, step]) => {
@@ -965,7 +980,7 @@ async function operationDialog(kind, area) {
     h("label", {}, t("reason"), reason),
     exBox ? h("label", { class: "exercise-check" }, h("span", {}, exBox, ` ${t("send_as_exercise")}`)) : null,
     h("p", { class: "select-cd" }, cd), err, progress,
-  ], [exec, h("button", { onclick: () => dlg.close() }, t("close"))]);
+  ], [exec, refuse, h("button", { onclick: () => dlg.close() }, t("close"))]);
   dlg.refresh = async () => {
     if (!dlg.dataset.op) return;
     replace(progress, operationTable(await api("GET", `/api/operations/${encodeURIComponent(dlg.dataset.op)}`)));
@@ -975,14 +990,29 @@ async function operationDialog(kind, area) {
     if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
     exec.disabled = true;
     try {
-      const out = await api("POST", "/api/operations", { kind, area, reason: reason.value, ...(exBox && exBox.checked ? { exercise: true } : {}) });
+      const out = req
+        ? await api("POST", `/api/province-requests/${encodeURIComponent(req.request_id)}/accept`, { reason: reason.value })
+        : await api("POST", "/api/operations", { kind, area, reason: reason.value, ...(exBox && exBox.checked ? { exercise: true } : {}) });
       dlg.dataset.op = out.operation_id;
+      if (refuse) refuse.remove();
       cd.remove();
       await dlg.refresh();
     } catch (ex) {
       if (!(ex instanceof ApiError)) throw ex;
       err.textContent = ex.message;
       exec.disabled = false;
+    }
+  });
+  if (refuse) refuse.addEventListener("click", async () => {
+    if (!reason.value.trim()) { err.textContent = t("reason"); reason.focus(); return; }
+    refuse.disabled = true;
+    try {
+      await api("POST", `/api/province-requests/${encodeURIComponent(req.request_id)}/refuse`, { reason: reason.value });
+      dlg.close();
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = ex.message;
+      refuse.disabled = false;
     }
   });
   reason.focus();
