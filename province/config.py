@@ -7,10 +7,13 @@ refuses to start. Sections::
     [broker]    host, port, ca, cert, key      the provincial broker (mutual TLS)
     [database]  path                           the province's SQLite file
     [grouping]  distance_m = 3000              alarms of different cities this close are one incident
+                alert_every_s = 5              how often provincial incidents are looked for (CAP alerts)
     [ingest]    max_clock_skew_s, gap_grace_s, resend_interval_s   (as the hub's [ingest])
     [api]       listen = "127.0.0.1:8443", cert, key (default: the broker identity's), enabled,
                 trusted_proxy_header, trusted_proxies     the HTTPS API, as the hub's [api]; absent: none
     [auth]      session_ttl_s, login_max_failures, ...   sessions and login back-off, as the hub's
+    [forward]   sender, signing_key, signing_cert, [forward.recipients.NAME] ...   provincial CAP
+                alerts of cross-boundary incidents (province/alerts.py), as the hub's [forward]; absent: none
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hub.config import ApiConfig, AuthConfig, BrokerConfig, IngestConfig, parse_api, parse_auth
+from hub.forward.config import ForwardConfig
 from shared import tomlread
 from shared.tls import TlsFiles, cert_cn
 from shared.tomlread import Table
@@ -40,6 +44,9 @@ class ProvinceConfig:
     ingest: IngestConfig
     api: ApiConfig
     auth: AuthConfig
+    forward: ForwardConfig | None = None
+    """The recipients of provincial CAP alerts (``[forward]``); None: the province alerts no one."""
+    alert_every_s: float = 5.0
 
 
 def load(path: Path) -> ProvinceConfig:
@@ -75,6 +82,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> ProvinceConfig:
 
     g = root.table("grouping")
     distance = g.number("distance_m", 3000.0, lo=0.0)
+    alert_every_s = g.number("alert_every_s", 5.0, lo=0.5, hi=3600.0)
     g.done()
 
     i = root.table("ingest")
@@ -94,5 +102,10 @@ def parse(raw: Mapping[str, Any], file: Path) -> ProvinceConfig:
         if api.enabled and not os.path.isfile(f):
             raise a.error(name, f"{f}: no such file")
     auth = parse_auth(root.table("auth"))
+    forward = None
+    if "forward" in raw:
+        from hub.forward.config import parse_config as parse_forward
+
+        forward = parse_forward(root.table("forward").data, file, hub_id=pid)
     root.done()
-    return ProvinceConfig(pid, broker, db_path, distance, ingest, api, auth)
+    return ProvinceConfig(pid, broker, db_path, distance, ingest, api, auth, forward, alert_every_s)

@@ -36,6 +36,8 @@ class ProvincialIncident:
     cities: tuple[str, ...]
     alarms: tuple[tuple[str, str], ...]
     """(city, alarm id) of each, earliest first."""
+    points: tuple[tuple[float, float], ...] = ()
+    """(lat, lon) of each alarm, in the same order."""
 
 
 def distance_m(a: PlacedAlarm, b: PlacedAlarm) -> float:
@@ -104,6 +106,7 @@ def group(alarms: list[PlacedAlarm], distance: float) -> list[ProvincialIncident
         members.sort(key=lambda m: (m.raised_at, m.city, m.alarm_id))
         first = members[0]
         out.append(ProvincialIncident(f"pi-{first.city}-{first.alarm_id}", tuple(cities),
-                                      tuple((m.city, m.alarm_id) for m in members)))
+                                      tuple((m.city, m.alarm_id) for m in members),
+                                      tuple((m.lat, m.lon) for m in members)))
     out.sort(key=lambda inc: inc.incident_id)
     return out

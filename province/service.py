@@ -15,15 +15,15 @@ Rules:
    rule 6) is published on ``jk/v1/city/{city}/req`` again, since a bridge does not queue what goes
    down to a city whose link is broken; the city answers a repeat with the answer it gave.
 
-5. The HTTPS API (province/api.py, when ``[api]`` is configured) is a task beside the ingest in
+6. The HTTPS API (province/api.py, when ``[api]`` is configured) is a task beside the ingest in
    the one TaskGroup; it reads on the hub's reader threads and writes sessions through the store.
+7. With ``[forward]``, provincial CAP alerts of cross-boundary incidents (province/alerts.py):
+   forwarding's loop and the incidents' tick are tasks in the same TaskGroup.
 
 Usable in-process (tests)::
 
     async with running(config) as province:
         ...  # province.api_port, province.store, province.ingest.connected
-
-Not here yet: provincial CAP alerts.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ import signal
 import time
 from collections.abc import AsyncIterator
 
-from province import api
+from hub.forward.capread import shipped_schema
+from hub.forward.config import ForwardConfig
+from hub.forward.deliver import Forwarder, HttpTransport
+from hub.forward.tx import Detail, LocalWriter
+from province import alerts, api
 from province.config import ProvinceConfig
 from province.store import ProvinceStore
 from shared import messages, topics
@@ -119,16 +123,38 @@ class Province:
         self.store = ProvinceStore(cfg.db_path, ingest_cfg=cfg.ingest)
         self.ingest = ProvinceIngest(cfg, self.store)
         self.api_port: int | None = None
+        self.forwarder: Forwarder | None = None
+        self.alerts: alerts.ProvincialAlerts | None = None
 
     def _listening(self, port: int) -> None:
         self.api_port = port
+
+    def _audit(self, actor: str, action: str, target: str, detail: Detail | None = None) -> None:
+        """Forwarding's audit rows, in the province's own hash chain (province/alerts.py rule 4)."""
+        self.store.write(lambda tx: tx.audit(actor, action, target, detail), time.time())
+
+    async def _alerts(self, fwd: ForwardConfig, stack: contextlib.AsyncExitStack,
+                      tg: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Provincial CAP alerts (province/alerts.py): forwarding's writer, transport and loop."""
+        writer = await stack.enter_async_context(
+            LocalWriter.open(self.cfg.db_path.with_name(alerts.FORWARD_FILE), self._audit))
+        transport = await stack.enter_async_context(HttpTransport.open())
+        self.forwarder = Forwarder(fwd, writer, transport, schema=shipped_schema())
+        distance = self.cfg.distance_m
+        self.alerts = alerts.ProvincialAlerts(fwd, self.forwarder, lambda: self.store.provincial_incidents(distance),
+                                              every_s=self.cfg.alert_every_s, clock=time.time)
+        return [tg.create_task(self.forwarder.run(), name="province.forwarder"),
+                tg.create_task(self.alerts.run(), name="province.alerts")]
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         """Run until ``stop`` is set; a crash in any task ends the province (systemd restarts it)."""
         host = api.ProvinceHost(self.cfg, self.store, connected=self.ingest.connected.is_set)
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
                 ingest = tg.create_task(self.ingest.run(stop), name="province.ingest")
+                others = []
+                if self.cfg.forward is not None:
+                    others = await self._alerts(self.cfg.forward, stack, tg)
                 api_ready = asyncio.Event()
                 served = None
                 if self.cfg.api.enabled:
@@ -139,6 +165,8 @@ class Province:
                 await ingest
                 if served is not None:
                     served.cancel()
+                for task in others:
+                    task.cancel()
         finally:
             host.close()
             self.store.close()

@@ -27,7 +27,6 @@ from playwright.async_api import Browser, expect
 
 from hub import audit, auth
 from hub.roles import Role
-from hub.upstream import next_batch, open_upstream
 from province.api import routes
 from province.config import ProvinceConfig, load
 from province.service import Province, running
@@ -38,7 +37,6 @@ from shared.messages import (
     AlarmRecord,
     CityRecord,
     CityRequest,
-    CityStatus,
     Place,
     Priority,
     SiteState,
@@ -48,6 +46,7 @@ from shared.topics import CityChannel, city_of_hub, city_topic
 from tests.conftest import PkiFixture, ProvincePki, mqtt_client, start_province_broker
 from tests.hub.conftest import PASSWORD, ApiClient, eventually, until
 from tests.hub.web.conftest import VIEWPORT, browser  # noqa: F401 - the real-Chromium fixture
+from tests.province.harness import publish_city
 from trust.broker import RunningBroker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,19 +104,7 @@ class Fed:
 
     async def publish(self, city: str, records: Sequence[CityRecord], *, status: SiteState = SiteState.ONLINE) -> int:
         """The city's status, then its records through a real city outbox; returns the epoch."""
-        outbox, _ = open_upstream(self.tmp / f"{city}-outbox.db", clock=time.time)
-        outbox.append(list(records))
-        bridge = self.pki.bridge_for(city)
-        async with mqtt_client(self.broker, self.pki.files(bridge), bridge) as c:
-            st = CityStatus(city=city, hub=f"hub-{city}", state=status, ts=time.time())
-            await c.publish(city_topic(city, CityChannel.STATUS), messages.encode(st), qos=1, retain=True)
-            seq = outbox.floor_seq()
-            while (got := next_batch(outbox, city, "boot-1", seq)) is not None:
-                payload, seq = got
-                await c.publish(city_topic(city, CityChannel.DATA), payload, qos=1)
-        epoch = outbox.epoch
-        outbox.close()
-        return epoch
+        return await publish_city(self.broker, self.pki, self.tmp / f"{city}-outbox.db", city, records, status=status)
 
     async def committed(self, city: str, n: int) -> None:
         await eventually(lambda: len(self.province.store.committed(city)) >= n, within_s=20)
