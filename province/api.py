@@ -131,14 +131,15 @@ def sites(conn: sqlite3.Connection, now: float, city: str, limit: int) -> list[S
                 " ORDER BY site LIMIT ?", (city, limit))]
 
 
-_ALARMS: Final = ("SELECT a.city, a.alarm_id, a.site, a.rule, a.severity, a.state, a.raised_at, s.last_data_ts"
+_ALARMS: Final = ("SELECT a.city, a.alarm_id, a.site, a.rule, a.severity, a.state, a.raised_at, s.last_data_ts,"
+                  " coalesce(a.lat, s.lat), coalesce(a.lon, s.lon)"
                   " FROM alarms a LEFT JOIN sites s ON s.city = a.city AND s.site = a.site")
 
 
 def _alarm(now: float, row: tuple[Any, ...]) -> AlarmView:
-    city, alarm_id, site, rule, severity, state, raised_at, last = row
+    city, alarm_id, site, rule, severity, state, raised_at, last, lat, lon = row
     return AlarmView(city=city, alarm_id=alarm_id, site=site, rule=rule, severity=severity, state=state,
-                     raised_at=raised_at, data_age_s=_age(now, last))
+                     raised_at=raised_at, data_age_s=_age(now, last), lat=lat, lon=lon)
 
 
 def alarms(conn: sqlite3.Connection, now: float, *, city: str | None, state: str | None,
@@ -157,7 +158,7 @@ def incidents(conn: sqlite3.Connection, now: float, distance_m: float) -> list[I
         " coalesce(a.lat, s.lat), coalesce(a.lon, s.lon), coalesce(a.catchment, s.catchment)"
         " FROM alarms a LEFT JOIN sites s ON s.city = a.city AND s.site = a.site WHERE a.state IN (?, ?)",
         ACTIVE).fetchall()
-    views = {(r[0], r[1]): _alarm(now, r[:8]) for r in rows}
+    views = {(r[0], r[1]): _alarm(now, r[:10]) for r in rows}
     placed = [PlacedAlarm(r[0], r[1], r[6], r[8], r[9], r[10]) for r in rows if r[8] is not None and r[9] is not None]
     return [IncidentView(incident_id=inc.incident_id, cities=list(inc.cities),
                          alarms=[views[key] for key in inc.alarms])

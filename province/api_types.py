@@ -60,6 +60,9 @@ class AlarmView(msgspec.Struct, frozen=True, kw_only=True):
     raised_at: float
     data_age_s: float | None
     """The data age of the alarm's site (None when its city sent no state for the site)."""
+    lat: float | None = None
+    lon: float | None = None
+    """Where the alarm is (its own place, else its site's): the province's map."""
 
 
 class IncidentView(msgspec.Struct, frozen=True, kw_only=True):

@@ -14,7 +14,7 @@
 import { api, ApiError, serverNow, setCsrf } from "./api.js";
 import { h, replace, s } from "./dom.js";
 import { t, toggleLang, currentLang } from "./i18n.js";
-import { Projection, boundaries, citiesOf, fit } from "./map.js";
+import { Projection, boundaries, citiesOf, districtsOf, fit } from "./map.js";
 import { lineChart } from "./charts.js";
 import { startLive } from "./live.js";
 import { isMuted, onSound, setDue, soundState, toggleMute, tonesPlayed } from "./sound.js";
@@ -62,7 +62,7 @@ function defaultParams(kind, action) {
   return Object.fromEntries((V.actions.get(action) || { params: [] }).params.map((p) =>
     [p.name, p.name in given ? given[p.name] : (p.choices.length ? p.choices[0] : "")]));
 }
-const can = (role) => S.me && ROLE[S.me.role] >= ROLE[role];
+const can = (role, me = S.me) => me && ROLE[me.role] >= ROLE[role];
 
 // --- ages --------------------------------------------------------------------------------------
 
@@ -1229,10 +1229,13 @@ async function quarantineView(v) {
 
 // --- the province view (province/api.py) ---------------------------------------------------------
 // The same page against the provincial hub: every city with its link (from the city's status),
-// the age of its newest committed record, its epoch and counts; all cities' alarms with their
-// site's data age, worst first. Read-only: a provincial operator sees, the city hubs act.
+// the age of its newest committed record, its epoch and counts; a map of every city over the
+// shipped boundaries with the active alarms and the cross-boundary incidents; all cities' alarms
+// with their site's data age, worst first; and the province's requests to cities. A provincial
+// operator may *ask* a city to block or evacuate one of its areas; the city's operators decide
+// and act (hub/requestdesk.py), and the answer comes back here.
 
-const P = { me: null, cities: [], alarms: [], timer: null };
+const P = { me: null, cities: [], alarms: [], incidents: [], requests: [], timer: null, geo: null, proj: null };
 
 function startProvince(me) {
   P.me = me;
@@ -1247,7 +1250,8 @@ function startProvince(me) {
   replace(document.body, header, main);
   if (P.timer) clearInterval(P.timer);
   P.timer = setInterval(loadProvince, 5000);
-  loadProvince();
+  const geo = P.geo ? Promise.resolve(P.geo) : fetch("/web/data/gyeonggi-municipalities-2018.geojson").then((r) => r.json());
+  geo.then((g) => { P.geo = g; P.proj = new Projection(g); loadProvince(); });
 }
 
 async function provinceLogout() {
@@ -1259,7 +1263,8 @@ async function provinceLogout() {
 
 async function loadProvince() {
   try {
-    [P.cities, P.alarms] = await Promise.all([api("GET", "/api/cities"), api("GET", "/api/alarms?limit=2000")]);
+    [P.cities, P.alarms, P.incidents, P.requests] = await Promise.all([api("GET", "/api/cities"),
+      api("GET", "/api/alarms?limit=2000"), api("GET", "/api/incidents"), api("GET", "/api/requests?limit=200")]);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) { clearInterval(P.timer); P.timer = null; showLogin(); return; }
     throw err;
@@ -1272,7 +1277,7 @@ async function loadProvince() {
       h("td", {}, c.city), h("td", {}, h("span", { class: `chip link-${c.link === "online" ? "normal" : c.link}` }, t(c.link))),
       h("td", {}, age(c.last_record_ts)), h("td", {}, c.epoch === null ? "—" : String(c.epoch)),
       h("td", {}, String(c.records_committed)), h("td", {}, String(c.quarantined))))))
-    : h("p", { class: "empty" }, t("no_cities")));
+    : h("p", { class: "empty" }, t("no_cities")), provinceMap(), provinceRequests());
   const active = P.alarms.filter((a) => ACTIVE_STATES.has(a.state))
     .sort((a, b) => (RANK[a.severity] ?? 9) - (RANK[b.severity] ?? 9) || a.raised_at - b.raised_at);
   replace($("alarms"),
@@ -1284,6 +1289,68 @@ async function loadProvince() {
         h("span", { class: "alarm-meta" }, h("span", { class: "state" }, t(a.state)), " · ", age(a.raised_at, 1e9),
           " · ", t("data_age"), " ", a.data_age_s === null ? "—" : age(serverNow() - a.data_age_s)))))
       : h("p", { class: "empty" }, t("no_alarms")));
+}
+
+/** Every city over the shipped boundaries (the reporting ones marked), the active alarms at their
+ * places, worst on top, and each cross-boundary incident's alarms ringed. */
+function provinceMap() {
+  if (!P.geo) return null;
+  const reporting = new Set(P.cities.flatMap((c) => [...districtsOf(c.city)]));
+  const vb = fit(P.geo, P.proj, new Set());
+  const u = Math.max(vb[2] / 860, vb[3] / 610);
+  const svg = s("svg", { id: "province-map", viewBox: vb.map((n) => n.toFixed(1)).join(" "), role: "group", "aria-label": t("map") },
+    ...boundaries(P.geo, P.proj, currentLang(), reporting, u));
+  const ringed = new Set(P.incidents.flatMap((i) => i.alarms.map((a) => `${a.city}/${a.alarm_id}`)));
+  const active = P.alarms.filter((a) => ACTIVE_STATES.has(a.state) && a.lat !== null && a.lon !== null)
+    .sort((a, b) => (RANK[b.severity] ?? 9) - (RANK[a.severity] ?? 9));
+  for (const a of active) {
+    const [x, y] = P.proj.xy(a.lon, a.lat);
+    const label = `${a.city} ${a.site} — ${t(a.severity)} ${a.rule}`;
+    svg.append(s("g", { class: `site-marker ${a.severity}`, transform: `translate(${x.toFixed(1)},${y.toFixed(1)})`,
+      dataset: { city: a.city, alarm: a.alarm_id } },
+    s("title", {}, label), s("circle", { r: (7 * u).toFixed(1), class: "dot", "stroke-width": (2 * u).toFixed(1) }),
+    ringed.has(`${a.city}/${a.alarm_id}`) ? s("circle", { r: (13 * u).toFixed(1), class: "incident-ring", "stroke-width": (3 * u).toFixed(1) }) : null));
+  }
+  return h("div", { class: "province-map-box" }, h("h2", {}, `${t("map")} · ${t("incidents_cross")} `,
+    h("span", { class: "count", id: "incident-count" }, String(P.incidents.length))), svg);
+}
+
+/** The province's requests with their cities' answers; an operator may send one. */
+function provinceRequests() {
+  const rows = P.requests.slice().reverse().map((r) => h("tr", { class: `request-row st-${r.state}`, dataset: { request: r.request_id, state: r.state } },
+    h("td", {}, r.city), h("td", {}, t(r.action === "block" ? "block_area" : "evacuate_area")), h("td", {}, r.area),
+    h("td", {}, h("b", {}, t(`req_${r.state}`))), h("td", {}, r.commands ? `${r.verified}/${r.commands}` : "—"),
+    h("td", { class: "small" }, `${r.requested_by} · `, age(r.created_at, 1e9)), h("td", { class: "small" }, r.why || "")));
+  const table = rows.length ? h("table", { class: "grid-table", id: "request-list" },
+    h("thead", {}, h("tr", {}, [t("city"), t("action"), t("area"), t("state"), t("verified"), t("requested_by"), t("reason")]
+      .map((x) => h("th", {}, x)))), h("tbody", {}, rows)) : h("p", { class: "empty" }, t("no_requests"));
+  return h("div", { class: "requests" }, h("h2", {}, t("requests")), table, can("operator", P.me) ? requestForm() : null);
+}
+
+function requestForm() {
+  const city = h("select", { id: "req-city", "aria-label": t("city") }, P.cities.map((c) => h("option", { value: c.city }, c.city)));
+  const action = h("select", { id: "req-action", "aria-label": t("action") },
+    ["evacuate", "block"].map((a) => h("option", { value: a }, t(a === "block" ? "block_area" : "evacuate_area"))));
+  const area = h("input", { id: "req-area", required: true, maxlength: 64, placeholder: "gg-goyang" });
+  const reason = h("input", { id: "req-reason", required: true, maxlength: 200 });
+  const err = h("p", { class: "error", role: "alert", id: "req-error" });
+  const send = h("button", { class: "danger", id: "req-send" }, t("send_request"));
+  send.addEventListener("click", async () => {
+    if (!area.value.trim() || !reason.value.trim()) { err.textContent = `${t("area")} · ${t("reason")}`; return; }
+    send.disabled = true;
+    try {
+      await api("POST", "/api/requests", { city: city.value, action: action.value, area: area.value.trim(), reason: reason.value });
+      err.textContent = "";
+      await loadProvince();
+    } catch (ex) {
+      if (!(ex instanceof ApiError)) throw ex;
+      err.textContent = ex.message;
+      send.disabled = false;
+    }
+  });
+  return h("div", { class: "request-form", id: "request-form" }, h("p", { class: "note" }, t("request_note")),
+    h("label", {}, t("city"), city), h("label", {}, t("action"), action), h("label", {}, t("area"), area),
+    h("label", {}, t("reason"), reason), send, err);
 }
 
 // --- boot ---------------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ const EN = {
 
 const W = 1000;
 
+/** The district names (``city`` property) of a city id as the province names it (``bucheon``). */
+export function districtsOf(cityId) {
+  return new Set(Object.entries(EN).filter(([, en]) => en.toLowerCase() === cityId).map(([ko]) => ko));
+}
+
 export class Projection {
   constructor(geo) {
     let minLon = 180, maxLon = -180, minLat = 90, maxLat = -90;

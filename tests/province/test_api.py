@@ -9,6 +9,7 @@ carries there (the bridge itself is tests/province/test_province_run.py's subjec
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import ssl
@@ -419,3 +420,48 @@ async def test_an_operator_requests_an_evacuate_of_a_city_and_hostile_requests_a
         await api.login("sam")
         trail = await _json(await api.get("/api/audit"))
         assert any(r["action"] == "request.evacuate" and r["actor"] == "olive" for r in trail)
+
+
+def _collect(errors: list[str], exc: Exception) -> None:
+    errors.append(str(exc))
+
+
+async def test_the_province_view_maps_a_cross_boundary_incident_and_an_operator_sends_a_request(
+        fed: Fed, browser: Browser) -> None:  # noqa: F811 - the fixture imported above
+    """In real Chromium: the province's map draws both cities' alarms at their places, ringed as
+    one cross-boundary incident; a viewer gets no request form; an operator sends a request from
+    the form and it is listed as sent (the city has not answered); no JavaScript error."""
+    a, b, _ = fed.cities
+    await fed.publish(a, [_alarm("x-1", f"gg-{a}-up-0001", NEAR_A)])
+    await fed.publish(b, [_alarm("y-1", f"gg-{b}-up-0002", NEAR_B)])
+    await fed.committed(a, 1)
+    await fed.committed(b, 1)
+    for user in ("vera", "olive"):
+        ctx = await browser.new_context(viewport=VIEWPORT, ignore_https_errors=True, locale="ko-KR")
+        errors: list[str] = []
+        try:
+            page = await ctx.new_page()
+            page.on("pageerror", functools.partial(_collect, errors))
+            await page.goto(f"https://127.0.0.1:{fed.province.api_port}/")
+            await page.fill("#login-user", user)
+            await page.fill("#login-pass", PASSWORD)
+            await page.click("#login-form button[type=submit]")
+            await expect(page.locator("#province-map .site-marker")).to_have_count(2)
+            await expect(page.locator("#province-map .incident-ring")).to_have_count(2)
+            await expect(page.locator("#incident-count")).to_have_text("1")
+            if user == "vera":
+                await expect(page.locator("#request-form")).to_have_count(0)
+                continue
+            await page.select_option("#req-city", b)
+            await page.select_option("#req-action", "evacuate")
+            await page.fill("#req-area", f"gg-{b}")
+            await page.fill("#req-reason", "both sides of the boundary are flooding")
+            await page.click("#req-send")
+            row = page.locator("#request-list .request-row")
+            await expect(row).to_have_count(1)
+            await expect(row).to_have_attribute("data-state", "sent")
+            assert errors == [], f"JavaScript errors in the console: {errors}"
+        finally:
+            await ctx.close()
+    [listed] = fed.province.store.requests()
+    assert (listed.city, listed.action, listed.requested_by) == (b, "evacuate", "olive")
