@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from hub.upstream import Upstream
 from province.config import load
 from province.service import serve
 from province.store import AlarmView, ProvinceStore, RequestView
+from shared.messages import AlarmRecord, CityRecord
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.topics import CityChannel, city_of_hub, city_topic
@@ -336,3 +338,55 @@ async def test_hostile_or_broken_requests_from_the_province_move_nothing(
             conn.close()
         assert audited == (1,)
         assert not fed.sim.physics.barrier.limit_closed
+
+
+def start_province(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``jikimi province run`` as its own process, as systemd runs it."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "shared.cli", "province", "run", "--config", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+async def test_a_provincial_hub_killed_mid_stream_loses_nothing_of_a_real_city(
+        test_pki: PkiFixture, province_pki: ProvincePki, tmp_path: Path) -> None:
+    """The provincial hub runs as its own process and is SIGKILLed while the real city hub reports
+    (site states each second, then an alarm raised while the province is dead); started again, it
+    holds every record the city sent, each exactly once, and the city's outbox is empty."""
+    log = tmp_path / "province.log"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with federation(test_pki, province_pki, tmp_path, "closing_depth_cm = 40.0",
+                              provincial_hub=False) as fed:
+            procs.append(start_province(fed.config, log))
+            await until(lambda: fed.link.outbox.next_seq > 3 and fed.link.outbox.held == 0, 30,
+                        "the province commits the city's first records")
+            procs[-1].send_signal(signal.SIGKILL)
+            procs[-1].wait(timeout=10)
+            fed.sim.physics.water.depth_cm = 20.0
+            await until(lambda: any(_is_alarm(r) for r in _held(fed.link)), 30,
+                        "the city records its alarm for the dead province")
+            procs.append(start_province(fed.config, log))
+            await until(lambda: fed.link.outbox.held == 0, 60, "the restarted province acknowledged everything")
+            await until(lambda: any(a.rule == "closing_depth" for a in fed.alarms()), 30, "the alarm at the province")
+            epoch, sent = fed.link.outbox.epoch, fed.link.outbox.next_seq - 1
+            procs[-1].send_signal(signal.SIGTERM)
+            procs[-1].wait(timeout=15)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    store = ProvinceStore(fed.db)
+    try:
+        committed = [(e, s) for e, s, _ in store.committed(fed.city)]
+    finally:
+        store.close()
+    assert committed == [(epoch, s) for s in range(1, sent + 1)], log.read_text()[-2000:]
+
+
+def _held(link: Upstream) -> list[CityRecord]:
+    return [link.outbox.decode_row(r) for r in link.outbox.read(1, limit=10_000)]
+
+
+def _is_alarm(rec: CityRecord) -> bool:
+    return isinstance(rec, AlarmRecord) and rec.rule == "closing_depth"
