@@ -143,7 +143,7 @@ async def test_neighbours_crossing_first_raise_a_forecast_alarm_naming_them_and_
     assert len(rows) == 1
     verify_command(cmd, load_public_key(test_pki.dir / "command-signing" / "pub.pem"))
     assert (cmd.site, cmd.device, cmd.issued_by) == (target, "barrier-1", "system")
-    assert cmd.params["expected_minutes"] == 30
+    assert cmd.params["expected_minutes"] == round(cfg.forecast.params.horizon_s / 60)  # the model's horizon
     assert 0.0 <= float(cmd.params["probability"]) <= 1.0  # type: ignore[arg-type]
     assert cmd.not_after - cmd.issued_at == pytest.approx(900.0)
     assert skipped == {unplaced: "no position: give [sites.registry.<site>] lat and lon"}
