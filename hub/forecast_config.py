@@ -5,7 +5,7 @@ Example (every key has a default; the section itself may be left out: the foreca
     [forecast]
     enabled = true
     model = "network_warning.json"   # a bare name: the shipped model (firmware-configs/models/)
-    # threshold = 0.58               # default: the model card's, chosen on the 2024 validation year
+    # threshold = 0.6                # default: the model card's, chosen on the 2024 validation year
     priority = "high"                # the forecast alarm's ISA-18.2 priority
     every_s = 60                     # how often every site is scored
     hold_s = 30                      # samples are taken in time order once this old (batches from
@@ -17,7 +17,7 @@ Example (every key has a default; the section itself may be left out: the foreca
     clear_after_s = 900              # the alarm clears once the site has not warned this long
 
 CAP is off by default: at the card's operating point one non-flood event in about fourteen gets a
-warning (6.8 % on the test years), and a CAP alert leaves the hub for city centres, 112 and 119,
+warning (6.6 % on the test years), and a CAP alert leaves the hub for city centres, 112 and 119,
 who cannot see how it was made; a city turns it on once it has seen its own false-alarm rate. The
 console alarm and the edge's prealert stay inside the system, so they are on.
 """

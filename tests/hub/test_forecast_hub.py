@@ -18,6 +18,7 @@ import pytest
 from hub import queries, receiver
 from hub.commands import Draft
 from hub.errors import Refused
+from hub.forecast import load_params
 from hub.forecastdesk import DEVICE, RULE
 from hub.forward import capread
 from hub.forward.capread import CapSchema
@@ -26,6 +27,7 @@ from hub.service import Hub, running
 from shared import messages
 from shared.errors import ConfigError
 from shared.messages import Action, SiteState
+from shared.paths import models_dir
 from shared.signing import load_public_key, verify_command
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import FakeEdge, fake_edge
@@ -210,7 +212,8 @@ def test_forecast_alarms_are_off_without_the_section(hub_config: ConfigFactory) 
     assert hub_config(forecast={"enabled": False}).forecast is None
     on = hub_config(forecast={}).forecast  # an empty [forecast] runs it with the model card's settings
     assert on is not None
-    assert (on.cap, on.prealert, on.priority.value, on.params.threshold) == (False, True, "high", 0.58)
+    shipped = load_params(models_dir() / "network_warning.json").threshold  # the model card's, chosen on 2024
+    assert (on.cap, on.prealert, on.priority.value, on.params.threshold) == (False, True, "high", shipped)
     assert messages.Action.FORECAST_PREALERT.value == "forecast.prealert"
 
 
