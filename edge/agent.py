@@ -88,13 +88,14 @@ from shared import site_events, vocabulary
 from shared.errors import ConfigError
 from shared.profiles import Kind, Point, Profile
 from shared.signing import load_verify_key
+from shared.version import VERSION
 
 if TYPE_CHECKING:
     from edge.inference.slope import SlopeDetector
 
 log = logging.getLogger(__name__)
 
-AGENT_VERSION: Final = "0.1.0"
+AGENT_VERSION: Final = VERSION
 RECORD_FLUSH_S: Final = 0.1
 WET_CM: Final = 0.5  # below this a surface counts as dry (a new flood event starts when it gets wet)
 HEALTH_EVERY_S: Final = 60.0

@@ -75,10 +75,10 @@ from shared.messages import (
 from shared.mqtt import Connection
 from shared.outbox import MIGRATIONS, Outbox, OutboxKind, Replaced, open_outbox, thinned_holes
 from shared.uplink import Uplink, UplinkConfig, Wire
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
 
-HUB_VERSION: Final = "0.1.0"
 
 UPSTREAM_FILE: Final = "province-outbox.db"
 """The province outbox's file name in the hub's data directory."""
@@ -166,7 +166,7 @@ class Upstream:
             return messages.encode(CityStatus(city=city, hub=cfg.hub_id, state=state, ts=clock()))
 
         def birth() -> bytes:
-            return messages.encode(CityBirth(city=city, hub=cfg.hub_id, hub_version=HUB_VERSION, boot=boot,
+            return messages.encode(CityBirth(city=city, hub=cfg.hub_id, hub_version=VERSION, boot=boot,
                                              ts=clock(), sites=sorted(self._sites)))
 
         async def request(topic: str, payload: bytes) -> None:
