@@ -17,6 +17,13 @@ def _demo(args: argparse.Namespace) -> int:
 
     if args.headless and args.duration is None:
         raise JikimiError("--headless needs --duration SECONDS")
+    if args.province:
+        from lab import demo_province
+
+        if args.forward_to:
+            raise JikimiError("--forward-to is the one-city demo's; the province demo forwards no alerts")
+        return demo_province.run(Path("var/demo-province"), args.duration, headless=args.headless,
+                                 json_out=args.json, speed=args.speed)
     return demo.run(Path("var/demo"), args.duration, headless=args.headless, json_out=args.json,
                     forward_to=args.forward_to, speed=args.speed)
 
@@ -74,6 +81,9 @@ def register(cli: Cli) -> None:
     p.add_argument("--json", type=Path, help="write the timeline and its figures here")
     p.add_argument("--forward-to", help="also send every alert as CAP 1.2 over HTTP POST to this URL")
     p.add_argument("--speed", type=float, help="storm replay speed (default: the storm fits the duration)")
+    p.add_argument("--province", action="store_true",
+                   help="three city hubs (Suwon, Bucheon, Goyang) bridged to a provincial hub (state under"
+                        " ./var/demo-province)")
 
     p = cli.command("chaos", "a real multi-process deployment under a seeded schedule of faults; counts what was lost",
                     _chaos)

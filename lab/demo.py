@@ -42,10 +42,13 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trust.broker import RunningBroker
 from trust.pki import Pki, Role
+
+if TYPE_CHECKING:
+    from edge.sim.physics import DevicePhysics
 
 HUB = "hub-demo"
 ALERT_SIGNER = f"alert-{HUB}"
@@ -111,19 +114,32 @@ def storm_series(path: Path = STORM_FILE) -> tuple[list[tuple[float, float]], li
     return [(t, max(0.0, v - base) * FOOT_CM) for t, v in stage_ft], rain
 
 
-def fresh_pki(root: Path, edges: list[str]) -> Pki:
-    """A new PKI under ``root/pki`` with the broker, the demo hub, its alert signer and ``edges``."""
+def fresh_pki(root: Path, edges: list[str], hub: str = HUB) -> Pki:
+    """A new PKI under ``root/pki`` with the broker, the hub ``hub``, its alert signer and ``edges``."""
     pki_dir = root / "pki"
     if pki_dir.exists():
         shutil.rmtree(pki_dir)
     pki = Pki(pki_dir)
     pki.init()
     pki.issue("broker", Role.BROKER)
-    pki.issue(HUB, Role.HUB)
-    pki.issue(ALERT_SIGNER, Role.ALERT)
+    pki.issue(hub, Role.HUB)
+    pki.issue(f"alert-{hub}", Role.ALERT)
     for cn in edges:
         pki.issue(cn, Role.EDGE)
     return pki
+
+
+def play_storm(phys: DevicePhysics, spec: SiteSpec, stage: list[tuple[float, float]], rain: list[tuple[float, float]],
+               speed: float) -> None:
+    """Feed a simulator's physics the storm at ``speed``: the creek's rise × the site's scale as its
+    water, the rain to its gauge, and a slope that creeps as the storm is compressed."""
+    if spec.scale:
+        phys.water.series = tuple((t / speed, v * spec.scale) for t, v in stage)
+        phys.water.t_s = 0.0
+    phys.rain_series = tuple((t / speed, v * speed) for t, v in rain)
+    phys.barrier.travel_s = 3.0
+    if "-sl-" in spec.site:
+        phys.slope.rate_mm_per_h = 0.2 * speed
 
 
 @dataclass
@@ -210,6 +226,23 @@ async def _timeline(hub: Any, tl: Timeline) -> None:
             tl.say(f"ESCALATED: {body.get('recipient')} did not acknowledge {body.get('identifier')}")
 
 
+def hub_base(root: Path, pki: Pki, broker: RunningBroker, hub: str, sites: tuple[SiteSpec, ...]) -> dict[str, Any]:
+    """A hub's identity, broker, database, command key, API, site registry and rules (its
+    ``hub.toml`` as a dict): what every demo hub has, with its state under ``root/hub``."""
+    return {
+        "hub": {"id": hub},
+        "broker": {"host": "localhost", "port": broker.port, "ca": str(pki.ca_chain), "cert": str(pki.cert(hub)),
+                   "key": str(pki.key(hub))},
+        "database": {"path": str(root / "hub" / "hub.db")},
+        "commands": {"signing_key": str(pki.command_key)},
+        "api": {"listen": "127.0.0.1:0", "enabled": True},
+        "sites": {"accept_any": False, "registry": {
+            s.site: {"area": s.area, "name": s.name, "lat": s.lat, "lon": s.lon} for s in sites}},
+        "rules": {"kinds": {"river_gate": {"closing_depth_cm": GATE_CLOSING_CM,
+                                           "reopening_depth_cm": GATE_REOPENING_CM}}},
+    }
+
+
 def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_url: str,
              cameras: dict[str, dict[str, Any]], forward_to: str | None) -> dict[str, Any]:
     recipients: dict[str, Any] = {
@@ -219,16 +252,7 @@ def _hub_raw(root: Path, pki: Pki, broker: RunningBroker, centre_url: str, fire_
     if forward_to:
         recipients["forward-to"] = {"kind": "agency", "url": forward_to}
     return {
-        "hub": {"id": HUB},
-        "broker": {"host": "localhost", "port": broker.port, "ca": str(pki.ca_chain), "cert": str(pki.cert(HUB)),
-                   "key": str(pki.key(HUB))},
-        "database": {"path": str(root / "hub" / "hub.db")},
-        "commands": {"signing_key": str(pki.command_key)},
-        "api": {"listen": "127.0.0.1:0", "enabled": True},
-        "sites": {"accept_any": False, "registry": {
-            s.site: {"area": s.area, "name": s.name, "lat": s.lat, "lon": s.lon} for s in SITES}},
-        "rules": {"kinds": {"river_gate": {"closing_depth_cm": GATE_CLOSING_CM,
-                                           "reopening_depth_cm": GATE_REOPENING_CM}}},
+        **hub_base(root, pki, broker, HUB, SITES),
         "forward": {"recipients": recipients, "signing_key": str(pki.key(ALERT_SIGNER)),
                     "signing_cert": str(pki.cert(ALERT_SIGNER))},
         "cctv": {"evidence_dir": str(root / "hub" / "evidence"), "ptz_settle_s": 0.0, "cameras": cameras},
@@ -322,14 +346,7 @@ async def run_demo(root: Path, *, duration_s: float | None, headless: bool, json
                 profile = load_profile(profiles_dir() / spec.profile)
                 sim = await stack.enter_async_context(run_simulator(profile))
                 sims[spec.site] = sim
-                phys = sim.physics
-                if spec.scale:
-                    phys.water.series = tuple((t / speed, v * spec.scale) for t, v in stage)
-                    phys.water.t_s = 0.0
-                phys.rain_series = tuple((t / speed, v * speed) for t, v in rain)
-                phys.barrier.travel_s = 3.0
-                if "-sl-" in spec.site:
-                    phys.slope.rate_mm_per_h = 0.2 * speed
+                play_storm(sim.physics, spec, stage, rain, speed)
                 if spec.site in ups:  # a PTZ camera ~80 m east, preset 1 facing the underpass
                     cam_id, cam_pw = f"CCTV-{spec.site[3:]}", secrets.token_urlsafe(12)
                     pw_file = root / "cameras" / f"{cam_id}.password"
