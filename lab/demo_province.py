@@ -158,15 +158,27 @@ class City:
         return f"hub-{self.name}"
 
 
-async def _watch_province(province: Any, seen: dict[str, list[str]], tl: Timeline) -> None:
-    """Every second: the provincial incidents (alarms of two or more cities grouped); each new
-    one is remembered with its cities."""
+@dataclass
+class Seen:
+    """A provincial incident as the demo saw it: its cities and every site whose alarm it grouped."""
+
+    cities: list[str]
+    sites: set[str] = field(default_factory=set)
+
+
+async def _watch_province(province: Any, seen: dict[str, Seen], tl: Timeline) -> None:
+    """Every second: the provincial incidents (active alarms of two or more cities grouped by
+    distance); each is remembered with its cities and the sites of the alarms it has grouped."""
     while True:
-        for inc in province.store.provincial_incidents(province.cfg.distance_m):
-            if inc.incident_id not in seen:
-                seen[inc.incident_id] = list(inc.cities)
-                tl.say(f"provincial incident {inc.incident_id}: {len(inc.alarms)} alarms in "
-                       f"{', '.join(inc.cities)}")
+        incidents = province.store.provincial_incidents(province.cfg.distance_m)
+        if incidents:
+            site_of = {(a.city, a.alarm_id): a.site for a in province.store.alarms(time.time())}
+            for inc in incidents:
+                if inc.incident_id not in seen:
+                    seen[inc.incident_id] = Seen(list(inc.cities))
+                    tl.say(f"provincial incident {inc.incident_id}: {len(inc.alarms)} alarms in "
+                           f"{', '.join(inc.cities)}")
+                seen[inc.incident_id].sites.update(site_of[a] for a in inc.alarms if a in site_of)
         await asyncio.sleep(1.0)
 
 
@@ -253,7 +265,7 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
         loop.add_signal_handler(sig, stop.set)
     (root / "province" / "broker").mkdir(parents=True)
     ppki = province_pki(root / "province")
-    seen: dict[str, list[str]] = {}
+    seen: dict[str, Seen] = {}
     with contextlib.ExitStack() as brokers:
         upstream = brokers.enter_context(RunningBroker.start(ppki.dir, root / "province" / "broker",
                                                              scope=Scope.PROVINCE, persistence=True))
@@ -344,7 +356,7 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
             "alarms": prov["alarms"],
             "distance_m": DISTANCE_M,
             "incidents_cross_boundary": len(seen),
-            "cross_boundary": [{"incident": i, "cities": c} for i, c in seen.items()],
+            "cross_boundary": [{"incident": i, "cities": v.cities, "sites": sorted(v.sites)} for i, v in seen.items()],
             "deliveries": 0,
             "deliveries_acknowledged": 0,
             "provincial_cap": PROVINCIAL_CAP,
