@@ -55,7 +55,8 @@ def test_province_demo_commits_every_record_on_both_tiers_and_groups_alarms_acro
     assert province["city_outboxes_drained"] is True
     assert province["city_records_sent"] == sum(c["province_records_sent"] for c in cities.values())
     assert province["city_records_committed"] == province["city_records_sent"]
-    committed = dict(count(state / "province" / "province.db", "SELECT city, count(*) FROM city_records GROUP BY city"))
+    committed = {city: n for city, n in count(state / "province" / "province.db",
+                                               "SELECT city, count(*) FROM city_records GROUP BY city")}
     assert committed == {name: c["province_records_committed"] for name, c in cities.items()}
     assert province["cities_seen"] == CITIES
     assert province["sites"] == 9
