@@ -25,8 +25,10 @@ the event loop that runs its store, so nothing can be committed between reading 
 The figures of ``--json``: ``cities`` (per city: edge records sent and committed at its hub,
 ``barrier_closed_locally``, and the records it sent to the province) and ``province``
 (``city_records_sent`` by the three hubs, ``city_records_committed`` at the province,
-``incidents_cross_boundary``: distinct provincial incidents seen during the run, each with its
-cities). The province forwards no CAP alerts yet (province/service.py), so ``deliveries`` and
+``incidents_cross_boundary``: distinct provincial incidents seen during the run, looked for every
+second and followed by their alarms, since an incident's id changes when its earliest alarm
+clears; each in ``cross_boundary`` with the ids it went by, its cities and sites). The province
+forwards no CAP alerts yet (province/service.py), so ``deliveries`` and
 ``deliveries_acknowledged`` are 0 and ``provincial_cap`` says so.
 """
 
@@ -62,6 +64,7 @@ from lab.demo import (
     play_storm,
     storm_series,
 )
+from province.grouping import ProvincialIncident
 from trust.broker import Bridge, RunningBroker, Scope
 from trust.pki import Pki, Role, bridge_cn
 
@@ -160,25 +163,50 @@ class City:
 
 @dataclass
 class Seen:
-    """A provincial incident as the demo saw it: its cities and every site whose alarm it grouped."""
+    """A provincial incident as the demo followed it: the ids it went by, its cities, every site
+    whose alarm it grouped, and the alarms it held when last looked at."""
 
-    cities: list[str]
+    ids: list[str]
+    cities: set[str] = field(default_factory=set)
     sites: set[str] = field(default_factory=set)
+    alarms: set[tuple[str, str]] = field(default_factory=set)
 
 
-async def _watch_province(province: Any, seen: dict[str, Seen], tl: Timeline) -> None:
+def follow(seen: list[Seen], incidents: list[ProvincialIncident], site_of: dict[tuple[str, str], str]) -> list[Seen]:
+    """Follow the provincial incidents of one look into ``seen``; returns those new at this look.
+
+    An incident's id follows its earliest active alarm (province/grouping.py rule 3), so an
+    incident is followed by its alarms instead: a group sharing an alarm with one held at the last
+    look is that incident (under whatever id); any other is a new one. One not found again has
+    ended, and a later group of other alarms is another incident."""
+    last = [(track, track.alarms) for track in seen]
+    for track in seen:
+        track.alarms = set()
+    new: list[Seen] = []
+    for inc in incidents:
+        now = set(inc.alarms)
+        found = next((track for track, before in last if before & now), None)
+        if found is None:
+            found = Seen([inc.incident_id])
+            seen.append(found)
+            new.append(found)
+        elif inc.incident_id not in found.ids:
+            found.ids.append(inc.incident_id)
+        found.alarms |= now
+        found.cities.update(inc.cities)
+        found.sites.update(site_of[a] for a in now if a in site_of)
+    return new
+
+
+async def _watch_province(province: Any, seen: list[Seen], tl: Timeline) -> None:
     """Every second: the provincial incidents (active alarms of two or more cities grouped by
-    distance); each is remembered with its cities and the sites of the alarms it has grouped."""
+    distance), followed into ``seen``."""
     while True:
         incidents = province.store.provincial_incidents(province.cfg.distance_m)
-        if incidents:
-            site_of = {(a.city, a.alarm_id): a.site for a in province.store.alarms(time.time())}
-            for inc in incidents:
-                if inc.incident_id not in seen:
-                    seen[inc.incident_id] = Seen(list(inc.cities))
-                    tl.say(f"provincial incident {inc.incident_id}: {len(inc.alarms)} alarms in "
-                           f"{', '.join(inc.cities)}")
-                seen[inc.incident_id].sites.update(site_of[a] for a in inc.alarms if a in site_of)
+        site_of = {(a.city, a.alarm_id): a.site for a in province.store.alarms(time.time())} if incidents else {}
+        for track in follow(seen, incidents, site_of):
+            tl.say(f"provincial incident {track.ids[0]}: {len(track.alarms)} alarms in "
+                   f"{', '.join(sorted(track.cities))}")
         await asyncio.sleep(1.0)
 
 
@@ -265,7 +293,7 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
         loop.add_signal_handler(sig, stop.set)
     (root / "province" / "broker").mkdir(parents=True)
     ppki = province_pki(root / "province")
-    seen: dict[str, Seen] = {}
+    seen: list[Seen] = []
     with contextlib.ExitStack() as brokers:
         upstream = brokers.enter_context(RunningBroker.start(ppki.dir, root / "province" / "broker",
                                                              scope=Scope.PROVINCE, persistence=True))
@@ -356,7 +384,7 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
             "alarms": prov["alarms"],
             "distance_m": DISTANCE_M,
             "incidents_cross_boundary": len(seen),
-            "cross_boundary": [{"incident": i, "cities": v.cities, "sites": sorted(v.sites)} for i, v in seen.items()],
+            "cross_boundary": [{"ids": v.ids, "cities": sorted(v.cities), "sites": sorted(v.sites)} for v in seen],
             "deliveries": 0,
             "deliveries_acknowledged": 0,
             "provincial_cap": PROVINCIAL_CAP,

@@ -84,3 +84,29 @@ def test_province_demo_refuses_a_command_line_it_cannot_honour_before_starting_a
     assert proc.stderr.startswith("jikimi: "), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "var").exists()
+
+
+def test_a_provincial_incident_is_followed_by_its_alarms_across_a_change_of_id_and_ends_when_they_do() -> None:
+    """The demo counts incidents, not ids: an incident whose earliest alarm clears goes on under
+    a new id (province/grouping.py rule 3) and is counted once; once none of its alarms is
+    grouped it has ended, and a later group of other alarms, or a second group beside it, is
+    another incident."""
+    from lab.demo_province import Seen, follow
+    from province.grouping import ProvincialIncident
+
+    def inc(*alarms: tuple[str, str]) -> ProvincialIncident:
+        first = alarms[0]
+        return ProvincialIncident(f"pi-{first[0]}-{first[1]}", tuple(sorted({c for c, _ in alarms})), alarms)
+
+    sites = {("bucheon", "1"): "gg-bucheon-up-0002", ("goyang", "2"): "gg-goyang-up-0002",
+             ("bucheon", "3"): "gg-bucheon-fa-0001"}
+    seen: list[Seen] = []
+    assert len(follow(seen, [inc(("bucheon", "1"), ("goyang", "2"))], sites)) == 1
+    assert follow(seen, [inc(("goyang", "2"), ("bucheon", "3"))], sites) == []  # alarm 1 cleared: same incident
+    assert len(seen) == 1
+    assert seen[0].ids == ["pi-bucheon-1", "pi-goyang-2"]
+    assert seen[0].sites == {"gg-bucheon-up-0002", "gg-goyang-up-0002", "gg-bucheon-fa-0001"}
+    assert follow(seen, [], sites) == []  # every alarm cleared: it has ended
+    again = follow(seen, [inc(("bucheon", "7"), ("goyang", "8")), inc(("suwon", "4"), ("bucheon", "9"))], sites)
+    assert len(again) == 2
+    assert [s.cities for s in seen] == [{"bucheon", "goyang"}, {"bucheon", "goyang"}, {"bucheon", "suwon"}]
