@@ -2,13 +2,14 @@
 ``./var/demo-province`` (DESIGN §8).
 
 What runs, all real parts on loopback: the province's PKI (its broker, the provincial hub's
-identity and one bridge identity per city) and a provincial Mosquitto; the provincial hub
-(province/service.py, the code of ``jikimi province run``, with its HTTPS API and console) and an
-operator account; and three cities, Suwon, Bucheon and Goyang, each with its own PKI, its own
-Mosquitto bridged to the provincial one over mutual TLS, its own hub (``hub-suwon``,
+identity, its alert signer and one bridge identity per city) and a provincial Mosquitto; the
+provincial hub (province/service.py, the code of ``jikimi province run``, with its HTTPS API and
+console, and its CAP alerts) and an operator account; a reference CAP receiver standing for the
+province's fire headquarters; and three cities, Suwon, Bucheon and Goyang, each with its own PKI,
+its own Mosquitto bridged to the provincial one over mutual TLS, its own hub (``hub-suwon``,
 ``hub-bucheon``, ``hub-goyang``; ``[province]`` on) with operator accounts, and three sites, each
 an edge agent beside its simulated device. Scaled down from the one-city demo to fit two cores:
-no cameras, no CAP receivers, no network forecast.
+no cameras, no city CAP receivers, no network forecast.
 
 The storm is lab/demo.py's (Walnut Creek, 2024-08-08/11, compressed into 85 % of the chosen time).
 It crosses the Bucheon/Goyang boundary: Bucheon's northern underpass (Ojeong, by Gimpo airport) and
@@ -27,9 +28,11 @@ The figures of ``--json``: ``cities`` (per city: edge records sent and committed
 (``city_records_sent`` by the three hubs, ``city_records_committed`` at the province,
 ``incidents_cross_boundary``: distinct provincial incidents seen during the run, looked for every
 second and followed by their alarms, since an incident's id changes when its earliest alarm
-clears; each in ``cross_boundary`` with the ids it went by, its cities and sites). The province
-forwards no CAP alerts yet (province/service.py), so ``deliveries`` and
-``deliveries_acknowledged`` are 0 and ``provincial_cap`` says so.
+clears; each in ``cross_boundary`` with the ids it went by, its cities and sites), the provincial
+CAP alerts (province/alerts.py: one thread per cross-boundary incident) as ``deliveries`` and
+``deliveries_acknowledged`` to the province's fire headquarters, and how many CAP messages that
+receiver got and how many carried a signature that verified against the province's CA
+(``cap_received``, ``cap_signed_verified``); counted once no provincial delivery is pending.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from lab.demo import (
     play_storm,
     storm_series,
 )
+from province.alerts import FORWARD_FILE
 from province.grouping import ProvincialIncident
 from trust.broker import Bridge, RunningBroker, Scope
 from trust.pki import Pki, Role, bridge_cn
@@ -75,7 +79,9 @@ SITE_STATE_EVERY_S: Final = 5.0
 """Each city hub's ``[province] site_state_every_s``: the province's data ages stay fresh."""
 QUIET_S: Final = 2 * SITE_STATE_EVERY_S + 1.0
 """How long no city may append a province record before the province's figures are counted."""
-PROVINCIAL_CAP: Final = "not built: the provincial hub forwards no CAP alerts yet (province/service.py)"
+ALERT_SIGNER: Final = f"alert-{PROVINCE}"
+HQ: Final = "gyeonggi-119"
+"""The province's one CAP recipient: its fire headquarters (every area, critical alerts)."""
 
 CITY_SITES: Final[dict[str, tuple[SiteSpec, ...]]] = {
     city: tuple(SiteSpec(*row) for row in rows) for city, rows in {
@@ -115,12 +121,13 @@ def province_pki(root: Path) -> Pki:
     pki.init()
     pki.issue("broker", Role.BROKER)
     pki.issue(PROVINCE, Role.PROVINCE)
+    pki.issue(ALERT_SIGNER, Role.ALERT)
     for city in CITY_SITES:
         pki.issue(bridge_cn(city), Role.BRIDGE)
     return pki
 
 
-def province_config(root: Path, pki: Pki, broker: RunningBroker) -> Path:
+def province_config(root: Path, pki: Pki, broker: RunningBroker, hq_url: str) -> Path:
     """``root/province.toml``, the file ``jikimi province run --config`` reads."""
     path = root / "province.toml"
     path.write_text(f"""[province]
@@ -138,9 +145,21 @@ path = "{root / 'province.db'}"
 
 [grouping]
 distance_m = {DISTANCE_M}
+alert_every_s = 1.0
 
 [api]
 listen = "127.0.0.1:0"
+
+[forward]
+sender = "{PROVINCE}@jikimi.example"
+signing_key = "{pki.key(ALERT_SIGNER)}"
+signing_cert = "{pki.cert(ALERT_SIGNER)}"
+
+[forward.recipients.{HQ}]
+kind = "fire_119"
+url = "{hq_url}"
+areas = ["*"]
+priorities = ["critical"]
 """)
     return path
 
@@ -244,6 +263,32 @@ async def _city_figures(city: City) -> dict[str, Any]:
     }
 
 
+def _deliveries(province: Any) -> tuple[int, int, int]:
+    """(deliveries, acknowledged, pending) of the provincial CAP alerts, from forwarding's own file."""
+    path = province.cfg.db_path.with_name(FORWARD_FILE)
+    if not path.exists():
+        return 0, 0, 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        n, acked, pending = db.execute("SELECT count(*), coalesce(sum(state = 'acked'), 0),"
+                                       " coalesce(sum(state = 'pending'), 0) FROM fwd_deliveries").fetchone()
+    finally:
+        db.close()
+    return int(n), int(acked), int(pending)
+
+
+async def _alerts_settled(province: Any, timeout_s: float) -> bool:
+    """Let the incidents' tick look at the drained store twice, then wait until no provincial
+    delivery is pending."""
+    await asyncio.sleep(2 * province.cfg.alert_every_s)
+    deadline = time.monotonic() + timeout_s
+    while (await asyncio.to_thread(_deliveries, province))[2]:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
 def _province_figures(province: Any, cities: list[City]) -> dict[str, Any]:
     """The province's counts and each city's province outbox, read in one step on the event loop
     (the province's store and the cities' outboxes are written only from it)."""
@@ -266,8 +311,9 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
     from edge.agent import Agent
     from edge.config import load_site_config
     from edge.sim.servers import run_simulator
-    from hub import auth
+    from hub import auth, receiver
     from hub.config import parse
+    from hub.forward.capread import shipped_schema
     from hub.roles import Role as HubRole
     from hub.service import running as hub_running
     from province.config import load as load_province
@@ -308,7 +354,9 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
                                                                persistence=True))
             cities.append(City(name, croot, pki, broker))
         async with contextlib.AsyncExitStack() as stack:
-            pcfg = load_province(province_config(root / "province", ppki, upstream))
+            hq = await stack.enter_async_context(receiver.serve(
+                db=root / "province" / f"{HQ}.db", schema=shipped_schema(), ca_bundle=ppki.ca_chain))
+            pcfg = load_province(province_config(root / "province", ppki, upstream, hq.url))
             province = await stack.enter_async_context(province_running(pcfg))
             province_password = secrets.token_urlsafe(12)
             await asyncio.to_thread(auth.add_user, pcfg.db_path, "operator", HubRole.OPERATOR, province_password,
@@ -336,7 +384,8 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
             agents = [a for c in cities for a in c.agents]
             banner = [f"jikimi demo --province — state in {root}",
                       f"  province  https://localhost:{province.api_port}/  (trust {ppki.ca_chain})",
-                      f"            login operator / {province_password}"]
+                      f"            login operator / {province_password}",
+                      f"  receiver  {hq.url} (the province's fire headquarters: its CAP alerts)"]
             for city in cities:
                 banner += [f"  {city.name:<9} https://localhost:{city.hub.api_port}/  (trust {city.pki.ca_chain})",
                            *[f"            login {n} / {p}" for n, p in city.passwords.items()]]
@@ -364,6 +413,10 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
                 tl.say("city outboxes drained to the province" if up_drained
                        else "city outboxes NOT drained to the province within 60 s")
                 prov = _province_figures(province, cities)  # one step: nothing commits in between
+                settled = await _alerts_settled(province, 30.0)
+                tl.say("every provincial alert delivered" if settled else "provincial alerts still pending after 30 s")
+                deliveries, acked, _pending = await asyncio.to_thread(_deliveries, province)
+                cap = [a for a in hq.alerts() if a.format == "cap"]
                 for t in tasks + senders:
                     t.cancel()
             for a in agents:
@@ -385,9 +438,11 @@ async def run_demo_province(root: Path, *, duration_s: float | None, headless: b
             "distance_m": DISTANCE_M,
             "incidents_cross_boundary": len(seen),
             "cross_boundary": [{"ids": v.ids, "cities": sorted(v.cities), "sites": sorted(v.sites)} for v in seen],
-            "deliveries": 0,
-            "deliveries_acknowledged": 0,
-            "provincial_cap": PROVINCIAL_CAP,
+            "forwarding_settled": settled,
+            "deliveries": deliveries,
+            "deliveries_acknowledged": acked,
+            "cap_received": len(cap),
+            "cap_signed_verified": sum(1 for a in cap if a.verified),
         },
         "outboxes_drained": drained,
         "timeline": tl.lines,

@@ -34,7 +34,7 @@ def test_province_demo_commits_every_record_on_both_tiers_and_groups_alarms_acro
     """Each city's hub commits every record its edges sent and each city's underpass barrier is
     closed by its own edge; the province commits every record the three city hubs sent (the
     figures agree with the files left behind), and the Bucheon and Goyang underpasses' alarms form
-    one provincial incident."""
+    one provincial incident, sent as a signed provincial CAP alert and acknowledged."""
     out = tmp_path / "demo.json"
     proc = jikimi(tmp_path, "demo", "--province", "--headless", "--duration", "180", "--json", str(out),
                   timeout=600)
@@ -66,6 +66,14 @@ def test_province_demo_commits_every_record_on_both_tiers_and_groups_alarms_acro
                and {"gg-bucheon-up-0002", "gg-goyang-up-0002"} <= set(inc["sites"])
                for inc in province["cross_boundary"]), province["cross_boundary"]
     assert any(line["what"].startswith("provincial incident") for line in figures["timeline"])
+    # the incident went out as the province's own signed CAP alert, acknowledged by its fire headquarters
+    assert province["forwarding_settled"] is True
+    assert province["deliveries"] >= 1
+    assert province["deliveries_acknowledged"] == province["deliveries"]
+    assert province["cap_received"] >= 1
+    assert province["cap_signed_verified"] == province["cap_received"]
+    got = [t for (t,) in count(state / "province" / "gyeonggi-119.db", "SELECT msg_type FROM received")]
+    assert "Alert" in got
     credentials = (state / "credentials.txt").read_text().splitlines()  # fresh passwords, no defaults
     assert credentials[0].split()[:2] == ["province", "operator"]
     assert len(credentials) == 1 + 3 * len(CITIES)
