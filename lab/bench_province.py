@@ -22,14 +22,17 @@ and second, 33 site states (1,000 sites, each reported every 30 s because its da
 hub/province_config.py ``site_state_every_s``), 3 alarm transitions, 1 operation record and 2
 alert-delivery records, i.e. 39 records/s (about 10 kB/s) per city, 1,209 for 31 cities.
 
-1. **Sweep**: from ``--rate`` upward by ``--factor``, each step ``--warmup-s`` then ``--step-s``
-   measured; the cities pause and the step must commit everything within ``--drain-s``. A step
-   is *kept up* when everything appended in it was committed and the p99 of a record's
-   city → province latency (its ``ts`` at append → its ``committed_at`` in the province's
-   SQLite: the moment the province's one writer took its batch) is ≤ ``--p99-ms``, and the
-   cities really offered the rate (≥ 95 %; otherwise this process, not the province, is the
-   limit, and the row says so). The sweep stops at the first step not kept up: that rate and
-   why is where it broke; the highest kept-up step is the limit.
+1. **Sweep**: each step runs ``--warmup-s`` then ``--step-s`` measured; the cities pause and the
+   step must commit everything within ``--drain-s`` (the next step starts once what is left is
+   committed). A step is *kept up* when everything appended in it was committed and the p99 of
+   a record's city → province latency (its ``ts`` at append → its ``committed_at`` in the
+   province's SQLite: the moment the province's one writer took its batch) is ≤ ``--p99-ms``,
+   and the cities really offered the rate (≥ 95 %; otherwise this process, not the province,
+   is the limit, and the row says so). The rates (:func:`next_rate`): from ``--rate`` up by
+   ``--factor`` until a step is not kept up (down by ``--factor``² when the typhoon rate itself
+   is not), then the middle of the bracket until it is within ``--factor``, at most
+   ``--max-steps`` steps. The highest kept-up step is the limit; the lowest step above it that
+   was not, and why, is where it broke.
 2. **Broker reference**: the provincial broker's own delivery rate for the same message shape
    (a ``CityBatch`` of the mix, as many records as the cities' batches held at the limit, QoS 1)
    to a C subscriber (``mosquitto_sub``): ``--capacity-msgs`` batches are queued for a persistent
@@ -175,9 +178,6 @@ class Settings:
     def backlog_per_city(self) -> int:
         return round(self.rate / self.cities * self.outage_s)
 
-    def rates(self) -> list[float]:
-        return [round(self.rate * self.factor ** k, 1) for k in range(self.max_steps)]
-
 
 def city_ids(n: int) -> list[str]:
     return [GYEONGGI[i] if i < len(GYEONGGI) else f"city-{i + 1:03d}" for i in range(n)]
@@ -243,6 +243,29 @@ def pct(values: list[float], p: float) -> float | None:
         return None
     s = sorted(values)
     return round(s[min(len(s) - 1, int(p / 100 * len(s)))], 1)
+
+
+def bracket(rows: list[dict[str, Any]]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """Pure: the highest step kept up, and the lowest step above it that was not (None: none)."""
+    kept = [r for r in rows if r["kept_up"]]
+    best = max(kept, key=lambda r: r["offered_records_per_s"]) if kept else None
+    floor = best["offered_records_per_s"] if best else -1.0
+    above = [r for r in rows if not r["kept_up"] and r["offered_records_per_s"] > floor]
+    return best, min(above, key=lambda r: r["offered_records_per_s"]) if above else None
+
+
+def next_rate(rows: list[dict[str, Any]], factor: float) -> float | None:
+    """Pure: the sweep's next offered rate after ``rows``: up by ``factor`` while every step is
+    kept up; down by ``factor``² while none is; then the geometric middle of the bracket until
+    it is within ``factor`` (None: done)."""
+    best, broke = bracket(rows)
+    tried = [r["offered_records_per_s"] for r in rows]
+    if broke is None:
+        return round(max(tried) * factor, 1)
+    if best is None:
+        return round(min(tried) / factor ** 2, 1)
+    lo, hi = best["offered_records_per_s"], broke["offered_records_per_s"]
+    return None if hi <= lo * factor * 1.001 else round(math.sqrt(lo * hi), 1)
 
 
 def judge(target: float, generated: float, uncommitted: int, p99_ms: float | None, bound_ms: float) -> str | None:
@@ -558,13 +581,11 @@ async def _phases(s: Settings, pki: Pki, broker: RunningBroker, proc: asyncio.su
         await asyncio.sleep(0.2)
     pids = (proc.pid, broker.proc.pid, os.getpid())
     rows: list[dict[str, Any]] = []
-    for rate in s.rates():
+    rate: float | None = s.rate
+    while rate is not None and len(rows) < s.max_steps:
         rows.append(await _step(s, rate, cities, pf, pids))
-        if rows[-1]["why_not"] is not None:
-            break
-    kept = [r for r in rows if r["kept_up"]]
-    best = kept[-1] if kept else None
-    broke = rows[-1] if rows[-1]["why_not"] is not None else None
+        rate = next_rate(rows, s.factor)
+    best, broke = bracket(rows)
     shape = (best or rows[0])["records_per_batch"]
     capacity = await asyncio.to_thread(broker_capacity, pki.dir, broker, max(1, round(shape)), s.capacity_msgs)
     sustained = best["offered_records_per_s"] if best else 0.0
@@ -603,6 +624,9 @@ async def _phases(s: Settings, pki: Pki, broker: RunningBroker, proc: asyncio.su
 
 async def _step(s: Settings, rate: float, cities: list[City], pf: ProvinceFile,
                 pids: tuple[int, ...]) -> dict[str, Any]:
+    """One sweep step (phase 1); it starts once what earlier steps left is committed (or a
+    generous wait is over: the row says how many were still behind)."""
+    behind = await _until_committed(cities, pf, max(60.0, 6 * s.drain_s))
     for c in cities:
         c.rate = rate / len(cities)
     await asyncio.sleep(s.warmup_s)
@@ -637,6 +661,7 @@ async def _step(s: Settings, rate: float, cities: list[City], pf: ProvinceFile,
         "records_measured": len(lat),
         "records_per_batch": round((b1[1] - b0[1]) / (b1[0] - b0[0]), 1) if b1[0] > b0[0] else 0.0,
         "all_committed": left == 0,
+        "behind_at_start": behind,
         "kept_up": why is None,
         "why_not": why,
         "cores_used": {"province": cores[0], "broker": cores[1], "cities": cores[2]},
@@ -648,6 +673,8 @@ async def _catch_up(s: Settings, cities: list[City], pf: ProvinceFile, tg: async
     """Phase 3: cut every link, append an outage's records, restore the links under typhoon load."""
     for c in cities:
         c.rate = 0.0
+    behind = await _until_committed(cities, pf, max(60.0, 6 * s.drain_s))  # what the sweep left
+    for c in cities:
         await c.cut()
     made0 = time.monotonic()
     end = time.time()
@@ -669,6 +696,7 @@ async def _catch_up(s: Settings, cities: list[City], pf: ProvinceFile, tg: async
     replayed = sum(c.uplink.counters.records_replayed for c in cities)
     return {
         "outage_s": s.outage_s,
+        "behind_at_start": behind,
         "backlog_records": per_city * len(cities),
         "records_per_city": per_city,
         "held_at_reconnect": held,
