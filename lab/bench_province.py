@@ -20,7 +20,10 @@ What runs (all on this machine, all real parts but the city hubs themselves):
 The typhoon rate (``--rate``, records/s over all cities) defaults to ``TYPHOON_RATE``: per city
 and second, 33 site states (1,000 sites, each reported every 30 s because its data keeps changing:
 hub/province_config.py ``site_state_every_s``), 3 alarm transitions, 1 operation record and 2
-alert-delivery records, i.e. 39 records/s (about 10 kB/s) per city, 1,209 for 31 cities.
+alert-delivery records, i.e. 39 records/s (about 10 kB/s) per city, 1,209 for 31 cities. The
+mix is spread evenly over the ticks; a real hub appends its changed sites' states in one go every
+``site_state_every_s`` (fewer, larger batches), and each alarm or operation change in its own
+writer transaction.
 
 1. **Sweep**: each step runs ``--warmup-s`` then ``--step-s`` measured; the cities pause and the
    step must commit everything within ``--drain-s`` (the next step starts once what is left is
@@ -147,6 +150,7 @@ class Settings:
     sites_per_city: int = SITES_PER_CITY
     capacity_msgs: int = 20_000
     p99_ms: float = 1000.0
+    catch_up_timeout_s: float = 900.0
     outbox_max_records: int = 200_000
     """The city outbox's size (hub/province_config.py's default): a backlog beyond it is thinned."""
 
@@ -155,7 +159,7 @@ class Settings:
         if not 1 <= self.cities <= 500:
             raise BenchError("--cities: between 1 and 500")
         for name, value in (("--rate", self.rate), ("--step-s", self.step_s), ("--drain-s", self.drain_s),
-                            ("--p99-ms", self.p99_ms)):
+                            ("--p99-ms", self.p99_ms), ("--catch-up-timeout-s", self.catch_up_timeout_s)):
             if not (math.isfinite(value) and value > 0):
                 raise BenchError(f"{name}: must be a positive number, not {value}")
         for name, value in (("--warmup-s", self.warmup_s), ("--outage-s", self.outage_s)):
@@ -238,6 +242,11 @@ class Mix:
         return out
 
 
+def _progress(what: str, row: dict[str, Any], keys: tuple[str, ...]) -> None:
+    """One line per phase on stderr, so a long run shows where it is."""
+    print(f"bench province: {what} " + json.dumps({k: row.get(k) for k in keys}), file=sys.stderr, flush=True)
+
+
 def pct(values: list[float], p: float) -> float | None:
     if not values:
         return None
@@ -259,12 +268,12 @@ def next_rate(rows: list[dict[str, Any]], factor: float) -> float | None:
     kept up; down by ``factor``² while none is; then the geometric middle of the bracket until
     it is within ``factor`` (None: done)."""
     best, broke = bracket(rows)
-    tried = [r["offered_records_per_s"] for r in rows]
+    tried = [float(r["offered_records_per_s"]) for r in rows]
     if broke is None:
         return round(max(tried) * factor, 1)
     if best is None:
         return round(min(tried) / factor ** 2, 1)
-    lo, hi = best["offered_records_per_s"], broke["offered_records_per_s"]
+    lo, hi = float(best["offered_records_per_s"]), float(broke["offered_records_per_s"])
     return None if hi <= lo * factor * 1.001 else round(math.sqrt(lo * hi), 1)
 
 
@@ -584,12 +593,16 @@ async def _phases(s: Settings, pki: Pki, broker: RunningBroker, proc: asyncio.su
     rate: float | None = s.rate
     while rate is not None and len(rows) < s.max_steps:
         rows.append(await _step(s, rate, cities, pf, pids))
+        _progress("step", rows[-1], ("offered_records_per_s", "committed_records_per_s", "p99_ms", "why_not"))
         rate = next_rate(rows, s.factor)
     best, broke = bracket(rows)
     shape = (best or rows[0])["records_per_batch"]
     capacity = await asyncio.to_thread(broker_capacity, pki.dir, broker, max(1, round(shape)), s.capacity_msgs)
     sustained = best["offered_records_per_s"] if best else 0.0
+    _progress("broker reference", capacity, ("records_per_msg", "msgs_per_s", "records_per_s"))
     catch_up = await _catch_up(s, cities, pf, tg) if s.outage_s > 0 else None
+    if catch_up is not None:
+        _progress("catch-up", catch_up, ("backlog_records", "seconds", "records_per_s", "not_committed"))
     for c in cities:
         c.rate = 0.0
     left = await _until_committed(cities, pf, max(120.0, s.drain_s))
@@ -691,7 +704,7 @@ async def _catch_up(s: Settings, cities: list[City], pf: ProvinceFile, tg: async
     for c in cities:
         c.rate = s.rate / len(cities)
         c.connect(tg)
-    left = await _until_committed(cities, pf, 600 + per_city * len(cities) / 100, upto=upto)
+    left = await _until_committed(cities, pf, s.catch_up_timeout_s, upto=upto)
     took = time.monotonic() - t0
     replayed = sum(c.uplink.counters.records_replayed for c in cities)
     return {

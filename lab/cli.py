@@ -134,6 +134,7 @@ def register(cli: Cli) -> None:
     p.add_argument("--sites-per-city", type=int, help="sites each city reports the state of")
     p.add_argument("--capacity-msgs", type=int, help="batches queued for the broker reference's C subscriber")
     p.add_argument("--p99-ms", type=float, help="the city → province p99 latency a kept-up step stays within")
+    p.add_argument("--catch-up-timeout-s", type=float, help="how long the catch-up may take (then reported unfinished)")
     p.add_argument("--dir", type=Path, help="keep the run's state here (deleted first); default: a temporary folder")
 
     p = cli.subcommand("bench", "fuzz", "fuzz every parser of outside input (atheris; Hypothesis where it cannot run)",
