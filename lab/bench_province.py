@@ -700,13 +700,16 @@ async def _catch_up(s: Settings, cities: list[City], pf: ProvinceFile, tg: async
     made_s = time.monotonic() - made0
     upto = {c.name: c.outbox.next_seq - 1 for c in cities}
     held = sum(c.outbox.held for c in cities)
+    replayed0 = sum(c.uplink.counters.records_replayed for c in cities)
+    asks0 = sum(c.uplink.counters.resend_requests for c in cities)
     t0 = time.monotonic()
     for c in cities:
         c.rate = s.rate / len(cities)
         c.connect(tg)
     left = await _until_committed(cities, pf, s.catch_up_timeout_s, upto=upto)
     took = time.monotonic() - t0
-    replayed = sum(c.uplink.counters.records_replayed for c in cities)
+    replayed = sum(c.uplink.counters.records_replayed for c in cities) - replayed0
+    asks = sum(c.uplink.counters.resend_requests for c in cities) - asks0
     return {
         "outage_s": s.outage_s,
         "behind_at_start": behind,
@@ -720,6 +723,8 @@ async def _catch_up(s: Settings, cities: list[City], pf: ProvinceFile, tg: async
         "replay_rate_per_city": UplinkConfig.replay_rate,
         "backlog_made_s": round(made_s, 1),
         "records_replayed": replayed,
+        "resend_asks": asks,
+        "replays_per_backlog_record": round(replayed / held, 2) if held else None,
     }
 
 
