@@ -37,7 +37,8 @@ writer transaction.
    ``--max-steps`` steps. The highest kept-up step is the limit; the lowest step above it that
    was not, and why, is where it broke.
 2. **Broker reference**: the provincial broker's own delivery rate for the same message shape
-   (a ``CityBatch`` of the mix, as many records as the cities' batches held at the limit, QoS 1)
+   (a ``CityBatch`` of the mix, as many records as the cities' batches held at the limit, or at
+   the first step when none was kept up; QoS 1)
    to a C subscriber (``mosquitto_sub``): ``--capacity-msgs`` batches are queued for a persistent
    ``mosquitto_sub`` session, which then takes them all, timed from its first to its last
    arrival stamp. They go over the capacity city's down channel (``jk/v1/city/<city>/ack``,
