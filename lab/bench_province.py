@@ -569,6 +569,8 @@ async def run_bench(s: Settings, work: Path) -> dict[str, Any]:
                         await c.cut()
                         if c.gen is not None:
                             c.gen.cancel()
+        except* BenchError as group:  # one line for the CLI, not a TaskGroup's traceback
+            raise group.exceptions[0] from None
         finally:
             pf.close()
             for c in cities:
@@ -606,7 +608,7 @@ async def _phases(s: Settings, pki: Pki, broker: RunningBroker, proc: asyncio.su
         _progress("catch-up", catch_up, ("backlog_records", "seconds", "records_per_s", "not_committed"))
     for c in cities:
         c.rate = 0.0
-    left = await _until_committed(cities, pf, max(120.0, s.drain_s))
+    left = await _until_committed(cities, pf, max(s.catch_up_timeout_s, s.drain_s))  # what the typhoon left queued
     acked_by = time.monotonic() + 30
     while any(c.outbox.held for c in cities) and time.monotonic() < acked_by:  # noqa: ASYNC110 - the last acks
         await asyncio.sleep(0.1)
