@@ -53,6 +53,12 @@ def _bench_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_province(args: argparse.Namespace) -> int:
+    from lab import bench_province
+
+    return bench_province.main(args)
+
+
 def _bench_fuzz(args: argparse.Namespace) -> int:
     from lab import fuzz
 
@@ -122,6 +128,24 @@ def register(cli: Cli) -> None:
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--seed", type=int, default=7, help="the trials' phases against the polls")
     p.add_argument("--json", type=Path, required=True, metavar="FILE")
+
+    p = cli.subcommand("bench", "province", "the provincial hub's ingest of many cities: its limit, catch-up after an"
+                       " outage, the broker's own rate", _bench_province)
+    # defaults (None here) are lab/bench_province.py's Settings: this module stays light to import
+    p.add_argument("--json", type=Path, required=True, metavar="FILE", help="write the report here")
+    p.add_argument("--cities", type=int, help="simulated city hubs (default 31)")
+    p.add_argument("--rate", type=float, help="the typhoon rate, records/s over all cities: the sweep's first step")
+    p.add_argument("--factor", type=float, help="each sweep step's rate over the last one's")
+    p.add_argument("--max-steps", type=int, help="sweep steps at most")
+    p.add_argument("--warmup-s", type=float, help="seconds per step before measuring")
+    p.add_argument("--step-s", type=float, help="measured seconds per step")
+    p.add_argument("--drain-s", type=float, help="seconds a step may take to commit what it sent")
+    p.add_argument("--outage-s", type=float, help="the outage whose backlog the catch-up takes (0: no catch-up)")
+    p.add_argument("--sites-per-city", type=int, help="sites each city reports the state of")
+    p.add_argument("--capacity-msgs", type=int, help="batches queued for the broker reference's C subscriber")
+    p.add_argument("--p99-ms", type=float, help="the city → province p99 latency a kept-up step stays within")
+    p.add_argument("--catch-up-timeout-s", type=float, help="how long the catch-up may take (then reported unfinished)")
+    p.add_argument("--dir", type=Path, help="keep the run's state here (deleted first); default: a temporary folder")
 
     p = cli.subcommand("bench", "fuzz", "fuzz every parser of outside input (atheris; Hypothesis where it cannot run)",
                        _bench_fuzz)
