@@ -298,14 +298,15 @@ def broker_capacity(pki: Path, host: str, port: int, batch: int, n_msgs: int) ->
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _pki(folder: Path, sites: list[str]) -> tuple[Path, float | None]:
+def _pki(folder: Path, sites: list[str], *, signer: bool) -> tuple[Path, float | None]:
     """A PKI with every identity the run needs: issued into ``folder``, or, when ``folder`` holds a
     PKI already (``--pki``, kept from an earlier run: issuing is quadratic in the index, minutes
-    for 6,500 sites), taken as it is."""
+    for 6,500 sites), taken as it is (``signer``: it must hold the hub's alert-signing identity)."""
     from trust.pki import Pki, Role
 
     if (folder / "ca.pem").is_file():
-        missing = [s for s in [HUB, COUNTER, CAPACITY_SITE, SIGNER, *sites] if not (folder / s / "cert.pem").is_file()]
+        needed = [HUB, COUNTER, CAPACITY_SITE, *([SIGNER] if signer else []), *sites]
+        missing = [s for s in needed if not (folder / s / "cert.pem").is_file()]
         if missing:
             raise BenchError(f"{folder}: the PKI has no identity {missing[0]} ({len(missing)} missing)")
         return folder, None
@@ -346,7 +347,7 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
     if nofile[0] < n_sites + 100:
         raise BenchError(f"the file-descriptor limit ({nofile[0]}) is below --sites ({n_sites}) + 100")
     sites = [f"bench-{i:05d}" for i in range(n_sites)]
-    pki, issue_s = _pki(pki_dir or workdir / "pki", sites)
+    pki, issue_s = _pki(pki_dir or workdir / "pki", sites, signer=burst is not None)
     (workdir / "broker").mkdir()
     ctx = multiprocessing.get_context("spawn")
     ctl = _Control(rate=ctx.Value("d", 0.0), sent=ctx.Value("q", 0), connected=ctx.Value("q", 0),
