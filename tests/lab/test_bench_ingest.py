@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench_burst import schedule
+from lab.bench_burst import schedule, waits
 from shared.cli import main
 
 
@@ -62,6 +62,19 @@ def test_bench_ingest_burst_brings_every_crossing_to_the_live_stream_and_the_cit
     assert b["api_alarms_failed"] == 0
     assert b["problems"] == []
     assert doc["hub"]["records_committed"] == doc["hub"]["records_sent"], "the burst drains before counting"
+
+
+def test_burst_waits_count_an_alarm_that_never_arrived_as_a_lower_bound_not_as_nothing() -> None:
+    sent = {"a": 100.0, "b": 100.0, "c": 100.0}
+    arrived = {"a": 100.5, "b": 101.0}
+    got = waits(["a", "b", "c", "never-sent"], sent, arrived, until=160.0)
+    assert got["n"] == 3
+    assert got["missing"] == 1
+    assert got["lower_bound"] is True
+    assert got["max"] == 60000.0
+    complete = waits(["a", "b"], sent, arrived, until=160.0)
+    assert complete["lower_bound"] is False
+    assert complete["max"] == 1000.0
 
 
 def test_burst_schedule_spreads_each_site_once_evenly_in_a_seeded_order() -> None:
