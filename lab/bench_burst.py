@@ -100,6 +100,32 @@ def machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
+def every_process_cpu() -> dict[int, tuple[str, float]]:
+    """Every process on the machine: pid → (its command line, shortened; CPU seconds so far)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            head, tail = (entry / "stat").read_text().rsplit(")", 1)
+            fields = tail.split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):
+            continue
+        cmd = cmd or f"[{head.split('(', 1)[-1]}]"  # a kernel thread: its name
+        out[int(entry.name)] = (cmd[:100], (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def busiest_others(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], ours: set[int],
+                   span_s: float, n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` processes not of this run that used the most CPU between two snapshots (cores)."""
+    used = [(after[pid][1] - before.get(pid, ("", 0.0))[1], after[pid][0]) for pid in after if pid not in ours]
+    used.sort(reverse=True)
+    return [{"cores": round(cpu / span_s, 2), "command": cmd} for cpu, cmd in used[:n] if cpu > 0]
+
+
 def closing_rule() -> tuple[str, float]:
     """The hub's threshold rule on an underpass's depth (hub/rules.py): its name and limit."""
     for rule in rules_for(BURST_KIND, RuleParams())[DEPTH_POINT]:
@@ -303,6 +329,8 @@ class Probes:
     ctl: BurstControl
     cpu: Callable[[], dict[str, float]]
     """CPU seconds so far of the hub, the broker, the generators and the receiver (by name)."""
+    pids: set[int]
+    """The processes of this run (the viewer's is added)."""
     add_viewer: Callable[[str], None]
     """Make the viewer's account (role viewer) with this password."""
     writer_queue: Callable[[], int]
@@ -375,6 +403,7 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
         start = time.time() + 1.0
         cpu0, busy0, s0 = {**probes.cpu(), "viewer": cpu_seconds(viewer.pid)[0]}, machine_busy_seconds(), \
             probes.sent.value
+        every0 = every_process_cpu()
         probes.ctl.burst_at.value = start
         end = start + plan.seconds
         acked: dict[str, float] = {}
@@ -394,6 +423,7 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
         t1 = time.time()
         cpu1, busy1, s1 = {**probes.cpu(), "viewer": cpu_seconds(viewer.pid)[0]}, machine_busy_seconds(), \
             probes.sent.value
+        every1 = every_process_cpu()
         load = [round(x, 2) for x in os.getloadavg()]
         probes.ctl.burst_at.value = -1.0  # crossed sites stop repeating
         probes.rate.value = 0.0
@@ -456,5 +486,6 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
         "writer_queue": {"p50": pct(depths, 50), "max": max(depths, default=0), "samples": len(depths)},
         "load_average": load,
         "cores_used": cores,
+        "busiest_other_processes": busiest_others(every0, every1, {*probes.pids, viewer.pid or 0}, span),
     }
     return out

@@ -445,7 +445,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
 
                     burst_out = await bench_burst.run_burst(burst, sites, bench_burst.Probes(
                         api_port=hub.api_port, ca=pki / "ca.pem", db=cfg.db_path, rate=ctl.rate, sent=ctl.sent,
-                        ctl=ctl.burst, cpu=cpu, add_viewer=add_viewer, writer_queue=hub.writer.qsize))
+                        ctl=ctl.burst, cpu=cpu, add_viewer=add_viewer, writer_queue=hub.writer.qsize,
+                        pids={os.getpid(), broker.proc.pid, receiver_pid or 0, *(g.pid or 0 for g in gens)}))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(drain):
                             while c.records < ctl.sent.value:  # noqa: ASYNC110 - other processes
