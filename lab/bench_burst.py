@@ -110,11 +110,12 @@ def every_process_cpu() -> dict[int, tuple[str, float]]:
         try:
             head, tail = (entry / "stat").read_text().rsplit(")", 1)
             fields = tail.split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):  # gone meanwhile
             continue
         cmd = cmd or f"[{head.split('(', 1)[-1]}]"  # a kernel thread: its name
-        out[int(entry.name)] = (cmd[:100], (int(fields[11]) + int(fields[12])) / tick)
+        out[int(entry.name)] = (cmd[:100], cpu)
     return out
 
 
