@@ -336,6 +336,9 @@ class Probes:
     """Make the viewer's account (role viewer) with this password."""
     writer_queue: Callable[[], int]
     """Items waiting for the hub's single writer (ingest batches and every other part's calls)."""
+    at_hub: dict[str, tuple[float, float]]
+    """Filled by the hub's ingest observer: each burst site's crossing, when the hub's MQTT client
+    read it off the socket and when the writer committed it."""
 
 
 async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> dict[str, Any]:
@@ -443,6 +446,14 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
     sample_ts = {site: ts for site, (ts, _published) in crossed.items()}
     to_alarm = waits(burst_sites, sample_ts, alarm_at, t1)
     to_ack = waits(burst_sites, sample_ts, acked, t1)
+    received = {site: r for site, (r, _c) in probes.at_hub.items()}
+    committed = {site: c for site, (_r, c) in probes.at_hub.items()}
+    stages = {  # where the time went, stage by stage (sites missing a stage count as lower bounds)
+        "reading_to_hub_receive": waits(burst_sites, sample_ts, received, t1),
+        "hub_receive_to_commit": waits(burst_sites, received, committed, t1),
+        "commit_to_stream": waits(burst_sites, committed, alarm_at, t1),
+        "commit_to_cap_ack": waits(burst_sites, committed, acked, t1),
+    }
     publish = [(p - ts) * 1000 for ts, p in crossed.values()]
     during = [ms for t, ms, status in polls if start <= t <= end and status == 200]
     failed = [status for t, _ms, status in polls if start <= t <= end and status != 200]
@@ -475,6 +486,7 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
         "reading_to_cap_ack_ms": to_ack,
         "reading_to_cap_ack_p50_ms": to_ack["p50"],
         "reading_to_cap_ack_p99_ms": to_ack["p99"],
+        "stages_ms": stages,
         "api_alarms_ms": _summary(during),
         "api_alarms_p50_ms": pct(during, 50),
         "api_alarms_p99_ms": pct(during, 99),

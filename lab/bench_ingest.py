@@ -85,8 +85,15 @@ class _Latency:
     window: tuple[float, float] = (0.0, 0.0)
     hub_ms: list[float] = field(default_factory=list)
     e2e_ms: list[float] = field(default_factory=list)
+    crossings: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """The burst: each site's first underpass reading, when the hub received it and committed it."""
 
     def observe(self, items: Sequence[Inbound], committed: float) -> None:
+        for item in items:
+            msg = item.msg
+            if isinstance(msg, DataBatch) and msg.records and msg.records[0].device == bench_burst.BURST_DEVICE \
+                    and msg.site not in self.crossings:
+                self.crossings[msg.site] = (item.received, committed)
         lo, hi = self.window
         if not lo <= committed <= hi:
             return
@@ -446,6 +453,7 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                     burst_out = await bench_burst.run_burst(burst, sites, bench_burst.Probes(
                         api_port=hub.api_port, ca=pki / "ca.pem", db=cfg.db_path, rate=ctl.rate, sent=ctl.sent,
                         ctl=ctl.burst, cpu=cpu, add_viewer=add_viewer, writer_queue=hub.writer.qsize,
+                        at_hub=lat.crossings,
                         pids={os.getpid(), broker.proc.pid, receiver_pid or 0, *(g.pid or 0 for g in gens)}))
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(drain):

@@ -58,6 +58,9 @@ def test_bench_ingest_burst_brings_every_crossing_to_the_live_stream_and_the_cit
     assert b["cap_not_acked"] == []
     assert b["reading_to_alarm_ms"]["n"] == 4
     assert b["reading_to_cap_ack_ms"]["n"] == 4
+    for stage in ("reading_to_hub_receive", "hub_receive_to_commit", "commit_to_stream", "commit_to_cap_ack"):
+        assert b["stages_ms"][stage]["n"] == 4, stage
+        assert b["stages_ms"][stage]["missing"] == 0, stage
     assert b["api_alarms_polls"] >= 1
     assert b["api_alarms_failed"] == 0
     assert b["problems"] == []
