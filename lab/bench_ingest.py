@@ -91,9 +91,10 @@ class _Latency:
     def observe(self, items: Sequence[Inbound], committed: float) -> None:
         for item in items:
             msg = item.msg
-            if isinstance(msg, DataBatch) and msg.records and msg.records[0].device == bench_burst.BURST_DEVICE \
-                    and msg.site not in self.crossings:
-                self.crossings[msg.site] = (item.received, committed)
+            if isinstance(msg, DataBatch) and msg.records and msg.site not in self.crossings:
+                first = msg.records[0]
+                if isinstance(first, Reading) and first.device == bench_burst.BURST_DEVICE:
+                    self.crossings[msg.site] = (item.received, committed)
         lo, hi = self.window
         if not lo <= committed <= hi:
             return
