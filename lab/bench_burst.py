@@ -404,7 +404,8 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
                 raise BurstError(f"the viewer did not start: {note[1] if note else 'no live stream in 60 s'}")
         probes.rate.value = plan.background_rate
         await asyncio.sleep(2.0)  # the background load is on before the first crossing
-        start = time.time() + 1.0
+        w0 = time.time()
+        start = w0 + 1.0
         cpu0, busy0, s0 = {**probes.cpu(), "viewer": cpu_seconds(viewer.pid)[0]}, machine_busy_seconds(), \
             probes.sent.value
         every0 = every_process_cpu()
@@ -439,7 +440,7 @@ async def run_burst(plan: BurstPlan, sites: Sequence[str], probes: Probes) -> di
         if viewer.is_alive():
             viewer.terminate()
     alarms, acked = await asyncio.to_thread(_acks, probes.db, rule, start - 1.0)
-    span = t1 - start
+    span = t1 - w0
     cores = {k: round((cpu1[k] - cpu0.get(k, 0.0)) / span, 2) for k in cpu1}
     cores["machine"] = round((busy1 - busy0) / span, 2)
     cores["others"] = round(cores["machine"] - sum(v for k, v in cores.items() if k != "machine"), 2)
