@@ -23,7 +23,14 @@ Times are wall-clock on one machine, measured from the reading's own sample time
 generator stamps the reading just before it encodes and publishes it (``publish_delay`` reports
 how long the publish call then took). Every burst site is accounted for: a crossing not sent, an
 alarm not in the stream, an alarm not raised, or an alert not acknowledged within
-``--burst-drain`` seconds after the burst is listed by site, never left out of the counts.
+``--burst-drain`` seconds after the burst is listed by site, and weighs on the percentiles as a
+lower bound (the wait until the bench gave up), never left out of them.
+
+Where the time goes: ``stages_ms`` splits each crossing at the hub (the ingest observer's
+stamps): reading → the hub's MQTT client reading it off the socket → the writer's commit → the
+live stream / the CAP acknowledgement; ``writer_queue`` samples the single writer's queue, which
+ingest batches and every other part's writes (the forwarder's included) share. ``cores_used``
+and ``busiest_other_processes`` say who else had the machine's two cores meanwhile.
 """
 
 from __future__ import annotations
