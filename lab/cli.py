@@ -121,6 +121,15 @@ def register(cli: Cli) -> None:
     p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
     p.add_argument("--capacity-msgs", type=int, default=20000, help="batches queued for the C subscriber")
     p.add_argument("--pki", type=Path, help="a PKI folder to issue into, or to reuse from an earlier run")
+    p.add_argument("--burst-sites", type=int,
+                   help="after the sweep, the typhoon burst: this many sites cross their alarm threshold "
+                        "(default: 1,000 or --sites if fewer; 0: no burst)")
+    p.add_argument("--burst-s", type=float, default=60.0, help="seconds the burst's crossings are spread over")
+    p.add_argument("--burst-rate", type=float, default=10000.0,
+                   help="background records/s (all sites together) during the burst")
+    p.add_argument("--burst-seed", type=int, default=1, help="the order in which the burst's sites cross")
+    p.add_argument("--burst-drain", type=float, default=60.0,
+                   help="seconds after the burst for its alarms and acknowledged alerts to arrive")
     p.add_argument("--json", type=Path, required=True, help="write the results here")
 
     p = cli.subcommand("bench", "latency", "water crossing → barrier write, console alarm, CAP acknowledged",
