@@ -86,7 +86,7 @@ import tomli_w
 
 from hub.alarms import AlarmState
 from hub.errors import UpstreamError
-from hub.upstream import HUB_VERSION, ProvinceOutbox, open_upstream
+from hub.upstream import ProvinceOutbox, open_upstream
 from shared import messages
 from shared.errors import JikimiError
 from shared.messages import (
@@ -107,6 +107,7 @@ from shared.messages import (
 from shared.tls import TlsFiles
 from shared.topics import CityChannel, city_topic
 from shared.uplink import Uplink, UplinkConfig, Wire
+from shared.version import VERSION
 from trust.broker import RunningBroker, Scope
 from trust.pki import Pki, Role, bridge_cn
 
@@ -323,7 +324,7 @@ class City:
             return messages.encode(CityStatus(city=name, hub=hub, state=state, ts=time.time()))
 
         def birth() -> bytes:
-            return messages.encode(CityBirth(city=name, hub=hub, hub_version=HUB_VERSION, boot=boot, ts=time.time(),
+            return messages.encode(CityBirth(city=name, hub=hub, hub_version=VERSION, boot=boot, ts=time.time(),
                                              sites=mix.sites))
 
         async def request(topic: str, payload: bytes) -> None:
