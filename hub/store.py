@@ -26,12 +26,14 @@ Rules and invariants:
    frame checkpointed; under continuous ingest the writer commits again while each PASSIVE
    pass runs, so that moment never comes and the WAL grows without bound (measured: 1.4 GB in
    30 s at 58,000 readings/s), each commit extending the file. So after a PASSIVE pass that
-   left more than ``RESTART_PAGES`` frames, the checkpointer takes a RESTART checkpoint on the
-   writer's thread, between two transactions (waiting for the writer's lock instead would
-   poll, and miss the short gaps between back-to-back transactions): it copies only the
-   frames committed during the pass (measured 24-70 ms), and the next transaction writes the
-   WAL from its start. It waits for readers at most ``RESTART_WAIT_MS`` (then it gives up and
-   tries again next time), so a long read never holds the writer off for long.
+   left more than ``RESTART_PAGES`` frames, the checkpointer runs a second PASSIVE pass (the
+   frames committed during the first), then a RESTART checkpoint on the writer's thread,
+   between two transactions (waiting for the writer's lock instead would poll, and miss the
+   short gaps between back-to-back transactions): it copies only the frames committed during
+   the second pass (measured 5-27 ms at 50,000 readings/s; 46-85 ms after one pass), and the
+   next transaction writes the WAL from its start. It waits for readers at most
+   ``RESTART_WAIT_MS`` (then it gives up and tries again next time), so a long read never
+   holds the writer off for long.
 
 Readers use their own read-only connections (WAL lets them read while the writer writes).
 """
@@ -211,8 +213,9 @@ class Writer(Generic[In]):
                 await asyncio.sleep(every_s)
                 left = await loop.run_in_executor(executor, self._checkpoint, conn)
                 if left > restart_pages and self._conn is not None:
-                    # rule 7: on the writer's thread, between two of its transactions, so it
-                    # never waits for the writer; what is left to copy is what the pass missed
+                    # rule 7: a second pass copies what the first missed, beside the writer; the
+                    # RESTART, on the writer's thread between two of its transactions, only the rest
+                    await loop.run_in_executor(executor, self._checkpoint, conn)
                     await loop.run_in_executor(self._executor, self._checkpoint, conn, "RESTART")
         finally:
             await asyncio.shield(loop.run_in_executor(executor, conn.close))
