@@ -216,7 +216,8 @@ class Writer(Generic[In]):
                     # rule 7: a second pass copies what the first missed, beside the writer; the
                     # RESTART, on the writer's thread between two of its transactions, only the rest
                     await loop.run_in_executor(executor, self._checkpoint, conn)
-                    await loop.run_in_executor(self._executor, self._checkpoint, conn, "RESTART")
+                    if self._conn is not None:  # (the writer may have closed meanwhile)
+                        await loop.run_in_executor(self._executor, self._checkpoint, conn, "RESTART")
         finally:
             await asyncio.shield(loop.run_in_executor(executor, conn.close))
             executor.shutdown(wait=False)
