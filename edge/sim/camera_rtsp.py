@@ -123,6 +123,8 @@ class RtspCameraServer:
     _pending: dict[Any, float] = field(default_factory=dict)
     """Connections not yet playing, and when they arrived (``time.monotonic()``); GLib thread only."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _soon: Callable[[Callable[[], None]], None] | None = None
+    """Runs a function on the server's GLib loop at its next turn, before any I/O (set by :func:`serve`)."""
 
     @property
     def url(self) -> str:
@@ -165,7 +167,11 @@ class RtspCameraServer:
         if self.clients >= MAX_CLIENTS:
             self.refused += 1
             log.warning("camera.rtsp_client_refused", extra={"camera": self.camera_id, "clients": self.clients})
-            client.close()
+            # Not here: the server attaches the client's watch only after this signal, and a watch on
+            # a connection closed before it was attached polls it forever (a GLib critical per turn,
+            # at full speed, starving the loop's other sources). At the loop's next turn it is attached.
+            assert self._soon is not None
+            self._soon(client.close)
             return
         self.clients += 1
         self._pending[client] = time.monotonic()
@@ -244,6 +250,18 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
     if source_id == 0:
         raise RtspUnavailable(f"cannot listen on {host}:{port}")
     cam.port = int(server.get_bound_port())
+
+    def soon(fn: Callable[[], None]) -> None:
+        def once(*_: object) -> bool:
+            fn()
+            return False  # remove the source
+
+        src = glib.timeout_source_new(0)
+        src.set_priority(glib.PRIORITY_HIGH)
+        src.set_callback(once)
+        src.attach(context)
+
+    cam._soon = soon
     timer = glib.timeout_source_new(1000 // FPS)
     timer.set_callback(lambda *_: cam._push(gst))
     timer.attach(context)
@@ -273,6 +291,7 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
             return False
 
         idle = glib.idle_source_new()
+        idle.set_priority(glib.PRIORITY_HIGH)  # before any client's I/O, whatever state they are in
         idle.set_callback(stop)
         idle.attach(context)
         done.wait(START_TIMEOUT_S)
