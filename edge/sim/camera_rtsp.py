@@ -123,8 +123,6 @@ class RtspCameraServer:
     _pending: dict[Any, float] = field(default_factory=dict)
     """Connections not yet playing, and when they arrived (``time.monotonic()``); GLib thread only."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _soon: Callable[[Callable[[], None]], None] | None = None
-    """Runs a function on the server's GLib loop at its next turn, before any I/O (set by :func:`serve`)."""
 
     @property
     def url(self) -> str:
@@ -167,11 +165,7 @@ class RtspCameraServer:
         if self.clients >= MAX_CLIENTS:
             self.refused += 1
             log.warning("camera.rtsp_client_refused", extra={"camera": self.camera_id, "clients": self.clients})
-            # Not here: the server attaches the client's watch only after this signal, and a watch on
-            # a connection closed before it was attached polls it forever (a GLib critical per turn,
-            # at full speed, starving the loop's other sources). At the loop's next turn it is attached.
-            assert self._soon is not None
-            self._soon(client.close)
+            _hang_up(client)
             return
         self.clients += 1
         self._pending[client] = time.monotonic()
@@ -184,7 +178,7 @@ class RtspCameraServer:
             if now - since > HANDSHAKE_S:
                 del self._pending[client]
                 self.stalled += 1
-                client.close()
+                _hang_up(client)
         return True  # keep the timer
 
     def _play_request(self, client: Any, context: Any) -> None:
@@ -221,6 +215,19 @@ class RtspCameraServer:
         return True  # keep the timer
 
 
+def _hang_up(client: Any) -> None:
+    """End a connection the way a client hanging up does: shut its socket down, so the server's
+    own end-of-stream path closes and frees it (and says ``closed``).
+
+    Not ``client.close()``: that closes the connection under the client's watch, and a watch left
+    on a closed connection (one attached after the close, in ``client-connected``) polls it forever,
+    a GLib critical per turn at full speed and growing memory: once a CI run's log reached 1.6 GB."""
+    conn = client.get_connection()
+    sock = conn.get_read_socket() if conn is not None else None
+    if sock is not None:
+        sock.shutdown(True, True)
+
+
 @dataclass
 class _Running:
     thread: threading.Thread
@@ -250,18 +257,6 @@ def serve(camera_id: str, *, user: str, password: str, preset: Callable[[], int 
     if source_id == 0:
         raise RtspUnavailable(f"cannot listen on {host}:{port}")
     cam.port = int(server.get_bound_port())
-
-    def soon(fn: Callable[[], None]) -> None:
-        def once(*_: object) -> bool:
-            fn()
-            return False  # remove the source
-
-        src = glib.timeout_source_new(0)
-        src.set_priority(glib.PRIORITY_HIGH)
-        src.set_callback(once)
-        src.attach(context)
-
-    cam._soon = soon
     timer = glib.timeout_source_new(1000 // FPS)
     timer.set_callback(lambda *_: cam._push(gst))
     timer.attach(context)
