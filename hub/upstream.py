@@ -133,6 +133,31 @@ SiteNow = tuple[str, bool, float | None]
 """(site, online, newest data time) as the hub's state holds it."""
 
 
+def city_wire(city: str, hub_id: str, boot: str, *, sites: Callable[[], list[str]],
+              on_request: Callable[[CityRequest], None], clock: Callable[[], float]) -> Wire:
+    """A city's topics and messages for :class:`shared.uplink.Uplink` (rules 4 and 7): status, birth
+    (the ``sites`` it serves) and batches up; the province's acks and requests down, each decoded as
+    from this city's topic (one naming another city raises WireError: counted and dropped)."""
+
+    def at(channel: topics.CityChannel) -> str:
+        return topics.city_topic(city, channel)
+
+    def status(state: SiteState) -> bytes:
+        return messages.encode(CityStatus(city=city, hub=hub_id, state=state, ts=clock()))
+
+    def birth() -> bytes:
+        return messages.encode(CityBirth(city=city, hub=hub_id, hub_version=VERSION, boot=boot, ts=clock(),
+                                         sites=sites()))
+
+    async def request(topic: str, payload: bytes) -> None:
+        on_request(messages.decode_city(CityRequest, payload, city))
+
+    return Wire(kind="city", status_topic=at(topics.CityChannel.STATUS), birth_topic=at(topics.CityChannel.BIRTH),
+                data_topic=at(topics.CityChannel.DATA), ack_topic=at(topics.CityChannel.ACK),
+                decode_ack=lambda p: messages.decode_city(CityAck, p, city), status=status, birth=birth,
+                outbox_error=UpstreamError, inbound=(at(topics.CityChannel.REQ),), on_message=request)
+
+
 def sites_now(st: HubState) -> list[SiteNow]:
     """Every known site's state (run on the writer's thread, which owns ``st``)."""
     newest: dict[str, float] = {}
@@ -159,25 +184,11 @@ class Upstream:
                                                          "salvaged": replaced.salvaged})
         city = self.city
 
-        def at(channel: topics.CityChannel) -> str:
-            return topics.city_topic(city, channel)
-
-        def status(state: SiteState) -> bytes:
-            return messages.encode(CityStatus(city=city, hub=cfg.hub_id, state=state, ts=clock()))
-
-        def birth() -> bytes:
-            return messages.encode(CityBirth(city=city, hub=cfg.hub_id, hub_version=VERSION, boot=boot,
-                                             ts=clock(), sites=sorted(self._sites)))
-
-        async def request(topic: str, payload: bytes) -> None:
-            req = messages.decode_city(CityRequest, payload, city)  # WireError: counted, dropped
+        def request(req: CityRequest) -> None:
             if self.on_request is not None:
                 self.on_request(req)
 
-        wire = Wire(kind="city", status_topic=at(topics.CityChannel.STATUS), birth_topic=at(topics.CityChannel.BIRTH),
-                    data_topic=at(topics.CityChannel.DATA), ack_topic=at(topics.CityChannel.ACK),
-                    decode_ack=lambda p: messages.decode_city(CityAck, p, city), status=status, birth=birth,
-                    outbox_error=UpstreamError, inbound=(at(topics.CityChannel.REQ),), on_message=request)
+        wire = city_wire(city, cfg.hub_id, boot, sites=lambda: sorted(self._sites), on_request=request, clock=clock)
         b = cfg.broker
         self.uplink = Uplink(UplinkConfig(sender=city, host=b.host, port=b.port, tls=b.tls, client_id=cfg.hub_id),
                              wire, self.outbox, boot=boot, clock=clock)

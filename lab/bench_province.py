@@ -85,29 +85,22 @@ import msgspec
 import tomli_w
 
 from hub.alarms import AlarmState
-from hub.errors import UpstreamError
-from hub.upstream import ProvinceOutbox, open_upstream
+from hub.upstream import ProvinceOutbox, city_wire, open_upstream
 from shared import messages
 from shared.errors import JikimiError
 from shared.messages import (
     AlarmRecord,
-    CityAck,
-    CityBirth,
     CityRecord,
-    CityRequest,
-    CityStatus,
     DeliveryRecord,
     Operation,
     OperationRecord,
     Place,
     Priority,
-    SiteState,
     SiteStateRecord,
 )
 from shared.tls import TlsFiles
 from shared.topics import CityChannel, city_topic
-from shared.uplink import Uplink, UplinkConfig, Wire
-from shared.version import VERSION
+from shared.uplink import Uplink, UplinkConfig
 from trust.broker import RunningBroker, Scope
 from trust.pki import Pki, Role, bridge_cn
 
@@ -317,25 +310,8 @@ class City:
         hub = f"hub-{name}"
         boot = f"bench-{os.getpid()}"
 
-        def at(channel: CityChannel) -> str:
-            return city_topic(name, channel)
-
-        def status(state: SiteState) -> bytes:
-            return messages.encode(CityStatus(city=name, hub=hub, state=state, ts=time.time()))
-
-        def birth() -> bytes:
-            return messages.encode(CityBirth(city=name, hub=hub, hub_version=VERSION, boot=boot, ts=time.time(),
-                                             sites=mix.sites))
-
-        async def request(topic: str, payload: bytes) -> None:
-            # the province sends none here; a bad one raises WireError and the sender counts it
-            messages.decode_city(CityRequest, payload, name)
-
-        # the city's Wire, as hub/upstream.py's Upstream builds it
-        wire = Wire(kind="city", status_topic=at(CityChannel.STATUS), birth_topic=at(CityChannel.BIRTH),
-                    data_topic=at(CityChannel.DATA), ack_topic=at(CityChannel.ACK),
-                    decode_ack=lambda p: messages.decode_city(CityAck, p, name), status=status, birth=birth,
-                    outbox_error=UpstreamError, inbound=(at(CityChannel.REQ),), on_message=request)
+        # the city's Wire as hub/upstream.py's Upstream has it; the province sends no request here
+        wire = city_wire(name, hub, boot, sites=lambda: mix.sites, on_request=lambda _req: None, clock=time.time)
         cn = bridge_cn(name)
         uplink = Uplink(UplinkConfig(sender=name, host=broker.host, port=broker.port, tls=TlsFiles.from_pki(pki, cn),
                                      client_id=cn), wire, outbox, boot=boot, clock=time.time)
