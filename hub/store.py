@@ -41,6 +41,7 @@ Readers use their own read-only connections (WAL lets them read while the writer
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import sqlite3
@@ -66,6 +67,8 @@ load) the 500-site ingest bench committed 43-48k readings/s at its 50k step, aga
 without restarts."""
 RESTART_WAIT_MS = 100
 """How long a RESTART checkpoint waits for the writer or a reader before giving up (rule 7)."""
+RECENT_TX = 20_000
+"""Transactions the writer's stats remember (a benchmark reads where a step's time went)."""
 Effect = Callable[[], None]
 Clock = Callable[[], float]
 """The hub's clock (seconds since the epoch): ``time.time`` in service, a fake in tests."""
@@ -121,6 +124,9 @@ class WriterStats:
     wal_restarts: int = 0
     commit_s: float = 0.0
     busy_s: float = 0.0
+    recent: collections.deque[tuple[float, int, float, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=RECENT_TX))
+    """The last transactions: (when it ended, wall time; its weight; ms in all; ms in COMMIT)."""
 
 
 @dataclass
@@ -284,7 +290,8 @@ class Writer(Generic[In]):
                     done.results.append((job.future, result, None))
             before_commit = time.perf_counter()
             conn.execute("COMMIT")
-            self.stats.commit_s += time.perf_counter() - before_commit
+            commit_s = time.perf_counter() - before_commit
+            self.stats.commit_s += commit_s
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -300,6 +307,7 @@ class Writer(Generic[In]):
         st.last_tx_ms = ms
         st.busy_s += ms / 1000
         st.max_tx_ms = max(st.max_tx_ms, ms)
+        st.recent.append((time.time(), sum(j.weight for j in jobs), ms, commit_s * 1000))
         done.effects = tx.effects
         return done
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -45,7 +46,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
@@ -145,42 +146,103 @@ def _generator_context(files: TlsFiles) -> ssl.SSLContext:
     return ctx
 
 
-async def _edge(site: str, files: TlsFiles, host: str, port: int, n_sites: int, batch: int, ctl: _Control,
-                gate: asyncio.Semaphore, crossing_s: float | None) -> None:
-    """One site; ``crossing_s``: a burst site, crossing this long after the burst's start."""
+@dataclass
+class _Pace:
+    """One generator process's copy of the control values, read by its pacer once a tick.
+
+    Reading a ``Synchronized`` takes a lock; 6,500 sites each reading the rate and the stop flag
+    on every wake made the generators, not the hub, the limit near 10,000 records/s."""
+
+    rate: float = 0.0
+    stop: bool = False
+    burst_at: float = 0.0
+    sent: int = 0
+    """Records generated since the pacer last added them to the shared count."""
+
+
+PACE_TICK_S = 0.02
+QUIET_S = 0.3
+"""How long the count of records sent must stay still before a drain counts (15 pacer ticks)."""
+
+
+class _Site:
+    """One simulated edge in a generator process: its pacer sets ``due`` when a batch is due."""
+
+    def __init__(self, name: str, files: TlsFiles, crossing_s: float | None) -> None:
+        self.name = name
+        self.files = files
+        self.crossing_s = crossing_s
+        self.due = asyncio.Event()
+
+
+async def _pacer(ctl: _Control, pace: _Pace, sites: list[_Site], n_sites: int, batch: int) -> None:
+    """Every tick: copy the shared controls, add what was generated to the shared count, and tell
+    each site whose batch is due. A site still busy with its last batch when the next falls due
+    skips it (the step then records the lower rate really offered; nothing bursts to catch up)."""
+    heap: list[tuple[float, int]] = []
+    rate = 0.0
+    interval = 0.0
+    while True:
+        pace.rate = ctl.rate.value
+        pace.burst_at = ctl.burst.burst_at.value
+        pace.stop = bool(ctl.stop.value)
+        if pace.sent:
+            with ctl.sent.get_lock():
+                ctl.sent.value += pace.sent
+            pace.sent = 0
+        if pace.stop:
+            for s in sites:
+                s.due.set()
+            return
+        now = time.monotonic()
+        if pace.rate != rate:  # a new step: a random phase each, so the sites do not send in lockstep
+            rate = pace.rate
+            interval = batch * n_sites / rate if rate > 0 else 0.0
+            heap = [(now + random.uniform(0, interval), i) for i in range(len(sites))] if rate > 0 else []  # noqa: S311 - a phase, not a secret
+            heapq.heapify(heap)
+        while heap and heap[0][0] <= now:
+            t, i = heapq.heappop(heap)
+            sites[i].due.set()
+            heapq.heappush(heap, (max(t + interval, now), i))
+        await asyncio.sleep(PACE_TICK_S)
+
+
+async def _edge(site: _Site, host: str, port: int, batch: int, pace: _Pace, ctl: _Control,
+                gate: asyncio.Semaphore, connected: list[int]) -> None:
+    """One site; a burst site (``crossing_s``) crosses that long after the burst's start."""
     import aiomqtt
 
     held: dict[int, Reading] = {}
     seq = 0
+    name = site.name
     async with contextlib.AsyncExitStack() as stack:
         for attempt in range(CONNECT_ATTEMPTS):
             async with gate:  # a few handshakes at a time: thousands at once time out at the broker
                 try:
                     client = await stack.enter_async_context(aiomqtt.Client(
-                        hostname=host, port=port, identifier=site, protocol=aiomqtt.ProtocolVersion.V5,
-                        tls_context=_generator_context(files), timeout=60, max_inflight_messages=200))
+                        hostname=host, port=port, identifier=name, protocol=aiomqtt.ProtocolVersion.V5,
+                        tls_context=_generator_context(site.files), timeout=60, max_inflight_messages=200))
                     break
                 except aiomqtt.MqttError:
                     if attempt == CONNECT_ATTEMPTS - 1:
                         raise
             await asyncio.sleep(1.0 + attempt)
         client.pending_calls_threshold = 100_000
-        data = topics.site_topic(site, topics.SiteChannel.DATA)
-        status = Status(site=site, state=SiteState.ONLINE, boot="bench", ts=time.time())
-        await client.publish(topics.site_topic(site, topics.SiteChannel.STATUS), messages.encode(status), qos=1,
+        data = topics.site_topic(name, topics.SiteChannel.DATA)
+        status = Status(site=name, state=SiteState.ONLINE, boot="bench", ts=time.time())
+        await client.publish(topics.site_topic(name, topics.SiteChannel.STATUS), messages.encode(status), qos=1,
                              retain=True)
         # a birth, so the hub knows the device's kind and runs its rules on every reading
         devices = [DeviceInfo(id="gauge-1", kind="flood_alarm", profile="bench", profile_sha256="0" * 64,
                               points=["water_depth_cm", "battery_v"])]
-        if crossing_s is not None:  # the burst's: an underpass beside the gauge
+        if site.crossing_s is not None:  # the burst's: an underpass beside the gauge
             devices.append(DeviceInfo(id=bench_burst.BURST_DEVICE, kind=bench_burst.BURST_KIND, profile="bench",
                                       profile_sha256="0" * 64, points=[bench_burst.DEPTH_POINT]))
-        birth = Birth(site=site, agent_version="bench", boot="bench", ts=time.time(), devices=devices)
-        await client.publish(topics.site_topic(site, topics.SiteChannel.BIRTH), messages.encode(birth), qos=1,
+        birth = Birth(site=name, agent_version="bench", boot="bench", ts=time.time(), devices=devices)
+        await client.publish(topics.site_topic(name, topics.SiteChannel.BIRTH), messages.encode(birth), qos=1,
                              retain=True)
-        await client.subscribe(topics.site_topic(site, topics.SiteChannel.ACK), qos=1)
-        with ctl.connected.get_lock():
-            ctl.connected.value += 1
+        await client.subscribe(topics.site_topic(name, topics.SiteChannel.ACK), qos=1)
+        connected[0] += 1
 
         async def acks() -> None:
             async for msg in client.messages:
@@ -196,62 +258,49 @@ async def _edge(site: str, files: TlsFiles, host: str, port: int, n_sites: int, 
 
         async def publish(records: list[Reading]) -> None:
             floor = min(held) if held else seq + 1
-            body = DataBatch(site=site, boot="bench", records=list[Record](records), floor_seq=floor)
+            body = DataBatch(site=name, boot="bench", records=list[Record](records), floor_seq=floor)
             await client.publish(data, messages.encode(body), qos=1)
 
         async def crossing(after_s: float) -> None:
             """The burst: the water crosses the closing depth; then the depth again every REPEAT_S."""
             nonlocal seq
-            burst = ctl.burst
-            while burst.burst_at.value <= 0 and not ctl.stop.value:  # noqa: ASYNC110 - other processes
+            while pace.burst_at <= 0 and not pace.stop:  # noqa: ASYNC110 - set by the pacer
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(max(0.0, burst.burst_at.value + after_s - time.time()))
+            await asyncio.sleep(max(0.0, pace.burst_at + after_s - time.time()))
             first = True
-            while burst.burst_at.value > 0 and not ctl.stop.value:
+            while pace.burst_at > 0 and not pace.stop:
                 seq += 1
                 r = Reading(seq=seq, ts=time.time(), prio=Priority.TELEMETRY, device=bench_burst.BURST_DEVICE,
                             point=bench_burst.DEPTH_POINT, value=closing_cm + bench_burst.RISE_ABOVE_CM,
                             quality=Quality.GOOD)
                 held[seq] = r
+                pace.sent += 1
                 await publish([r])
-                with ctl.sent.get_lock():
-                    ctl.sent.value += 1
                 if first:
-                    burst.crossings.put((site, r.ts, time.time()))
+                    ctl.burst.crossings.put((name, r.ts, time.time()))
                     first = False
                 again = time.monotonic() + bench_burst.REPEAT_S
-                while time.monotonic() < again and burst.burst_at.value > 0 and not ctl.stop.value:  # noqa: ASYNC110 - other processes
+                while time.monotonic() < again and pace.burst_at > 0 and not pace.stop:  # noqa: ASYNC110 - set by the pacer
                     await asyncio.sleep(0.5)
 
         closing_cm = bench_burst.closing_rule()[1]
         async with asyncio.TaskGroup() as tg:
-            receiver = tg.create_task(acks(), name=f"bench.acks.{site}")
-            crosser = None if crossing_s is None else tg.create_task(crossing(crossing_s),
-                                                                     name=f"bench.crossing.{site}")
-            nxt: float | None = None
-            while not ctl.stop.value:
-                rate = ctl.rate.value
-                if rate <= 0:
-                    nxt = None
-                    await asyncio.sleep(0.1)
-                    continue
-                interval = batch * n_sites / rate
-                if nxt is None:  # a new step: a random phase, so the sites do not send in lockstep
-                    nxt = time.monotonic() + random.uniform(0, interval)  # noqa: S311 - a phase, not a secret
-                delay = nxt - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(min(delay, 0.5))
-                    continue
+            receiver = tg.create_task(acks(), name=f"bench.acks.{name}")
+            crosser = None if site.crossing_s is None else tg.create_task(crossing(site.crossing_s),
+                                                                          name=f"bench.crossing.{name}")
+            while True:
+                await site.due.wait()
+                site.due.clear()
+                if pace.stop:
+                    break
+                if pace.rate <= 0:
+                    continue  # paused after this batch fell due: a drain is counting
                 records = _readings(seq + 1, batch, time.time())
                 for r in records:
                     held[r.seq] = r
                 seq += batch
+                pace.sent += batch  # counted before it goes, so a drain waits for it
                 await publish(records)
-                with ctl.sent.get_lock():
-                    ctl.sent.value += batch
-                # behind by more than a period: the generator is the limit (the step records the
-                # rate really offered); do not burst to catch up
-                nxt = max(nxt + interval, time.monotonic() - interval)
             await asyncio.sleep(2.0)  # let the last acks arrive
             receiver.cancel()
             if crosser is not None:
@@ -262,10 +311,24 @@ def _edges_main(sites: list[str], pki: str, host: str, port: int, n_sites: int, 
                 crossings: dict[str, float]) -> None:
     async def go() -> None:
         gate = asyncio.Semaphore(CONNECTING_PER_PROC)
+        pace = _Pace()
+        edges = [_Site(s, TlsFiles.from_pki(Path(pki), s), crossings.get(s)) for s in sites]
+        connected = [0]
+
+        async def count_connected() -> None:
+            told = 0
+            while told < len(edges) and not pace.stop:
+                if connected[0] > told:
+                    with ctl.connected.get_lock():
+                        ctl.connected.value += connected[0] - told
+                    told = connected[0]
+                await asyncio.sleep(0.2)
+
         async with asyncio.TaskGroup() as tg:
-            for site in sites:
-                tg.create_task(_edge(site, TlsFiles.from_pki(Path(pki), site), host, port, n_sites, batch, ctl, gate,
-                                     crossings.get(site)), name=f"bench.edge.{site}")
+            tg.create_task(_pacer(ctl, pace, edges, n_sites, batch), name="bench.pacer")
+            tg.create_task(count_connected(), name="bench.connected")
+            for e in edges:
+                tg.create_task(_edge(e, host, port, batch, pace, ctl, gate, connected), name=f"bench.edge.{e.name}")
 
     asyncio.run(go())
 
@@ -416,12 +479,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                     cpu1 = cpu_seconds(os.getpid(), broker.proc.pid, *(g.pid for g in gens))
                     cores = [round((b - a) / (w1 - w0), 2) for a, b in zip(cpu0, cpu1, strict=True)]
                     ctl.rate.value = 0.0
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(drain):
-                            while c.records < ctl.sent.value:  # noqa: ASYNC110 - other processes
-                                await asyncio.sleep(0.1)
+                    drained = await _drain(lambda: c.records, ctl, drain)
                     lat.window = (0.0, 0.0)
-                    drained = c.records >= ctl.sent.value
                     p99 = pct(lat.hub_ms, 99)
                     offered = (s1 - s0) / (w1 - w0)
                     points.append({
@@ -437,6 +496,7 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                         "load_average": [round(x, 2) for x in os.getloadavg()],
                         # CPU used in the window, in cores: where the two cores went
                         "cores_used": {"hub": cores[0], "broker": cores[1], "generators": round(sum(cores[2:]), 2)},
+                        "writer": _writer_window(hub.writer.stats.recent, w0, w1),
                     })
                     if not points[-1]["sustained"]:
                         break
@@ -456,10 +516,7 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                         ctl=ctl.burst, cpu=cpu, add_viewer=add_viewer, writer_queue=hub.writer.qsize,
                         at_hub=lat.crossings,
                         pids={os.getpid(), broker.proc.pid, receiver_pid or 0, *(g.pid or 0 for g in gens)}))
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(drain):
-                            while c.records < ctl.sent.value:  # noqa: ASYNC110 - other processes
-                                await asyncio.sleep(0.1)
+                    await _drain(lambda: c.records, ctl, drain)
                 stats = hub.writer.stats
                 hub_stats = {"transactions": stats.transactions, "max_tx_ms": round(stats.max_tx_ms, 1),
                              "duplicates": c.duplicates, "queue_high_water": stats.queue_high_water,
@@ -492,6 +549,35 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
         "machine": _machine(),
         **({} if burst_out is None else {"burst": {**burst_out, "machine": _machine()}}),
     }
+
+
+async def _drain(committed: Callable[[], int], ctl: _Control, within_s: float) -> bool:
+    """After the edges were paused: wait until they have gone quiet (the count of records sent
+    has not moved for ``QUIET_S``: a batch already due goes out first) and the hub has committed
+    everything sent. True if both happened within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    last, still_since = ctl.sent.value, time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        sent = ctl.sent.value
+        if sent != last:
+            last, still_since = sent, time.monotonic()
+        elif time.monotonic() - still_since >= QUIET_S and committed() >= sent:
+            return True
+    return False
+
+
+def _writer_window(recent: Sequence[tuple[float, int, float, float]], lo: float, hi: float) -> dict[str, Any]:
+    """The writer's transactions that ended in the window: how many, their size, their time and
+    the part of it in COMMIT (where a p99 over the goal comes from)."""
+    txs = [t for t in recent if lo <= t[0] <= hi]
+    sizes = [float(t[1]) for t in txs]
+    return {"transactions": len(txs), "records_p50": pct(sizes, 50), "records_max": max(sizes, default=0),
+            "tx_ms_p50": pct([t[2] for t in txs], 50), "tx_ms_p99": pct([t[2] for t in txs], 99),
+            "tx_ms_max": round(max((t[2] for t in txs), default=0.0), 1),
+            "commit_ms_p50": pct([t[3] for t in txs], 50), "commit_ms_p99": pct([t[3] for t in txs], 99),
+            "commit_ms_max": round(max((t[3] for t in txs), default=0.0), 1),
+            "busy": round(sum(t[2] for t in txs) / 1000 / (hi - lo), 2) if hi > lo else None}
 
 
 def _machine() -> dict[str, Any]:
