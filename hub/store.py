@@ -4,13 +4,18 @@ Rules and invariants:
 
 1. One :class:`Writer` task owns the write connection; it runs every transaction on its own
    single thread (SQLite work must not stall the event loop), one at a time.
-2. Jobs wait in a bounded queue (``queue_max``). Overflow policy: *backpressure* — ``put``
-   waits, so the MQTT receiver stops taking messages and, since messages are PUBACKed only
-   after commit, the broker holds the rest. Nothing is dropped.
-3. The writer drains whatever is queued (up to ``max_records`` records) into one short
-   ``BEGIN IMMEDIATE`` transaction: ingest messages are handled together by the ingest
-   handler; every other job runs in its own SAVEPOINT, so a refused operator action
-   (a :class:`HubError`) rolls back only itself.
+2. Ingest messages wait in a bounded queue (``queue_max``). Overflow policy: *backpressure* —
+   ``put`` waits, so the MQTT receiver stops taking messages and, since messages are PUBACKed
+   only after commit, the broker holds the rest. Nothing is dropped.
+   Every other job (an operator's command or alarm action, the forwarder's claims and results,
+   the tick) goes ahead of that queue: it joins the next transaction, never waiting behind an
+   ingest backlog. Under a typhoon's overload the edges' records wait (their edges hold them);
+   a block command, an acknowledgement or a CAP delivery's bookkeeping does not. Those jobs come
+   one per awaiting caller, so their lane needs no bound of its own.
+3. The writer drains whatever is queued (the jobs ahead first, then ingest messages; up to
+   ``max_records`` records, a job counting one) into one short ``BEGIN IMMEDIATE`` transaction: ingest messages
+   are handled together by the ingest handler; every other job runs in its own SAVEPOINT, so
+   a refused operator action (a :class:`HubError`) rolls back only itself.
 4. Effects that must follow the commit (PUBACKs, acks to edges, live events, job results) are
    collected during the transaction and run in the event loop only after COMMIT returned.
 5. An unexpected error (a SQLite error: disk full, I/O) rolls the transaction back and ends
@@ -145,7 +150,10 @@ class Writer(Generic[In]):
         self.linger_s = linger_s
         self.clock = clock
         self.stats = WriterStats()
-        self._queue: asyncio.Queue[In | Call[object]] = asyncio.Queue(maxsize=queue_max)
+        self._queue: asyncio.Queue[In] = asyncio.Queue(maxsize=queue_max)
+        self._calls: collections.deque[Call[object]] = collections.deque()
+        """Rule 2: the jobs that go ahead of the ingest queue."""
+        self._wake = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-writer")
         self._conn: sqlite3.Connection | None = None
         self._handler: IngestHandler[In] | None = None
@@ -161,18 +169,21 @@ class Writer(Generic[In]):
     async def put(self, item: In) -> None:
         """Queue an ingest item; waits while the queue is full (backpressure)."""
         await self._queue.put(item)
+        self._wake.set()
         size = self._queue.qsize()
         if size > self.stats.queue_high_water:
             self.stats.queue_high_water = size
 
     async def call(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in a write transaction (its own savepoint); return its result after commit."""
+        """Run ``fn`` in the next write transaction (its own savepoint), ahead of queued ingest
+        (rule 2); return its result after commit."""
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put(Call(fn, fut))  # type: ignore[arg-type]
+        self._calls.append(Call(fn, fut))  # type: ignore[arg-type]
+        self._wake.set()
         return await fut
 
     def qsize(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + len(self._calls)
 
     async def run(self) -> None:
         """The writer task: open (migrate, load), then batch jobs into transactions forever."""
@@ -181,11 +192,17 @@ class Writer(Generic[In]):
         self.ready.set()
         try:
             while True:
-                first = await self._queue.get()
-                if self.linger_s > 0 and self._queue.qsize() < 8:
+                while not self._calls and self._queue.empty():
+                    self._wake.clear()
+                    await self._wake.wait()
+                if self.linger_s > 0 and self.qsize() < 8:
                     await asyncio.sleep(self.linger_s)
-                jobs: list[In | Call[object]] = [first]
-                weight = first.weight
+                jobs: list[In | Call[object]] = []
+                weight = 0
+                while weight < self.max_records and self._calls:
+                    call = self._calls.popleft()
+                    jobs.append(call)
+                    weight += call.weight
                 while weight < self.max_records and not self._queue.empty():
                     job = self._queue.get_nowait()
                     jobs.append(job)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,13 @@ PAGE = 4096
 
 class _Nothing:
     weight = 1
+
+
+class _Numbered:
+    weight = 1
+
+    def __init__(self, n: int) -> None:
+        self.n = n
 
 
 def _no_ingest(tx: Tx, items: Sequence[_Nothing]) -> None:
@@ -77,3 +86,36 @@ async def test_a_long_read_does_not_hold_the_writer_off(tmp_path: Path) -> None:
         ckpt.cancel()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM filler").fetchone() == (101 * 40,)
+
+
+async def test_an_operators_job_goes_ahead_of_an_ingest_backlog(tmp_path: Path) -> None:
+    """Rule 2: with twenty ingest messages queued behind a slow transaction, a job (an operator's
+    command, the forwarder's bookkeeping) runs in the next transaction, not after the backlog;
+    every message is still handled, in order."""
+    handled: list[str] = []
+    started = threading.Event()
+
+    def slow_ingest(tx: Tx, items: Sequence[_Numbered]) -> None:
+        started.set()
+        time.sleep(0.05)  # the writer's thread: a transaction that takes a while
+        handled.extend(f"m{i.n}" for i in items)
+
+    def job(tx: Tx) -> str:
+        handled.append("job")
+        return "done"
+
+    writer: Writer[_Numbered] = Writer(tmp_path / "hub.db", queue_max=100, max_records=2)
+    writer.bind(slow_ingest, _open)
+    async with asyncio.TaskGroup() as tg:
+        run = tg.create_task(writer.run(), name="hub-writer")
+        await writer.ready.wait()
+        for n in range(20):
+            await writer.put(_Numbered(n))
+        await asyncio.to_thread(started.wait, 10)
+        assert await writer.call(job) == "done"
+        while len(handled) < 21:  # noqa: ASYNC110 - the writer's thread appends
+            await asyncio.sleep(0.01)
+        run.cancel()
+    assert [h for h in handled if h != "job"] == [f"m{n}" for n in range(20)]
+    # the first transaction (m0, m1) was running; the job went into the second with at most one message
+    assert handled.index("job") <= 3, handled
