@@ -124,8 +124,7 @@ def fresh_pki(root: Path, edges: list[str], hub: str = HUB) -> Pki:
     pki.issue("broker", Role.BROKER)
     pki.issue(hub, Role.HUB)
     pki.issue(f"alert-{hub}", Role.ALERT)
-    for cn in edges:
-        pki.issue(cn, Role.EDGE)
+    pki.issue_many(list(edges), Role.EDGE)
     return pki
 
 

@@ -108,6 +108,11 @@ class IndexEntry:
     revoked: bool = False
 
 
+def _default_sans(role: Role) -> tuple[str, ...]:
+    """The SANs a server-side identity gets when none are named: this machine's names."""
+    return ("localhost", "127.0.0.1") if role in (Role.BROKER, Role.HUB, Role.PROVINCE) else ()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -343,8 +348,7 @@ class Pki:
             raise PkiError(f"--days {days}: must be between 1 and 825")
         if self.key(cn).exists() or self.cert(cn).exists():
             raise PkiError(f"{self.dir / cn}: an identity named {cn!r} exists already; revoke it or pick another CN")
-        if not sans and role in (Role.BROKER, Role.HUB, Role.PROVINCE):
-            sans = ("localhost", "127.0.0.1")
+        sans = tuple(sans) or _default_sans(role)
         san_entries = [_san(s) for s in sans]
         plan = Plan(
             writes=[str(self.key(cn)) + " (0600)", str(self.cert(cn)), str(self.index_file)],
@@ -383,10 +387,58 @@ class Pki:
             raise PkiError("the certificate request must carry an ECDSA P-256 key")
         return _cert_pem(self._leaf(cn, role, public_key, days, []))
 
+    def issue_many(self, cns: Sequence[str], role: Role, *, days: int = DEFAULT_DAYS) -> None:
+        """Issue certificates for many CNs of one role (a city's sites), each as :meth:`issue`
+        would (default SANs included), under one hold of the index lock: the index is read and written once,
+        where :meth:`issue` reads and writes all of it for every certificate (6,500 sites one by
+        one took 210 s). Every CN is checked before anything is written; should writing fail
+        midway, the index still records every certificate written before."""
+        if days < 1 or days > 825:
+            raise PkiError(f"--days {days}: must be between 1 and 825")
+        if len(set(cns)) != len(cns):
+            raise PkiError("the same CN is named twice")
+        for cn in cns:
+            check_cn(cn, role)
+        with self._locked():
+            entries = self.index()
+            roles: dict[str, set[Role]] = {}
+            for e in entries:
+                roles.setdefault(e.cn, set()).add(e.role)
+            for cn in cns:
+                other = roles.get(cn, set()) - {role}
+                if other:
+                    raise PkiError(f"--cn {cn!r}: the name belongs to a {other.pop().value} identity already")
+                if self.key(cn).exists() or self.cert(cn).exists():
+                    raise PkiError(f"{self.dir / cn}: an identity named {cn!r} exists already")
+            issuer = self._issuing()
+            sans = [_san(s) for s in _default_sans(role)]
+            try:
+                for cn in cns:
+                    key = ec.generate_private_key(ec.SECP256R1())
+                    cert = self._sign_leaf(cn, role, key.public_key(), days, sans, issuer)
+                    _write(self.key(cn), _key_pem(key), private=True)
+                    _write(self.cert(cn), _cert_pem(cert), private=False)
+                    entries.append(IndexEntry(serial=cert.serial_number, cn=cn, role=role,
+                                              not_after=cert.not_valid_after_utc.isoformat()))
+            finally:
+                self._save_index(entries)
+
     def _leaf(
         self, cn: str, role: Role, public_key: ec.EllipticCurvePublicKey, days: int, sans: Sequence[x509.GeneralName]
     ) -> x509.Certificate:
-        issuer_cert, issuer_key = self._issuing()
+        cert = self._sign_leaf(cn, role, public_key, days, sans, self._issuing())
+        with self._locked():
+            entries = self.index()
+            entries.append(IndexEntry(serial=cert.serial_number, cn=cn, role=role,
+                                      not_after=cert.not_valid_after_utc.isoformat()))
+            self._save_index(entries)
+        return cert
+
+    @staticmethod
+    def _sign_leaf(cn: str, role: Role, public_key: ec.EllipticCurvePublicKey, days: int,
+                   sans: Sequence[x509.GeneralName],
+                   issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> x509.Certificate:
+        issuer_cert, issuer_key = issuer
         usages = {
             Role.EDGE: [ExtendedKeyUsageOID.CLIENT_AUTH],
             Role.OPERATOR: [ExtendedKeyUsageOID.CLIENT_AUTH],
@@ -406,13 +458,7 @@ class Pki:
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        cert = builder.sign(issuer_key, hashes.SHA256())
-        with self._locked():
-            entries = self.index()
-            entries.append(IndexEntry(serial=serial, cn=cn, role=role,
-                                      not_after=cert.not_valid_after_utc.isoformat()))
-            self._save_index(entries)
-        return cert
+        return builder.sign(issuer_key, hashes.SHA256())
 
     def _check_role_of(self, cn: str, role: Role) -> None:
         other = {e.role for e in self.index() if e.cn == cn} - {role}

@@ -183,3 +183,41 @@ def test_the_alert_signing_certificate_signs_documents_and_is_no_tls_identity(tm
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.digital_signature
     assert [e.role for e in pki.index()] == [Role.ALERT]
     assert (pki.active(Role.HUB), pki.active(Role.EDGE)) == ([], [])  # so the broker's ACL never lists it
+
+
+def test_issue_many_writes_what_issue_would_and_records_every_certificate(tmp_path: Path) -> None:
+    """A fleet at once: each site gets its key (0600) and a certificate chaining to the issuing CA,
+    recorded in the index with its serial; the index keeps what was there."""
+    pki = Pki(tmp_path)
+    pki.init()
+    pki.issue("broker", Role.BROKER)
+    sites = [f"gg-a-{i:03d}" for i in range(40)]
+    pki.issue_many(sites, Role.EDGE)
+    by_cn = {e.cn: e for e in pki.index()}
+    assert set(by_cn) == {"broker", *sites}
+    issuing = _cert(pki.dir / "issuing-ca" / "cert.pem")
+    for cn in sites:
+        cert = _cert(pki.cert(cn))
+        assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
+        assert cert.serial_number == by_cn[cn].serial and by_cn[cn].role is Role.EDGE
+        cert.verify_directly_issued_by(issuing)
+        assert stat.S_IMODE(pki.key(cn).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("cns, role, why", [
+    (["gg-a-001", "gg-a-001"], Role.EDGE, "named twice"),
+    (["gg-a-001", "hub-x"], Role.EDGE, "may not look like a hub"),
+    (["gg-a-001", "kim-jiwoo"], Role.EDGE, "belongs to a operator"),
+    (["gg-a-001", "gg-b-000"], Role.EDGE, "exists already"),
+])
+def test_issue_many_refuses_a_bad_or_taken_name_before_writing_anything(tmp_path: Path, cns: list[str], role: Role,
+                                                                         why: str) -> None:
+    pki = Pki(tmp_path)
+    pki.init()
+    pki.issue("kim-jiwoo", Role.OPERATOR)
+    pki.issue("gg-b-000", Role.EDGE)
+    before = pki.index()
+    with pytest.raises(PkiError, match=why):
+        pki.issue_many(cns, role)
+    assert pki.index() == before
+    assert not pki.cert("gg-a-001").exists() and not pki.key("gg-a-001").exists()
