@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import heapq
 import json
@@ -59,6 +60,7 @@ from hub.roles import Role as HubRole
 from hub.service import running
 from lab import bench_burst
 from lab.bench_burst import BurstControl, BurstPlan, cpu_seconds, pct
+from lab.mqtt_load import LoadClient, LoadClientError
 from shared import messages, topics
 from shared.errors import JikimiError
 from shared.messages import Ack, Birth, DataBatch, DeviceInfo, Priority, Quality, Reading, Record, SiteState, Status
@@ -161,6 +163,8 @@ class _Pace:
 
 
 PACE_TICK_S = 0.02
+KEEPALIVE_PING_S = 30.0
+"""How often a generator pings each of its connections (the client's keep-alive is 60 s)."""
 QUIET_S = 0.3
 """How long the count of records sent must stay still before a drain counts (15 pacer ticks)."""
 
@@ -208,30 +212,48 @@ async def _pacer(ctl: _Control, pace: _Pace, sites: list[_Site], n_sites: int, b
 
 
 async def _edge(site: _Site, host: str, port: int, batch: int, pace: _Pace, ctl: _Control,
-                gate: asyncio.Semaphore, connected: list[int]) -> None:
+                gate: asyncio.Semaphore, connected: list[int], clients: list[LoadClient]) -> None:
     """One site; a burst site (``crossing_s``) crosses that long after the burst's start."""
-    import aiomqtt
-
-    held: dict[int, Reading] = {}
+    held: collections.OrderedDict[int, Reading] = collections.OrderedDict()
     seq = 0
     name = site.name
-    async with contextlib.AsyncExitStack() as stack:
-        for attempt in range(CONNECT_ATTEMPTS):
-            async with gate:  # a few handshakes at a time: thousands at once time out at the broker
-                try:
-                    client = await stack.enter_async_context(aiomqtt.Client(
-                        hostname=host, port=port, identifier=name, protocol=aiomqtt.ProtocolVersion.V5,
-                        tls_context=_generator_context(site.files), timeout=60, max_inflight_messages=200))
-                    break
-                except aiomqtt.MqttError:
-                    if attempt == CONNECT_ATTEMPTS - 1:
-                        raise
-            await asyncio.sleep(1.0 + attempt)
-        client.pending_calls_threshold = 100_000
-        data = topics.site_topic(name, topics.SiteChannel.DATA)
+    resends: set[asyncio.Task[None]] = set()
+
+    def on_message(topic: str, payload: bytes) -> None:
+        ack = messages.decode(Ack, payload)
+        if ack.through_seq is not None:
+            while held and next(iter(held)) <= ack.through_seq:
+                held.popitem(last=False)
+        if ack.resend_from is not None:
+            task = asyncio.get_running_loop().create_task(resend(ack.resend_from))
+            resends.add(task)
+            task.add_done_callback(resends.discard)
+
+    async def resend(start: int) -> None:
+        again = [r for s, r in held.items() if s >= start]
+        for i in range(0, len(again), batch):
+            await publish(again[i:i + batch])
+
+    for attempt in range(CONNECT_ATTEMPTS):
+        async with gate:  # a few handshakes at a time: thousands at once time out at the broker
+            try:
+                client = await LoadClient.connect(host, port, _generator_context(site.files), name, on_message)
+                break
+            except (LoadClientError, OSError, TimeoutError):
+                if attempt == CONNECT_ATTEMPTS - 1:
+                    raise
+        await asyncio.sleep(1.0 + attempt)
+    clients.append(client)
+    data = topics.site_topic(name, topics.SiteChannel.DATA)
+
+    async def publish(records: list[Reading]) -> None:
+        floor = next(iter(held)) if held else seq + 1
+        body = DataBatch(site=name, boot="bench", records=list[Record](records), floor_seq=floor)
+        await client.publish(data, messages.encode(body))
+
+    try:
         status = Status(site=name, state=SiteState.ONLINE, boot="bench", ts=time.time())
-        await client.publish(topics.site_topic(name, topics.SiteChannel.STATUS), messages.encode(status), qos=1,
-                             retain=True)
+        await client.publish(topics.site_topic(name, topics.SiteChannel.STATUS), messages.encode(status), retain=True)
         # a birth, so the hub knows the device's kind and runs its rules on every reading
         devices = [DeviceInfo(id="gauge-1", kind="flood_alarm", profile="bench", profile_sha256="0" * 64,
                               points=["water_depth_cm", "battery_v"])]
@@ -239,27 +261,9 @@ async def _edge(site: _Site, host: str, port: int, batch: int, pace: _Pace, ctl:
             devices.append(DeviceInfo(id=bench_burst.BURST_DEVICE, kind=bench_burst.BURST_KIND, profile="bench",
                                       profile_sha256="0" * 64, points=[bench_burst.DEPTH_POINT]))
         birth = Birth(site=name, agent_version="bench", boot="bench", ts=time.time(), devices=devices)
-        await client.publish(topics.site_topic(name, topics.SiteChannel.BIRTH), messages.encode(birth), qos=1,
-                             retain=True)
-        await client.subscribe(topics.site_topic(name, topics.SiteChannel.ACK), qos=1)
+        await client.publish(topics.site_topic(name, topics.SiteChannel.BIRTH), messages.encode(birth), retain=True)
+        await client.subscribe(topics.site_topic(name, topics.SiteChannel.ACK))
         connected[0] += 1
-
-        async def acks() -> None:
-            async for msg in client.messages:
-                assert isinstance(msg.payload, bytes)
-                ack = messages.decode(Ack, msg.payload)
-                if ack.through_seq is not None:
-                    for s in [s for s in held if s <= ack.through_seq]:
-                        del held[s]
-                if ack.resend_from is not None:
-                    again = [r for s, r in sorted(held.items()) if s >= ack.resend_from]
-                    for i in range(0, len(again), batch):
-                        await publish(again[i:i + batch])
-
-        async def publish(records: list[Reading]) -> None:
-            floor = min(held) if held else seq + 1
-            body = DataBatch(site=name, boot="bench", records=list[Record](records), floor_seq=floor)
-            await client.publish(data, messages.encode(body), qos=1)
 
         async def crossing(after_s: float) -> None:
             """The burst: the water crosses the closing depth; then the depth again every REPEAT_S."""
@@ -285,7 +289,6 @@ async def _edge(site: _Site, host: str, port: int, batch: int, pace: _Pace, ctl:
 
         closing_cm = bench_burst.closing_rule()[1]
         async with asyncio.TaskGroup() as tg:
-            receiver = tg.create_task(acks(), name=f"bench.acks.{name}")
             crosser = None if site.crossing_s is None else tg.create_task(crossing(site.crossing_s),
                                                                           name=f"bench.crossing.{name}")
             while True:
@@ -302,9 +305,10 @@ async def _edge(site: _Site, host: str, port: int, batch: int, pace: _Pace, ctl:
                 pace.sent += batch  # counted before it goes, so a drain waits for it
                 await publish(records)
             await asyncio.sleep(2.0)  # let the last acks arrive
-            receiver.cancel()
             if crosser is not None:
                 crosser.cancel()
+    finally:
+        client.close()
 
 
 def _edges_main(sites: list[str], pki: str, host: str, port: int, n_sites: int, batch: int, ctl: _Control,
@@ -324,11 +328,23 @@ def _edges_main(sites: list[str], pki: str, host: str, port: int, n_sites: int, 
                     told = connected[0]
                 await asyncio.sleep(0.2)
 
+        clients: list[LoadClient] = []
+
+        async def pinger() -> None:
+            """Keep-alive for every connection of this process: one timer, not one per site."""
+            while not pace.stop:
+                await asyncio.sleep(KEEPALIVE_PING_S)
+                for c in clients:
+                    c.ping()
+
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_pacer(ctl, pace, edges, n_sites, batch), name="bench.pacer")
             tg.create_task(count_connected(), name="bench.connected")
-            for e in edges:
-                tg.create_task(_edge(e, host, port, batch, pace, ctl, gate, connected), name=f"bench.edge.{e.name}")
+            ping = tg.create_task(pinger(), name="bench.pinger")
+            tasks = [tg.create_task(_edge(e, host, port, batch, pace, ctl, gate, connected, clients),
+                                    name=f"bench.edge.{e.name}") for e in edges]
+            await asyncio.gather(*tasks)
+            ping.cancel()
 
     asyncio.run(go())
 
