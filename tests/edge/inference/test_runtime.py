@@ -199,7 +199,7 @@ def test_reference_kernels_give_the_default_kernels_outputs_on_test_year_samples
         for e in test_events:
             for n in range(1, e.t_secs.size + 1):
                 x = flood_features(e.t_secs[:n], e.depth_cm[:n])
-                default.set_tensor(i, x.reshape(1, -1))
+                default.set_tensor(i, np.asarray(x, dtype=np.float32).reshape(1, -1))
                 default.invoke()
                 expected = float(default.get_tensor(o).reshape(-1)[0])
                 assert runner.predict(x) == (expected if variant == "int8" else pytest.approx(expected, abs=1e-6))
