@@ -23,6 +23,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from typing import Protocol
 
 CLOSING_DEPTH_CM = 15.0
 STEP_SECS = 60.0
@@ -35,8 +36,11 @@ TTC_CAP = 10.0
 KEEP_SECS = STEP_SECS * WINDOW_STEPS
 N_FEATURES = WINDOW_STEPS + 1 + 5
 
-Series = Sequence[float]
-"""Sample times (s, non-decreasing) or depths (cm): a list, or a numpy array in training."""
+class Series(Protocol):
+    """Sample times (s, non-decreasing) or depths (cm): a list, or a numpy array in training."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int, /) -> float: ...
 
 
 def _sum(x: Sequence[float]) -> float:
@@ -76,10 +80,10 @@ def ols_slope(t: Series, d: Series, window_secs: float) -> float:
     ``t`` and ``d`` hold the history up to now (last element = now). Fewer than two
     samples, or all at one instant, give 0.
     """
-    now = float(t[-1])
+    now = float(t[len(t) - 1])
     start = bisect_left(t, now - window_secs)
-    tt = [float(v) for v in t[start:]]
-    dd = [float(v) for v in d[start:]]
+    tt = [float(t[i]) for i in range(start, len(t))]
+    dd = [float(d[i]) for i in range(start, len(d))]
     n = len(tt)
     if n < 2:
         return 0.0
@@ -114,8 +118,8 @@ def flood_features(t: Series, d: Series, start_secs: float | None = None) -> lis
     ``start_secs`` is the event's first sample time when ``t`` has been trimmed (the edge
     keeps only :data:`KEEP_SECS` of history); it defaults to ``t[0]``.
     """
-    tl = [float(v) for v in t]
-    dl = [float(v) for v in d]
+    tl = [float(t[i]) for i in range(len(t))]
+    dl = [float(d[i]) for i in range(len(d))]
     now = tl[-1]
     start = tl[0] if start_secs is None else start_secs
     window = [_interp(now - STEP_SECS * k, tl, dl, dl[0]) / CLOSING_DEPTH_CM for k in range(WINDOW_STEPS, -1, -1)]

@@ -26,7 +26,7 @@ def rule_score(t: Series, d: Series, closing_depth_cm: float = CLOSING_DEPTH_CM)
     ``t``, ``d`` (cm) are the history up to now. At or above the closing depth the score is
     infinite (the fallback closes anyway).
     """
-    depth = float(d[-1])
+    depth = float(d[len(d) - 1])
     if depth < ARM_DEPTH_CM:
         return 0.0
     gap = closing_depth_cm - depth

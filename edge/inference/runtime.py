@@ -36,6 +36,7 @@ from typing import Any
 
 from edge.errors import InferenceError
 from edge.inference import int8
+from edge.inference.features import Series
 
 log = logging.getLogger(__name__)
 
@@ -205,17 +206,18 @@ class ModelRunner:
         self._interp.invoke()
         return float(self._interp.get_tensor(self._out_index).reshape(-1)[0])
 
-    def predict(self, x: Sequence[float]) -> float:
-        """The model's output for one input row, computed in the worker thread."""
+    def predict(self, x: Series) -> float:
+        """The model's output for one input row (a list, or a numpy array), computed in the worker thread."""
         if self.health is not Health.OK:
             raise InferenceError(f"{self.spec.name}: model not available ({self.health.value})")
+        row = [float(x[i]) for i in range(len(x))]
         try:
-            return self._executor.submit(self._invoke, x).result()
+            return self._executor.submit(self._invoke, row).result()
         except (ValueError, RuntimeError, InferenceError) as exc:
             self._set_unhealthy(Health.FAILED, "inference.invoke_failed", str(exc))
             raise InferenceError(f"{self.spec.name}: inference failed: {exc}") from exc
 
-    async def predict_async(self, x: Sequence[float]) -> float:
+    async def predict_async(self, x: Series) -> float:
         """:meth:`predict` for asyncio callers: the event loop is not blocked."""
         return await asyncio.get_running_loop().run_in_executor(None, self.predict, x)
 

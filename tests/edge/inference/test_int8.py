@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge.errors import InferenceError
 from edge.inference import evaluate as ev
 from edge.inference import int8
 from edge.inference.events import FloodEvent
@@ -91,7 +92,7 @@ def test_int8_runner_equals_litert_on_random_and_hostile_inputs(int8_bytes: byte
 
 def test_wrong_input_length_is_an_error(int8_bytes: bytes) -> None:
     model = int8.load(int8_bytes)
-    with pytest.raises(int8.InferenceError, match="21"):
+    with pytest.raises(InferenceError, match="21"):
         model.run([0.0] * (N_FEATURES - 1))
 
 
@@ -107,8 +108,8 @@ def test_shipped_model_runs_on_the_int8_runner_and_the_float_model_falls_back_to
         assert runner.health is Health.OK
         assert runner.engine is Engine.LITERT
         loaded = [r for r in caplog.records if r.getMessage() == "inference.model_loaded"]
-        assert [getattr(r, "engine") for r in loaded] == ["litert"]
-        assert "FLOAT32" in getattr(loaded[0], "int8_refused")
+        assert [r.__dict__["engine"] for r in loaded] == ["litert"]
+        assert "FLOAT32" in loaded[0].__dict__["int8_refused"]
         assert 0.0 <= runner.predict([0.3] * N_FEATURES) <= 1.0
     finally:
         runner.close()
@@ -123,7 +124,7 @@ def _options_field(data: bytes, op_number: int, slot: int) -> int:
     entry = options.vtable + 4 + 2 * slot
     off = struct.unpack_from("<H", data, entry)[0]
     assert off, "the field is stored (not defaulted)"
-    return options.pos + off
+    return options.pos + int(off)
 
 
 def _spec_for(tmp_path: Path, data: bytes) -> ModelSpec:
@@ -158,7 +159,7 @@ def test_truncated_model_with_a_matching_hash_is_model_corrupt(int8_bytes: bytes
     try:
         assert runner.health is Health.MODEL_CORRUPT
         assert runner.engine is None
-        with pytest.raises(int8.InferenceError, match="model_corrupt"):
+        with pytest.raises(InferenceError, match="model_corrupt"):
             runner.predict([0.0] * N_FEATURES)
     finally:
         runner.close()
@@ -188,7 +189,8 @@ def test_corrupted_bytes_give_only_the_runners_own_errors(int8_bytes: bytes) -> 
         outcomes["loaded"] += 1
         if model.input_size == N_FEATURES:
             model.run([0.5] * N_FEATURES)
-    assert outcomes["refused"] > 0 and outcomes["loaded"] > 0
+    assert outcomes["refused"] > 0
+    assert outcomes["loaded"] > 0
 
 
 def test_the_runners_multipliers_follow_tflites_quantize_multiplier() -> None:
