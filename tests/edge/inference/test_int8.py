@@ -256,3 +256,25 @@ def test_forecaster_on_the_int8_runner_gives_litert_probabilities(test_events: l
                 assert got == _litert_out(interp, x)
     finally:
         fc.close()
+
+
+def test_forecaster_survives_broken_depths_and_matches_litert_on_them() -> None:
+    """A broken gauge (NaN, ±inf, huge, negative depths) never makes the forecaster raise, and the
+    probability is still LiteRT's for the same features."""
+    fc = FloodForecaster(policy=Policy.MODEL)
+    interp = _litert(fc.spec.path.read_bytes())
+    depths = [3.0, float("nan"), 8.0, float("inf"), 9.0, -float("inf"), -5.0, 1e300, -1e300, 12.0, 65535.0, 0.0]
+    try:
+        fc.reset()
+        t: list[float] = []
+        d: list[float] = []
+        for i, depth in enumerate(depths):
+            t.append(60.0 * i)
+            d.append(depth)
+            got = fc.update(t[-1], depth)
+            x = np.asarray(flood_features(t, d), dtype=np.float32)
+            assert got.probability is not None
+            assert struct.pack("<f", got.probability) == struct.pack("<f", _litert_out(interp, x))
+        assert fc.health is Health.OK
+    finally:
+        fc.close()
