@@ -181,7 +181,8 @@ class ModelRunner:
             try:
                 self._executor.submit(self._open, data).result()
             except (ValueError, RuntimeError) as exc:
-                self._set_unhealthy(Health.MODEL_CORRUPT, "inference.model_load_failed", str(exc))
+                self._set_unhealthy(Health.MODEL_CORRUPT, "inference.model_load_failed",
+                                    f"{exc} (int8 runner: {choice.refused})")
                 return
         self._int8 = choice.model
         self.engine = choice.engine
