@@ -8,7 +8,12 @@ agent's outbox holds what it would hold in the field.
 
 - ``rss_mb``, ``cpu_pct``: the agent with 10 devices × N points polled every second, each
   underpass device running the flood model as in the field (``model_loaded``); the same run
-  without the model is ``without_model`` (what the model costs).
+  without the model is ``without_model`` (what the model costs). ``rss_mb`` is the median of
+  the RSS sampled every second over the run (``rss_samples`` of them, ``rss_min_mb`` to
+  ``rss_max_mb``), so a difference of a few MB is not one sample's noise. ``model_engine`` is
+  what runs the model (``int8``: the edge's own runner; ``litert``), from the agent's
+  ``inference.model_loaded`` log line; ``numpy_loaded`` / ``litert_loaded`` say whether those
+  libraries are mapped into the agent process.
 - ``bytes_per_sample``: MQTT payload bytes of the data batches per reading they carried.
 - ``read_to_broker_ms``: acquisition time of each reading → the subscriber has it.
 - ``max_lossless_samples_per_s``: the highest offered rate (10 devices, shorter poll periods)
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import sqlite3
@@ -250,9 +256,10 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
         sub, points = site.sub, site.points
         r0, cpu0, t0, b0 = sub.readings, _proc_cpu_s(site.pid), time.monotonic(), sub.payload_bytes
         lat0 = len(sub.latencies_ms)
-        await asyncio.sleep(seconds)
+        rss_samples = await _rss_samples(site.pid, seconds)
         r1, cpu1, t1, b1 = sub.readings, _proc_cpu_s(site.pid), time.monotonic(), sub.payload_bytes
-        rss = _proc_rss_mb(site.pid)
+        engine = _model_engine(site.run_dir / "agent.log")
+        loaded = _loaded_libraries(site.pid)
         window = sub.latencies_ms[lat0:]
         # Every seq handed out so far must reach the subscriber while the agent still runs:
         # lag is allowed to drain (up to 15 s), loss is not.
@@ -266,10 +273,36 @@ async def _load_run(work: Path, pki: Pki, broker: RunningBroker, poll_s: float, 
         "bytes_per_sample": round((b1 - b0) / max(1, r1 - r0), 1),
         "offered_samples_per_s": round(offered, 1), "delivered_samples_per_s": round(achieved, 1),
         "missing_seqs": missing, "drained": drained,
-        "cpu_pct": round((cpu1 - cpu0) / (t1 - t0) * 100, 2), "rss_mb": round(rss, 1),
+        "cpu_pct": round((cpu1 - cpu0) / (t1 - t0) * 100, 2), "rss_mb": round(_median(rss_samples), 1),
+        "rss_samples": len(rss_samples), "rss_min_mb": round(min(rss_samples), 1),
+        "rss_max_mb": round(max(rss_samples), 1), "model_engine": engine, **loaded,
         "read_to_broker_ms": {"p50": round(_pct(window, 0.5), 1), "p99": round(_pct(window, 0.99), 1)},
         "lossless": missing == 0 and drained and achieved >= 0.9 * offered,
     }
+
+
+def _model_engine(agent_log: Path) -> str | None:
+    """What runs the agent's model (``int8`` or ``litert``), from its ``inference.model_loaded`` log line."""
+    try:
+        lines = agent_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if '"inference.model_loaded"' in line:
+            with contextlib.suppress(ValueError):
+                engine = json.loads(line).get("engine")
+                return str(engine) if engine is not None else None
+    return None
+
+
+LIBRARIES: dict[str, str] = {"numpy_loaded": "/numpy/", "litert_loaded": "/ai_edge_litert/"}
+"""Report keys -> a path fragment of the library's shared objects in the process's memory map."""
+
+
+def _loaded_libraries(pid: int) -> dict[str, bool]:
+    """Which heavy libraries the agent process has loaded (their shared objects are mapped)."""
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    return {key: fragment in maps for key, fragment in LIBRARIES.items()}
 
 
 async def _rss_samples(pid: int, seconds: float, every_s: float = 1.0) -> list[float]:
@@ -400,8 +433,11 @@ async def agent_section(seconds: float, outage_s: float = 240.0) -> dict[str, An
     lossless = [r["offered_samples_per_s"] for r in load if r["lossless"]]
     return {
         "model_loaded": base["model_loaded"], "rss_mb": base["rss_mb"], "cpu_pct": base["cpu_pct"],
+        "model_engine": base["model_engine"], "numpy_loaded": base["numpy_loaded"],
+        "litert_loaded": base["litert_loaded"],
+        "rss_samples": base["rss_samples"], "rss_min_mb": base["rss_min_mb"], "rss_max_mb": base["rss_max_mb"],
         "bytes_per_sample": base["bytes_per_sample"],
-        "without_model": {"rss_mb": bare["rss_mb"], "cpu_pct": bare["cpu_pct"]},
+        "without_model": {"rss_mb": bare["rss_mb"], "cpu_pct": bare["cpu_pct"], "numpy_loaded": bare["numpy_loaded"]},
         "load_devices_x_points": f"{base['devices']}x{base['points_per_device']} at {base['poll_s']} s",
         "read_to_broker_ms": base["read_to_broker_ms"],
         "max_lossless_samples_per_s": max(lossless, default=0.0),

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.inference.features import CLOSING_DEPTH_CM, FloatArray
+from edge.inference.events import FloatArray
+from edge.inference.features import CLOSING_DEPTH_CM
 
 Scorer = Callable[[FloatArray, FloatArray], float]
 

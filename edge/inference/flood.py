@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
-
 from edge.errors import InferenceError
 from edge.inference import rule
 from edge.inference.features import KEEP_SECS, flood_features
@@ -110,8 +108,7 @@ class FloodForecaster:
         self._t.append(t_secs)
         self._d.append(depth_cm)
         self._trim()
-        t = np.asarray(self._t, dtype=np.float64)
-        d = np.asarray(self._d, dtype=np.float64)
+        t, d = self._t, self._d
         probability: float | None = None
         if self.runner.health is Health.OK:
             try:

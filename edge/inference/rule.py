@@ -13,20 +13,20 @@ more than 10% false alarms (``jikimi model train flood`` recomputes the choice).
 
 from __future__ import annotations
 
-from edge.inference.features import CLOSING_DEPTH_CM, SLOPE_LONG_SECS, FloatArray, ols_slope
+from edge.inference.features import CLOSING_DEPTH_CM, SLOPE_LONG_SECS, Series, ols_slope
 
 CM_PER_INCH = 2.54
 ARM_DEPTH_CM = 4.0 * CM_PER_INCH
 HORIZON_SECS = 420.0
 
 
-def rule_score(t: FloatArray, d: FloatArray, closing_depth_cm: float = CLOSING_DEPTH_CM) -> float:
+def rule_score(t: Series, d: Series, closing_depth_cm: float = CLOSING_DEPTH_CM) -> float:
     """Inverse projected time to the closing depth (1/s); 0 when not armed or not rising.
 
     ``t``, ``d`` (cm) are the history up to now. At or above the closing depth the score is
     infinite (the fallback closes anyway).
     """
-    depth = float(d[-1])
+    depth = float(d[len(d) - 1])
     if depth < ARM_DEPTH_CM:
         return 0.0
     gap = closing_depth_cm - depth
@@ -36,6 +36,6 @@ def rule_score(t: FloatArray, d: FloatArray, closing_depth_cm: float = CLOSING_D
     return max(slope, 0.0) / gap
 
 
-def rule_warns(t: FloatArray, d: FloatArray, horizon_secs: float = HORIZON_SECS) -> bool:
+def rule_warns(t: Series, d: Series, horizon_secs: float = HORIZON_SECS) -> bool:
     """True when the 10-minute trend reaches the closing depth within ``horizon_secs``."""
     return rule_score(t, d) >= 1.0 / horizon_secs

@@ -1,10 +1,21 @@
-"""Running a ``.tflite`` model on the edge: LiteRT, checked against its model card, in a thread.
+"""Running a ``.tflite`` model on the edge: checked against its model card, in a thread.
 
-- The interpreter is ``ai_edge_litert.interpreter.Interpreter`` (``tflite_runtime`` where
-  ai-edge-litert has no wheel). TensorFlow is never imported here.
+- Two engines run a model; :func:`select_engine` alone decides which. The edge's own int8
+  runner (edge/inference/int8.py) runs any model whose every op, type and option it supports,
+  the shipped flood model among them; anything else goes to LiteRT
+  (``ai_edge_litert.interpreter.Interpreter``, ``tflite_runtime`` where ai-edge-litert has no
+  wheel). TensorFlow is never imported here.
+- Why an int8 runner of our own: the edge's footprint goal (issue 17: a 10-device site with its
+  model in ≤ 60 MB RSS). numpy (~15 MB) and LiteRT (~10 MB) cost more than the whole rest of
+  the agent, for a 21-input network of ~1,200 multiply-adds. The runner is plain Python on the
+  same file, with TFLite's reference integer arithmetic; tests/edge/inference/test_int8.py
+  checks that its output equals LiteRT's bit for bit on every test-year sample and on hostile
+  inputs, so the card's figures hold. LiteRT stays for any model the runner refuses.
+- The engine in use is :attr:`ModelRunner.engine`, logged with ``inference.model_loaded``
+  (and the reason when the int8 runner refused the model).
 - The model file is read once; its SHA-256 must equal the card's, else it is not loaded.
-- One worker thread owns the interpreter (LiteRT interpreters are not thread-safe); callers
-  submit inputs and wait, or ``await`` from asyncio.
+- One worker thread owns the engine (LiteRT interpreters are not thread-safe; the int8 runner
+  keeps the same contract); callers submit inputs and wait, or ``await`` from asyncio.
 - Health is a closed set: ``ok``, ``model_missing``, ``model_corrupt`` (hash mismatch or the
   flatbuffer does not load), ``failed`` (it loaded but an inference raised). Every non-ok
   state is logged once; the caller falls back to the rules.
@@ -16,16 +27,16 @@ import asyncio
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from edge.errors import InferenceError
+from edge.inference import int8
+from edge.inference.features import Series
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,30 @@ class Health(Enum):
     MODEL_MISSING = "model_missing"
     MODEL_CORRUPT = "model_corrupt"
     FAILED = "failed"
+
+
+class Engine(Enum):
+    """What runs a loaded model."""
+
+    INT8 = "int8"  # edge/inference/int8.py, plain Python
+    LITERT = "litert"
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: Engine
+    model: int8.Int8Model | None  # the prepared int8 model when ``engine`` is INT8
+    refused: str | None = None  # why the int8 runner did not take it
+
+
+def select_engine(data: bytes) -> EngineChoice:
+    """The one place that decides what runs a model file: the int8 runner when it supports
+    every op, type and option in it, else LiteRT (which also judges files the runner cannot
+    read: if LiteRT cannot load them either, the model is corrupt)."""
+    try:
+        return EngineChoice(Engine.INT8, int8.load(data))
+    except (int8.UnsupportedModel, int8.ModelFormatError) as exc:
+        return EngineChoice(Engine.LITERT, None, str(exc))
 
 
 def sha256_file(path: Path) -> str:
@@ -110,7 +145,10 @@ class ModelRunner:
         self.spec = spec
         self.health = Health.OK
         self.sha256: str | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert")
+        self.engine: Engine | None = None
+        """What runs the model once loaded (None while it is missing or corrupt)."""
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self._int8: int8.Int8Model | None = None
         self._interp: Any = None
         self._in_index = 0
         self._out_index = 0
@@ -138,12 +176,19 @@ class ModelRunner:
                 f"sha256 {self.sha256} != card {self.spec.sha256}",
             )
             return
-        try:
-            self._executor.submit(self._open, data).result()
-        except (ValueError, RuntimeError) as exc:
-            self._set_unhealthy(Health.MODEL_CORRUPT, "inference.model_load_failed", str(exc))
-            return
-        log.info("inference.model_loaded", extra={"model": self.spec.name, "sha256": self.sha256})
+        choice = select_engine(data)
+        if choice.engine is Engine.LITERT:
+            try:
+                self._executor.submit(self._open, data).result()
+            except (ValueError, RuntimeError) as exc:
+                self._set_unhealthy(Health.MODEL_CORRUPT, "inference.model_load_failed",
+                                    f"{exc} (int8 runner: {choice.refused})")
+                return
+        self._int8 = choice.model
+        self.engine = choice.engine
+        log.info("inference.model_loaded", extra={
+            "model": self.spec.name, "sha256": self.sha256, "engine": choice.engine.value,
+            **({} if choice.refused is None else {"int8_refused": choice.refused})})
 
     def _open(self, data: bytes) -> None:
         cls = _interpreter_class()
@@ -153,22 +198,27 @@ class ModelRunner:
         self._out_index = interp.get_output_details()[0]["index"]
         self._interp = interp
 
-    def _invoke(self, x: npt.NDArray[np.float32]) -> float:
-        self._interp.set_tensor(self._in_index, x.reshape(1, -1))
+    def _invoke(self, x: Sequence[float]) -> float:
+        if self._int8 is not None:
+            return self._int8.run(x)[0]
+        import numpy as np  # only with LiteRT, which needs it anyway
+
+        self._interp.set_tensor(self._in_index, np.asarray(x, dtype=np.float32).reshape(1, -1))
         self._interp.invoke()
         return float(self._interp.get_tensor(self._out_index).reshape(-1)[0])
 
-    def predict(self, x: npt.NDArray[np.float32]) -> float:
-        """The model's output for one input row, computed in the worker thread."""
+    def predict(self, x: Series) -> float:
+        """The model's output for one input row (a list, or a numpy array), computed in the worker thread."""
         if self.health is not Health.OK:
             raise InferenceError(f"{self.spec.name}: model not available ({self.health.value})")
+        row = [float(x[i]) for i in range(len(x))]
         try:
-            return self._executor.submit(self._invoke, x).result()
-        except (ValueError, RuntimeError) as exc:
+            return self._executor.submit(self._invoke, row).result()
+        except (ValueError, RuntimeError, InferenceError) as exc:
             self._set_unhealthy(Health.FAILED, "inference.invoke_failed", str(exc))
             raise InferenceError(f"{self.spec.name}: inference failed: {exc}") from exc
 
-    async def predict_async(self, x: npt.NDArray[np.float32]) -> float:
+    async def predict_async(self, x: Series) -> float:
         """:meth:`predict` for asyncio callers: the event loop is not blocked."""
         return await asyncio.get_running_loop().run_in_executor(None, self.predict, x)
 

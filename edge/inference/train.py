@@ -70,7 +70,7 @@ def build_dataset(events: Sequence[FloodEvent]) -> Dataset:
     for ev in events:
         n, crossing = samples_before_crossing(ev.t_secs, ev.depth_cm)
         for i in range(n):
-            xs.append(flood_features(ev.t_secs[: i + 1], ev.depth_cm[: i + 1]))
+            xs.append(np.asarray(flood_features(ev.t_secs[: i + 1], ev.depth_cm[: i + 1]), dtype=np.float32))
             hit = crossing is not None and crossing - float(ev.t_secs[i]) <= LABEL_HORIZON_SECS
             ys.append(1.0 if hit else 0.0)
     x = np.stack(xs) if xs else np.zeros((0, N_FEATURES), np.float32)

@@ -181,9 +181,10 @@ def test_model_never_warns_below_its_arming_depth(test_events: list[FloodEvent])
 def test_reference_kernels_give_the_default_kernels_outputs_on_test_year_samples(
     variant: str, test_events: list[FloodEvent],
 ) -> None:
-    """The runner loads LiteRT's reference kernels (no XNNPACK, less memory); on every sample of
-    the test-year events their output is the default interpreter's (bit for bit for the shipped
-    int8 model; the float model's sums may round differently in the last bit), so the card holds."""
+    """The runner (the int8 runner for the shipped int8 model, LiteRT's reference kernels without
+    XNNPACK for the float one) gives, on every sample of the test-year events, the default LiteRT
+    interpreter's output (bit for bit for the int8 model; the float model's sums may round
+    differently in the last bit), so the card holds."""
     from edge.inference.features import flood_features
     from edge.inference.flood import default_card_path
     from edge.inference.runtime import ModelRunner, _interpreter_class, _reference_kernels, model_spec
@@ -199,7 +200,7 @@ def test_reference_kernels_give_the_default_kernels_outputs_on_test_year_samples
         for e in test_events:
             for n in range(1, e.t_secs.size + 1):
                 x = flood_features(e.t_secs[:n], e.depth_cm[:n])
-                default.set_tensor(i, x.reshape(1, -1))
+                default.set_tensor(i, np.asarray(x, dtype=np.float32).reshape(1, -1))
                 default.invoke()
                 expected = float(default.get_tensor(o).reshape(-1)[0])
                 assert runner.predict(x) == (expected if variant == "int8" else pytest.approx(expected, abs=1e-6))
