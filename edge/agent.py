@@ -4,7 +4,7 @@
 
     bus:<line>      one bus scheduler per physical line (polls and writes, breakers, counters)
     recorder        readings → outbox (batched), wakes the uplink, feeds the watchdog
-    inference       depth samples → flood forecaster (LiteRT in its worker thread) → policy
+    inference       depth samples → flood forecaster (the model in its worker thread) → policy
     local-actions   the policy's actions → device writes → read-back → events
     uplink          MQTT 5 / mTLS to the broker (edge/uplink.py)
     commands        signed hub commands → checks → write → read-back → replies
@@ -183,7 +183,7 @@ class Agent:
                 if d.model != "flood":
                     raise ConfigError(str(cfg.source), f"devices.{d.name}.model",
                                       f"unknown model {d.model!r} (known: flood)")
-                from edge.inference.flood import FloodForecaster  # numpy + LiteRT only when used
+                from edge.inference.flood import FloodForecaster  # only when used
 
                 # One interpreter (and its worker thread) for every device: the model keeps no
                 # state between calls, each forecaster keeps its own series. Ten devices once
