@@ -13,10 +13,11 @@ Rules and invariants:
    messages deep).
 3. Overflow: Mosquitto 2.0.11 honours Receive Maximum only until the first PUBACK (measured:
    after one PUBACK it sends everything queued), so the client's incoming queue is bounded
-   too (``incoming_max``). A message arriving when it is full is PUBACKed at once and dropped,
-   counted (``overflow``) and logged (:mod:`shared.mqtt` rule 4): never silent, and never
-   lost — the edge still holds its records (they are not acked end to end) and the hub's gap
-   detection asks for them again with ``resend_from``.
+   too (``incoming_max``), and the connection stops reading its socket while that queue is
+   half full (:mod:`shared.mqtt` rule 4): the broker keeps the rest. Should a message still
+   arrive when the queue is full, it is PUBACKed at once and dropped, counted (``overflow``)
+   and logged: never silent, and never lost — the edge still holds its records (they are not
+   acked end to end) and the hub's gap detection asks for them again with ``resend_from``.
 4. A PUBACK belongs to a connection: after a reconnect the broker redelivers what was not
    acknowledged, so acks for the old connection's packet ids are dropped, not sent
    (:meth:`shared.mqtt.Mqtt.ack` by generation).

@@ -17,9 +17,16 @@ Rules and invariants:
    ``manual_ack`` an incoming QoS>0 message is PUBACKed only when the caller says so with
    :meth:`Mqtt.ack`, and only on the connection it came on: after a reconnect the broker
    redelivers whatever was not acknowledged, so acks for an older generation are dropped.
-4. The incoming queue is bounded (``incoming_max``, 0 = unbounded). A message arriving when it
-   is full is PUBACKed at once (with ``manual_ack``), dropped, and counted (``overflow``, and
-   the ``on_overflow`` hook): never silently.
+4. The incoming queue is bounded (``incoming_max``, 0 = unbounded). When it holds half its
+   bound, the connection stops reading its socket; it reads again once the queue is down to a
+   quarter. The broker's sends then wait in TCP's buffers and the broker's own queue (a
+   broker that ignores Receive Maximum, as Mosquitto 2.0.11 does after the first PUBACK,
+   cannot flood the client: 13,000 retained births and statuses of a city's 6,500 sites
+   arrive at every hub start). One read can still deliver more than the half left (paho reads
+   several packets a call), and a pause never outlasts half the keep-alive (a connection that
+   reads nothing is dropped by its keep-alive check); a message arriving when the queue is full
+   is PUBACKed at once (with ``manual_ack``), dropped, and counted (``overflow``, and the
+   ``on_overflow`` hook): never silently.
 5. Operations time out after ``ConnectOptions.timeout_s`` unless told otherwise; ``math.inf``
    waits for the PUBACK however long it takes. No ``asyncio.wait_for`` (on Python 3.11 it can
    swallow a cancellation that races the result).
@@ -130,6 +137,9 @@ class Link(Protocol):
     def close(self) -> None:
         """End the link at once (idempotent)."""
 
+    def reading(self, on: bool) -> None:
+        """Stop (``False``) or go on (``True``) reading the socket (rule 4); idempotent."""
+
 
 class Transport(Protocol):
     """Makes links. :class:`PahoTransport` is the real one; tests pass a fake."""
@@ -144,9 +154,11 @@ class _Inbox:
     """The bounded incoming queue of one connection; after the connection ends it is drained,
     then iteration raises."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, on_room: Callable[[], None] | None = None) -> None:
         self._items: deque[Message] = deque()
         self._max = maxsize
+        self._on_room = on_room
+        """Called when a message is taken and the queue is down to a quarter of its bound (rule 4)."""
         self._waiter: asyncio.Future[None] | None = None
         self._ended: MqttError | None = None
         self._drained = asyncio.Event()
@@ -156,6 +168,9 @@ class _Inbox:
 
     def full(self) -> bool:
         return self._max > 0 and len(self._items) >= self._max
+
+    def half_full(self) -> bool:
+        return self._max > 0 and len(self._items) >= max(1, self._max // 2)
 
     def put(self, msg: Message) -> None:
         self._items.append(msg)
@@ -189,6 +204,8 @@ class _Inbox:
         msg = self._items.popleft()
         if self._ended is not None and not self._items:
             self._drained.set()
+        if self._on_room is not None and len(self._items) <= self._max // 4:
+            self._on_room()
         return msg
 
 
@@ -199,8 +216,9 @@ class Connection:
                  on_overflow: Callable[[], None]) -> None:
         self.generation = generation
         self._options = options
-        self._inbox = _Inbox(incoming_max)
+        self._inbox = _Inbox(incoming_max, self._room)
         self._on_overflow = on_overflow
+        self._paused = False
         self.link = transport.link(options, self._receive)
 
     @property
@@ -241,6 +259,14 @@ class Connection:
             self._on_overflow()
             return
         self._inbox.put(Message(topic, payload, qos, mid, self.generation, time.time()))
+        if not self._paused and self._inbox.half_full():  # rule 4
+            self._paused = True
+            self.link.reading(False)
+
+    def _room(self) -> None:
+        if self._paused:
+            self._paused = False
+            self.link.reading(True)
 
     async def _watch(self) -> None:
         """Rule 2: end the session when the link ends (after the inbox is drained)."""
@@ -378,6 +404,8 @@ class _PahoLink:
         self._options = options
         self._deliver = deliver
         self._fd = -1
+        self._paused_at: float | None = None
+        """When reading stopped (rule 4); None while reading."""
         self._misc: asyncio.TimerHandle | None = None
         self._connack: asyncio.Future[None] = self._loop.create_future()
         self._closed = asyncio.Event()
@@ -520,7 +548,8 @@ class _PahoLink:
             return
         _no_delay(sock)
         self._fd = sock.fileno()
-        self._loop.add_reader(self._fd, self._readable)
+        if self._paused_at is None:
+            self._loop.add_reader(self._fd, self._readable)
         self._misc = self._loop.call_later(1.0, self._tick)
 
     def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
@@ -549,9 +578,21 @@ class _PahoLink:
         if self._fd >= 0:
             self._loop.remove_writer(self._fd)
 
+    def reading(self, on: bool) -> None:
+        if on == (self._paused_at is None):
+            return
+        self._paused_at = None if on else time.monotonic()
+        if self._fd < 0:
+            return
+        if on:
+            self._loop.add_reader(self._fd, self._readable)
+            self._loop.call_soon(self._readable)  # TLS may hold decrypted bytes the selector will not report
+        else:
+            self._loop.remove_reader(self._fd)
+
     def _readable(self) -> None:
         try:
-            while True:
+            while self._paused_at is None and self._fd >= 0:
                 self._client.loop_read()
                 # An SSL socket can hold decrypted bytes the selector does not see
                 # (eclipse-paho/paho.mqtt.python#131): read until it holds none.
@@ -569,6 +610,8 @@ class _PahoLink:
 
     def _tick(self) -> None:
         self._misc = None
+        if self._paused_at is not None and time.monotonic() - self._paused_at > self._options.keepalive_s / 2:
+            self.reading(True)  # rule 4: never long enough for the keep-alive to give up on the broker
         if self._client.loop_misc() == paho.MQTT_ERR_SUCCESS and not self._closed.is_set():
             self._misc = self._loop.call_later(1.0, self._tick)
 

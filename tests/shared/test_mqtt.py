@@ -30,6 +30,8 @@ class FakeLink:
         self.acks: list[tuple[int, int]] = []
         self.clean = False
         self.error: MqttError | None = None
+        self.reads = True
+        """Whether the owner lets this link read its socket (rule 4)."""
         self._closed = asyncio.Event()
 
     async def connect(self) -> None:
@@ -62,6 +64,9 @@ class FakeLink:
 
     def close(self) -> None:
         self._closed.set()
+
+    def reading(self, on: bool) -> None:
+        self.reads = on
 
     def drop(self, why: str = "connection lost (fake)") -> None:
         self.error = MqttError(why)
@@ -202,6 +207,31 @@ async def test_a_full_incoming_queue_pubacks_drops_and_counts() -> None:
         assert [(await anext(it)).mid for _ in range(2)] == [1, 2]
         assert conn.queued == 0
         assert link.acks == [(3, 1), (4, 1), (5, 1)]
+        stop.set()
+
+    await _run(owner, session, stop)
+
+
+async def test_a_half_full_incoming_queue_stops_reading_until_it_is_down_to_a_quarter() -> None:
+    """Rule 4: the broker's sends wait in TCP instead of being dropped: reading stops when the
+    queue holds half its bound and goes on when it is down to a quarter; nothing overflows."""
+    stop = asyncio.Event()
+    owner = Mqtt(_options(), transport=FakeTransport(), incoming_max=8)
+
+    async def session(conn: Connection) -> None:
+        link = _link(conn)
+        for mid in range(1, 4):
+            link.deliver("jk/v1/site/a-1/data", b"%d" % mid, 1, mid)
+        assert link.reads
+        link.deliver("jk/v1/site/a-1/data", b"4", 1, 4)
+        assert not link.reads  # four of eight
+        it = aiter(conn.messages)
+        await anext(it)
+        assert not link.reads  # three left
+        await anext(it)
+        assert link.reads  # two: a quarter
+        assert owner.overflow == 0
+        assert link.acks == []
         stop.set()
 
     await _run(owner, session, stop)
