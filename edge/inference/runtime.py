@@ -57,19 +57,24 @@ class Engine(Enum):
 
 @dataclass(frozen=True)
 class EngineChoice:
-    engine: Engine
+    engine: Engine | None
+    """None: the file is no TFLite model the runner can read, and nothing is to load it."""
     model: int8.Int8Model | None  # the prepared int8 model when ``engine`` is INT8
     refused: str | None = None  # why the int8 runner did not take it
 
 
 def select_engine(data: bytes) -> EngineChoice:
     """The one place that decides what runs a model file: the int8 runner when it supports
-    every op, type and option in it, else LiteRT (which also judges files the runner cannot
-    read: if LiteRT cannot load them either, the model is corrupt)."""
+    every op, type and option in it, else LiteRT. A file the runner cannot even read as a
+    TFLite flatbuffer goes to neither: LiteRT does not check the flatbuffer it is handed, and
+    half of the shipped model (its hash made to match) crashed it with a segfault, which would
+    end the agent; such a model is corrupt, and the rules decide."""
     try:
         return EngineChoice(Engine.INT8, int8.load(data))
-    except (int8.UnsupportedModel, int8.ModelFormatError) as exc:
+    except int8.UnsupportedModel as exc:
         return EngineChoice(Engine.LITERT, None, str(exc))
+    except int8.ModelFormatError as exc:
+        return EngineChoice(None, None, str(exc))
 
 
 def sha256_file(path: Path) -> str:
@@ -177,6 +182,9 @@ class ModelRunner:
             )
             return
         choice = select_engine(data)
+        if choice.engine is None:
+            self._set_unhealthy(Health.MODEL_CORRUPT, "inference.model_unreadable", f"int8 runner: {choice.refused}")
+            return
         if choice.engine is Engine.LITERT:
             try:
                 self._executor.submit(self._open, data).result()

@@ -28,7 +28,8 @@ def test_bench_ingest_reports_the_sustained_rate_the_broker_capacity_and_every_s
     assert 1 <= len(doc["sweep"]) <= 2
     for point in doc["sweep"]:
         assert {"offered_records_per_s", "generated_records_per_s", "committed_records_per_s", "p99_ms",
-                "all_committed", "sustained", "load_average", "cores_used"} <= point.keys()
+                "all_committed", "sustained", "load_average", "cores_used", "writer"} <= point.keys()
+        assert point["writer"]["transactions"] >= 1  # where the step's time went in the writer
     assert doc["hub"]["records_committed"] == doc["hub"]["records_sent"], "the sweep drains before counting"
     assert "burst" not in doc
 

@@ -153,10 +153,14 @@ def test_a_crafted_model_with_an_unsupported_activation_is_refused_by_name_and_l
         runner.close()
 
 
-def test_truncated_model_with_a_matching_hash_is_model_corrupt(int8_bytes: bytes, tmp_path: Path) -> None:
-    """Half the file, even with the card's hash made to match, loads in neither engine."""
-    runner = ModelRunner(_spec_for(tmp_path, int8_bytes[: len(int8_bytes) // 2]))
+def test_truncated_model_with_a_matching_hash_is_model_corrupt(int8_bytes: bytes, tmp_path: Path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """Half the file, even with the card's hash made to match, loads in neither engine: the
+    runner cannot read it, and it is never handed to LiteRT (which crashed on it)."""
+    with caplog.at_level(logging.ERROR, logger="edge.inference.runtime"):
+        runner = ModelRunner(_spec_for(tmp_path, int8_bytes[: len(int8_bytes) // 2]))
     try:
+        assert [r.message for r in caplog.records] == ["inference.model_unreadable"]
         assert runner.health is Health.MODEL_CORRUPT
         assert runner.engine is None
         with pytest.raises(InferenceError, match="model_corrupt"):
