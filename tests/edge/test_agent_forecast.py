@@ -30,6 +30,7 @@ from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
 SPEED = 30.0
+STOP_S = 30.0
 
 
 def _event_where_the_model_warns_early() -> FloodEvent:
@@ -80,14 +81,19 @@ async def test_agent_closes_early_on_a_replayed_test_event(
         sim.physics.water.t_s = 0.0
         from contextlib import AsyncExitStack
 
-        async with AsyncExitStack() as stack, asyncio.TaskGroup() as tg:
+        async with AsyncExitStack() as stack:
             await agent.open(stack)
-            task = tg.create_task(agent.run())
+            task = asyncio.create_task(agent.run())
             try:
                 await until(lambda: bool(closes) or sim.physics.water.t_s * SPEED > crossing + 60,
                             crossing / SPEED + 30, "the barrier is closed or the water passed 15 cm")
             finally:
                 task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=STOP_S)
+                if not done:  # say where it is stuck instead of waiting for the suite's timeout
+                    for t in asyncio.all_tasks():
+                        t.print_stack()
+                    pytest.fail(f"the agent did not stop within {STOP_S:.0f} s of being cancelled")
         agent.close()
     assert closes, "the agent never closed the barrier"
     lead = crossing - closes[0]
