@@ -207,7 +207,7 @@ class Writer(Generic[In]):
                     job = self._queue.get_nowait()
                     jobs.append(job)
                     weight += job.weight
-                done = await loop.run_in_executor(self._executor, self._apply, jobs)
+                done = await loop.run_in_executor(self._executor, self._apply, jobs, weight)
                 for effect in done.effects:
                     effect()
                 for fut, result, exc in done.results:
@@ -278,7 +278,7 @@ class Writer(Generic[In]):
             self._conn.close()
             self._conn = None
 
-    def _apply(self, jobs: Sequence[In | Call[object]]) -> _Done:
+    def _apply(self, jobs: Sequence[In | Call[object]], weight: int) -> _Done:
         conn = self._conn
         assert conn is not None
         assert self._handler is not None
@@ -324,7 +324,7 @@ class Writer(Generic[In]):
         st.last_tx_ms = ms
         st.busy_s += ms / 1000
         st.max_tx_ms = max(st.max_tx_ms, ms)
-        st.recent.append((time.time(), sum(j.weight for j in jobs), ms, commit_s * 1000))
+        st.recent.append((time.time(), weight, ms, commit_s * 1000))
         done.effects = tx.effects
         return done
 

@@ -108,6 +108,11 @@ class IndexEntry:
     revoked: bool = False
 
 
+def _check_days(days: int) -> None:
+    if days < 1 or days > 825:
+        raise PkiError(f"--days {days}: must be between 1 and 825")
+
+
 def _default_sans(role: Role) -> tuple[str, ...]:
     """The SANs a server-side identity gets when none are named: this machine's names."""
     return ("localhost", "127.0.0.1") if role in (Role.BROKER, Role.HUB, Role.PROVINCE) else ()
@@ -344,8 +349,7 @@ class Pki:
         """Issue a certificate for ``cn`` with a fresh key (written 0600, never overwritten)."""
         check_cn(cn, role)
         self._check_role_of(cn, role)
-        if days < 1 or days > 825:
-            raise PkiError(f"--days {days}: must be between 1 and 825")
+        _check_days(days)
         if self.key(cn).exists() or self.cert(cn).exists():
             raise PkiError(f"{self.dir / cn}: an identity named {cn!r} exists already; revoke it or pick another CN")
         sans = tuple(sans) or _default_sans(role)
@@ -393,8 +397,7 @@ class Pki:
         where :meth:`issue` reads and writes all of it for every certificate (6,500 sites one by
         one took 210 s). Every CN is checked before anything is written; should writing fail
         midway, the index still records every certificate written before."""
-        if days < 1 or days > 825:
-            raise PkiError(f"--days {days}: must be between 1 and 825")
+        _check_days(days)
         if len(set(cns)) != len(cns):
             raise PkiError("the same CN is named twice")
         for cn in cns:
