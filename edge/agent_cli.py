@@ -55,11 +55,13 @@ def _run(args: argparse.Namespace) -> int:
     prepare_process()
     from edge.agent import run_agent
     from edge.config import load_site_config
-    from shared import logs
+    from edge.outbox import LOCK_FILE
+    from shared import instance, logs
 
     cfg = load_site_config(args.config)  # every config error stops here, naming file and key
     logs.setup(args.log_level)
-    asyncio.run(run_agent(cfg))
+    with instance.hold(cfg.state_dir / LOCK_FILE, "edge agent"):  # one agent per outbox
+        asyncio.run(run_agent(cfg))
     return 0
 
 

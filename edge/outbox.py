@@ -19,11 +19,13 @@ from shared import outbox as shared_outbox
 from shared.messages import PointCheck, Record
 from shared.outbox import _PRIO_CODE, CRITICAL, OutboxStats, Replaced, Row, carried, migrate, new_epoch
 
-__all__ = ["CRITICAL", "MIGRATIONS", "OUTBOX_FILE", "_PRIO_CODE", "CommandRow", "Outbox", "OutboxStats",
+__all__ = ["CRITICAL", "LOCK_FILE", "MIGRATIONS", "OUTBOX_FILE", "_PRIO_CODE", "CommandRow", "Outbox", "OutboxStats",
            "Replaced", "Row", "carried", "decode_row", "migrate", "new_epoch", "open_outbox"]
 
 OUTBOX_FILE: Final = "outbox.db"
 """The outbox's file name in the site's ``state_dir``."""
+LOCK_FILE: Final = "agent.lock"
+"""Held by the one agent running on the state directory (shared/instance.py)."""
 
 MIGRATIONS: Final[tuple[tuple[str, str], ...]] = (
     shared_outbox.M001_RECORDS,

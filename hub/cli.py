@@ -34,11 +34,12 @@ def _db(args: argparse.Namespace) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     from hub.service import main
-    from shared import logs
+    from shared import instance, logs
 
     cfg = _config(args.config)
     logs.setup(args.log_level)
-    return main(cfg)
+    with instance.hold(Path(f"{cfg.db_path}.lock"), "hub"):  # one hub per database
+        return main(cfg)
 
 
 def _init(args: argparse.Namespace) -> int:

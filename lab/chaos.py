@@ -46,7 +46,10 @@ What is counted, per site and outbox epoch, at the end (after a drain):
   by the simulator (never by the agent); any other write at the device is *unexpected*;
 - *barriers*: every flood must end with the barrier closed (its limit switch);
 - *recovery*: from the end of a fault (the part started again, the partition healed) to the
-  first record acquired after it committed at the hub, for every site it touched.
+  first record acquired after it committed at the hub, for every site it touched;
+- *crashes*: every exit of an edge or the hub that no fault asked for (``edge_exits`` per site,
+  ``hub_exits``), with its exit code and the last lines of its log; the part is started again
+  a second later, as its unit would be.
 
 Any invariant failing makes the exit code 1.
 """
@@ -121,6 +124,21 @@ def hub_key(type_: str, ts: float, device: str | None, point: str | None, body: 
 # --- processes ---------------------------------------------------------------------------------
 
 
+EXIT_TAIL_LINES: Final = 40
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log (what a crash printed last)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return [f"(cannot read {path}: {exc})"]
+    return text.splitlines()[-lines:]
+
+
 class Part:
     """One process of the deployment, started again after a kill like systemd's Restart=always
     would; an exit nobody asked for is counted."""
@@ -131,14 +149,19 @@ class Part:
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
         self.unexpected_exits = 0
+        self.exits: list[dict[str, Any]] = []
+        """Each exit nobody asked for: when, the exit code, and the log's last lines before it."""
         self._expect_exit = False
 
     async def start(self) -> None:
-        self._expect_exit = False
+        # Until the new process exists, the old one's exit is expected: a supervisor looking
+        # while fork and exec take their time must not restart it a second time.
+        self._expect_exit = True
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+        self._expect_exit = False
 
     @property
     def running(self) -> bool:
@@ -168,10 +191,13 @@ class Part:
         """Restart after an exit nobody asked for (1 s later, as the units do)."""
         while True:
             await asyncio.sleep(0.5)
-            if self.proc is not None and self.proc.returncode is not None and not self._expect_exit:
+            dead = self.proc
+            if dead is not None and dead.returncode is not None and not self._expect_exit:
                 self.unexpected_exits += 1
+                self.exits.append({"at": time.time(), "code": dead.returncode,
+                                   "log_tail": await asyncio.to_thread(tail, self.log, EXIT_TAIL_LINES)})
                 await asyncio.sleep(1.0)
-                if not self._expect_exit:
+                if self.proc is dead and not self._expect_exit:  # nobody started or stopped it meanwhile
                     await self.start()
 
 
@@ -893,6 +919,7 @@ class Chaos:
                 "unexpected_writes": unexpected,
                 "device_writes": writes,
                 "edge_unexpected_exits": site.edge.unexpected_exits,
+                "edge_exits": self._exits(site.edge),
                 "outbox_events": outbox_events.get(sid, {}),
             }
             for name in ("produced", "committed", "lost", "moved_to_new_epoch", "destroyed_with_storage",
@@ -919,6 +946,7 @@ class Chaos:
             "invariants": invariants,
             "totals": dict(totals),
             "hub_unexpected_exits": self.hub.unexpected_exits,
+            "hub_exits": self._exits(self.hub),
             "recovery_s": recovery,
             "faults": faults_out,
             "sites": sites_out,
@@ -940,6 +968,10 @@ class Chaos:
         finally:
             conn.close()
         return {site: dict(c) for site, c in out.items()}
+
+    def _exits(self, part: Part) -> list[dict[str, Any]]:
+        return [{"t_s": round(e["at"] - self.t0, 1), "code": e["code"], "log_tail": e["log_tail"]}
+                for e in part.exits]
 
     def _hub_rows(self) -> dict[str, list[tuple[int, int, Key]]]:
         out: dict[str, list[tuple[int, int, Key]]] = {}

@@ -15,11 +15,12 @@ from shared.cli import Cli
 def _run(args: argparse.Namespace) -> int:
     from province.config import load
     from province.service import main
-    from shared import logs
+    from shared import instance, logs
 
     cfg = load(args.config)
     logs.setup(args.log_level)
-    return main(cfg)
+    with instance.hold(Path(f"{cfg.db_path}.lock"), "provincial hub"):  # one per database
+        return main(cfg)
 
 
 def _request(args: argparse.Namespace) -> int:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -84,3 +88,18 @@ async def underpass_sim() -> AsyncIterator[Simulator]:
     async with run_simulator(load_profile(UNDERPASS), transport="tcp") as sim:
         sim.physics.barrier.travel_s = 1.0
         yield sim
+
+
+@asynccontextmanager
+async def edge_process(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``jikimi edge run``; SIGKILLed on leaving, unless it has already exited."""
+    with log.open("ab") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "shared.cli", "edge", "run", "--config", str(config), stdout=out,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()

@@ -17,8 +17,6 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -30,7 +28,7 @@ import pytest
 from lab.chaos import Key, hub_key, sample_live, snapshot_dead
 from shared.messages import Scalar
 from tests.conftest import PkiFixture
-from tests.edge.harness import underpass_sim, until, write_config
+from tests.edge.harness import edge_process, underpass_sim, until, write_config
 from tests.edge.real_hub import RealHub, running_real_hub
 from trust.broker import RunningBroker
 
@@ -50,21 +48,6 @@ def held_now(outbox: Path) -> int:
 
 def hub_events(hub: RealHub, site: str, kind: str) -> list[dict[str, Scalar]]:
     return [e.values for e in hub.events(site) if e.kind == kind]
-
-
-@asynccontextmanager
-async def edge_process(config: Path, log: Path) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``jikimi edge run``; SIGKILLed on leaving, unless it has already exited."""
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "edge", "run", "--config", str(config), stdout=out,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        yield proc
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGKILL)
-            await proc.wait()
 
 
 @asynccontextmanager

@@ -81,10 +81,10 @@ async def test_live_updates_stream_committed_changes(api_hub: Hub, broker: Runni
     assert seen["alarm"][0]["state"] == "unacknowledged"
 
 
-def test_hub_run_serves_and_stops_cleanly_on_sigterm(broker: RunningBroker, test_pki: PkiFixture,
-                                                     tmp_path: Path) -> None:
-    """``jikimi hub run`` starts from a config file, answers /api/health over HTTPS, and on SIGTERM
-    says offline (retained) and exits 0."""
+def test_hub_run_serves_refuses_a_second_hub_on_its_database_and_stops_cleanly_on_sigterm(
+        broker: RunningBroker, test_pki: PkiFixture, tmp_path: Path) -> None:
+    """``jikimi hub run`` starts from a config file, answers /api/health over HTTPS, refuses a
+    second ``hub run`` on the same database, and on SIGTERM says offline (retained) and exits 0."""
     port = free_port()
     pki = test_pki.dir
     hub_id, probe = test_pki.take_hub(), test_pki.take_site()
@@ -132,6 +132,13 @@ listen = "127.0.0.1:{port}"
     try:
         assert asyncio.run(health())["hub"] == hub_id
         assert asyncio.run(hub_status()).state is SiteState.ONLINE
+        # a second hub on the same database refuses before it opens anything; the first serves on
+        second = subprocess.run([sys.executable, "-m", "shared.cli", "hub", "run", "--config", str(config)],
+                                capture_output=True, text=True, timeout=60, env={**os.environ}, check=False)
+        assert second.returncode == 2, second.stderr
+        assert f"{tmp_path / 'hub.db'}.lock: another hub is running on this state (pid {proc.pid})" \
+            in second.stderr
+        assert asyncio.run(health())["hub"] == hub_id
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)

@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from lab.chaos import KINDS, Proxy, SiteBook, Snapshot, hub_key, record_key
+from lab.chaos import KINDS, Part, Proxy, SiteBook, Snapshot, hub_key, record_key
 from shared.messages import Event, Priority, Quality, Reading, Reply, ReplyStatus
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,16 +46,26 @@ def test_the_run_injected_every_fault_kind_and_flooded_the_sites(report: tuple[i
     assert all(f["cut_at"] is not None for f in torn)  # the log really was cut
 
 
+def story(r: dict[str, Any]) -> str:
+    """What a failing run's reader needs: the faults, each part's unexpected exits with the end
+    of its log, and per site the epochs and what went where."""
+    sites = {s: {k: v[k] for k in ("epochs", "lost_detail", "outbox_events", "committed_twice",
+                                   "committed_twice_across_epochs", "edge_exits")}
+             for s, v in r["sites"].items()}
+    return json.dumps({"faults": r["faults"], "timeline": r["timeline"], "hub_exits": r["hub_exits"],
+                       "sites": sites}, indent=1)
+
+
 def test_no_record_was_lost(report: tuple[int, dict[str, Any]]) -> None:
     _, r = report
-    assert r["totals"]["lost"] == 0, {s: v["lost_detail"] for s, v in r["sites"].items()}
+    assert r["totals"]["lost"] == 0, story(r)
     assert r["totals"]["committed"] >= r["totals"]["produced"] - r["totals"]["destroyed_with_storage"] \
         - r["totals"]["pending_in_outbox"] - r["totals"]["moved_to_new_epoch"]
 
 
 def test_no_record_was_committed_twice(report: tuple[int, dict[str, Any]]) -> None:
     _, r = report
-    assert r["totals"]["committed_twice"] == 0
+    assert r["totals"]["committed_twice"] == 0, story(r)
 
 
 def test_no_barrier_was_written_twice_and_every_one_that_had_to_close_closed(
@@ -68,8 +78,8 @@ def test_no_barrier_was_written_twice_and_every_one_that_had_to_close_closed(
 
 def test_every_part_recovered_after_every_fault(report: tuple[int, dict[str, Any]]) -> None:
     _, r = report
-    assert [f for f in r["faults"] if f["recovery_s"] is None] == []
-    assert r["invariants"]["no_crash_loop"]
+    assert [f for f in r["faults"] if f["recovery_s"] is None] == [], story(r)
+    assert r["invariants"]["no_crash_loop"], story(r)
 
 
 def test_the_exit_code_says_whether_every_invariant_held(report: tuple[int, dict[str, Any]]) -> None:
@@ -161,3 +171,40 @@ async def test_the_proxy_relays_resets_on_drop_and_holds_bytes_until_healed() ->
     finally:
         proxy.close()
         server.close()
+
+
+async def test_a_part_started_again_while_the_supervisor_looks_runs_once_and_counts_no_crash(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restart takes a while (fork and exec on a busy machine); a supervisor looking during it
+    must not take the killed process for a crash and start a second copy beside the new one (two
+    agents on one outbox and one MQTT identity: what once failed a run with records lost)."""
+    spawn = asyncio.create_subprocess_exec
+    started: list[asyncio.subprocess.Process] = []
+
+    async def slow_spawn(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        await asyncio.sleep(0.8)  # longer than the supervisor's look, every 0.5 s
+        proc = await spawn(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", slow_spawn)
+    part = Part("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "sleeper.log")
+    await part.start()
+    watch = asyncio.create_task(part.supervise())
+    try:
+        for _ in range(3):
+            await part.kill()
+            await part.start()
+        await asyncio.sleep(2.5)  # a second copy would have started by now
+        assert part.unexpected_exits == 0
+        assert [p for p in started if p.returncode is None] == [part.proc]
+        await part.kill()  # an exit somebody asked for is no crash either
+        await asyncio.sleep(1.0)
+        assert part.unexpected_exits == 0
+        assert not part.running
+    finally:
+        watch.cancel()
+        for p in started:
+            if p.returncode is None:
+                p.kill()
+                await p.wait()
