@@ -10,7 +10,9 @@ Rules and invariants:
    :class:`Connection`, and when the connection ends (or cannot be made) reports the error and
    reconnects after a full-jitter backoff (:func:`shared.retry.backoff_delays`), reset by every
    successful connect. It ends when ``stop`` is set (the session returns, then a clean
-   DISCONNECT: the Will is not sent) or when it is cancelled (also a clean DISCONNECT).
+   DISCONNECT: the Will is not sent) or when it is cancelled (also a clean DISCONNECT), even
+   when the connection is lost at the same moment: a cancel never turns into a reconnect
+   (:func:`_serve` says why it uses no TaskGroup).
 2. A session ends when its connection ends: :meth:`Connection.publish` and ``subscribe`` raise
    :class:`MqttError`, and the messages iterator yields what arrived before the end, then raises.
 3. Every connection has a *generation* (1, 2, ...), carried by each :class:`Message`. With
@@ -334,10 +336,7 @@ class Mqtt:
                     self.connects += 1
                     self._conn = conn
                     delays = self._delays()
-                    async with asyncio.TaskGroup() as tg:
-                        watcher = tg.create_task(conn._watch(), name="mqtt.watch")
-                        await session(conn)
-                        watcher.cancel()
+                    await _serve(session, conn)
                 finally:
                     self._conn = None
                     try:
@@ -372,6 +371,28 @@ class Mqtt:
         self.overflow += 1
         if self._on_overflow is not None:
             self._on_overflow()
+
+
+async def _serve(session: Session, conn: Connection) -> None:
+    """Run ``session`` on ``conn`` until it returns or the connection ends (rule 2); raise what
+    ended it, as an exception group.
+
+    Two plain tasks, not a TaskGroup: on Python 3.11, a TaskGroup whose child fails as its
+    parent is cancelled raises the child's error and drops the cancellation, and :meth:`Mqtt.run`
+    would take that error for a lost connection and connect again instead of ending (rule 1).
+    Here a cancel of the owner's task is raised by the wait itself and never caught.
+    """
+    work = asyncio.ensure_future(session(conn))
+    watch = asyncio.ensure_future(conn._watch())
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        work.cancel()  # the session ends with its connection, the watcher with its session
+        watch.cancel()
+        await asyncio.wait((work, watch))
+    errors = [exc for t in (work, watch) if not t.cancelled() and (exc := t.exception()) is not None]
+    if errors:
+        raise BaseExceptionGroup("the MQTT session ended", errors)
 
 
 def _leaves(group: BaseExceptionGroup[MqttError]) -> Iterator[MqttError]:

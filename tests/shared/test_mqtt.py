@@ -351,3 +351,24 @@ async def test_stop_during_backoff_ends_the_owner_at_once() -> None:
             await owner.run(session, stop=stop, on_lost=on_lost)
     assert transport.attempts == 1
     assert owner.last_error == "connection refused (fake)"
+
+
+async def test_a_cancel_that_meets_a_lost_connection_still_ends_the_owner() -> None:
+    """Python 3.11's TaskGroup lets a child's error hide its parent's cancellation: the loss
+    (a MqttError, which run() takes as "reconnect") must not swallow the cancel, or the owner
+    connects again and never ends (an agent that ignored its stop, once in CI)."""
+    owner = Mqtt(_options(), transport=FakeTransport(), backoff=(0.0, 0.0))
+    connected = asyncio.Event()
+
+    async def session(conn: Connection) -> None:
+        connected.set()
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(owner.run(session))
+    await asyncio.wait_for(connected.wait(), 5)
+    assert owner._conn is not None
+    _link(owner._conn).drop("lost as the stop came (fake)")
+    task.cancel()  # in the same step: the watcher fails and the session is cancelled together
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert owner.connects == 1
