@@ -29,6 +29,9 @@ agent's outbox holds what it would hold in the field.
   restarted; once every record of the outage has reached the subscriber (``drain_s`` after the
   restart) the RSS is sampled again for a settling period, its median is the RSS after the drain.
 
+- ``agent_stop_timeouts``: every agent that did not stop within :data:`STOP_TIMEOUT_S` of
+  SIGTERM (then killed), with the end of its log; empty when every stop was clean.
+
 The agent runs as ``jikimi edge run`` with the systemd unit's environment
 (:data:`edge.agent_cli.AGENT_ENV`), so its figures are the unit's.
 """
@@ -47,7 +50,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 
@@ -158,6 +161,14 @@ def _write_config(directory: Path, pki: Pki, broker: RunningBroker, devices: lis
     return path
 
 
+STOP_TIMEOUT_S: Final = 30.0
+"""How long an agent may take to stop on SIGTERM before the bench kills it (and says so)."""
+
+_stuck_stops: list[dict[str, Any]] = []
+"""Agents that did not stop within :data:`STOP_TIMEOUT_S` of SIGTERM in this run (reported as
+``agent_stop_timeouts``): a bench must end and report a stuck agent, not wait for it for ever."""
+
+
 @contextlib.asynccontextmanager
 async def _agent(config: Path, log: Path,
                  env: Mapping[str, str] = AGENT_ENV) -> AsyncIterator[asyncio.subprocess.Process]:
@@ -170,7 +181,16 @@ async def _agent(config: Path, log: Path,
     finally:
         if proc.returncode is None:
             proc.terminate()
-            await proc.wait()
+            try:
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                tail = log.read_text(errors="replace").splitlines()[-20:]
+                _stuck_stops.append({"run": log.parent.name, "log_tail": tail})
+                print(f"bench edge: the agent of {log.parent.name} did not stop within {STOP_TIMEOUT_S:g} s "
+                      "of SIGTERM; killed", file=sys.stderr)
 
 
 def _proc_cpu_s(pid: int) -> float:
@@ -416,6 +436,7 @@ async def _reconnect(work: Path, pki: Pki, broker: RunningBroker, outage_s: floa
 
 async def agent_section(seconds: float, outage_s: float = 240.0) -> dict[str, Any]:
     """The agent's figures; ``outage_s`` 0 leaves out the RSS-after-outage run."""
+    _stuck_stops.clear()
     with tempfile.TemporaryDirectory(prefix="jikimi-bench-") as tmp:
         work = Path(tmp)
         async with _world(work) as (pki, broker):
@@ -448,4 +469,5 @@ async def agent_section(seconds: float, outage_s: float = 240.0) -> dict[str, An
         **({} if outage is None else {
             "rss_steady_mb": outage["rss_steady_mb"], "rss_peak_outage_mb": outage["rss_peak_outage_mb"],
             "rss_after_outage_mb": outage["rss_after_outage_mb"], "outage": outage}),
+        "agent_stop_timeouts": list(_stuck_stops),
     }

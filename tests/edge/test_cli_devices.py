@@ -165,3 +165,4 @@ def test_bench_edge_writes_rtu_numbers_next_to_the_reference_client_and_the_wire
     assert doc["outage"]["outage_s"] == 2.0
     assert doc["outage"]["drained"] is True
     assert doc["outage"]["missing_seqs"] == 0
+    assert isinstance(doc["agent_stop_timeouts"], list)  # a stuck agent is reported, not waited for
