@@ -15,6 +15,7 @@ Errors are folded into the :mod:`edge.errors` tree at this seam:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -107,6 +108,7 @@ class ModbusLine:
             ok = await self._client.connect()
         except OSError as exc:
             raise DeviceError(f"{self.description}: cannot connect: {exc}") from exc
+        _raise_a_lost_cancel()  # pymodbus connects under asyncio.wait_for too
         if not ok:
             raise DeviceError(f"{self.description}: cannot connect")
 
@@ -131,10 +133,26 @@ class ModbusLine:
             raise FramingError(f"{self.description}: {exc}") from exc
         except OSError as exc:
             raise DeviceError(f"{self.description}: {exc}") from exc
+        _raise_a_lost_cancel()
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
             raise DeviceException(f"{self.description}: exception code {code}", code)
         return response
+
+
+def _raise_a_lost_cancel() -> None:
+    """Raise the cancellation pymodbus may have dropped.
+
+    pymodbus waits for an answer with ``asyncio.wait_for``, which on Python 3.11 returns the
+    answer and drops a cancel that arrives with it. The bus loop would then poll on for ever, and
+    the agent's TaskGroup would wait for it: an agent polling every 25 ms ignored SIGTERM for
+    minutes. The cancel was counted on the task, so it is raised here, after the answer. Inside
+    an ``asyncio.timeout`` that expired, this is that timeout's cancel, and it ends as its
+    ``TimeoutError``.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 _READ = {

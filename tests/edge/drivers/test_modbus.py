@@ -30,6 +30,29 @@ async def test_tcp_driver_reads_and_writes_the_underpass_plc(underpass: Profile)
             assert (await dev.read([underpass.point("barrier_state")]))["barrier_state"] == (1, "closing")
 
 
+async def test_a_stop_that_arrives_with_the_answer_is_not_lost(underpass: Profile) -> None:
+    """pymodbus waits for an answer with ``asyncio.wait_for``, which on Python 3.11 returns the
+    answer and drops a cancel that arrives with it; the bus loop, and the agent, would never stop.
+    The cancel comes here in the very callback that delivers the answer."""
+    async with run_simulator(underpass, transport="tcp") as sim, ModbusLine.tcp(sim.host, sim.port) as line:
+        dev = ModbusDevice("up-1", underpass, line)
+        poller: asyncio.Task[object] | None = None
+        trace = line._client.ctx.trace_packet
+
+        def cancel_with_the_answer(sending: bool, data: bytes) -> bytes:
+            if not sending and poller is not None:
+                poller.cancel()
+            return trace(sending, data)  # type: ignore[no-any-return]
+
+        line._client.ctx.trace_packet = cancel_with_the_answer
+        poller = asyncio.create_task(dev.read(underpass.polled))
+        with pytest.raises(asyncio.CancelledError):
+            await poller
+        assert poller.cancelled()
+        line._client.ctx.trace_packet = trace
+        assert (await dev.read(underpass.polled))["barrier_state"] == (0, "open")  # the line serves on
+
+
 async def test_rtu_driver_reads_swapped_floats_over_a_pty(displacement: Profile) -> None:
     async with run_simulator(displacement, transport="pty") as sim:
         sim.physics.slope.displacement_mm = -12.25
