@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _config(args.config)
     logs.setup(args.log_level)
-    with instance.hold(Path(f"{cfg.db_path}.lock"), "hub"):  # one hub per database
+    with instance.hold(instance.beside(cfg.db_path), "hub"):  # one hub per database
         return main(cfg)
 
 

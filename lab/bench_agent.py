@@ -56,7 +56,7 @@ import aiomqtt
 
 from edge.agent_cli import AGENT_ENV
 from edge.sim.servers import Simulator, run_simulator
-from shared import messages, topics
+from shared import logs, messages, topics
 from shared.paths import profiles_dir
 from shared.profiles import load_profile
 from shared.tls import TlsFiles, client_context
@@ -187,8 +187,7 @@ async def _agent(config: Path, log: Path,
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
-                tail = log.read_text(errors="replace").splitlines()[-20:]
-                _stuck_stops.append({"run": log.parent.name, "log_tail": tail})
+                _stuck_stops.append({"run": log.parent.name, "log_tail": logs.tail(log, 20)})
                 print(f"bench edge: the agent of {log.parent.name} did not stop within {STOP_TIMEOUT_S:g} s "
                       "of SIGTERM; killed", file=sys.stderr)
 

@@ -80,6 +80,7 @@ import msgspec
 
 from edge.outbox import Row, decode_row
 from lab.demo import HUB, fresh_pki
+from shared import logs
 from shared.errors import JikimiError
 from shared.messages import Event, Reading, Record
 from shared.paths import profiles_dir
@@ -125,18 +126,6 @@ def hub_key(type_: str, ts: float, device: str | None, point: str | None, body: 
 
 
 EXIT_TAIL_LINES: Final = 40
-
-
-def tail(path: Path, lines: int) -> list[str]:
-    """The last ``lines`` lines of a log (what a crash printed last)."""
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            text = f.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return [f"(cannot read {path}: {exc})"]
-    return text.splitlines()[-lines:]
 
 
 class Part:
@@ -195,7 +184,7 @@ class Part:
             if dead is not None and dead.returncode is not None and not self._expect_exit:
                 self.unexpected_exits += 1
                 self.exits.append({"at": time.time(), "code": dead.returncode,
-                                   "log_tail": await asyncio.to_thread(tail, self.log, EXIT_TAIL_LINES)})
+                                   "log_tail": await asyncio.to_thread(logs.tail, self.log, EXIT_TAIL_LINES)})
                 await asyncio.sleep(1.0)
                 if self.proc is dead and not self._expect_exit:  # nobody started or stopped it meanwhile
                     await self.start()

@@ -19,7 +19,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = load(args.config)
     logs.setup(args.log_level)
-    with instance.hold(Path(f"{cfg.db_path}.lock"), "provincial hub"):  # one per database
+    with instance.hold(instance.beside(cfg.db_path), "provincial hub"):  # one per database
         return main(cfg)
 
 

@@ -53,3 +53,8 @@ def hold(lock_file: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def beside(db: Path) -> Path:
+    """The lock file of a process whose state is the database ``db``: ``DB.lock``."""
+    return Path(f"{db}.lock")

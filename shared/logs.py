@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -50,3 +52,16 @@ def setup(level: str | int = "INFO", stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log file (what a process printed last), reading at most its
+    last 64 kB; a file that cannot be read says so in the one line returned."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return [f"(cannot read {path}: {exc})"]
+    return text.splitlines()[-lines:]

@@ -68,18 +68,18 @@ def test_a_lock_is_held_by_one_process_and_released_when_it_dies(tmp_path: Path)
         assert holder.stdout.readline() == "held\n"
         with pytest.raises(instance.AlreadyRunning, match=rf"pid {holder.pid}\)"), \
                 instance.hold(lock, "edge agent"):
-            pass
+            pytest.fail("the lock was held twice")
     finally:
         holder.kill()
         holder.wait()
     with instance.hold(lock, "edge agent"):  # the dead holder's lock is gone with it
         assert lock.read_text() == f"{os.getpid()}\n"
     with instance.hold(lock, "edge agent"):  # and taken again after a clean release
-        pass
+        assert lock.read_text() == f"{os.getpid()}\n"
 
 
 def test_a_lock_file_that_cannot_be_opened_is_a_clear_refusal(tmp_path: Path) -> None:
     (tmp_path / "state").write_text("a file where the state directory should be")
     with pytest.raises(instance.InstanceError, match="cannot open the edge agent's lock file"), \
             instance.hold(tmp_path / "state" / "agent.lock", "edge agent"):
-        pass
+        pytest.fail("a lock file under a plain file was opened")
