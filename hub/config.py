@@ -20,6 +20,7 @@ default)::
     ca = "pki/ca.pem"
     cert = "pki/hub-suwon/cert.pem"
     key = "pki/hub-suwon/key.pem"
+    client_process = true       # TLS and MQTT packets in a child process (more records/s)
 
     [commands]
     signing_key = "pki/command-signing/key.pem"
@@ -104,6 +105,11 @@ class BrokerConfig:
     port: int
     tls: TlsFiles
     keepalive_s: int = 30
+    client_process: bool = True
+    """Run the hub's MQTT client (TLS, paho's packet handling) in a child process
+    (shared/mqtt_process.py), so the writer thread does not share its GIL with them: the hub
+    sustains more records a second (``jikimi bench ingest``), for one more process. ``false``
+    keeps it in the hub's own process."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +298,7 @@ def parse(raw: Mapping[str, Any], file: Path) -> HubConfig:
         port=b.integer("port", 8883, lo=1, hi=65535),
         tls=broker_tls,
         keepalive_s=b.integer("keepalive_s", 30, lo=5, hi=3600),
+        client_process=b.flag("client_process", True),
     )
     b.done()
 

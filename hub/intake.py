@@ -25,8 +25,9 @@ Rules of ingest:
 5. A site that goes offline marks its points stale and raises their stale alarms.
 6. A message's records go in with one statement (``json_each``), and the transaction's latest
    values with one ``executemany``: no per-record statement on the hot path. A message's plain
-   readings (no origin) go in with a statement of their own whose rows carry only what varies
-   per reading; the message's site, epoch and receipt time are bound once.
+   readings (no origin) go in with statements of their own (multi-row ``VALUES``, up to
+   ``READINGS_PER_STATEMENT`` rows each) whose rows carry only what varies per reading; the
+   message's site, epoch and receipt time are bound once.
 7. Each message is written in its own SAVEPOINT. Should writing it fail anyway (a SQLite
    error, a value SQLite refuses), that message alone is rolled back and quarantined, its
    after-commit effects dropped, and the mirror rebuilt from the database (``reload``, as at
@@ -53,6 +54,7 @@ Rules of ingest:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -96,15 +98,33 @@ _SQL_RECORDS = (
     " value->>4, value->>5, value->>6, value->>7, value->>8, value->>9, value->10, value->>11, value->>12,"
     " value->>13, value->>14, value->>15 FROM json_each(?)"
 )
-# A message's plain readings (rule 6), the hot path: each ``->>`` re-reads its row's JSON text, so
-# a row holds only what varies per reading (seq, ts, prio, historical, device, point, value, num,
-# quality) and the rest is bound once per message. Measured on one core with 500 sites, 5,000
-# readings a transaction: 131k rows/s with _SQL_RECORDS, 219k with this.
-_SQL_READINGS = (
-    "INSERT OR IGNORE INTO records (site, epoch, seq, type, ts, received_at, prio, historical, device, point,"
-    " value, num, quality) SELECT ?1, ?2, value->>0, 'reading', value->>1, ?3, value->>2, value->>3, value->>4,"
-    " value->>5, value->6, value->>7, value->>8 FROM json_each(?4)"
-)
+# A message's plain readings (rule 6), the hot path: one multi-row VALUES statement (up to
+# READINGS_PER_STATEMENT rows; one cached statement per row count), each row binding only what
+# varies per reading (seq, ts, prio, historical, device, point, value as JSON text, num, quality)
+# and reusing the message's site, epoch and receipt time (?1-?3). Measured on one core, 1,000,000
+# rows over 6,500 sites, 50 a message: 4.8 µs a row, against 6.9 with json_each over one JSON
+# array and 5.6 with executemany (which also takes the GIL back once a row).
+READINGS_PER_STATEMENT = 64
+_READING_FIELDS = 9
+
+
+@functools.lru_cache(maxsize=READINGS_PER_STATEMENT)
+def _sql_readings(n: int) -> str:
+    rows = ",".join(
+        f"(?1, ?2, ?{b}, 'reading', ?{b + 1}, ?3, ?{b + 2}, ?{b + 3}, ?{b + 4}, ?{b + 5}, ?{b + 6}, ?{b + 7}, ?{b + 8})"
+        for b in range(4, 4 + n * _READING_FIELDS, _READING_FIELDS))
+    return ("INSERT OR IGNORE INTO records (site, epoch, seq, type, ts, received_at, prio, historical, device,"  # noqa: S608 - placeholders only
+            f" point, value, num, quality) VALUES {rows}")
+
+
+def _insert_readings(conn: sqlite3.Connection, site: str, epoch: int, received: float, flat: list[object]) -> None:
+    """Rule 6: ``flat`` holds the readings' fields, :data:`_READING_FIELDS` a reading."""
+    step = READINGS_PER_STATEMENT * _READING_FIELDS
+    for at in range(0, len(flat), step):
+        part = flat[at:at + step]
+        conn.execute(_sql_readings(len(part) // _READING_FIELDS), (site, epoch, received, *part))
+
+
 # rule 10: a carried record's origin, looked up as the record stored there and as one carried from it
 _SQL_AT_ORIGIN = "SELECT type, ts, device, point, body FROM records WHERE site = ? AND epoch = ? AND seq = ?"
 # (the planner would rather walk the site's whole primary key than take the partial index)
@@ -191,7 +211,7 @@ class Intake:
                 continue
             effects = len(tx.effects)
             rows: list[tuple[object, ...]] = []
-            readings: list[tuple[object, ...]] = []
+            readings: list[object] = []
             msg_latest: dict[Key, tuple[object, ...]] = {}
             changed: dict[str, list[Key]] | None = {} if changed_points is not None else None
             conn.execute("SAVEPOINT msg")
@@ -206,7 +226,7 @@ class Intake:
                                          f" {skew:.0f} s after receipt",
                                          _enc.encode(validate.future_records(msg, verdict.future)))
                     if readings:
-                        conn.execute(_SQL_READINGS, (site, msg.epoch, item.received, _enc.encode(readings)))
+                        _insert_readings(conn, site, msg.epoch, item.received, readings)
                     if rows:
                         conn.execute(_SQL_RECORDS, (_enc.encode(rows),))
                 elif isinstance(msg, Status):
@@ -339,10 +359,10 @@ class Intake:
             latest.clear()
 
     def _batch(self, tx: Tx, site: str, batch: DataBatch, received: float, rows: list[tuple[object, ...]],
-               readings: list[tuple[object, ...]], latest: dict[Key, tuple[object, ...]],
+               readings: list[object], latest: dict[Key, tuple[object, ...]],
                changed: dict[str, list[Key]] | None, refused: frozenset[int]) -> int:
         """Rules 2, 3 and 10 for one message's records: the new ones go to ``readings`` (plain
-        readings, for _SQL_READINGS) or ``rows`` (everything else, for _SQL_RECORDS)."""
+        readings, for _insert_readings) or ``rows`` (everything else, for _SQL_RECORDS)."""
         st = self.state
         epoch = batch.epoch
         tr = st.seqs.get((site, epoch)) or self._epoch(tx, site, epoch)
@@ -386,8 +406,8 @@ class Intake:
                 num = as_number(value)
                 quality = _QUALITY[r.quality]
                 if origin is None:
-                    readings.append((seq, r.ts, _PRIO[r.prio], int(r.historical), r.device, r.point, value, num,
-                                     quality))
+                    readings.extend((seq, r.ts, _PRIO[r.prio], int(r.historical), r.device, r.point,
+                                     _enc.encode(value).decode(), num, quality))
                 else:
                     rows.append((site, epoch, seq, "reading", r.ts, received, _PRIO[r.prio], int(r.historical),
                                  r.device, r.point, value, num, quality, None, o_epoch, o_seq))

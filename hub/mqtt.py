@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -46,6 +47,7 @@ from shared import messages, topics
 from shared.errors import MqttError
 from shared.messages import Ack, Command, HubStatus, SiteState
 from shared.mqtt import Connection, ConnectOptions, Mqtt, Transport, Will
+from shared.mqtt_process import ProcessTransport
 from shared.tls import client_context
 from shared.uplink import Uplink
 
@@ -83,6 +85,9 @@ class HubMqtt:
         self._put = put
         self.client_id = client_id or cfg.hub_id
         self.connected = asyncio.Event()
+        self._process: ProcessTransport | None = None
+        if transport is None and cfg.broker.client_process:
+            transport = self._process = ProcessTransport(cfg.broker.tls)
         self._mqtt = Mqtt(self._options, transport=transport, incoming_max=cfg.ingest.incoming_max,
                           backoff=RECONNECT_S, on_overflow=self._overflowed)
         self._stop = asyncio.Event()
@@ -100,6 +105,11 @@ class HubMqtt:
     @property
     def connects(self) -> int:
         return self._mqtt.connects
+
+    @property
+    def client_pid(self) -> int | None:
+        """The MQTT client's child process (``broker.client_process``), while it runs."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def overflow(self) -> int:
@@ -207,8 +217,14 @@ class HubMqtt:
             await asyncio.sleep(self.cfg.ingest.ack_interval_s)
             self._ack_wakeup.clear()
             pending, self._acks = self._acks, {}
-            await asyncio.gather(*(
-                conn.publish(topics.site_topic(site, topics.SiteChannel.ACK), messages.encode(ack), qos=1)
-                for site, ack in pending.items()
-            ))
+            # one deadline for the round, not a timer per ack (a busy hub sends a thousand a second)
+            try:
+                async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+                    await asyncio.gather(*(
+                        conn.publish(topics.site_topic(site, topics.SiteChannel.ACK), messages.encode(ack), qos=1,
+                                     timeout_s=math.inf)
+                        for site, ack in pending.items()
+                    ))
+            except TimeoutError:
+                raise MqttError(f"{len(pending)} acks not taken by the broker within {PUBLISH_TIMEOUT_S:g} s") from None
             self.acks_sent += len(pending)

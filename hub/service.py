@@ -32,7 +32,7 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from hub import api, evidence
+from hub import api, evidence, heap
 from hub.alerting import AlarmAlerts, EvidenceQueue, count_drops
 from hub.anchor import Anchor
 from hub.cctv import CctvLinker
@@ -305,7 +305,8 @@ def main(cfg: HubConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, hub.stop)
-        await hub.run()
+        with heap.kept(loop):
+            await hub.run()
 
     asyncio.run(go())
     return 0

@@ -53,7 +53,7 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
-from hub import auth
+from hub import auth, heap
 from hub.config import parse
 from hub.inbound import Inbound
 from hub.roles import Role as HubRole
@@ -419,7 +419,7 @@ def raise_nofile() -> tuple[int, int]:
 
 async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float, drain: float, batch: int,
                     procs: int, capacity_msgs: int, workdir: Path, pki_dir: Path | None = None,
-                    burst: BurstPlan | None = None) -> dict[str, Any]:
+                    burst: BurstPlan | None = None, client_process: bool = True) -> dict[str, Any]:
     from trust.broker import RunningBroker
 
     if n_sites < 1 or step <= 0 or batch < 1 or procs < 1 or capacity_msgs < 2 or not rates \
@@ -446,7 +446,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
         raw: dict[str, Any] = {
             "hub": {"id": HUB},
             "broker": {"host": broker.host, "port": broker.port, "ca": str(pki / "ca.pem"),
-                       "cert": str(pki / HUB / "cert.pem"), "key": str(pki / HUB / "key.pem")},
+                       "cert": str(pki / HUB / "cert.pem"), "key": str(pki / HUB / "key.pem"),
+                       "client_process": client_process},
             "database": {"path": str(workdir / "hub.db")},
             "commands": {"signing_key": str(pki / "command-signing" / "key.pem")},
             "api": {"enabled": False},
@@ -479,6 +480,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
             # before the hub has a session, so nothing is queued for it
             capacity = await asyncio.to_thread(broker_capacity, pki, broker.host, broker.port, batch, capacity_msgs)
             lat = _Latency()
+            # the hub as `jikimi hub run` runs it, its heap kept (hub/heap.py rule 3)
+            keeper = stack.enter_context(heap.kept(asyncio.get_running_loop()))
             async with running(cfg, observer=lat.observe) as hub:
                 c = hub.engine.counters
                 for rate in rates:
@@ -487,11 +490,12 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                     ctl.rate.value = rate
                     await asyncio.sleep(warmup)
                     w0, s0, r0 = time.time(), ctl.sent.value, c.records
-                    cpu0 = cpu_seconds(os.getpid(), broker.proc.pid, *(g.pid for g in gens))
+                    client = hub.mqtt.client_pid
+                    cpu0 = cpu_seconds(os.getpid(), client, broker.proc.pid, *(g.pid for g in gens))
                     lat.window = (w0, w0 + step)
                     await asyncio.sleep(step)
                     w1, s1, r1 = time.time(), ctl.sent.value, c.records
-                    cpu1 = cpu_seconds(os.getpid(), broker.proc.pid, *(g.pid for g in gens))
+                    cpu1 = cpu_seconds(os.getpid(), client, broker.proc.pid, *(g.pid for g in gens))
                     cores = [round((b - a) / (w1 - w0), 2) for a, b in zip(cpu0, cpu1, strict=True)]
                     ctl.rate.value = 0.0
                     drained = await _drain(lambda: c.records, ctl, drain)
@@ -510,7 +514,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                         "overflow": hub.mqtt.overflow, "resend_asks": c.resend_asks,
                         "load_average": [round(x, 2) for x in os.getloadavg()],
                         # CPU used in the window, in cores: where the two cores went
-                        "cores_used": {"hub": cores[0], "broker": cores[1], "generators": round(sum(cores[2:]), 2)},
+                        "cores_used": {"hub": round(cores[0] + cores[1], 2), "hub_mqtt_process": cores[1],
+                                       "broker": cores[2], "generators": round(sum(cores[3:]), 2)},
                         "writer": _writer_window(hub.writer.stats.recent, w0, w1),
                     })
                     if not points[-1]["sustained"]:
@@ -519,9 +524,10 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                     assert hub.api_port is not None
 
                     def cpu() -> dict[str, float]:
-                        hub_s, broker_s, receiver_s, *gen_s = cpu_seconds(
-                            os.getpid(), broker.proc.pid, receiver_pid, *(g.pid for g in gens))
-                        return {"hub": hub_s, "broker": broker_s, "receiver": receiver_s, "generators": sum(gen_s)}
+                        hub_s, client_s, broker_s, receiver_s, *gen_s = cpu_seconds(
+                            os.getpid(), hub.mqtt.client_pid, broker.proc.pid, receiver_pid, *(g.pid for g in gens))
+                        return {"hub": hub_s + client_s, "broker": broker_s, "receiver": receiver_s,
+                                "generators": sum(gen_s)}
 
                     def add_viewer(password: str) -> None:
                         auth.add_user(cfg.db_path, bench_burst.VIEWER, HubRole.VIEWER, password, actor="bench")
@@ -535,7 +541,8 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
                 stats = hub.writer.stats
                 hub_stats = {"transactions": stats.transactions, "max_tx_ms": round(stats.max_tx_ms, 1),
                              "duplicates": c.duplicates, "queue_high_water": stats.queue_high_water,
-                             "records_committed": c.records, "records_sent": ctl.sent.value}
+                             "records_committed": c.records, "records_sent": ctl.sent.value,
+                             "heap_freezes": keeper.freezes}
         finally:
             ctl.stop.value = 1
             for g in gens:
@@ -554,6 +561,7 @@ async def run_bench(n_sites: int, rates: list[float], step: float, warmup: float
         "ratio": round(hub_rate / capacity["records_per_s"], 4),
         "sweep": points,
         "batch": batch,
+        "client_process": client_process,
         "p99_goal_ms": P99_GOAL_MS,
         "capacity": capacity,
         "setup": {"procs": len(gens), "nofile_limit": nofile[0],
@@ -612,7 +620,8 @@ def main(args: argparse.Namespace) -> int:
         burst = BurstPlan(sites=n_burst, seconds=args.burst_s, background_rate=args.burst_rate,
                           seed=args.burst_seed, drain_s=args.burst_drain)
         result = asyncio.run(run_bench(args.sites, args.rates, args.step, args.warmup, args.drain, args.batch,
-                                       args.procs, args.capacity_msgs, Path(tmp), args.pki, burst))
+                                       args.procs, args.capacity_msgs, Path(tmp), args.pki, burst,
+                                       args.client_process))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     summary = {k: result[k] for k in ("sites", "sustained_records_per_s", "p99_ms", "broker_capacity_records_per_s",

@@ -120,6 +120,8 @@ def register(cli: Cli) -> None:
     p.add_argument("--drain", type=float, default=20.0, help="seconds a step may take to commit what was sent")
     p.add_argument("--batch", type=int, default=50, help="records per DataBatch")
     p.add_argument("--capacity-msgs", type=int, default=20000, help="batches queued for the C subscriber")
+    p.add_argument("--client-process", action=argparse.BooleanOptionalAction, default=True,
+                   help="the hub's MQTT client in a child process (broker.client_process)")
     p.add_argument("--pki", type=Path, help="a PKI folder to issue into, or to reuse from an earlier run")
     p.add_argument("--burst-sites", type=int,
                    help="after the sweep, the typhoon burst: this many sites cross their alarm threshold "

@@ -90,8 +90,16 @@ class _Record(
     kw_only=True,
     omit_defaults=True,
     tag_field="type",
+    gc=False,
 ):
-    """Base of the records in a :class:`DataBatch`."""
+    """Base of the records in a :class:`DataBatch`.
+
+    Not tracked by Python's garbage collector (``gc=False``): a record holds only scalars, a
+    tuple of ints and a dict of scalars, so it can never be part of a reference cycle. A busy
+    hub holds hundreds of thousands of them in its queues; tracked, they survived into the
+    oldest generation and each full collection then paused the hub for about 200 ms
+    (``jikimi bench ingest`` at 55,000 records/s: 30 such pauses in a run).
+    """
 
     seq: Seq
     ts: Timestamp

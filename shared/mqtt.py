@@ -64,8 +64,12 @@ from shared.retry import backoff_delays
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[str, bytes, int, int], None]
-"""How a transport hands over an incoming message: ``(topic, payload, qos, mid)``, on the loop."""
+class Deliver(Protocol):
+    """How a transport hands over an incoming message, on the loop: ``received`` is when it was
+    read off the socket, if the transport knows better than the moment of this call
+    (shared/mqtt_process.py rule 3)."""
+
+    def __call__(self, topic: str, payload: bytes, qos: int, mid: int, received: float | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -254,13 +258,14 @@ class Connection:
         except TimeoutError:
             raise MqttError("Operation timed out") from None
 
-    def _receive(self, topic: str, payload: bytes, qos: int, mid: int) -> None:
+    def _receive(self, topic: str, payload: bytes, qos: int, mid: int, received: float | None = None) -> None:
         if self._inbox.full():  # rule 4
             if qos > 0 and self._options.manual_ack:
                 self.link.ack(mid, qos)
             self._on_overflow()
             return
-        self._inbox.put(Message(topic, payload, qos, mid, self.generation, time.time()))
+        self._inbox.put(Message(topic, payload, qos, mid, self.generation,
+                                time.time() if received is None else received))
         if not self._paused and self._inbox.half_full():  # rule 4
             self._paused = True
             self.link.reading(False)

@@ -145,3 +145,33 @@ def test_the_observer_is_told_the_injected_clock(test_pki: PkiFixture, tmp_path:
     engine.load(conn)
     run(engine, conn, time.time(), [batch(test_pki.take_site(), range(1, 3), time.time())])
     assert seen == [(1, 1234.5)]
+
+
+def test_a_message_longer_than_one_statement_is_stored_whole_each_value_as_its_json(
+        test_pki: PkiFixture, tmp_path: Path, conn: sqlite3.Connection) -> None:
+    """hub/intake.py rule 6: a message's readings go in READINGS_PER_STATEMENT rows a statement;
+    2.5 statements' worth, with numbers, text and booleans, are all stored once, each value as
+    its JSON text; the same message again stores nothing."""
+    from hub.intake import READINGS_PER_STATEMENT
+
+    cfg = make_cfg(test_pki, tmp_path)
+    engine = Engine(cfg, Ed25519PrivateKey.generate(), Sink())
+    engine.load(conn)
+    site, now = test_pki.take_site(), time.time()
+    values: list[float | int | str | bool] = [1.5, 7, "open", True, -0.25, "문 닫힘"]
+    n = READINGS_PER_STATEMENT * 2 + READINGS_PER_STATEMENT // 2
+    recs = [Reading(seq=s, ts=now - n + s, prio=Priority.TELEMETRY, device="gate", point=f"p{s % 7}",
+                    value=values[s % len(values)], quality=Quality.GOOD) for s in range(1, n + 1)]
+    body = messages.encode(DataBatch(site=site, boot="b", records=list(recs), floor_seq=1))
+    item = classify(topics.site_topic(site, topics.SiteChannel.DATA), body, received=now, mid=1)
+    run(engine, conn, now, [item])
+    rows = conn.execute("SELECT seq, value, num, point, received_at FROM records WHERE site = ? ORDER BY seq",
+                        (site,)).fetchall()
+    assert [r[0] for r in rows] == list(range(1, n + 1))
+    assert [r[1] for r in rows] == [messages.encode(r.value).decode() for r in recs]  # type: ignore[arg-type]
+    assert [r[2] for r in rows] == [r.value if isinstance(r.value, (int, float)) else None for r in recs]
+    assert {r[3] for r in rows} == {f"p{i}" for i in range(7)}
+    assert {r[4] for r in rows} == {now}
+    run(engine, conn, now, [item])
+    assert conn.execute("SELECT count(*) FROM records WHERE site = ?", (site,)).fetchone() == (n,)
+    assert engine.counters.duplicates == n

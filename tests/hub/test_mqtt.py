@@ -4,18 +4,33 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hub.config import HubConfig, parse
 from hub.service import running
 from shared import topics
 from shared.messages import SiteState
 from tests.conftest import PkiFixture
 from tests.fakes.hub_edge import fake_edge
-from tests.hub.conftest import ConfigFactory, eventually
+from tests.hub.conftest import ConfigFactory, eventually, raw_config
 from trust.broker import RunningBroker
 
 pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(params=[True, False], ids=["client-process", "in-process"])
+def hub_config(request: pytest.FixtureRequest, test_pki: PkiFixture, broker: RunningBroker,
+               tmp_path: Path) -> ConfigFactory:
+    """Every test here twice: the hub's MQTT client in its child process (the default) and in the
+    hub's own process (``broker.client_process = false``)."""
+
+    def make(**sections: dict[str, Any]) -> HubConfig:
+        sections["broker"] = {"client_process": request.param, **sections.get("broker", {})}
+        return parse(raw_config(test_pki, broker.port, tmp_path / "hub.db", **sections), tmp_path / "hub.toml")
+
+    return make
 
 
 def seqs(db: Path, site: str) -> list[int]:
