@@ -87,7 +87,8 @@ class HubMqtt:
         self.connected = asyncio.Event()
         self._process: ProcessTransport | None = None
         if transport is None and cfg.broker.client_process:
-            transport = self._process = ProcessTransport(cfg.broker.tls)
+            # the child's window under half the inbox's bound (shared/mqtt_process.py rule 4)
+            transport = self._process = ProcessTransport(cfg.broker.tls, window=max(1, cfg.ingest.incoming_max // 4))
         self._mqtt = Mqtt(self._options, transport=transport, incoming_max=cfg.ingest.incoming_max,
                           backoff=RECONNECT_S, on_overflow=self._overflowed)
         self._stop = asyncio.Event()

@@ -20,8 +20,12 @@ Rules and invariants:
 3. A message's ``received`` is the child's stamp of reading it off the socket: the owner's
    latencies start at the socket, not at the pipe.
 4. Backpressure. The owner's ``reading(False)`` stops the child's socket reads. So does a full
-   pipe: the child's write buffer over its high-water mark, until it drains. The child reads
-   only while both allow it.
+   window: the child stops reading once ``window`` messages it sent are not yet taken off the
+   pipe by the parent (the parent says how many it took, ``Taken``, as it reads them), and so
+   does its write buffer over :data:`HIGH_WATER` bytes. The child reads only while all three
+   allow it. So between the socket and the owner's inbox there are never more than ``window``
+   messages (and one socket read's worth): with ``window`` under half the owner's incoming
+   bound, the owner's own rule (shared/mqtt.py rule 4) holds as in process.
 5. The parent's end is the child's. At EOF on its stdin the child closes the link at once, with
    no clean DISCONNECT (the broker sends the Will, as for any client it lost), and exits.
 6. TLS. An ``ssl.SSLContext`` cannot cross a process, so the transport is given the identity's
@@ -59,6 +63,8 @@ START_S = 15.0
 own timeout."""
 HIGH_WATER = 1024 * 1024
 """The child stops reading its socket while this many bytes wait in the pipe to the parent (rule 4)."""
+WINDOW = 100
+"""Messages the child may have in the pipe, not yet taken by the parent, unless told otherwise (rule 4)."""
 
 
 # --- frames ------------------------------------------------------------------------------------
@@ -79,6 +85,7 @@ class Open(msgspec.Struct, tag="open", array_like=True):
     manual_ack: bool
     max_inflight: int | None
     log_level: int
+    window: int
 
 
 class Publish(msgspec.Struct, tag="pub", array_like=True):
@@ -102,6 +109,10 @@ class Acks(msgspec.Struct, tag="acks", array_like=True):
 
 class Reading(msgspec.Struct, tag="reading", array_like=True):
     on: bool
+
+
+class Taken(msgspec.Struct, tag="taken", array_like=True):
+    n: int
 
 
 class Disconnect(msgspec.Struct, tag="disconnect", array_like=True):
@@ -129,7 +140,7 @@ class Closed(msgspec.Struct, tag="closed", array_like=True):
     error: str | None
 
 
-ToChild = Open | Publish | Subscribe | Acks | Reading | Disconnect
+ToChild = Open | Publish | Subscribe | Acks | Reading | Taken | Disconnect
 ToParent = Connected | Delivered | Done | Closed
 
 _encoder = msgspec.msgpack.Encoder()
@@ -181,13 +192,16 @@ class _Frames:
 class ProcessTransport:
     """Makes links whose socket work runs in a child process (this module's rules)."""
 
-    def __init__(self, tls: TlsFiles, *, python: str = sys.executable) -> None:
+    def __init__(self, tls: TlsFiles, *, window: int = WINDOW, python: str = sys.executable) -> None:
+        if window < 1:
+            raise ValueError(f"window must be at least 1, not {window}")
         self._tls = tls
+        self._window = window
         self._python = python
         self._last: _ProcessLink | None = None
 
     def link(self, options: ConnectOptions, deliver: Deliver) -> Link:
-        self._last = _ProcessLink(options, deliver, self._tls, self._python)
+        self._last = _ProcessLink(options, deliver, self._tls, self._python, self._window)
         return self._last
 
     @property
@@ -200,7 +214,8 @@ class ProcessTransport:
 
 
 class _ProcessLink(asyncio.SubprocessProtocol):
-    def __init__(self, options: ConnectOptions, deliver: Deliver, tls: TlsFiles, python: str) -> None:
+    def __init__(self, options: ConnectOptions, deliver: Deliver, tls: TlsFiles, python: str, window: int) -> None:
+        self._window = window
         self._loop = asyncio.get_running_loop()
         self._options = options
         self._deliver = deliver
@@ -237,7 +252,8 @@ class _ProcessLink(asyncio.SubprocessProtocol):
                             cert=str(self._tls.cert), key=str(self._tls.key), keepalive_s=o.keepalive_s,
                             timeout_s=o.timeout_s, will=o.will, receive_maximum=o.receive_maximum,
                             session_expiry_s=o.session_expiry_s, manual_ack=o.manual_ack,
-                            max_inflight=o.max_inflight, log_level=logging.getLogger().getEffectiveLevel()))
+                            max_inflight=o.max_inflight, log_level=logging.getLogger().getEffectiveLevel(),
+                            window=self._window))
             try:
                 async with asyncio.timeout(o.timeout_s + START_S):
                     await self._connack
@@ -348,8 +364,10 @@ class _ProcessLink(asyncio.SubprocessProtocol):
             self._finish(exc)
             self.close()
             return
+        taken = 0
         for f in frames:
             if isinstance(f, Delivered):
+                taken += 1
                 if not self._closed.is_set():
                     self._deliver(f.topic, f.payload, f.qos, f.mid, f.received)
             elif isinstance(f, Done):
@@ -364,6 +382,8 @@ class _ProcessLink(asyncio.SubprocessProtocol):
                     self._connack.set_result(None)
             else:
                 self._finish(MqttError(f.error) if f.error is not None else None)
+        if taken:
+            self._send(Taken(taken))  # rule 4: the child's window opens again
 
     def connection_lost(self, exc: Exception | None) -> None:
         """The child has exited and both its pipes are read to the end (so a last ``Closed``
@@ -423,14 +443,17 @@ async def _child(out_fd: int) -> int:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[ToChild | None] = asyncio.Queue()
     await loop.connect_read_pipe(lambda: _In(inbox), os.fdopen(0, "rb", buffering=0))
-    state = {"owner": True}
+    owner_reads = True
+    in_pipe = 0  # messages sent, not yet taken by the parent
+    window = WINDOW
     link: Link | None = None
 
-    def apply() -> None:
+    def apply() -> None:  # rule 4
         if link is not None:
-            link.reading(state["owner"] and out.room)
+            link.reading(owner_reads and in_pipe < window and out.room)
 
     out_t, out = await loop.connect_write_pipe(lambda: _Out(apply), os.fdopen(out_fd, "wb", buffering=0))
+    out_t.set_write_buffer_limits(high=HIGH_WATER)
 
     def send(msg: ToParent) -> None:
         if not out_t.is_closing():
@@ -440,6 +463,7 @@ async def _child(out_fd: int) -> int:
     if not isinstance(first, Open):
         return 2
     logs.setup(first.log_level, stream=sys.stderr)
+    window = max(1, first.window)
     try:
         tls = client_context(TlsFiles(ca=Path(first.ca), cert=Path(first.cert), key=Path(first.key)))
     except JikimiError as exc:  # a file gone or unreadable since the parent checked it
@@ -451,7 +475,11 @@ async def _child(out_fd: int) -> int:
                              manual_ack=first.manual_ack, max_inflight=first.max_inflight)
 
     def deliver(topic: str, payload: bytes, qos: int, mid: int, received: float | None = None) -> None:
+        nonlocal in_pipe
         send(Delivered(topic, payload, qos, mid, time.time() if received is None else received))
+        in_pipe += 1
+        if in_pipe == window:
+            apply()
 
     link = PahoTransport().link(options, deliver)
     try:
@@ -471,6 +499,7 @@ async def _child(out_fd: int) -> int:
             send(Done(i))
 
     async def commands() -> None:
+        nonlocal in_pipe, owner_reads
         assert link is not None
         while (f := await inbox.get()) is not None:
             if isinstance(f, Acks):
@@ -484,8 +513,11 @@ async def _child(out_fd: int) -> int:
                 t = asyncio.create_task(call(f.id, link.subscribe(f.topic, f.qos)))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
+            elif isinstance(f, Taken):
+                in_pipe = max(0, in_pipe - f.n)
+                apply()
             elif isinstance(f, Reading):
-                state["owner"] = f.on
+                owner_reads = f.on
                 apply()
             elif isinstance(f, Disconnect):
                 await link.disconnect()

@@ -2,7 +2,9 @@
 client while it was away arrives all at once when it comes back (Mosquitto 2.0.11 honours
 Receive Maximum only until the first PUBACK), as 13,000 retained births and statuses do at
 every start of a city's hub. A slow consumer with a small incoming bound still gets every
-message, in order, none dropped: reading pauses while its queue is half full."""
+message, in order, none dropped: reading pauses while its queue is half full. The same through
+a link in a child process (shared/mqtt_process.py rule 4), whose window keeps what is between
+the socket and the queue under the queue's free half."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 from shared import topics
 from shared.mqtt import Connection, ConnectOptions, Mqtt
+from shared.mqtt_process import ProcessTransport
 from shared.tls import client_context
 from tests.conftest import PkiFixture
 from trust.broker import RunningBroker
@@ -21,8 +24,9 @@ pytestmark = pytest.mark.broker
 QUEUED = 600
 
 
+@pytest.mark.parametrize("in_child", [False, True], ids=["in-process", "client-process"])
 async def test_a_flood_of_queued_messages_waits_in_tcp_instead_of_overflowing(
-        test_pki: PkiFixture, broker: RunningBroker) -> None:
+        test_pki: PkiFixture, broker: RunningBroker, in_child: bool) -> None:
     site, hub = test_pki.take_site(), test_pki.take_hub()
     topic = topics.site_topic(site, topics.SiteChannel.DATA)
 
@@ -53,7 +57,9 @@ async def test_a_flood_of_queued_messages_waits_in_tcp_instead_of_overflowing(
     await once(Mqtt(lambda: options(site)), publish)  # queued for the hub meanwhile
 
     got: list[bytes] = []
-    owner = Mqtt(lambda: options(hub, **consumer), incoming_max=20)
+    incoming_max = 20
+    transport = ProcessTransport(test_pki.files(hub), window=incoming_max // 4) if in_child else None
+    owner = Mqtt(lambda: options(hub, **consumer), incoming_max=incoming_max, transport=transport)
 
     async def take(conn: Connection) -> None:
         it = aiter(conn.messages)

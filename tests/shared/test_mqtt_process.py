@@ -172,7 +172,7 @@ async def test_the_child_ignores_its_parents_signals_and_ends_with_its_pipe_send
                                      cert=str(files.cert), key=str(files.key), keepalive_s=30, timeout_s=10,
                                      will=Will(will_topic, b"gone", qos=1, retain=False), receive_maximum=None,
                                      session_expiry_s=None, manual_ack=False, max_inflight=None,
-                                     log_level=30)))
+                                     log_level=30, window=10)))
         frames = _Frames(ToParent)
         head = await proc.stdout.readexactly(4)
         first = frames.feed(head + await proc.stdout.readexactly(int.from_bytes(head, "big")))
