@@ -16,7 +16,10 @@ Rules and invariants:
    length, then one msgpack :data:`ToChild` or :data:`ToParent`. The child's stderr is the
    parent's (its logs go to the same journal); its own stdout is moved to stderr, so a stray
    print cannot corrupt a frame. A frame that does not decode, or is longer than
-   :data:`MAX_FRAME`, ends the link.
+   :data:`MAX_FRAME`, ends the link. The child never sends one: a message that would not fit is
+   acknowledged, dropped and logged (``mqtt_process.oversized_dropped``), not delivered again
+   and again at each reconnect (the broker's own limit, trust/broker.py ``MAX_PACKET_SIZE``,
+   is far below it).
 3. A message's ``received`` is the child's stamp of reading it off the socket: the owner's
    latencies start at the socket, not at the pipe.
 4. Backpressure. The owner's ``reading(False)`` stops the child's socket reads. So does a full
@@ -28,7 +31,12 @@ Rules and invariants:
    bound, the owner's own rule (shared/mqtt.py rule 4) holds as in process.
 5. The parent's end is the child's. At EOF on its stdin the child closes the link at once, with
    no clean DISCONNECT (the broker sends the Will, as for any client it lost), and exits.
-6. TLS. An ``ssl.SSLContext`` cannot cross a process, so the transport is given the identity's
+6. One build. The frames are this file's, so parent and child must run the same copy of it: the
+   parent's first frame (:class:`Hello`, whose shape never changes) names a digest of the file
+   as the parent imported it, and a child that imported another (the package was upgraded
+   while the hub ran) says so and exits instead of misreading frames. The hub then needs a
+   restart, and its log says why at every attempt.
+7. TLS. An ``ssl.SSLContext`` cannot cross a process, so the transport is given the identity's
    files, and the child builds its context from them with :func:`shared.tls.client_context`:
    TLS 1.3, the broker verified, as in process. ``ConnectOptions.tls`` is not used.
 """
@@ -37,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -68,6 +77,16 @@ WINDOW = 100
 
 
 # --- frames ------------------------------------------------------------------------------------
+
+BUILD = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+"""This file's digest as this process imported it (rule 6)."""
+
+
+class Hello(msgspec.Struct, tag="hello", array_like=True):
+    """The parent's first frame (rule 6). Never change its shape."""
+
+    build: str
+
 
 
 class Open(msgspec.Struct, tag="open", array_like=True):
@@ -140,7 +159,7 @@ class Closed(msgspec.Struct, tag="closed", array_like=True):
     error: str | None
 
 
-ToChild = Open | Publish | Subscribe | Acks | Reading | Taken | Disconnect
+ToChild = Hello | Open | Publish | Subscribe | Acks | Reading | Taken | Disconnect
 ToParent = Connected | Delivered | Done | Closed
 
 _encoder = msgspec.msgpack.Encoder()
@@ -248,6 +267,7 @@ class _ProcessLink(asyncio.SubprocessProtocol):
             stdin = proc.get_pipe_transport(0)
             assert isinstance(stdin, asyncio.WriteTransport)
             self._stdin = stdin
+            self._send(Hello(BUILD))
             self._send(Open(host=o.host, port=o.port, client_id=o.client_id, ca=str(self._tls.ca),
                             cert=str(self._tls.cert), key=str(self._tls.key), keepalive_s=o.keepalive_s,
                             timeout_s=o.timeout_s, will=o.will, receive_maximum=o.receive_maximum,
@@ -459,6 +479,13 @@ async def _child(out_fd: int) -> int:
         if not out_t.is_closing():
             out_t.write(_frame(msg))
 
+    hello = await inbox.get()
+    if not isinstance(hello, Hello) or hello.build != BUILD:  # rule 6
+        theirs = hello.build if isinstance(hello, Hello) else "unknown"
+        send(Closed(f"the MQTT process runs another build of {Path(__file__).name} ({BUILD}) than the hub"
+                    f" ({theirs}): was jikimi upgraded while this process ran? Restart it"))
+        await _flushed(out_t, out)
+        return 2
     first = await inbox.get()
     if not isinstance(first, Open):
         return 2
@@ -476,6 +503,11 @@ async def _child(out_fd: int) -> int:
 
     def deliver(topic: str, payload: bytes, qos: int, mid: int, received: float | None = None) -> None:
         nonlocal in_pipe
+        if len(payload) + len(topic) > MAX_FRAME - 1024:  # rule 2: never a frame the parent refuses
+            log.error("mqtt_process.oversized_dropped", extra={"topic": topic, "bytes": len(payload)})
+            if qos > 0 and link is not None:
+                link.ack(mid, qos)  # else the broker would send it again at every connect
+            return
         send(Delivered(topic, payload, qos, mid, time.time() if received is None else received))
         in_pipe += 1
         if in_pipe == window:

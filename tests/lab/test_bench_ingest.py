@@ -30,6 +30,9 @@ def test_bench_ingest_reports_the_sustained_rate_the_broker_capacity_and_every_s
         assert {"offered_records_per_s", "generated_records_per_s", "committed_records_per_s", "p99_ms",
                 "all_committed", "sustained", "load_average", "cores_used", "writer"} <= point.keys()
         assert point["writer"]["transactions"] >= 1  # where the step's time went in the writer
+        assert {"hub", "hub_mqtt_process", "broker", "generators"} <= point["cores_used"].keys()
+    assert doc["client_process"] is True  # the hub as it runs by default (broker.client_process)
+    assert isinstance(doc["hub"]["heap_freezes"], int)
     assert doc["hub"]["records_committed"] == doc["hub"]["records_sent"], "the sweep drains before counting"
     assert "burst" not in doc
 

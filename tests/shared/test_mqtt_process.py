@@ -15,10 +15,21 @@ import time
 
 import pytest
 
-from shared import topics
+from shared import mqtt_process, topics
 from shared.errors import MqttError
 from shared.mqtt import Connection, ConnectOptions, Message, Mqtt, Will
-from shared.mqtt_process import MAX_FRAME, Closed, Connected, Open, ProcessTransport, ToParent, _frame, _Frames
+from shared.mqtt_process import (
+    BUILD,
+    MAX_FRAME,
+    Closed,
+    Connected,
+    Hello,
+    Open,
+    ProcessTransport,
+    ToParent,
+    _frame,
+    _Frames,
+)
 from shared.tls import client_context
 from tests.conftest import PkiFixture
 from trust.broker import RunningBroker
@@ -168,6 +179,7 @@ async def test_the_child_ignores_its_parents_signals_and_ends_with_its_pipe_send
                                                     stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None
         assert proc.stdout is not None
+        proc.stdin.write(_frame(Hello(BUILD)))
         proc.stdin.write(_frame(Open(host=broker.host, port=broker.port, client_id=hub, ca=str(files.ca),
                                      cert=str(files.cert), key=str(files.key), keepalive_s=30, timeout_s=10,
                                      will=Will(will_topic, b"gone", qos=1, retain=False), receive_maximum=None,
@@ -199,6 +211,19 @@ async def test_a_child_that_cannot_connect_says_why_and_exits(test_pki: PkiFixtu
         with pytest.raises(MqttError, match=r"[Cc]onnection refused"):
             await link.connect()
     assert transport.pid is None  # the child is gone
+
+
+async def test_a_child_of_another_build_refuses_instead_of_misreading_frames(
+        broker: RunningBroker, test_pki: PkiFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rule 6: the package was upgraded under a running hub; its next child imports the new file.
+    (Here the parent's digest is the odd one out, which is the same mismatch.)"""
+    hub = test_pki.take_hub()
+    monkeypatch.setattr(mqtt_process, "BUILD", "0" * 16)
+    transport = ProcessTransport(test_pki.files(hub))
+    link = transport.link(options(broker, test_pki, hub), lambda *a, **k: None)
+    with pytest.raises(MqttError, match=r"another build of mqtt_process\.py .* Restart it"):
+        await link.connect()
+    assert transport.pid is None
 
 
 class socket_closed:
