@@ -25,7 +25,7 @@ from trust.broker import Bridge, RunningBroker, Scope
 from trust.pki import Pki, Role, bridge_cn
 
 EDGE_POOL = 512  # issued up front: the session broker's ACL lists them from the start
-HUB_POOL = 384
+HUB_POOL = 512
 """Hub identities, issued up front too: the broker binds the client id to the CN, so every
 concurrent hub-side client (a running hub, a test's subscriber, a fake hub) needs its own."""
 _RUN = uuid.uuid4().hex[:6]
