@@ -411,6 +411,20 @@ def _leaves(group: BaseExceptionGroup[MqttError]) -> Iterator[MqttError]:
 # --- the real transport ----------------------------------------------------------------------
 
 
+def end_waits(connack: asyncio.Future[None], pending: dict[int, asyncio.Future[None]],
+              error: MqttError | None) -> None:
+    """A link has ended (``error``, or None after a clean DISCONNECT): its CONNACK wait and every
+    operation still waiting on it fail with the reason. Every :class:`Link` ends this way."""
+    lost = error or MqttError("disconnected")
+    if not connack.done():
+        connack.set_exception(lost)
+        connack.exception()  # retrieved: nobody may be awaiting it any more
+    for fut in pending.values():
+        if not fut.done():
+            fut.set_exception(MqttError(f"connection lost: {lost}"))
+    pending.clear()
+
+
 class PahoTransport:
     """paho-mqtt (public API only) driven by the running event loop: the socket is watched with
     ``add_reader``/``add_writer``, keepalive runs on a timer; only the blocking TCP connect and
@@ -547,14 +561,7 @@ class _PahoLink:
             return
         self._error = error
         self._closed.set()
-        lost = error or MqttError("disconnected")
-        if not self._connack.done():
-            self._connack.set_exception(lost)
-            self._connack.exception()  # retrieved: nobody may be awaiting it any more
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(MqttError(f"connection lost: {lost}"))
-        self._pending.clear()
+        end_waits(self._connack, self._pending, error)
 
     def _on_loop(self, fn: Callable[[], None]) -> None:
         """paho calls the socket callbacks from the connecting thread too."""

@@ -59,7 +59,7 @@ import msgspec
 
 from shared import logs
 from shared.errors import JikimiError, MqttError
-from shared.mqtt import ConnectOptions, Deliver, Link, PahoTransport, Will
+from shared.mqtt import ConnectOptions, Deliver, Link, PahoTransport, Will, end_waits
 from shared.tls import TlsFiles, client_context
 
 log = logging.getLogger(__name__)
@@ -365,14 +365,7 @@ class _ProcessLink(asyncio.SubprocessProtocol):
             return
         self._error = error
         self._closed.set()
-        lost = error or MqttError("disconnected")
-        if not self._connack.done():
-            self._connack.set_exception(lost)
-            self._connack.exception()  # retrieved: nobody may be awaiting it any more
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(MqttError(f"connection lost: {lost}"))
-        self._pending.clear()
+        end_waits(self._connack, self._pending, error)
 
     # --- the child's side of the pipes (SubprocessProtocol) ------------------------------------
 
